@@ -1,0 +1,159 @@
+"""The ``embrecall`` command line: demo, train, evaluate, recommend, generate."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from embrecall.config import Config, SyntheticConfig, load_config
+from embrecall.errors import EmbrecallError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Embedding-based candidate retrieval: train two-tower models, index items, evaluate, recommend.")
+console = Console()
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML or YAML run config (default: demo).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a field: section.field=value.")]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+
+
+def _config(config: Path | None, sets: list[str] | None, **flags: Any) -> Config:
+    overrides = list(sets or [])
+    overrides += [f"{k}={v}" for k, v in flags.items() if v is not None]
+    return load_config(config, overrides)
+
+
+def _metrics_table(metrics: dict[str, dict[str, Any]], ks: list[int], title: str) -> Table:
+    """One row per metric, one column per channel: fits a terminal however many channels run."""
+    table = Table(title=title)
+    table.add_column("metric")
+    for name in metrics:
+        table.add_column(name, justify="right")
+    rows = [f"HR@{k}" for k in ks] + [f"NDCG@{k}" for k in ks] + ["MRR"] + [f"coverage@{k}" for k in ks]
+    for r in rows:
+        table.add_row(r, *[f"{m[r]:.4f}" for m in metrics.values()])
+    for key, label, fmt in (("train_seconds", "train time (s)", "{:.1f}"), ("peak_rss_mb", "peak RSS (MB)", "{:.0f}")):
+        table.add_row(label, *[fmt.format(m[key]) if key in m else "" for m in metrics.values()])
+    return table
+
+
+def _recommendations_table(frame, user_id: str, version: str) -> Table:
+    table = Table(title=f"user {user_id} — bundle {version}")
+    shown = [c for c in frame.columns if c not in ("score",)][:5]
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    for c in shown:
+        table.add_column(c)
+    for i, row in enumerate(frame.itertuples(index=False), start=1):
+        values = row._asdict()
+        table.add_row(str(i), f"{values['score']:.3f}", *[str(values[c]) for c in shown])
+    return table
+
+
+def _run(fn):
+    """Print embrecall errors as one clear message (exit 2) instead of a traceback."""
+    try:
+        return fn()
+    except EmbrecallError as err:
+        console.print(f"[bold red]error:[/] {err}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def train(config: ConfigOpt = None, set: SetOpt = None, out: Annotated[Optional[Path], typer.Option(
+          help="Folder for bundles.")] = None, epochs: Annotated[Optional[int], typer.Option()] = None,
+          seed: Annotated[Optional[int], typer.Option()] = None, progress: ProgressOpt = True) -> None:
+    """Train a two-tower model under the protocol, evaluate it, and write a versioned bundle."""
+    from embrecall.pipeline import train as run_train
+
+    def go() -> None:
+        cfg = _config(config, set, **{"out": out, "train.epochs": epochs, "train.seed": seed})
+        report = run_train(cfg, show_progress=progress)
+        if report.metrics:
+            console.print(_metrics_table(report.metrics, cfg.evaluate.ks, "test metrics (BENCHMARK.md)"))
+        console.print(f"best epoch {report.best_epoch}, training {report.seconds:.1f} s")
+        console.print(f"bundle written: [bold]{report.bundle}[/]")
+    _run(go)
+
+
+@app.command()
+def evaluate(config: ConfigOpt = None, set: SetOpt = None,
+             bundle: Annotated[Optional[Path], typer.Option(help="Evaluate this bundle's two-tower model.")] = None,
+             channel: Annotated[Optional[list[str]], typer.Option(help="two_tower, popular (repeatable).")] = None,
+             json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics as JSON.")] = None,
+             progress: ProgressOpt = True) -> None:
+    """Run the BENCHMARK.md protocol on one or more channels and print a table."""
+    from embrecall.pipeline import evaluate as run_evaluate
+
+    def go() -> None:
+        cfg = _config(config, set)
+        metrics = run_evaluate(cfg, channel, bundle, show_progress=progress)
+        console.print(_metrics_table(metrics, cfg.evaluate.ks, "test metrics (BENCHMARK.md)"))
+        if json_out:
+            json_out.write_text(json.dumps(metrics, indent=2))
+            console.print(f"metrics written to {json_out}")
+    _run(go)
+
+
+@app.command()
+def recommend(bundle: Annotated[Path, typer.Option(help="A bundle folder written by `embrecall train`.")],
+              user: Annotated[str, typer.Option(help="The user id, as in the data.")],
+              k: Annotated[int, typer.Option("-k", min=1, max=10_000)] = 20) -> None:
+    """Print the top-k items for a user, seen items removed, with their titles or attributes."""
+    from embrecall.export import Bundle
+
+    def go() -> None:
+        b = Bundle.load(bundle)
+        if user not in b.users.index:
+            console.print(f"[yellow]user {user!r} is not in this bundle: recommending from features alone[/]")
+        console.print(_recommendations_table(b.recommend(user, k), user, b.version))
+    _run(go)
+
+
+@app.command()
+def demo(out: Annotated[Path, typer.Option(help="Folder for the demo bundle.")] = Path("runs/demo"),
+         progress: ProgressOpt = True) -> None:
+    """Synthetic data -> train -> index -> evaluate -> sample recommendations, with nothing downloaded."""
+    from embrecall.export import Bundle
+    from embrecall.pipeline import train as run_train
+
+    def go() -> None:
+        cfg = _config(None, None, out=out)
+        s = cfg.data.synthetic
+        console.print(f"[bold]embrecall demo[/]: synthetic log of {s.events:,} events, {s.users:,} users, "
+                      f"{s.items:,} items in {s.categories} categories")
+        report = run_train(cfg, show_progress=progress)
+        console.print(_metrics_table(report.metrics, cfg.evaluate.ks, "test metrics (BENCHMARK.md protocol)"))
+        b = Bundle.load(report.bundle)
+        for user in list(b.users.index[:2]):
+            console.print(_recommendations_table(b.recommend(user, 5), user, b.version))
+        console.print(f"bundle: [bold]{report.bundle}[/]  — try: embrecall recommend --bundle {report.bundle} "
+                      f"--user {b.users.index[0]} -k 20")
+    _run(go)
+
+
+@app.command()
+def generate(out: Annotated[Path, typer.Option(help="Folder for events/users/items.parquet.")],
+             users: int = 100_000, items: int = 1_000_000, events: int = 10_000_000,
+             categories: int = 200, cities: int = 50, seed: int = 0) -> None:
+    """Write a synthetic log as Parquet (power-law popularity, categories, cities, sessions)."""
+    from embrecall.data.synthetic import write_parquet
+
+    def go() -> None:
+        cfg = SyntheticConfig(users=users, items=items, events=events, categories=categories, cities=cities,
+                              seed=seed)
+        with console.status("generating"):
+            paths = write_parquet(cfg, out)
+        for name, p in paths.items():
+            console.print(f"{name}: {p}")
+    _run(go)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app(sys.argv[1:])

@@ -1,0 +1,369 @@
+"""The run configuration: one validated object that describes data, features, model, training and index.
+
+A run is described by one TOML or YAML file; CLI flags override single fields with
+``section.field=value``; the resolved config is saved with every output so a bundle
+always says how it was made.  Defaults describe the synthetic demo run.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from embrecall.errors import ConfigError
+
+__all__ = [
+    "Config", "DataConfig", "ColumnMap", "TableConfig", "SyntheticConfig", "SplitConfig",
+    "FeaturesConfig", "Feature", "ItemIdFeature", "CategoricalFeature", "HashedFeature",
+    "NumericFeature", "MultiFeature", "HistoryFeature", "TimeFeature",
+    "ModelConfig", "TrainConfig", "IndexConfig", "EvalConfig", "load_config", "apply_overrides",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ----------------------------------------------------------------------------- data
+
+class ColumnMap(_Strict):
+    """Names of the interaction columns in the input file."""
+
+    user: str = "user_id"
+    item: str = "item_id"
+    timestamp: str = "timestamp"
+    event: str | None = None
+    weight: str | None = None
+
+
+class TableConfig(_Strict):
+    """A user-feature or item-feature table keyed by the user or item id."""
+
+    path: Path
+    key: str
+    title: str | None = None  # item tables: the column shown next to recommendations
+
+
+class SyntheticConfig(_Strict):
+    """Size and shape of generated data (see ``embrecall.data.synthetic``)."""
+
+    users: int = Field(2_000, ge=1)
+    items: int = Field(1_000, ge=2)
+    events: int = Field(60_000, ge=1)
+    categories: int = Field(20, ge=1)
+    cities: int = Field(10, ge=1)
+    seed: int = 0
+
+
+class DataConfig(_Strict):
+    """Where the interaction log comes from and how to read it."""
+
+    format: Literal["synthetic", "movielens", "table"] = "synthetic"
+    path: Path | None = None  # movielens: the directory; table: the interactions file (CSV or Parquet)
+    columns: ColumnMap = ColumnMap()
+    timestamp_format: str = "auto"  # auto | unix_s | unix_ms | iso8601 | a strptime format such as %m/%d/%Y
+    delimiter: str = ","
+    header: bool = True
+    events: list[str] | None = None  # event types that count as positives; None keeps all
+    context_columns: list[str] = []  # per-event columns (city, scene) kept for context features
+    user_columns: list[str] = []  # user attributes carried on every interaction row
+    item_columns: list[str] = []  # item attributes carried on every interaction row
+    users: TableConfig | None = None
+    items: TableConfig | None = None
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> "DataConfig":
+        if self.format in ("movielens", "table") and self.path is None:
+            raise ValueError(f"data.format = '{self.format}' needs data.path (a directory or file to read)")
+        return self
+
+
+class SplitConfig(_Strict):
+    """How events are split into train / validation / test (see ``embrecall.data.split``)."""
+
+    kind: Literal["leave_last_out", "time"] = "leave_last_out"
+    valid_start: str | None = None  # time split: ISO date/time or unix seconds
+    test_start: str | None = None
+
+    @model_validator(mode="after")
+    def _cutoffs(self) -> "SplitConfig":
+        if self.kind == "time" and (self.valid_start is None or self.test_start is None):
+            raise ValueError("split.kind = 'time' needs split.valid_start and split.test_start")
+        return self
+
+
+# ----------------------------------------------------------------------------- features
+
+class _FeatureBase(_Strict):
+    name: str = Field(min_length=1)
+    column: str | None = None  # input column; defaults to the feature name
+    dim: int = Field(16, ge=1)
+
+    @property
+    def input_column(self) -> str:
+        return self.column or self.name
+
+
+class ItemIdFeature(_FeatureBase):
+    """The item's own id (item tower), embedded in the table that history features share."""
+
+    kind: Literal["item_id"]
+    name: str = "item_id"
+
+
+class CategoricalFeature(_FeatureBase):
+    """A column of discrete values with a fitted vocabulary; rare and unseen values share one OOV row."""
+
+    kind: Literal["categorical"]
+    min_count: int = Field(1, ge=1)
+    source: Literal["table", "event"] = "table"  # event: read from the interaction row (context)
+
+
+class HashedFeature(_FeatureBase):
+    """A high-cardinality column (geohash, zip) hashed into a fixed number of buckets; no vocabulary."""
+
+    kind: Literal["hashed"]
+    buckets: int = Field(10_000, ge=2)
+    source: Literal["table", "event"] = "table"
+
+
+class NumericFeature(_FeatureBase):
+    """A number, standardised (optionally after log1p) or cut into quantile buckets."""
+
+    kind: Literal["numeric"]
+    transform: Literal["standardize", "log_standardize", "bucketize"] = "standardize"
+    buckets: int = Field(10, ge=2)
+    source: Literal["table", "event"] = "table"
+
+
+class MultiFeature(_FeatureBase):
+    """A multi-valued column (genres, tags) separated by ``sep``; embeddings are mean-pooled."""
+
+    kind: Literal["multi"]
+    sep: str = "|"
+    max_len: int = Field(16, ge=1)
+    min_count: int = Field(1, ge=1)
+
+
+class HistoryFeature(_FeatureBase):
+    """The user's last ``max_len`` items before the event, pooled with recency weights.
+
+    Weight of the item ``p`` steps back is ``decay**p``; ``learned_weights`` starts there and
+    lets training adjust each position.  It shares the item-id embedding table, so ``dim`` is
+    the model's ``item_embedding_dim``.
+    """
+
+    kind: Literal["history"]
+    name: str = "history"
+    max_len: int = Field(20, ge=1)
+    decay: float = Field(0.8, gt=0.0, le=1.0)
+    learned_weights: bool = True
+
+
+class TimeFeature(_FeatureBase):
+    """Hour of day or day of week of the event (context), from its timestamp in UTC."""
+
+    kind: Literal["time"]
+    part: Literal["hour", "weekday"] = "hour"
+
+
+Feature = Annotated[
+    Union[ItemIdFeature, CategoricalFeature, HashedFeature, NumericFeature, MultiFeature, HistoryFeature, TimeFeature],
+    Field(discriminator="kind"),
+]
+
+
+def _default_user_features() -> list[Any]:
+    return [
+        CategoricalFeature(kind="categorical", name="user_id"),
+        CategoricalFeature(kind="categorical", name="city", dim=8),
+        HistoryFeature(kind="history", name="last_item", max_len=1),
+        HistoryFeature(kind="history", name="history", max_len=20, decay=0.8),
+    ]
+
+
+def _default_item_features() -> list[Any]:
+    return [
+        ItemIdFeature(kind="item_id"),
+        CategoricalFeature(kind="categorical", name="category", dim=8),
+        CategoricalFeature(kind="categorical", name="item_city", column="city", dim=8),
+        NumericFeature(kind="numeric", name="price", transform="log_standardize"),
+    ]
+
+
+class FeaturesConfig(_Strict):
+    """The inputs of each tower."""
+
+    user: list[Feature] = Field(default_factory=_default_user_features)
+    item: list[Feature] = Field(default_factory=_default_item_features)
+
+    @model_validator(mode="after")
+    def _sides(self) -> "FeaturesConfig":
+        for side, feats in (("user", self.user), ("item", self.item)):
+            if not feats:
+                raise ValueError(f"features.{side} is empty: each tower needs at least one feature")
+            names = [f.name for f in feats]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"features.{side}: duplicate feature names {dup}; give each feature its own name")
+        for f in self.user:
+            if isinstance(f, ItemIdFeature):
+                raise ValueError(f"features.user.{f.name}: kind 'item_id' belongs to the item tower")
+        for f in self.item:
+            if isinstance(f, (HistoryFeature, TimeFeature)) or getattr(f, "source", "table") == "event":
+                raise ValueError(f"features.item.{f.name}: the item tower takes item attributes only, "
+                                 "not history, time or event context")
+        if sum(isinstance(f, ItemIdFeature) for f in self.item) > 1:
+            raise ValueError("features.item: at most one 'item_id' feature")
+        return self
+
+
+# ----------------------------------------------------------------------------- model, training, index
+
+class ModelConfig(_Strict):
+    """Tower shape: per-feature embeddings -> concat -> MLP -> L2-normalised output."""
+
+    item_embedding_dim: int = Field(64, ge=1)  # the item-id table shared by item tower and history
+    hidden: list[int] = [256]
+    output_dim: int = Field(64, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class TrainConfig(_Strict):
+    """Loss, optimiser and schedule of two-tower training."""
+
+    loss: Literal["sampled_softmax", "bce"] = "sampled_softmax"
+    temperature: float = Field(0.05, gt=0.0)
+    logq_strength: float = Field(1.0, ge=0.0)  # 0 turns the popularity correction off
+    remove_accidental_hits: bool = True
+    num_negatives: int = Field(20, ge=1)  # bce: sampled negatives per positive
+    negative_alpha: float = Field(0.75, ge=0.0)  # bce: negatives drawn by popularity**alpha
+    optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
+    lr: float = Field(2e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    batch_size: int = Field(512, ge=2)
+    epochs: int = Field(10, ge=1)
+    patience: int = Field(2, ge=1)  # epochs without validation gain before stopping
+    early_stop_k: int = Field(50, ge=1)  # early stopping watches validation HR@early_stop_k
+    refit: bool = True  # retrain on train + validation for the best epoch count (the protocol's final model)
+    seed: int = 0
+    resume: bool = False  # continue from the newest checkpoint in the run's checkpoint folder
+
+
+class IndexConfig(_Strict):
+    """The ANN index over item vectors (FAISS, inner product)."""
+
+    kind: Literal["flat", "hnsw", "ivf"] = "flat"
+    hnsw_m: int = Field(32, ge=4)
+    ef_construction: int = Field(200, ge=8)
+    ef_search: int = Field(256, ge=8)
+    ivf_nlist: int | None = Field(None, ge=1)  # None: about 4 * sqrt(items)
+    nprobe: int = Field(16, ge=1)
+
+
+class EvalConfig(_Strict):
+    """The ranking cut-offs of BENCHMARK.md."""
+
+    ks: list[int] = [10, 20, 50, 100]
+
+
+class Config(_Strict):
+    """A complete run."""
+
+    data: DataConfig = DataConfig()
+    split: SplitConfig = SplitConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    index: IndexConfig = IndexConfig()
+    evaluate: EvalConfig = EvalConfig()
+    out: Path = Path("runs")
+
+
+def _format_validation(err: ValidationError, origin: str) -> ConfigError:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-after", "tagged-union")))
+        got = e.get("input")
+        got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {loc or '(top level)'}: {e['msg']}{got_s}")
+    return ConfigError(f"invalid configuration in {origin}:\n" + "\n".join(lines))
+
+
+def config_from_dict(raw: dict[str, Any], origin: str = "config") -> Config:
+    """Validate a plain dict (as read from TOML/YAML) into a Config, with field-named errors."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise _format_validation(err, origin) from None
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set ``a.b.c=value`` entries (value parsed as YAML: numbers, booleans, lists) into ``raw``."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override '{item}' is not of the form section.field=value")
+        node: Any = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"override '{item}': '{part}' is not an index of a list of {len(node)}")
+                node = node[int(part)]
+            else:
+                node = node.setdefault(part, {})
+        last = parts[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise ConfigError(f"override '{item}': '{last}' is not an index of a list of {len(node)}")
+            node[int(last)] = _parse_value(value)
+        else:
+            node[last] = _parse_value(value)
+    return raw
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a TOML or YAML file into a dict; relative data paths are resolved against the file's folder."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            raw = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            raw = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"config file {path}: expected a .toml, .yaml or .yml file")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"config file {path} is not valid {path.suffix[1:].upper()}: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path}: expected a table of sections at the top level")
+    data = raw.get("data", {})
+    for key in ("path",):
+        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+            data[key] = str((path.parent / data[key]).resolve())
+    for table in ("users", "items"):
+        t = data.get(table)
+        if isinstance(t, dict) and isinstance(t.get("path"), str) and not Path(t["path"]).is_absolute():
+            t["path"] = str((path.parent / t["path"]).resolve())
+    return raw
+
+
+def load_config(path: Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a config file (or the demo defaults when ``path`` is None) and apply overrides."""
+    raw = read_config_file(Path(path)) if path is not None else {}
+    raw = apply_overrides(raw, overrides or [])
+    return config_from_dict(raw, str(path) if path else "defaults + overrides")

@@ -1,0 +1,90 @@
+"""Train / validation / test splits of BENCHMARK.md: temporal leave-last-out, and a global time cut-off."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from embrecall.config import SplitConfig
+from embrecall.data.dataset import Dataset
+from embrecall.data.timestamps import parse_timestamps
+from embrecall.errors import ConfigError
+
+__all__ = ["Split", "leave_last_out", "time_split", "split_dataset", "sort_events"]
+
+
+@dataclass
+class Split:
+    """Events of each part, each sorted by user then time (ties in file order).
+
+    ``train``: what a model is fitted on while hyper-parameters are chosen.
+    ``valid``: one held-out target event per user, predicted from ``train``.
+    ``train_full``: what the reported model is fitted on (``train`` + validation events).
+    ``test``: one held-out target event per user, predicted from ``train_full``; never trained on.
+    """
+
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    train_full: pd.DataFrame
+    test: pd.DataFrame
+
+    def summary(self) -> str:
+        return (f"train {len(self.train):,} events, validation {len(self.valid):,} users, "
+                f"train+validation {len(self.train_full):,} events, test {len(self.test):,} users")
+
+
+def sort_events(events: pd.DataFrame) -> pd.DataFrame:
+    """Sort by user then timestamp, keeping file order among equal timestamps (a stable sort)."""
+    order = np.lexsort((np.arange(len(events)), events["timestamp"].to_numpy(), events["user_id"].to_numpy()))
+    return events.iloc[order].reset_index(drop=True)
+
+
+def leave_last_out(events: pd.DataFrame) -> Split:
+    """Per user with >= 3 events: last -> test, the one before -> validation, the rest -> train."""
+    ordered = sort_events(events)
+    users = ordered["user_id"]
+    size = users.map(users.value_counts()).to_numpy()
+    rank = ordered.groupby("user_id", sort=False).cumcount().to_numpy()
+    eligible = size >= 3
+    is_test = eligible & (rank == size - 1)
+    is_valid = eligible & (rank == size - 2)
+    return Split(
+        train=ordered[~is_test & ~is_valid].reset_index(drop=True),
+        valid=ordered[is_valid].reset_index(drop=True),
+        train_full=ordered[~is_test].reset_index(drop=True),
+        test=ordered[is_test].reset_index(drop=True),
+    )
+
+
+def _first_per_user(events: pd.DataFrame, known_users: pd.Series) -> pd.DataFrame:
+    first = events.drop_duplicates("user_id", keep="first")
+    return first[first["user_id"].isin(known_users)].reset_index(drop=True)
+
+
+def time_split(events: pd.DataFrame, valid_start: int, test_start: int) -> Split:
+    """Global cut-offs: events before ``valid_start`` train; each user's first event in
+    [valid_start, test_start) is its validation target, its first event from ``test_start`` on its
+    test target (only users with earlier history get a target)."""
+    if valid_start >= test_start:
+        raise ConfigError(f"split.valid_start ({valid_start}) must be before split.test_start ({test_start})")
+    ordered = sort_events(events)
+    ts = ordered["timestamp"].to_numpy()
+    train = ordered[ts < valid_start].reset_index(drop=True)
+    train_full = ordered[ts < test_start].reset_index(drop=True)
+    valid = _first_per_user(ordered[(ts >= valid_start) & (ts < test_start)], train["user_id"])
+    test = _first_per_user(ordered[ts >= test_start], train_full["user_id"])
+    return Split(train=train, valid=valid, train_full=train_full, test=test)
+
+
+def _cutoff(value: str, field: str) -> int:
+    return int(parse_timestamps(pd.Series([value]), "auto", file="config", column=field, first_line=1)[0])
+
+
+def split_dataset(data: Dataset, cfg: SplitConfig) -> Split:
+    """Split ``data`` as the config says."""
+    if cfg.kind == "leave_last_out":
+        return leave_last_out(data.events)
+    return time_split(data.events, _cutoff(str(cfg.valid_start), "split.valid_start"),
+                      _cutoff(str(cfg.test_start), "split.test_start"))

@@ -1,0 +1,168 @@
+"""The generic reader: interactions from CSV or Parquet with a column mapping, plus feature tables.
+
+Every problem is reported as a DataError naming the file, the line (1-based, header included)
+and the column, with what was expected.  Ids stay strings, so ``007`` is not ``7``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from embrecall.config import DataConfig, TableConfig
+from embrecall.data.dataset import Dataset
+from embrecall.data.timestamps import parse_timestamps
+from embrecall.errors import DataError
+
+__all__ = ["read_frame", "read_table_dataset", "check_numeric"]
+
+
+def read_frame(path: Path, *, delimiter: str = ",", header: bool = True) -> tuple[pd.DataFrame, int]:
+    """Read CSV (UTF-8 with or without BOM, quoted fields) or Parquet; every CSV cell stays a string.
+
+    Returns the frame and the file line of its first data row, for error messages.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("file not found", file=str(path))
+    if path.suffix.lower() in (".parquet", ".pq"):
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as err:  # pyarrow raises several unrelated types for a bad file
+            raise DataError(f"cannot read as Parquet: {err}", file=str(path)) from None
+        first_line = 1
+    else:
+        try:
+            frame = pd.read_csv(path, sep=delimiter, header=0 if header else None, dtype=str,
+                                keep_default_na=False, encoding="utf-8-sig", skip_blank_lines=True)
+        except pd.errors.EmptyDataError:
+            raise DataError("the file is empty; expected a header line and at least one row",
+                            file=str(path)) from None
+        except pd.errors.ParserError as err:
+            raise DataError(f"not a well-formed delimited file ({err})", file=str(path)) from None
+        except UnicodeDecodeError as err:
+            raise DataError(f"not UTF-8 text (byte {err.start}); re-encode the file as UTF-8",
+                            file=str(path)) from None
+        if not header:
+            frame.columns = [str(c) for c in frame.columns]
+        first_line = 2 if header else 1
+    if len(frame) == 0:
+        raise DataError("the file has no data rows", file=str(path))
+    return frame, first_line
+
+
+def _require(frame: pd.DataFrame, columns: list[str], file: Path, role: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"missing {role} column(s) {missing}; the file has {list(frame.columns)} "
+                        "(set the names in the [data] section of the config)", file=str(file))
+
+
+def _ids(frame: pd.DataFrame, column: str, file: Path, first_line: int) -> np.ndarray:
+    values = frame[column].astype(str).str.strip()
+    empty = (values == "") | frame[column].isna() | (values.str.lower() == "nan")
+    if empty.any():
+        pos = int(np.flatnonzero(empty.to_numpy())[0])
+        raise DataError(f"empty id ({int(empty.sum()):,} such rows); every interaction needs a user and an item",
+                        file=str(file), row=first_line + pos, column=column)
+    return values.to_numpy(dtype=object)
+
+
+def check_numeric(frame: pd.DataFrame, column: str, file: Path | str, first_line: int) -> pd.Series:
+    """Convert ``column`` to float, refusing text and missing values with the first offending line."""
+    raw = frame[column]
+    values = pd.to_numeric(raw, errors="coerce")
+    bad = values.isna() | ~np.isfinite(values.fillna(0).to_numpy(dtype=np.float64))
+    if bad.any():
+        pos = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"{raw.iloc[pos]!r} is not a number; expected a finite numeric value "
+                        f"({int(bad.sum()):,} such rows)", file=str(file), row=first_line + pos, column=column)
+    return values.astype(np.float64)
+
+
+def _feature_table(cfg: TableConfig, numeric: list[str], delimiter: str, header: bool) -> pd.DataFrame:
+    frame, first_line = read_frame(cfg.path, delimiter=delimiter, header=header)
+    _require(frame, [cfg.key], cfg.path, "key")
+    keys = _ids(frame, cfg.key, cfg.path, first_line)
+    dup = pd.Series(keys).duplicated(keep=False).to_numpy()
+    if dup.any():
+        rows = np.flatnonzero(dup)[:2] + first_line
+        raise DataError(f"id {keys[np.flatnonzero(dup)[0]]!r} appears on more than one row (lines {rows[0]} and "
+                        f"{rows[1]}); a feature table needs one row per id", file=str(cfg.path), column=cfg.key)
+    for col in numeric:
+        if col in frame.columns:
+            frame[col] = check_numeric(frame, col, cfg.path, first_line)
+    frame.index = pd.Index(keys, name=cfg.key)
+    return frame.drop(columns=[cfg.key])
+
+
+def _carried_table(events: pd.DataFrame, key: str, columns: list[str]) -> pd.DataFrame:
+    """Attributes carried on interaction rows: the latest row's value per id wins."""
+    latest = events.sort_values("timestamp", kind="stable").drop_duplicates(key, keep="last")
+    return latest.set_index(key)[columns]
+
+
+def read_table_dataset(cfg: DataConfig, numeric: dict[str, list[str]]) -> Dataset:
+    """Read ``cfg.path`` with ``cfg.columns``; ``numeric`` names the numeric columns per table
+    (``events``, ``users``, ``items``) so bad values are refused here, with their line."""
+    assert cfg.path is not None  # guaranteed by DataConfig validation
+    path = Path(cfg.path)
+    frame, first_line = read_frame(path, delimiter=cfg.delimiter, header=cfg.header)
+    cols = cfg.columns
+    extra = [c for c in (cols.event, cols.weight) if c] + cfg.context_columns + cfg.user_columns + cfg.item_columns
+    _require(frame, [cols.user, cols.item, cols.timestamp], path, "interaction")
+    _require(frame, extra, path, "configured")
+
+    events = pd.DataFrame({
+        "user_id": _ids(frame, cols.user, path, first_line),
+        "item_id": _ids(frame, cols.item, path, first_line),
+        "timestamp": parse_timestamps(frame[cols.timestamp], cfg.timestamp_format, file=str(path),
+                                      column=cols.timestamp, first_line=first_line),
+    })
+    if cols.weight:
+        events["weight"] = check_numeric(frame, cols.weight, path, first_line).to_numpy(np.float32)
+    if cols.event:
+        events["event"] = frame[cols.event].astype(str).to_numpy()
+    for c in dict.fromkeys(cfg.context_columns + cfg.user_columns + cfg.item_columns):
+        events[c] = (check_numeric(frame, c, path, first_line) if c in numeric.get("events", [])
+                     else frame[c].astype(str)).to_numpy()
+
+    notes: list[str] = []
+    if cfg.events is not None:
+        if not cols.event:
+            raise DataError("data.events filters event types but data.columns.event names no column", file=str(path))
+        keep = events["event"].isin(cfg.events).to_numpy()
+        if not keep.any():
+            seen = sorted(events["event"].unique())[:10]
+            raise DataError(f"no row has an event type in {cfg.events}; the file has {seen}",
+                            file=str(path), column=cols.event)
+        if not keep.all():
+            notes.append(f"kept {int(keep.sum()):,} of {len(keep):,} rows whose event type is in {cfg.events}")
+        events = events[keep].reset_index(drop=True)
+
+    users = _carried_table(events, "user_id", cfg.user_columns) if cfg.user_columns else None
+    items = _carried_table(events, "item_id", cfg.item_columns) if cfg.item_columns else None
+    if cfg.users is not None:
+        table = _feature_table(cfg.users, numeric.get("users", []), cfg.delimiter, cfg.header)
+        users = table if users is None else users.join(table, how="outer")
+    if cfg.items is not None:
+        table = _feature_table(cfg.items, numeric.get("items", []), cfg.delimiter, cfg.header)
+        if cfg.items.title and cfg.items.title not in table.columns:
+            raise DataError(f"title column '{cfg.items.title}' not found; the file has {list(table.columns)}",
+                            file=str(cfg.items.path))
+        if cfg.items.title:
+            table = table.rename(columns={cfg.items.title: "title"})
+        items = table if items is None else items.join(table, how="outer")
+
+    for side, table, col in (("user", users, "user_id"), ("item", items, "item_id")):
+        if table is None:
+            continue
+        absent = ~events[col].isin(table.index)
+        if absent.any():
+            notes.append(f"{int(absent.sum()):,} interactions ({events.loc[absent, col].nunique():,} {side}s) have "
+                         f"no row in the {side} feature table; their {side} features are treated as unknown")
+    events.drop(columns=[c for c in cfg.user_columns + cfg.item_columns if c not in cfg.context_columns],
+                inplace=True)
+    return Dataset(events, users, items, source=str(path), notes=notes)

@@ -1,0 +1,43 @@
+"""The exceptions embrecall raises on bad input, bad configuration or misuse.
+
+    EmbrecallError            base: catch this to handle every embrecall failure
+    ├── DataError             input data is missing, malformed or inconsistent (names file/row/column)
+    ├── ConfigError           the run configuration is invalid (names the field)
+    ├── NotFittedError        a model or encoder is used before ``fit``
+    └── BundleError           a bundle on disk is missing, incomplete or incompatible
+"""
+
+from __future__ import annotations
+
+__all__ = ["EmbrecallError", "DataError", "ConfigError", "NotFittedError", "BundleError"]
+
+
+class EmbrecallError(Exception):
+    """Base class of every error embrecall raises on purpose."""
+
+
+class DataError(EmbrecallError):
+    """Input data cannot be used as given; the message says where and what was expected."""
+
+    def __init__(self, message: str, *, file: str | None = None, row: int | None = None, column: str | None = None):
+        where = []
+        if file is not None:
+            where.append(f"file {file}")
+        if row is not None:
+            where.append(f"row {row}")
+        if column is not None:
+            where.append(f"column '{column}'")
+        self.file, self.row, self.column = file, row, column
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+
+
+class ConfigError(EmbrecallError):
+    """The configuration is invalid; the message names the field and the accepted values."""
+
+
+class NotFittedError(EmbrecallError):
+    """An object that learns from data was used before it was fitted."""
+
+
+class BundleError(EmbrecallError):
+    """A bundle directory cannot be loaded or does not match what it is used with."""

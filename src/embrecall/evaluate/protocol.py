@@ -1,0 +1,49 @@
+"""Run BENCHMARK.md's protocol on a channel: full-catalog ranking, own items removed, one target per user."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from embrecall.data.split import Split
+from embrecall.evaluate.metrics import MRR_CUTOFF, ranking_metrics
+from embrecall.models.channel import Channel, UserQuery
+
+__all__ = ["build_queries", "evaluate_channel"]
+
+
+def build_queries(history: pd.DataFrame, targets: pd.DataFrame) -> tuple[list[UserQuery], list[set[str]]]:
+    """Queries for each target row: the user's events in ``history`` (time order) and the target
+    event's own context (its timestamp and context columns, as a request would carry them).
+    Returns the queries and each user's exclusion set (everything in its history)."""
+    seqs = history.groupby("user_id", sort=False)["item_id"].agg(tuple)
+    context_cols = [c for c in targets.columns if c not in ("user_id", "item_id", "weight", "event")]
+    contexts = targets[context_cols].to_dict("records")
+    queries, exclude = [], []
+    for user, ctx in zip(targets["user_id"].to_numpy(), contexts):
+        items = seqs.get(user, ())
+        queries.append(UserQuery(str(user), items, ctx))
+        exclude.append(set(items))
+    return queries, exclude
+
+
+def evaluate_channel(channel: Channel, split: Split, ks: list[int], *, on: str = "test",
+                     batch_size: int = 1024) -> dict[str, float]:
+    """HR@K, NDCG@K, MRR and coverage@K of ``channel`` on the test (or validation) targets.
+
+    On ``test`` the user's history and the catalog are train + validation; on ``valid``, train.
+    """
+    history = split.train_full if on == "test" else split.train
+    targets = split.test if on == "test" else split.valid
+    catalog = set(history["item_id"].unique())
+    queries, exclude = build_queries(history, targets)
+    depth = max(max(ks), MRR_CUTOFF)
+    ranks = np.full(len(queries), -1, dtype=np.int64)
+    top_lists: list[list[str]] = []
+    for start in range(0, len(queries), batch_size):
+        batch = channel.recommend(queries[start:start + batch_size], depth, exclude[start:start + batch_size])
+        top_lists.extend([i for i in c.item_ids if i in catalog] for c in batch)
+    for row, (items, target) in enumerate(zip(top_lists, targets["item_id"].to_numpy())):
+        if target in catalog and target in items:
+            ranks[row] = items.index(target)
+    return ranking_metrics(ranks, top_lists, len(catalog), ks)

@@ -1,0 +1,193 @@
+"""A bundle is one model version on disk: everything serving needs, nothing it must recompute.
+
+    <out>/<version>/
+        manifest.json            version, resolved config, data fingerprint, metrics, file hashes
+        encoders.json            fitted feature encoders and the catalog (item_idx -> item_id)
+        weights.safetensors      the PyTorch two-tower weights
+        user_tower.onnx          the towers, split for serving
+        item_tower.onnx
+        item_vectors.safetensors (n_items, D) item-tower vectors in item_idx order
+        index.faiss              the ANN index over those vectors
+        items.parquet            item attributes in item_idx order (shown with recommendations)
+        users.parquet            user attributes and each user's items, oldest first
+
+A bundle is written to a temporary folder and renamed into place, so a crashed run never
+leaves a half-written version behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from safetensors.numpy import load_file as load_numpy, save_file as save_numpy
+from safetensors.torch import save_model
+
+from embrecall import __version__
+from embrecall.config import Config, HistoryFeature, config_from_dict
+from embrecall.errors import BundleError
+from embrecall.export.onnx_towers import OnnxTower, export_tower
+from embrecall.features import Encoders
+from embrecall.index import FaissIndex
+from embrecall.models.channel import UserQuery
+from embrecall.models.embedding_channel import EmbeddingChannel
+from embrecall.models.two_tower import TwoTower
+
+__all__ = ["Bundle", "write_bundle", "BUNDLE_FORMAT"]
+
+BUNDLE_FORMAT = 1
+_FILES = ["encoders.json", "weights.safetensors", "user_tower.onnx", "item_tower.onnx",
+          "item_vectors.safetensors", "index.faiss", "items.parquet", "users.parquet"]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _user_table(cfg: Config, history: pd.DataFrame, users: pd.DataFrame | None) -> pd.DataFrame:
+    """Per user: the profile columns the user tower reads, and all items seen, oldest first."""
+    seen = history.groupby("user_id", sort=True)["item_id"].agg(list)
+    table = pd.DataFrame({"items": seen})
+    cols = [f.input_column for f in cfg.features.user
+            if getattr(f, "source", "table") == "table" and not isinstance(f, HistoryFeature)
+            and f.input_column != "user_id"]
+    if users is not None and cols:
+        table = table.join(users[cols].astype(str).where(users[cols].notna(), None), how="outer")
+        table["items"] = table["items"].apply(lambda v: v if isinstance(v, list) else [])
+    table.index.name = "user_id"
+    return table
+
+
+def write_bundle(out_root: Path, cfg: Config, model: TwoTower, encoders: Encoders, item_vectors: np.ndarray,
+                 history: pd.DataFrame, users: pd.DataFrame | None, items: pd.DataFrame | None,
+                 *, fingerprint: str, source: str, metrics: dict[str, Any], training: dict[str, Any]) -> Path:
+    """Write a new version under ``out_root`` and return its folder."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    digest = hashlib.sha256(f"{fingerprint}{cfg.model_dump_json()}{time.time_ns()}".encode()).hexdigest()[:6]
+    version = f"{stamp}-{digest}"
+    out_root = Path(out_root)
+    tmp = out_root / f".tmp-{version}"
+    tmp.mkdir(parents=True, exist_ok=False)
+    try:
+        (tmp / "encoders.json").write_text(json.dumps(encoders.to_json()))
+        save_model(model, str(tmp / "weights.safetensors"))
+        user_table = _user_table(cfg, history, users)
+        sample_ids = user_table.index[:4]
+        sample_q = [UserQuery(str(u), tuple(user_table.at[u, "items"])) for u in sample_ids]
+        ctx = pd.DataFrame({"timestamp": np.full(len(sample_q), int(history["timestamp"].max()))})
+        for col in (f.input_column for f in cfg.features.user if getattr(f, "source", "table") == "event"):
+            ctx[col] = history[col].iloc[-len(sample_q):].to_numpy() if col in history else ""
+        user_inputs = encoders.encode_users(pd.Index(sample_ids, dtype=object), users, ctx,
+                                            encoders.history_matrix([q.history for q in sample_q]))
+        export_tower(model.user_tower, user_inputs, tmp / "user_tower.onnx")
+        item_inputs = encoders.encode_items(items, encoders.catalog_[:4])  # type: ignore[index]
+        export_tower(model.item_tower, item_inputs, tmp / "item_tower.onnx")
+        save_numpy({"vectors": np.ascontiguousarray(item_vectors, dtype=np.float32)},
+                   str(tmp / "item_vectors.safetensors"))
+        FaissIndex.build(item_vectors, cfg.index).save(tmp / "index.faiss")
+        catalog = pd.DataFrame(index=pd.Index(encoders.catalog_, name="item_id"))
+        if items is not None:
+            catalog = catalog.join(items)
+        catalog.reset_index().to_parquet(tmp / "items.parquet", index=False)
+        user_table.reset_index().to_parquet(tmp / "users.parquet", index=False)
+        manifest = {
+            "format": "embrecall-bundle", "format_version": BUNDLE_FORMAT, "version": version,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "embrecall_version": __version__,
+            "data": {"source": source, "fingerprint": fingerprint, "events": int(len(history)),
+                     "users": int(len(user_table)), "items": int(encoders.n_items)},
+            "model": {"dim": int(item_vectors.shape[1]), "user_inputs": [f.name for f in cfg.features.user],
+                      "item_inputs": [f.name for f in cfg.features.item]},
+            "index": {"kind": cfg.index.kind, "size": int(len(item_vectors))},
+            "training": training, "metrics": metrics,
+            "config": cfg.model_dump(mode="json"),
+            "files": {name: _sha256(tmp / name) for name in _FILES},
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        final = out_root / version
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+@dataclass
+class Bundle:
+    """A loaded version: the ONNX user tower, the index and the tables it needs to answer queries."""
+
+    path: Path
+    manifest: dict[str, Any]
+    config: Config
+    encoders: Encoders
+    index: FaissIndex
+    items: pd.DataFrame
+    users: pd.DataFrame
+    user_tower: OnnxTower
+    item_tower: OnnxTower
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @classmethod
+    def load(cls, path: Path | str, verify: bool = True) -> "Bundle":
+        """Open a bundle folder; with ``verify``, every file must match its hash in the manifest."""
+        path = Path(path)
+        manifest_path = path / "manifest.json"
+        if not manifest_path.is_file():
+            raise BundleError(f"{path} is not a bundle: manifest.json is missing "
+                              "(point --bundle at a folder written by `embrecall train`)")
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("format_version") != BUNDLE_FORMAT:
+            raise BundleError(f"{path}: bundle format {manifest.get('format_version')}, this embrecall reads "
+                              f"format {BUNDLE_FORMAT}; re-run `embrecall train`")
+        for name, digest in manifest["files"].items():
+            f = path / name
+            if not f.is_file():
+                raise BundleError(f"{path}: {name} is missing; the bundle is incomplete")
+            if verify and _sha256(f) != digest:
+                raise BundleError(f"{path}: {name} does not match the hash in manifest.json; the file was "
+                                  "changed or damaged after the bundle was written")
+        config = config_from_dict(manifest["config"], f"{manifest_path} (config)")
+        encoders = Encoders.from_json(config.features, json.loads((path / "encoders.json").read_text()))
+        index = FaissIndex.load(path / "index.faiss", config.index)
+        if index.dim != manifest["model"]["dim"] or len(index) != encoders.n_items:
+            raise BundleError(f"{path}: index holds {len(index)} vectors of dim={index.dim} but the model has "
+                              f"{encoders.n_items} items of dim={manifest['model']['dim']}; re-run `embrecall train`")
+        items = pd.read_parquet(path / "items.parquet").set_index("item_id")
+        users = pd.read_parquet(path / "users.parquet").set_index("user_id")
+        return cls(path, manifest, config, encoders, index, items, users,
+                   OnnxTower(path / "user_tower.onnx"), OnnxTower(path / "item_tower.onnx"))
+
+    def item_vectors(self) -> np.ndarray:
+        return load_numpy(str(self.path / "item_vectors.safetensors"))["vectors"]
+
+    def channel(self) -> EmbeddingChannel:
+        """The two-tower channel of this version: ONNX user tower + the bundle's index."""
+        return EmbeddingChannel("two_tower", self.encoders, self.users, self.user_tower, self.index)
+
+    def query(self, user_id: str, context: dict[str, Any] | None = None) -> UserQuery:
+        """The query for a known user from the stored profile (unknown users get an empty history)."""
+        items = tuple(self.users.at[user_id, "items"]) if user_id in self.users.index else ()
+        ctx = {"timestamp": int(time.time()), **(context or {})}
+        return UserQuery(str(user_id), items, ctx)
+
+    def recommend(self, user_id: str, k: int = 20, context: dict[str, Any] | None = None,
+                  exclude_seen: bool = True) -> pd.DataFrame:
+        """Top-``k`` items for a user, with their attributes (title, genres...)."""
+        q = self.query(user_id, context)
+        found = self.channel().recommend([q], k, [set(q.history)] if exclude_seen else None)[0]
+        out = pd.DataFrame({"item_id": found.item_ids, "score": found.scores})
+        return out.join(self.items, on="item_id")

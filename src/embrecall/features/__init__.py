@@ -1,0 +1,5 @@
+"""Fitted feature encoders: raw columns in, integer ids / floats for the towers out."""
+
+from embrecall.features.encoders import Encoders
+
+__all__ = ["Encoders"]

@@ -1,0 +1,245 @@
+"""Encoders fitted on training data that turn raw feature columns into tower inputs.
+
+Index conventions shared by every encoder and the towers: 0 is "missing / padding" (its
+embedding row is zero), 1 is "seen in no training row" (OOV) where a vocabulary exists.
+Item ids and history use ``item_idx + 1``.  Everything fitted is saved as JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from embrecall.config import (CategoricalFeature, Feature, FeaturesConfig, HashedFeature, HistoryFeature,
+                              ItemIdFeature, MultiFeature, NumericFeature, TimeFeature)
+from embrecall.errors import DataError, NotFittedError
+
+__all__ = ["Encoders", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+_MISSING = {"", "nan", "none", "null"}
+
+
+def _text(values: pd.Series) -> pd.Series:
+    """Values as stripped strings, with missing ones as ''."""
+    out = values.astype(object).where(values.notna(), "").astype(str).str.strip()
+    return out.where(~out.str.lower().isin(_MISSING), "")
+
+
+def _vocab(tokens: pd.Series, min_count: int) -> list[str]:
+    counts = tokens[tokens != ""].value_counts(sort=False)
+    kept = counts[counts >= min_count]
+    return sorted(kept.index.tolist())
+
+
+def _lookup(index: pd.Index, values: pd.Series) -> np.ndarray:
+    """0 for missing, 1 for unknown, 2 + position for known values."""
+    idx = index.get_indexer(values.to_numpy())
+    out = np.where(idx >= 0, idx + 2, 1).astype(np.int64)
+    out[(values == "").to_numpy()] = 0
+    return out
+
+
+def _stable_hash(values: pd.Series, buckets: int) -> np.ndarray:
+    uniques, inverse = np.unique(values.to_numpy(dtype=str), return_inverse=True)
+    hashed = np.array([int.from_bytes(hashlib.blake2b(u.encode(), digest_size=8).digest(), "little") % buckets + 2
+                       for u in uniques], dtype=np.int64)
+    out = hashed[inverse].reshape(-1)
+    out[(values == "").to_numpy()] = 0
+    return out
+
+
+class Encoders:
+    """All fitted encoders of one run: ``fit`` learns vocabularies and statistics, the
+    ``encode_*`` methods produce the arrays the towers take, keyed by feature name."""
+
+    def __init__(self, spec: FeaturesConfig):
+        self.spec = spec
+        self.state_: dict[str, dict[str, Any]] | None = None
+        self.catalog_: pd.Index | None = None  # item_id of each item_idx
+
+    # ------------------------------------------------------------------ fitting
+
+    @staticmethod
+    def _column(f: Feature, side: str, events: pd.DataFrame, table: pd.DataFrame | None,
+                ids: pd.Index) -> pd.Series:
+        """The raw values a feature is fitted on: table rows of the ids seen in training, or event rows."""
+        col = f.input_column
+        if getattr(f, "source", "table") == "event":
+            if col not in events.columns:
+                raise DataError(f"feature '{f.name}' reads event column '{col}', which the interactions lack; "
+                                f"add it to data.context_columns", column=col)
+            return events[col]
+        if col == f"{side}_id":
+            return pd.Series(ids.to_numpy(), dtype=object)
+        if table is None or col not in table.columns:
+            have = [] if table is None else list(table.columns)
+            raise DataError(f"feature '{f.name}' reads {side} column '{col}', but the {side} feature table has "
+                            f"{have or 'no table'}; fix features.{side} or the data section", column=col)
+        return table[col].reindex(ids)
+
+    def fit(self, events: pd.DataFrame, users: pd.DataFrame | None, items: pd.DataFrame | None) -> "Encoders":
+        """Fit on training ``events``; the catalog is every item they contain."""
+        self.catalog_ = pd.Index(pd.unique(events["item_id"]), dtype=object)
+        user_ids = pd.Index(pd.unique(events["user_id"]), dtype=object)
+        state: dict[str, dict[str, Any]] = {}
+        for side, feats, table, ids in (("user", self.spec.user, users, user_ids),
+                                        ("item", self.spec.item, items, self.catalog_)):
+            for f in feats:
+                key = f"{side}.{f.name}"
+                if isinstance(f, (ItemIdFeature, HistoryFeature, TimeFeature)):
+                    state[key] = {}
+                    continue
+                raw = self._column(f, side, events, table, ids)
+                if isinstance(f, CategoricalFeature):
+                    state[key] = {"vocab": _vocab(_text(raw), f.min_count)}
+                elif isinstance(f, MultiFeature):
+                    tokens = _text(raw).str.split(f.sep, regex=False).explode().str.strip()
+                    state[key] = {"vocab": _vocab(tokens.fillna(""), f.min_count)}
+                elif isinstance(f, NumericFeature):
+                    state[key] = self._fit_numeric(f, raw)
+                else:  # HashedFeature: nothing to learn
+                    state[key] = {}
+        self.state_ = state
+        return self
+
+    @staticmethod
+    def _fit_numeric(f: NumericFeature, raw: pd.Series) -> dict[str, Any]:
+        x = pd.to_numeric(raw, errors="coerce").dropna().to_numpy(np.float64)
+        if len(x) == 0:
+            raise DataError(f"numeric feature '{f.name}' has no numeric value in the training data",
+                            column=f.input_column)
+        if f.transform == "bucketize":
+            edges = np.unique(np.quantile(x, np.linspace(0, 1, f.buckets + 1)[1:-1]))
+            return {"edges": edges.tolist()}
+        if f.transform == "log_standardize":
+            x = np.log1p(np.maximum(x, 0.0))
+        std = float(x.std())
+        return {"mean": float(x.mean()), "std": std if std > 0 else 1.0}
+
+    # ------------------------------------------------------------------ sizes and state
+
+    def _state(self) -> dict[str, dict[str, Any]]:
+        if self.state_ is None or self.catalog_ is None:
+            raise NotFittedError("Encoders is not fitted yet. Call 'fit' with training events first.")
+        return self.state_
+
+    @property
+    def n_items(self) -> int:
+        self._state()
+        return len(self.catalog_)  # type: ignore[arg-type]
+
+    def input_size(self, side: str, f: Feature) -> int:
+        """Rows of the embedding table a feature needs (0 for features fed as raw numbers)."""
+        st = self._state()[f"{side}.{f.name}"]
+        if isinstance(f, (ItemIdFeature, HistoryFeature)):
+            return self.n_items + 1
+        if isinstance(f, (CategoricalFeature, MultiFeature)):
+            return len(st["vocab"]) + 2
+        if isinstance(f, HashedFeature):
+            return f.buckets + 2
+        if isinstance(f, TimeFeature):
+            return (24 if f.part == "hour" else 7) + 1
+        if isinstance(f, NumericFeature):
+            return len(st["edges"]) + 2 if f.transform == "bucketize" else 0
+        raise TypeError(f"unknown feature type {type(f).__name__}")
+
+    def history_len(self) -> int:
+        return max((f.max_len for f in self.spec.user if isinstance(f, HistoryFeature)), default=0)
+
+    # ------------------------------------------------------------------ encoding
+
+    def _encode(self, side: str, f: Feature, raw: pd.Series) -> np.ndarray:
+        st = self._state()[f"{side}.{f.name}"]
+        if isinstance(f, CategoricalFeature):
+            return _lookup(pd.Index(st["vocab"], dtype=object), _text(raw))
+        if isinstance(f, HashedFeature):
+            return _stable_hash(_text(raw), f.buckets)
+        if isinstance(f, MultiFeature):
+            index = pd.Index(st["vocab"], dtype=object)
+            rows = _text(raw).str.split(f.sep, regex=False)
+            out = np.zeros((len(raw), f.max_len), dtype=np.int64)
+            flat = rows.explode()
+            tokens = flat.fillna("").astype(str).str.strip()
+            codes = _lookup(index, tokens)
+            row_of = np.repeat(np.arange(len(rows)), rows.str.len().to_numpy(dtype=np.int64))
+            pos = pd.Series(row_of).groupby(row_of).cumcount().to_numpy()
+            keep = (pos < f.max_len) & (codes > 0)
+            out[row_of[keep], pos[keep]] = codes[keep]
+            return out
+        if isinstance(f, NumericFeature):
+            x = pd.to_numeric(raw, errors="coerce").to_numpy(np.float64)
+            if f.transform == "bucketize":
+                codes = np.searchsorted(np.asarray(st["edges"]), x, side="right") + 1
+                return np.where(np.isnan(x), 0, codes).astype(np.int64)
+            if f.transform == "log_standardize":
+                x = np.log1p(np.maximum(x, 0.0))
+            z = (x - st["mean"]) / st["std"]
+            return np.nan_to_num(z, nan=0.0).astype(np.float32)
+        raise TypeError(f"feature '{f.name}' of kind {f.kind} is not encoded from a column")
+
+    def encode_items(self, items: pd.DataFrame | None, item_ids: pd.Index | None = None) -> dict[str, np.ndarray]:
+        """Item tower inputs for ``item_ids`` (default: the whole catalog, in item_idx order)."""
+        self._state()
+        ids = self.catalog_ if item_ids is None else item_ids
+        out: dict[str, np.ndarray] = {}
+        for f in self.spec.item:
+            if isinstance(f, ItemIdFeature):
+                idx = self.catalog_.get_indexer(ids)  # type: ignore[union-attr]
+                out[f.name] = np.where(idx >= 0, idx + 1, 0).astype(np.int64)
+            else:
+                out[f.name] = self._encode("item", f, self._column(f, "item", pd.DataFrame(), items, ids))
+        return out
+
+    def encode_users(self, user_ids: pd.Index, users: pd.DataFrame | None, context: pd.DataFrame,
+                     history: np.ndarray | None) -> dict[str, np.ndarray]:
+        """User tower inputs.
+
+        ``context``: one row per user with the event columns (``timestamp`` and context columns);
+        ``history``: (N, L) int64 of ``item_idx + 1``, most recent first, 0-padded; None leaves
+        the history features out (training fills them batch by batch).
+        """
+        out: dict[str, np.ndarray] = {}
+        for f in self.spec.user:
+            if isinstance(f, HistoryFeature):
+                if history is not None:
+                    out[f.name] = np.ascontiguousarray(history[:, :f.max_len])
+            elif isinstance(f, TimeFeature):
+                ts = pd.to_datetime(context["timestamp"].to_numpy(), unit="s", utc=True)
+                part = ts.hour if f.part == "hour" else ts.dayofweek
+                out[f.name] = np.asarray(part, dtype=np.int64) + 1
+            else:
+                raw = self._column(f, "user", context, users, user_ids)
+                out[f.name] = self._encode("user", f, raw)
+        return out
+
+    def history_matrix(self, histories: list[list[str]] | list[np.ndarray]) -> np.ndarray:
+        """(N, L) ``item_idx + 1`` of each user's raw item ids (oldest first), most recent first;
+        items outside the catalog are skipped."""
+        L = self.history_len()
+        out = np.zeros((len(histories), max(L, 1)), dtype=np.int64)
+        for row, items in enumerate(histories):
+            idx = self.catalog_.get_indexer(pd.Index(list(items)[::-1], dtype=object))  # type: ignore[union-attr]
+            idx = idx[idx >= 0][:L] + 1
+            out[row, :len(idx)] = idx
+        return out
+
+    # ------------------------------------------------------------------ persistence
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format_version": FORMAT_VERSION, "state": self._state(),
+                "catalog": [str(x) for x in self.catalog_]}  # type: ignore[union-attr]
+
+    @classmethod
+    def from_json(cls, spec: FeaturesConfig, data: dict[str, Any]) -> "Encoders":
+        if data.get("format_version") != FORMAT_VERSION:
+            raise DataError(f"encoders saved with format {data.get('format_version')}, this embrecall reads "
+                            f"format {FORMAT_VERSION}; re-run `embrecall train`")
+        enc = cls(spec)
+        enc.state_ = data["state"]
+        enc.catalog_ = pd.Index(data["catalog"], dtype=object)
+        return enc
+

@@ -1,0 +1,61 @@
+"""A channel that embeds the user with a user tower and searches an index of item-tower vectors.
+
+The embedder is any function from encoded inputs to (B, D) vectors: the PyTorch tower while
+training, the ONNX tower when a bundle is served, so both paths rank the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+
+import numpy as np
+import pandas as pd
+
+from embrecall.config import FeaturesConfig
+from embrecall.features import Encoders
+from embrecall.index import FaissIndex
+from embrecall.models.channel import Candidates, UserQuery, take_top
+
+__all__ = ["EmbeddingChannel", "UserEmbedder"]
+
+UserEmbedder = Callable[[dict[str, np.ndarray]], np.ndarray]
+
+
+class EmbeddingChannel:
+    def __init__(self, name: str, encoders: Encoders, users: pd.DataFrame | None, embed_users: UserEmbedder,
+                 index: FaissIndex):
+        self.name = name
+        self.encoders = encoders
+        self.users = users
+        self.embed_users = embed_users
+        self.index = index
+        self._item_ids = np.asarray(encoders.catalog_, dtype=object)
+
+    def _context_columns(self, spec: FeaturesConfig) -> list[str]:
+        cols = ["timestamp"]
+        cols += [f.input_column for f in spec.user if getattr(f, "source", "table") == "event"]
+        return cols
+
+    def user_vectors(self, queries: Sequence[UserQuery]) -> np.ndarray:
+        """(B, D) user vectors for the queries."""
+        cols = self._context_columns(self.encoders.spec)
+        context = pd.DataFrame([dict(q.context) for q in queries]).reindex(columns=cols)
+        if "timestamp" in context:
+            context["timestamp"] = pd.to_numeric(context["timestamp"], errors="coerce").fillna(0).astype(np.int64)
+        ids = pd.Index([q.user_id for q in queries], dtype=object)
+        history = self.encoders.history_matrix([q.history for q in queries])
+        inputs = self.encoders.encode_users(ids, self.users, context, history)
+        return self.embed_users(inputs)
+
+    def recommend(self, queries: Sequence[UserQuery], k: int,
+                  exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
+        if not queries:
+            return []
+        vectors = self.user_vectors(queries)
+        extra = max((len(e) for e in exclude), default=0) if exclude is not None else 0
+        scores, idx = self.index.search(vectors, k + extra)
+        out = []
+        for row in range(len(queries)):
+            ids = np.where(idx[row] >= 0, self._item_ids[np.maximum(idx[row], 0)], None)
+            out.append(take_top(ids, scores[row], k, exclude[row] if exclude is not None else (), self.name))
+        return out

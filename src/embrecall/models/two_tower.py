@@ -1,0 +1,34 @@
+"""The two-tower (DSSM) model: a user tower and an item tower sharing one item-id table.
+
+The model returns embeddings; scoring and losses live in ``embrecall.train.losses``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from embrecall.config import FeaturesConfig, ModelConfig
+from embrecall.features import Encoders
+from embrecall.models.tower import Tower
+
+__all__ = ["TwoTower"]
+
+
+class TwoTower(nn.Module):
+    def __init__(self, spec: FeaturesConfig, encoders: Encoders, cfg: ModelConfig):
+        super().__init__()
+        self.item_table = nn.Embedding(encoders.n_items + 1, cfg.item_embedding_dim, padding_idx=0)
+        nn.init.normal_(self.item_table.weight, std=0.05)
+        with torch.no_grad():
+            self.item_table.weight[0].zero_()
+        user_sizes = {f.name: encoders.input_size("user", f) for f in spec.user}
+        item_sizes = {f.name: encoders.input_size("item", f) for f in spec.item}
+        self.user_tower = Tower(list(spec.user), user_sizes, self.item_table, cfg)
+        self.item_tower = Tower(list(spec.item), item_sizes, self.item_table, cfg)
+
+    def user(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.user_tower(inputs)  # (B, D)
+
+    def item(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.item_tower(inputs)  # (B, D)

@@ -1,0 +1,1 @@
+"""Training the two-tower model: examples, losses, negatives, trainer."""

@@ -1,0 +1,47 @@
+"""Retrieval losses over user and item embeddings.
+
+Shapes: B users in a batch, D embedding dim, N sampled negatives per positive.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["sampled_softmax_loss", "bce_loss"]
+
+
+def sampled_softmax_loss(user: torch.Tensor, item: torch.Tensor, item_idx: torch.Tensor, log_q: torch.Tensor,
+                         temperature: float, remove_accidental_hits: bool = True) -> torch.Tensor:
+    """Softmax over in-batch items, each user's own item the positive.
+
+    user, item: (B, D); item_idx: (B,) catalog index of each positive; log_q: (B,) log of the
+    probability that each item is drawn as an in-batch negative (its share of training events),
+    already scaled by the correction strength (zeros turn the correction off).  Subtracting it
+    keeps popular items from being pushed down just for appearing in many batches (Yi et al., 2019).
+    Accidental hits — the same item as another row's positive — are masked out as negatives.
+    """
+    logits = user @ item.T / temperature  # (B, B)
+    logits = logits - log_q.unsqueeze(0)
+    if remove_accidental_hits:
+        same = item_idx.unsqueeze(0) == item_idx.unsqueeze(1)  # (B, B)
+        same.fill_diagonal_(False)
+        logits = logits.masked_fill(same, torch.finfo(logits.dtype).min)
+    labels = torch.arange(user.shape[0], device=user.device)
+    return F.cross_entropy(logits, labels)
+
+
+def bce_loss(user: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, temperature: float,
+             neg_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary cross-entropy: positives towards 1, sampled negatives towards 0.
+
+    user, pos: (B, D); neg: (B, N, D); neg_mask: (B, N) False where a negative is the positive itself.
+    """
+    pos_logit = (user * pos).sum(-1) / temperature  # (B,)
+    neg_logit = torch.einsum("bd,bnd->bn", user, neg) / temperature  # (B, N)
+    pos_loss = F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit))
+    neg_losses = F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit), reduction="none")
+    if neg_mask is not None:
+        weights = neg_mask.to(neg_losses.dtype)
+        return pos_loss + (neg_losses * weights).sum() / weights.sum().clamp_min(1.0)
+    return pos_loss + neg_losses.mean()
