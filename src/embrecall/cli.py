@@ -61,7 +61,7 @@ def _run(fn):
     try:
         return fn()
     except EmbrecallError as err:
-        console.print(f"[bold red]error:[/] {err}")
+        console.print(f"[bold red]error:[/] {err}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 

@@ -262,7 +262,7 @@ class IndexConfig(_Strict):
     hnsw_m: int = Field(32, ge=4)
     ef_construction: int = Field(200, ge=8)
     ef_search: int = Field(256, ge=8)
-    ivf_nlist: int | None = Field(None, ge=1)  # None: about 4 * sqrt(items)
+    ivf_nlist: int | None = Field(None, ge=1)  # None: about 4 * sqrt(items), at most items / 39
     nprobe: int = Field(16, ge=1)
 
 

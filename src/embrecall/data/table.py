@@ -163,6 +163,5 @@ def read_table_dataset(cfg: DataConfig, numeric: dict[str, list[str]]) -> Datase
         if absent.any():
             notes.append(f"{int(absent.sum()):,} interactions ({events.loc[absent, col].nunique():,} {side}s) have "
                          f"no row in the {side} feature table; their {side} features are treated as unknown")
-    events.drop(columns=[c for c in cfg.user_columns + cfg.item_columns if c not in cfg.context_columns],
-                inplace=True)
+    events = events.drop(columns=[c for c in cfg.user_columns + cfg.item_columns if c not in cfg.context_columns])
     return Dataset(events, users, items, source=str(path), notes=notes)

@@ -35,7 +35,8 @@ class FaissIndex:
             index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = cfg.ef_construction
         else:
-            nlist = cfg.ivf_nlist or max(1, int(4 * math.sqrt(n)))
+            # About 4 * sqrt(n) lists, but FAISS wants >= 39 training points per list.
+            nlist = cfg.ivf_nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
             if nlist > n:
                 raise ConfigError(f"index.ivf_nlist = {nlist} but only {n} items to cluster; use at most {n}")
             index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)

@@ -132,7 +132,7 @@ def fit_two_tower(cfg: Config, events: pd.DataFrame, users: pd.DataFrame | None,
                     best_score, result.best_epoch = entry[metric], epoch
                     best_state = copy.deepcopy(model.state_dict())
             else:
-                result.best_epoch = epoch
+                result.best_epoch, best_state = epoch, None  # without validation the last epoch is kept
             result.log.append(entry)
             if checkpoint_dir is not None:
                 save_checkpoint(checkpoint_dir, epoch, model, optimizer,

@@ -1,0 +1,34 @@
+"""Shared fixtures: the shared MovieLens folder (read in place, never copied) and tiny runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from embrecall.config import Config, load_config
+
+ML100K = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ml-100k"
+
+
+@pytest.fixture(scope="session")
+def ml100k() -> Path:
+    if not (ML100K / "u.data").is_file():
+        pytest.skip(f"MovieLens 100K not found at {ML100K} (the shared datasets folder sits beside the repo)")
+    return ML100K
+
+
+def tiny_config(tmp_path: Path, *extra: str) -> Config:
+    """A synthetic run small enough to train in a few seconds."""
+    return load_config(None, ["data.synthetic.users=300", "data.synthetic.items=200", "data.synthetic.events=6000",
+                              "train.epochs=2", "train.batch_size=256", f"out={tmp_path / 'runs'}", *extra])
+
+
+@pytest.fixture
+def write(tmp_path: Path):
+    """Write a text file under tmp_path and return its path."""
+    def _write(name: str, text: str, encoding: str = "utf-8") -> Path:
+        p = tmp_path / name
+        p.write_text(text, encoding=encoding)
+        return p
+    return _write

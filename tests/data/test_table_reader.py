@@ -1,0 +1,118 @@
+"""The generic reader: formats real exports use, and a clear message for every kind of bad input."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from embrecall.config import load_config
+from embrecall.data import load_dataset
+from embrecall.errors import DataError
+
+
+def _load(path, *sets):
+    return load_dataset(load_config(None, ["data.format=table", f"data.path={path}", *sets]))
+
+
+def test_ids_stay_strings_with_leading_zeros_and_bom_and_quotes(write):
+    p = write("log.csv", '\ufeffuser_id,item_id,timestamp\n"007","0042",1700000000\n"7","42","1700000001"\n')
+    events = _load(p).events
+    assert events["user_id"].tolist() == ["007", "7"]
+    assert events["item_id"].tolist() == ["0042", "42"]
+
+
+@pytest.mark.parametrize("stamps, fmt, expected", [
+    (["1700000000", "1700000060"], "auto", [1700000000, 1700000060]),          # unix seconds
+    (["1700000000123", "1700000060999"], "auto", [1700000000, 1700000060]),    # milliseconds
+    (["2023-11-14T22:13:20Z", "2023-11-14T22:14:20+00:00"], "auto", [1700000000, 1700000060]),
+    (["11/14/2023", "11/15/2023"], "%m/%d/%Y", [1699920000, 1700006400]),
+])
+def test_timestamp_spellings(write, stamps, fmt, expected):
+    rows = "".join(f"u{i},i{i},{s}\n" for i, s in enumerate(stamps))
+    p = write("log.csv", "user_id,item_id,timestamp\n" + rows)
+    assert _load(p, f"data.timestamp_format={fmt}").events["timestamp"].tolist() == expected
+
+
+def test_column_mapping_and_event_filter_is_reported(write):
+    p = write("log.csv", "uid;iid;when;what\na;x;1;click\na;y;2;view\nb;x;3;click\n")
+    data = _load(p, "data.delimiter=;", "data.columns.user=uid", "data.columns.item=iid",
+                 "data.columns.timestamp=when", "data.columns.event=what", "data.events=[click]")
+    assert data.events["item_id"].tolist() == ["x", "x"]
+    assert any("kept 2 of 3 rows" in n for n in data.notes)
+
+
+def test_missing_column_names_file_and_available_columns(write):
+    p = write("log.csv", "user,item_id,timestamp\nu,i,1\n")
+    with pytest.raises(DataError, match=r"log\.csv.*missing interaction column\(s\) \['user_id'\].*"
+                                        r"the file has \['user', 'item_id', 'timestamp'\]"):
+        _load(p)
+
+
+def test_unparsable_timestamp_names_row_and_value(write):
+    p = write("log.csv", "user_id,item_id,timestamp\nu,i,1700000000\nu,j,yesterday\n")
+    with pytest.raises(DataError, match=r"row 3, column 'timestamp': cannot parse timestamp 'yesterday'"):
+        _load(p)
+
+
+def test_bad_date_for_given_format(write):
+    p = write("log.csv", "user_id,item_id,timestamp\nu,i,11/14/2023\nu,j,2023-11-15\n")
+    with pytest.raises(DataError, match=r"row 3.*'2023-11-15'; expected the format '%m/%d/%Y'"):
+        _load(p, "data.timestamp_format=%m/%d/%Y")
+
+
+def test_empty_file_and_header_only(write):
+    with pytest.raises(DataError, match=r"empty\.csv: the file is empty"):
+        _load(write("empty.csv", ""))
+    with pytest.raises(DataError, match=r"header\.csv: the file has no data rows"):
+        _load(write("header.csv", "user_id,item_id,timestamp\n"))
+
+
+def test_empty_id_names_row(write):
+    p = write("log.csv", "user_id,item_id,timestamp\nu,i,1\n,j,2\n")
+    with pytest.raises(DataError, match=r"row 3, column 'user_id': empty id"):
+        _load(p)
+
+
+def test_duplicate_feature_rows_name_both_lines(write, tmp_path):
+    log = write("log.csv", "user_id,item_id,timestamp\nu,i,1\n")
+    items = write("items.csv", "id,genre\ni,a\nj,b\ni,c\n")
+    with pytest.raises(DataError, match=r"items\.csv, column 'id': id 'i' appears on more than one row "
+                                        r"\(lines 2 and 4\)"):
+        _load(log, f"data.items.path={items}", "data.items.key=id")
+
+
+def test_text_and_nan_in_numeric_feature_column(write):
+    log = write("log.csv", "user_id,item_id,timestamp\nu,i,1\n")
+    items = write("items.csv", "item_id,price\ni,3.5\nj,cheap\n")
+    numeric: list[str] = []  # the default spec's item features include numeric 'price'
+    with pytest.raises(DataError, match=r"items\.csv, row 3, column 'price': 'cheap' is not a number"):
+        _load(log, f"data.items.path={items}", "data.items.key=item_id", *numeric)
+    items = write("items2.csv", "item_id,price\ni,\nj,2\n")
+    with pytest.raises(DataError, match=r"items2\.csv, row 2, column 'price': '' is not a number"):
+        _load(log, f"data.items.path={items}", "data.items.key=item_id", *numeric)
+
+
+def test_ids_absent_from_feature_table_are_counted(write):
+    log = write("log.csv", "user_id,item_id,timestamp\nu,i,1\nu,k,2\nv,k,3\n")
+    items = write("items.csv", "item_id,price\ni,3\n")
+    data = _load(log, f"data.items.path={items}", "data.items.key=item_id")
+    assert any("2 interactions (1 items) have no row in the item feature table" in n for n in data.notes)
+
+
+def test_attributes_carried_on_interaction_rows(write):
+    p = write("log.csv", "user_id,item_id,timestamp,category,region\nu,i,1,shoes,north\nv,j,2,hats,south\n")
+    data = _load(p, "data.item_columns=[category]", "data.user_columns=[region]")
+    assert data.items.loc["j", "category"] == "hats"
+    assert data.users.loc["u", "region"] == "north"
+    assert "category" not in data.events.columns
+
+
+def test_parquet_input(tmp_path):
+    p = tmp_path / "log.parquet"
+    pd.DataFrame({"user_id": [1, 2], "item_id": ["a", "b"], "timestamp": [1700000000, 1700000001]}).to_parquet(p)
+    assert _load(p).events["user_id"].tolist() == ["1", "2"]
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match=r"nope\.csv: file not found"):
+        _load(tmp_path / "nope.csv")

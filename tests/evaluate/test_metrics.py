@@ -1,0 +1,64 @@
+"""Metrics: worked examples, agreement with ranx, invariants, and the ml-100k conformance figures."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from embrecall.data.movielens import read_movielens
+from embrecall.data.split import leave_last_out
+from embrecall.evaluate import evaluate_channel, ranking_metrics
+from embrecall.models.popular import Popular
+
+
+def test_worked_example():
+    # user 0 hits at rank 0, user 1 at rank 4, user 2 misses.
+    m = ranking_metrics(np.array([0, 4, -1]), [["a", "b"], ["a", "c"], ["d"]], catalog_size=8, ks=[1, 5])
+    assert m["HR@1"] == pytest.approx(1 / 3)
+    assert m["HR@5"] == pytest.approx(2 / 3)
+    assert m["NDCG@5"] == pytest.approx((1.0 + 1 / math.log2(6)) / 3)
+    assert m["MRR"] == pytest.approx((1.0 + 1 / 5) / 3)
+    assert m["coverage@1"] == pytest.approx(2 / 8)  # a, d
+    assert m["coverage@5"] == pytest.approx(4 / 8)  # a, b, c, d
+
+
+@given(st.lists(st.integers(-1, 150), min_size=1, max_size=50))
+def test_hr_and_ndcg_never_fall_as_k_grows(ranks):
+    m = ranking_metrics(np.array(ranks), [[] for _ in ranks], 10, [1, 5, 10, 20, 50, 100])
+    for a, b in zip([1, 5, 10, 20, 50], [5, 10, 20, 50, 100]):
+        assert m[f"HR@{a}"] <= m[f"HR@{b}"]
+        assert m[f"NDCG@{a}"] <= m[f"NDCG@{b}"] + 1e-12
+
+
+def test_agrees_with_ranx():
+    ranx = pytest.importorskip("ranx")
+    rng = np.random.default_rng(0)
+    users, items = 60, 300
+    lists = [list(rng.choice(items, 100, replace=False)) for _ in range(users)]
+    targets = [int(rng.choice(items)) for _ in range(users)]
+    ranks = np.array([l.index(t) if t in l else -1 for l, t in zip(lists, targets)])
+    ours = ranking_metrics(ranks, [[str(i) for i in l] for l in lists], items, [10, 20, 50, 100])
+    qrels = ranx.Qrels({f"q{u}": {str(targets[u]): 1} for u in range(users)})
+    run = ranx.Run({f"q{u}": {str(i): float(100 - r) for r, i in enumerate(lists[u])} for u in range(users)})
+    theirs = ranx.evaluate(qrels, run, ["hit_rate@10", "hit_rate@100", "ndcg@10", "ndcg@50", "mrr@100"])
+    assert ours["HR@10"] == pytest.approx(theirs["hit_rate@10"])
+    assert ours["HR@100"] == pytest.approx(theirs["hit_rate@100"])
+    assert ours["NDCG@10"] == pytest.approx(theirs["ndcg@10"])
+    assert ours["NDCG@50"] == pytest.approx(theirs["ndcg@50"])
+    assert ours["MRR"] == pytest.approx(theirs["mrr@100"])
+
+
+def test_ml100k_conformance(ml100k):
+    """BENCHMARK.md: 943 test users, 1,679 catalog items, 3 misses; popularity HR@10 0.0859 ..."""
+    split = leave_last_out(read_movielens(ml100k).events)
+    assert len(split.test) == 943
+    assert split.train_full["item_id"].nunique() == 1679
+    assert int((~split.test["item_id"].isin(split.train_full["item_id"])).sum()) == 3
+    m = evaluate_channel(Popular().fit(split.train_full), split, [10, 100])
+    assert round(m["HR@10"], 4) == 0.0859
+    assert round(m["NDCG@10"], 4) == 0.0449
+    assert 0.318 <= m["HR@100"] <= 0.319

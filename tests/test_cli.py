@@ -1,0 +1,45 @@
+"""The command line: train, evaluate --json, recommend, and clear errors (exit 2, no traceback)."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from embrecall.cli import app
+
+runner = CliRunner()
+TINY = ["--set", "data.synthetic.users=300", "--set", "data.synthetic.items=200", "--set",
+        "data.synthetic.events=6000", "--set", "train.epochs=2", "--no-progress"]
+
+
+def test_train_then_recommend(tmp_path):
+    result = runner.invoke(app, ["train", "--out", str(tmp_path), *TINY])
+    assert result.exit_code == 0, result.output
+    assert "HR@10" in result.output and "bundle written" in result.output
+    bundle = next(p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith((".", "checkpoints")))
+    result = runner.invoke(app, ["recommend", "--bundle", str(bundle), "--user", "u1", "-k", "7"])
+    assert result.exit_code == 0, result.output
+    assert "title" in result.output and result.output.count("│ i") >= 7
+    result = runner.invoke(app, ["recommend", "--bundle", str(bundle), "--user", "nobody"])
+    assert result.exit_code == 0 and "not in this bundle" in result.output
+
+
+def test_evaluate_writes_json_keyed_by_channel_and_metric(tmp_path):
+    out = tmp_path / "m.json"
+    result = runner.invoke(app, ["evaluate", "--channel", "popular", "--json", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert set(metrics) == {"popular"}
+    assert {"HR@10", "NDCG@100", "MRR", "coverage@50", "train_seconds", "peak_rss_mb"} <= set(metrics["popular"])
+
+
+def test_errors_are_one_clear_line(tmp_path):
+    result = runner.invoke(app, ["train", "--set", "data.format=table", "--set",
+                                 f"data.path={tmp_path / 'missing.csv'}", "--no-progress"])
+    assert result.exit_code == 2
+    assert "missing.csv: file not found" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["recommend", "--bundle", str(tmp_path), "--user", "1"])
+    assert result.exit_code == 2 and "is not a bundle" in result.output
+    result = runner.invoke(app, ["evaluate", "--channel", "magic", *TINY])
+    assert result.exit_code == 2 and "unknown channel(s) ['magic']" in result.output

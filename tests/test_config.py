@@ -1,0 +1,45 @@
+"""Config: one validated object, errors naming the field, overrides from the command line."""
+
+from __future__ import annotations
+
+import pytest
+
+from embrecall.config import load_config
+from embrecall.errors import ConfigError
+
+
+def test_defaults_are_the_demo():
+    cfg = load_config()
+    assert cfg.data.format == "synthetic" and cfg.model.output_dim == 64
+
+
+def test_overrides_parse_types():
+    cfg = load_config(None, ["train.epochs=3", "train.lr=0.01", "model.hidden=[64, 32]", "train.refit=false"])
+    assert (cfg.train.epochs, cfg.train.lr, cfg.model.hidden, cfg.train.refit) == (3, 0.01, [64, 32], False)
+
+
+def test_errors_name_the_field(tmp_path):
+    with pytest.raises(ConfigError, match=r"train\.epochs: Input should be greater than or equal to 1 \(got 0\)"):
+        load_config(None, ["train.epochs=0"])
+    with pytest.raises(ConfigError, match=r"train\.optimiser: Extra inputs are not permitted"):
+        load_config(None, ["train.optimiser=adam"])
+    with pytest.raises(ConfigError, match=r"data.format = 'movielens' needs data.path"):
+        load_config(None, ["data.format=movielens"])
+
+
+def test_feature_spec_rules():
+    with pytest.raises(ConfigError, match=r"kind 'item_id' belongs to the item tower"):
+        load_config(None, ["features.user=[{kind: item_id}]"])
+    with pytest.raises(ConfigError, match=r"duplicate feature names \['a'\]"):
+        load_config(None, ["features.item=[{kind: categorical, name: a}, {kind: categorical, name: a}]"])
+
+
+def test_toml_and_yaml_files(tmp_path):
+    (tmp_path / "run.toml").write_text('[data]\nformat = "movielens"\npath = "ml"\n[train]\nepochs = 4\n')
+    cfg = load_config(tmp_path / "run.toml")
+    assert cfg.train.epochs == 4 and cfg.data.path == (tmp_path / "ml").resolve()
+    (tmp_path / "run.yaml").write_text("train:\n  epochs: 5\n")
+    assert load_config(tmp_path / "run.yaml").train.epochs == 5
+    (tmp_path / "bad.toml").write_text("[train\n")
+    with pytest.raises(ConfigError, match=r"bad\.toml is not valid TOML"):
+        load_config(tmp_path / "bad.toml")
