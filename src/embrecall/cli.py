@@ -157,3 +157,7 @@ def generate(out: Annotated[Path, typer.Option(help="Folder for events/users/ite
 
 def main() -> None:  # pragma: no cover - console entry point
     app(sys.argv[1:])
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m embrecall.cli`
+    main()

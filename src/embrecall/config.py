@@ -58,6 +58,12 @@ class SyntheticConfig(_Strict):
     cities: int = Field(10, ge=1)
     seed: int = 0
 
+    @model_validator(mode="after")
+    def _fits(self) -> "SyntheticConfig":
+        if self.categories > self.items:
+            raise ValueError(f"data.synthetic.categories ({self.categories}) must not exceed items ({self.items})")
+        return self
+
 
 class DataConfig(_Strict):
     """Where the interaction log comes from and how to read it."""

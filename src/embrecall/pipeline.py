@@ -21,6 +21,7 @@ from embrecall.errors import ConfigError
 from embrecall.evaluate import evaluate_channel
 from embrecall.export import Bundle, write_bundle
 from embrecall.models.popular import Popular
+from embrecall.progress import note, step
 from embrecall.train.examples import Examples
 from embrecall.train.trainer import FitResult, fit_two_tower, item_vectors, two_tower_channel
 
@@ -41,6 +42,15 @@ class TrainReport:
     best_epoch: int
     log: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def _read(cfg: Config, show_progress: bool) -> tuple[Dataset, Split]:
+    with step(f"reading {cfg.data.format} data and splitting ({cfg.split.kind})", show_progress):
+        data = load_dataset(cfg)
+        split = split_dataset(data, cfg.split)
+    for text in data.notes:
+        note(text)
+    return data, split
 
 
 def _fit_protocol(cfg: Config, data: Dataset, split: Split, show_progress: bool) -> tuple[FitResult, float]:
@@ -64,21 +74,22 @@ def train(cfg: Config, *, show_progress: bool = True) -> TrainReport:
     """Read the data, fit the two-tower model under the protocol, evaluate it and popularity on
     the test targets, and write a bundle under ``cfg.out``.  The bundle's model is the one
     the metrics describe: trained on train + validation, never on test events."""
-    data = load_dataset(cfg)
-    split = split_dataset(data, cfg.split)
+    data, split = _read(cfg, show_progress)
     fit, seconds = _fit_protocol(cfg, data, split, show_progress)
     history = split.train_full if cfg.train.refit else split.train
-    vectors = item_vectors(fit.model, Examples(history, fit.encoders, data.users, data.items))
     metrics: dict[str, dict[str, float]] = {}
-    if len(split.test):
-        channel = two_tower_channel(fit.model, fit.encoders, data.users, vectors, cfg.index)
-        metrics["two_tower"] = {**evaluate_channel(channel, split, cfg.evaluate.ks),
-                                "train_seconds": seconds, "peak_rss_mb": peak_rss_mb()}
-        metrics["popular"] = evaluate_channel(Popular().fit(split.train_full), split, cfg.evaluate.ks)
-    path = write_bundle(cfg.out, cfg, fit.model, fit.encoders, vectors, split.train_full, data.users, data.items,
-                        fingerprint=data.fingerprint(), source=data.source, metrics=metrics,
-                        training={"best_epoch": fit.best_epoch, "seconds": seconds, "log": fit.log,
-                                  "split": split.summary()})
+    with step("embedding the catalog and evaluating on test", show_progress):
+        vectors = item_vectors(fit.model, Examples(history, fit.encoders, data.users, data.items))
+        if len(split.test):
+            channel = two_tower_channel(fit.model, fit.encoders, data.users, vectors, cfg.index)
+            metrics["two_tower"] = {**evaluate_channel(channel, split, cfg.evaluate.ks),
+                                    "train_seconds": seconds, "peak_rss_mb": peak_rss_mb()}
+            metrics["popular"] = evaluate_channel(Popular().fit(split.train_full), split, cfg.evaluate.ks)
+    with step("writing the bundle (ONNX towers, FAISS index)", show_progress):
+        path = write_bundle(cfg.out, cfg, fit.model, fit.encoders, vectors, split.train_full, data.users,
+                            data.items, fingerprint=data.fingerprint(), source=data.source, metrics=metrics,
+                            training={"best_epoch": fit.best_epoch, "seconds": seconds, "log": fit.log,
+                                      "split": split.summary()})
     return TrainReport(path, metrics, fit.best_epoch, fit.log, seconds)
 
 
@@ -94,8 +105,7 @@ def evaluate(cfg: Config, channels: list[str] | None = None, bundle: Path | None
     unknown = [c for c in channels if c not in CHANNELS]
     if unknown:
         raise ConfigError(f"unknown channel(s) {unknown}; choose from {list(CHANNELS)}")
-    data = load_dataset(cfg)
-    split = split_dataset(data, cfg.split)
+    data, split = _read(cfg, show_progress)
     out: dict[str, dict[str, Any]] = {}
     for name in channels:
         started = time.perf_counter()
@@ -108,8 +118,9 @@ def evaluate(cfg: Config, channels: list[str] | None = None, bundle: Path | None
             vectors = item_vectors(fit.model, Examples(split.train_full, fit.encoders, data.users, data.items))
             channel = two_tower_channel(fit.model, fit.encoders, data.users, vectors, cfg.index)
         fitted = time.perf_counter() - started
-        out[name] = {**evaluate_channel(channel, split, cfg.evaluate.ks), "train_seconds": fitted,
-                     "peak_rss_mb": peak_rss_mb()}
+        with step(f"evaluating {name}", show_progress):
+            out[name] = {**evaluate_channel(channel, split, cfg.evaluate.ks), "train_seconds": fitted,
+                         "peak_rss_mb": peak_rss_mb()}
     return out
 
 

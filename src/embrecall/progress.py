@@ -1,10 +1,16 @@
-"""Rich progress bars for every long step, off in tests and non-interactive runs when asked."""
+"""Rich progress displays for every long step, switched off in tests and when asked."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-__all__ = ["progress_bar"]
+__all__ = ["progress_bar", "step", "note"]
+
+_console = Console(stderr=True)
 
 
 def progress_bar(enabled: bool = True) -> Progress:
@@ -19,3 +25,20 @@ def progress_bar(enabled: bool = True) -> Progress:
         disable=not enabled,
         transient=False,
     )
+
+
+@contextlib.contextmanager
+def step(text: str, enabled: bool = True) -> Iterator[None]:
+    """A spinner for a step without a natural count (reading data, exporting, evaluating)."""
+    if not enabled:
+        yield
+        return
+    with _console.status(text):
+        yield
+    _console.print(f"[green]✓[/] {text}")
+
+
+def note(text: str) -> None:
+    """Something the user must know about their data (rows dropped, ids without features),
+    printed even when progress displays are off."""
+    _console.print(f"[yellow]note:[/] {text}")

@@ -63,6 +63,13 @@ def _read_lines(path: Path, sep: str, names: list[str], encoding: str) -> pd.Dat
     return pd.DataFrame(rows, columns=names)
 
 
+def _user_table(path: Path, sep: str, names: list[str]) -> pd.DataFrame | None:
+    """The optional user file of a release, indexed by user id (10M and later have none)."""
+    if not path.is_file():
+        return None
+    return _read_lines(path, sep, names, "latin-1").set_index("user_id")
+
+
 def _year_from_title(titles: pd.Series) -> pd.Series:
     return titles.str.extract(r"\((\d{4})\)\s*$", expand=False)
 
@@ -77,10 +84,7 @@ def _read_100k(d: Path) -> Dataset:
     items["genres"] = ["|".join(g for g, on in zip(_ML100K_GENRES, row) if on) for row in flags]
     items["year"] = items["release_date"].str[-4:].where(items["release_date"].str.len() > 0)
     items = items[["item_id", "title", "genres", "year"]].set_index("item_id")
-    users = None
-    if (d / "u.user").is_file():
-        users = _read_lines(d / "u.user", "|", ["user_id", "age", "gender", "occupation", "zip"], "latin-1")
-        users = users.set_index("user_id")
+    users = _user_table(d / "u.user", "|", ["user_id", "age", "gender", "occupation", "zip"])
     return Dataset(events, users, items, source=f"MovieLens 100K ({d})")
 
 
@@ -93,10 +97,7 @@ def _read_dat(d: Path) -> Dataset:
     items = _read_lines(d / "movies.dat", "::", ["item_id", "title", "genres"], "latin-1")
     items["year"] = _year_from_title(items["title"])
     items = items.set_index("item_id")
-    users = None
-    if (d / "users.dat").is_file():
-        users = _read_lines(d / "users.dat", "::", ["user_id", "gender", "age", "occupation", "zip"], "latin-1")
-        users = users.set_index("user_id")
+    users = _user_table(d / "users.dat", "::", ["user_id", "gender", "age", "occupation", "zip"])
     return Dataset(events, users, items, source=f"MovieLens .dat ({d})")
 
 

@@ -24,7 +24,7 @@ __all__ = ["generate", "write_parquet"]
 
 _SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "ze", "po", "da", "fe", "gu", "hi", "jo", "qu"]
 _START = 1_700_000_000  # 2023-11-14, unix seconds
-_CHUNK_USERS = 100_000
+_CHUNK_EVENTS = 1_000_000  # events generated and written at a time: bounds memory whatever the total
 
 
 def _word(n: int) -> str:
@@ -40,10 +40,7 @@ class _World:
         rng = np.random.default_rng(cfg.seed)
         # Items grouped by category; inside a category, position = popularity rank.
         share = rng.dirichlet(np.full(cfg.categories, 2.0))
-        counts = np.maximum(1, np.round(share * cfg.items).astype(np.int64))
-        counts[-1] = max(1, cfg.items - counts[:-1].sum()) if counts[:-1].sum() < cfg.items else counts[-1]
-        while counts.sum() > cfg.items:  # rounding may overshoot by a few items
-            counts[np.argmax(counts)] -= 1
+        counts = 1 + rng.multinomial(cfg.items - cfg.categories, share)  # every category non-empty
         self.cat_size = counts
         self.cat_start = np.concatenate([[0], np.cumsum(counts)[:-1]])
         self.n_items = int(counts.sum())
@@ -108,9 +105,15 @@ class _World:
         })
 
     def chunks(self) -> Iterator[pd.DataFrame]:
+        """Events of consecutive users, about _CHUNK_EVENTS at a time."""
         rng = np.random.default_rng(self.cfg.seed + 1)
-        for first in range(0, self.cfg.users, _CHUNK_USERS):
-            yield self.events(first, min(self.cfg.users, first + _CHUNK_USERS), rng)
+        ends = np.cumsum(self.user_events)
+        first = 0
+        while first < self.cfg.users:
+            last = int(np.searchsorted(ends, ends[first] - self.user_events[first] + _CHUNK_EVENTS, side="right"))
+            last = max(last, first + 1)
+            yield self.events(first, min(last, self.cfg.users), rng)
+            first = last
 
 
 def generate(cfg: SyntheticConfig) -> Dataset:
