@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -85,19 +86,35 @@ def train(config: ConfigOpt = None, set: SetOpt = None, out: Annotated[Optional[
 @app.command()
 def evaluate(config: ConfigOpt = None, set: SetOpt = None,
              bundle: Annotated[Optional[Path], typer.Option(help="Evaluate this bundle's two-tower model.")] = None,
-             channel: Annotated[Optional[list[str]], typer.Option(help="two_tower, popular (repeatable).")] = None,
+             channel: Annotated[Optional[list[str]], typer.Option(help="two_tower, popular, item2vec, itemcf, merged (repeatable; default all).")] = None,
              json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics as JSON.")] = None,
+             report: Annotated[Optional[Path], typer.Option(help="Write a Markdown report with plots here.")] = None,
+             cold: Annotated[bool, typer.Option("--cold/--no-cold", help="Add the cold-item evaluation.")] = False,
              progress: ProgressOpt = True) -> None:
     """Run the BENCHMARK.md protocol on one or more channels and print a table."""
+    from embrecall.evaluate.report import write_report
     from embrecall.pipeline import evaluate as run_evaluate
+    from embrecall.pipeline import evaluate_cold_items
 
     def go() -> None:
         cfg = _config(config, set)
         metrics = run_evaluate(cfg, channel, bundle, show_progress=progress)
         console.print(_metrics_table(metrics, cfg.evaluate.ks, "test metrics (BENCHMARK.md)"))
+        cold_metrics = {"two_tower": evaluate_cold_items(cfg, show_progress=progress)} if cold else None
+        if cold_metrics:
+            console.print(_metrics_table(cold_metrics, cfg.evaluate.ks, "cold items (new in the test period)"))
         if json_out:
-            json_out.write_text(json.dumps(metrics, indent=2))
+            json_out.write_text(json.dumps(metrics if not cold_metrics else {**metrics, "cold_items": cold_metrics},
+                                           indent=2))
             console.print(f"metrics written to {json_out}")
+        if report:
+            source = cfg.data.path or f"synthetic data (seed {cfg.data.synthetic.seed})"
+            context = (f"Data: {source}. Split: {cfg.split.kind} (BENCHMARK.md). Full-catalog ranking, each user's "
+                       f"own items removed. Merge: {cfg.channels.merge_mode} {dict(cfg.channels.merge)}. "
+                       f"Dithering epsilon: {cfg.channels.dither_epsilon}. Machine: {os.cpu_count()} cores.")
+            path = write_report(report, metrics, cfg.evaluate.ks, title="embrecall channel comparison",
+                                context=context, cold=cold_metrics)
+            console.print(f"report written to {path}")
     _run(go)
 
 

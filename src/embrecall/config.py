@@ -19,8 +19,9 @@ from embrecall.errors import ConfigError
 __all__ = [
     "Config", "DataConfig", "ColumnMap", "TableConfig", "SyntheticConfig", "SplitConfig",
     "FeaturesConfig", "Feature", "ItemIdFeature", "CategoricalFeature", "HashedFeature",
-    "NumericFeature", "MultiFeature", "HistoryFeature", "TimeFeature",
-    "ModelConfig", "TrainConfig", "IndexConfig", "EvalConfig", "load_config", "apply_overrides",
+    "NumericFeature", "MultiFeature", "HistoryFeature", "TimeFeature", "TextFeature",
+    "ModelConfig", "TrainConfig", "NegativesConfig", "IndexConfig", "EvalConfig", "Item2VecConfig",
+    "ItemCFConfig", "ChannelsConfig", "load_config", "apply_overrides",
 ]
 
 
@@ -56,6 +57,7 @@ class SyntheticConfig(_Strict):
     events: int = Field(60_000, ge=1)
     categories: int = Field(20, ge=1)
     cities: int = Field(10, ge=1)
+    impressions: int = Field(0, ge=0)  # shown-but-not-clicked rows per click (event 'impression'; clicks 'click')
     seed: int = 0
 
     @model_validator(mode="after")
@@ -75,6 +77,7 @@ class DataConfig(_Strict):
     delimiter: str = ","
     header: bool = True
     events: list[str] | None = None  # event types that count as positives; None keeps all
+    exposure_events: list[str] = []  # event types meaning "shown" (impressions): negatives, never positives
     context_columns: list[str] = []  # per-event columns (city, scene) kept for context features
     user_columns: list[str] = []  # user attributes carried on every interaction row
     item_columns: list[str] = []  # item attributes carried on every interaction row
@@ -178,8 +181,19 @@ class TimeFeature(_FeatureBase):
     part: Literal["hour", "weekday"] = "hour"
 
 
+class TextFeature(_FeatureBase):
+    """An item's text (title) as a MiniLM sentence embedding, projected to ``dim`` by the tower.
+
+    Gives items nobody has clicked a useful vector; needs ``pip install 'embrecall[text]'``.
+    """
+
+    kind: Literal["text"]
+    dim: int = Field(32, ge=1)
+
+
 Feature = Annotated[
-    Union[ItemIdFeature, CategoricalFeature, HashedFeature, NumericFeature, MultiFeature, HistoryFeature, TimeFeature],
+    Union[ItemIdFeature, CategoricalFeature, HashedFeature, NumericFeature, MultiFeature, HistoryFeature, TimeFeature,
+          TextFeature],
     Field(discriminator="kind"),
 ]
 
@@ -207,6 +221,7 @@ class FeaturesConfig(_Strict):
 
     user: list[Feature] = Field(default_factory=_default_user_features)
     item: list[Feature] = Field(default_factory=_default_item_features)
+    catalog: Literal["events", "items"] = "events"  # items: every row of the item table is retrievable, clicked or not
 
     @model_validator(mode="after")
     def _sides(self) -> "FeaturesConfig":
@@ -218,8 +233,8 @@ class FeaturesConfig(_Strict):
             if dup:
                 raise ValueError(f"features.{side}: duplicate feature names {dup}; give each feature its own name")
         for f in self.user:
-            if isinstance(f, ItemIdFeature):
-                raise ValueError(f"features.user.{f.name}: kind 'item_id' belongs to the item tower")
+            if isinstance(f, (ItemIdFeature, TextFeature)):
+                raise ValueError(f"features.user.{f.name}: kind '{f.kind}' belongs to the item tower")
         for f in self.item:
             if isinstance(f, (HistoryFeature, TimeFeature)) or getattr(f, "source", "table") == "event":
                 raise ValueError(f"features.item.{f.name}: the item tower takes item attributes only, "
@@ -238,6 +253,31 @@ class ModelConfig(_Strict):
     hidden: list[int] = [256]
     output_dim: int = Field(64, ge=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class NegativesConfig(_Strict):
+    """Mixed negative sampling for the sampled-softmax loss (see ``embrecall.train.negatives``).
+
+    In-batch negatives are always there; the others are added per batch (global) or per
+    positive (hard, exposure).  ``*_weight`` scales a source's share of the softmax denominator.
+    """
+
+    global_count: int = Field(0, ge=0)  # shared by the batch, drawn by popularity**global_alpha
+    global_alpha: float = Field(0.75, ge=0.0)
+    hard_count: int = Field(0, ge=0)  # per positive, from items sharing its hard_column value
+    hard_column: str | None = None  # an item attribute such as category or city
+    hard_alpha: float = Field(0.75, ge=0.0)
+    exposure_count: int = Field(0, ge=0)  # per positive, from items shown to the user and not clicked
+    in_batch_weight: float = Field(1.0, gt=0.0)
+    global_weight: float = Field(1.0, gt=0.0)
+    hard_weight: float = Field(1.0, gt=0.0)
+    exposure_weight: float = Field(1.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _hard_needs_column(self) -> "NegativesConfig":
+        if self.hard_count and not self.hard_column:
+            raise ValueError("train.negatives.hard_count > 0 needs train.negatives.hard_column (e.g. 'category')")
+        return self
 
 
 class TrainConfig(_Strict):
@@ -259,6 +299,7 @@ class TrainConfig(_Strict):
     refit: bool = True  # retrain on train + validation for the best epoch count (the protocol's final model)
     seed: int = 0
     resume: bool = False  # continue from the newest checkpoint in the run's checkpoint folder
+    negatives: NegativesConfig = NegativesConfig()
 
 
 class IndexConfig(_Strict):
@@ -272,10 +313,57 @@ class IndexConfig(_Strict):
     nprobe: int = Field(16, ge=1)
 
 
+class Item2VecConfig(_Strict):
+    """Skip-gram word2vec on session-cut click sequences (see ``embrecall.models.item2vec``)."""
+
+    dim: int = Field(64, ge=1)
+    window: int = Field(20, ge=1)
+    negative: int = Field(10, ge=1)
+    ns_exponent: float = 0.75
+    epochs: int = Field(10, ge=1)
+    min_count: int = Field(5, ge=1)  # rarer items get noisy vectors that crowd the top of the ranking
+    sample: float = Field(1e-4, ge=0.0)  # word2vec's down-sampling of very frequent items
+    session_gap: int = Field(3600, ge=1)  # seconds of inactivity that start a new session
+    group_column: str | None = None  # one model per value of this event column (city, business line)
+    history: int = Field(10, ge=1)  # last N clicks make the user vector
+    decay: float = Field(0.7, gt=0.0, le=1.0)  # weight of the click p steps back: decay**p
+    category_column: str | None = None  # item attribute: one query per category of the history
+    max_categories: int = Field(3, ge=1)
+    seed: int = 0
+
+
+class ItemCFConfig(_Strict):
+    """Item-to-item co-occurrence with popularity normalisation (see ``embrecall.models.itemcf``)."""
+
+    window: int = Field(10, ge=1)  # pairs up to this many steps apart in a user's history
+    pair_decay: float = Field(0.9, gt=0.0, le=1.0)  # a pair d steps apart counts pair_decay**(d-1)
+    alpha: float = Field(0.5, ge=0.0, le=1.0)  # sim = c_ij / (n_i**alpha * n_j**(1-alpha))
+    neighbours: int = Field(200, ge=1)  # kept per item (the inverted lists)
+    history: int = Field(10, ge=1)  # last N items score the candidates
+    decay: float = Field(0.8, gt=0.0, le=1.0)
+
+
+class ChannelsConfig(_Strict):
+    """The recall channels besides the two-tower model, and how they are merged."""
+
+    item2vec: Item2VecConfig = Item2VecConfig()
+    itemcf: ItemCFConfig = ItemCFConfig()
+    merge: dict[str, float] = {"two_tower": 2.0, "itemcf": 1.0}  # weight (rrf) or slot share (quota)
+    merge_mode: Literal["quota", "rrf"] = "rrf"
+    dither_epsilon: float = Field(1.0, ge=1.0)  # > 1 reorders by log-rank noise for diversity; 1 is off
+
+    @model_validator(mode="after")
+    def _quotas(self) -> "ChannelsConfig":
+        if not self.merge or any(v <= 0 for v in self.merge.values()):
+            raise ValueError("channels.merge needs at least one channel with a positive quota share")
+        return self
+
+
 class EvalConfig(_Strict):
     """The ranking cut-offs of BENCHMARK.md."""
 
     ks: list[int] = [10, 20, 50, 100]
+    cold_quantile: float = Field(0.5, gt=0.0, lt=1.0)  # cold-item evaluation: test period starts at this time quantile
 
 
 class Config(_Strict):
@@ -288,6 +376,7 @@ class Config(_Strict):
     train: TrainConfig = TrainConfig()
     index: IndexConfig = IndexConfig()
     evaluate: EvalConfig = EvalConfig()
+    channels: ChannelsConfig = ChannelsConfig()
     out: Path = Path("runs")
 
 

@@ -13,21 +13,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from embrecall.config import Config
 from embrecall.data import Dataset, Split, load_dataset, split_dataset
-from embrecall.errors import ConfigError
+from embrecall.data.split import cold_item_split
+from embrecall.errors import ConfigError, DataError
 from embrecall.evaluate import evaluate_channel
 from embrecall.export import Bundle, write_bundle
+from embrecall.models.channel import Channel
+from embrecall.models.dither import Dithered
+from embrecall.models.item2vec import Item2Vec
+from embrecall.models.itemcf import ItemCF
+from embrecall.models.merge import Merged
 from embrecall.models.popular import Popular
 from embrecall.progress import note, step
 from embrecall.train.examples import Examples
 from embrecall.train.trainer import FitResult, fit_two_tower, item_vectors, two_tower_channel
 
-__all__ = ["TrainReport", "train", "evaluate", "recommend", "CHANNELS"]
+__all__ = ["TrainReport", "train", "evaluate", "evaluate_cold_items", "build_channel", "recommend", "CHANNELS"]
 
-CHANNELS = ("two_tower", "popular")
+CHANNELS = ("two_tower", "popular", "item2vec", "itemcf", "merged")
 
 
 def peak_rss_mb() -> float:
@@ -60,11 +67,12 @@ def _fit_protocol(cfg: Config, data: Dataset, split: Split, show_progress: bool)
     has_valid = len(split.valid) > 0
     selected = fit_two_tower(cfg, split.train, data.users, data.items, epochs=cfg.train.epochs,
                              validation=split if has_valid else None, checkpoint_dir=ckpt / "select",
-                             show_progress=show_progress, label="select")
+                             show_progress=show_progress, label="select", exposures=data.exposures)
     final = selected
     if cfg.train.refit and has_valid:
         final = fit_two_tower(cfg, split.train_full, data.users, data.items, epochs=selected.best_epoch,
-                              checkpoint_dir=ckpt / "final", show_progress=show_progress, label="final")
+                              checkpoint_dir=ckpt / "final", show_progress=show_progress, label="final",
+                              exposures=data.exposures)
         final.log = selected.log + [{**e, "phase_final": 1.0} for e in final.log]
         final.best_epoch = selected.best_epoch
     return final, time.perf_counter() - started
@@ -93,35 +101,89 @@ def train(cfg: Config, *, show_progress: bool = True) -> TrainReport:
     return TrainReport(path, metrics, fit.best_epoch, fit.log, seconds)
 
 
+def build_channel(name: str, cfg: Config, data: Dataset, split: Split, *, bundle: Path | None = None,
+                  built: dict[str, Channel] | None = None, show_progress: bool = True) -> Channel:
+    """One channel fitted on train + validation (the two-tower model as in ``train``, or from ``bundle``).
+
+    ``merged`` combines the channels named in ``channels.merge``, reusing those already in ``built``.
+    """
+    built = built if built is not None else {}
+    if name in built:
+        return built[name]
+    if name == "popular":
+        return Popular().fit(split.train_full)
+    if name == "item2vec":
+        with step("training item2vec", show_progress):
+            return Item2Vec(cfg.channels.item2vec).fit(split.train_full, data.items)
+    if name == "itemcf":
+        with step("counting item co-occurrences (ItemCF)", show_progress):
+            return ItemCF(cfg.channels.itemcf).fit(split.train_full)
+    if name == "merged":
+        parts = {c: build_channel(c, cfg, data, split, bundle=bundle, built=built, show_progress=show_progress)
+                 for c in cfg.channels.merge}
+        built.update(parts)
+        return Merged(parts, cfg.channels.merge, cfg.channels.merge_mode)
+    if name == "two_tower" and bundle is not None:
+        return Bundle.load(bundle).channel()
+    if name == "two_tower":
+        fit, _ = _fit_protocol(cfg, data, split, show_progress)
+        vectors = item_vectors(fit.model, Examples(split.train_full, fit.encoders, data.users, data.items))
+        return two_tower_channel(fit.model, fit.encoders, data.users, vectors, cfg.index)
+    raise ConfigError(f"unknown channel '{name}'; choose from {list(CHANNELS)}")
+
+
 def evaluate(cfg: Config, channels: list[str] | None = None, bundle: Path | None = None, *,
              show_progress: bool = True) -> dict[str, dict[str, Any]]:
     """BENCHMARK.md metrics of each channel on the config's data, keyed by channel then metric.
 
     ``two_tower`` uses ``bundle`` when given (its ONNX tower and ANN index, as served), otherwise
-    it is trained here under the protocol.  Each row carries its training time and the process's
-    peak memory so far.
+    it is trained here under the protocol.  Each row carries its fitting time (for ``merged``,
+    only what was not already fitted for another row) and the process's peak memory so far;
+    with ``channels.dither_epsilon`` > 1 every channel's output is dithered.
     """
     channels = channels or list(CHANNELS)
     unknown = [c for c in channels if c not in CHANNELS]
     if unknown:
         raise ConfigError(f"unknown channel(s) {unknown}; choose from {list(CHANNELS)}")
     data, split = _read(cfg, show_progress)
+    built: dict[str, Channel] = {}
     out: dict[str, dict[str, Any]] = {}
     for name in channels:
         started = time.perf_counter()
-        if name == "popular":
-            channel: Any = Popular().fit(split.train_full)
-        elif bundle is not None:
-            channel = Bundle.load(bundle).channel()
-        else:
-            fit, _ = _fit_protocol(cfg, data, split, show_progress)
-            vectors = item_vectors(fit.model, Examples(split.train_full, fit.encoders, data.users, data.items))
-            channel = two_tower_channel(fit.model, fit.encoders, data.users, vectors, cfg.index)
+        channel = build_channel(name, cfg, data, split, bundle=bundle, built=built, show_progress=show_progress)
+        built[name] = channel
         fitted = time.perf_counter() - started
+        if cfg.channels.dither_epsilon > 1:
+            channel = Dithered(channel, cfg.channels.dither_epsilon, seed=cfg.train.seed)
         with step(f"evaluating {name}", show_progress):
             out[name] = {**evaluate_channel(channel, split, cfg.evaluate.ks), "train_seconds": fitted,
                          "peak_rss_mb": peak_rss_mb()}
     return out
+
+
+def evaluate_cold_items(cfg: Config, *, show_progress: bool = True) -> dict[str, Any]:
+    """The two-tower model on items nobody clicked before the test period.
+
+    Events before the ``evaluate.cold_quantile`` time quantile train the model (for
+    ``train.epochs`` epochs; the catalog includes every item of the item table, so new items are
+    embedded from their attributes); each user's first interaction with an item new in the test
+    period is a target, ranked among the training catalog plus those new items.
+    """
+    data = load_dataset(cfg)
+    test_start = int(np.quantile(data.events["timestamp"].to_numpy(), cfg.evaluate.cold_quantile))
+    split = cold_item_split(data.events, test_start)
+    if len(split.test) == 0:
+        raise DataError("no interaction with a new item after the cold-item cut-off; "
+                        "lower evaluate.cold_quantile", file=data.source)
+    cfg = cfg.model_copy(update={"features": cfg.features.model_copy(update={"catalog": "items"})})
+    fit = fit_two_tower(cfg, split.train_full, data.users, data.items, epochs=cfg.train.epochs,
+                        show_progress=show_progress, label="cold-item fit")
+    vectors = item_vectors(fit.model, Examples(split.train_full, fit.encoders, data.users, data.items))
+    channel = two_tower_channel(fit.model, fit.encoders, data.users, vectors, cfg.index)
+    with step("evaluating on cold items", show_progress):
+        metrics = evaluate_channel(channel, split, cfg.evaluate.ks, cold_items=True)
+    return {**metrics, "targets": len(split.test), "new_items": int(split.test["item_id"].nunique()),
+            "train_seconds": fit.seconds}
 
 
 def recommend(bundle: Path | str | Bundle, user_id: str, k: int = 20,

@@ -20,7 +20,8 @@ class Dataset:
     ``item_id`` (strings, raw external ids), ``timestamp`` (int64 unix seconds), then optional
     ``event``, ``weight`` and context columns.  ``users`` / ``items``: feature tables indexed by
     the raw id (``items`` may carry a ``title`` column shown next to recommendations).
-    ``notes``: what the reader noticed and the user should know (rows dropped, ids without
+    ``exposures``: rows of the "shown" event types (impressions), kept apart from the positives
+    for exposure negatives.  ``notes``: what the reader noticed and the user should know (rows dropped, ids without
     features), printed by the CLI.
     """
 
@@ -29,6 +30,7 @@ class Dataset:
     items: pd.DataFrame | None = None
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    exposures: pd.DataFrame | None = None
 
     def fingerprint(self) -> str:
         """A short content hash of the events, stored in bundles to tie them to their data."""

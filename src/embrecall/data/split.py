@@ -12,7 +12,7 @@ from embrecall.data.dataset import Dataset
 from embrecall.data.timestamps import parse_timestamps
 from embrecall.errors import ConfigError
 
-__all__ = ["Split", "leave_last_out", "time_split", "split_dataset", "sort_events"]
+__all__ = ["Split", "leave_last_out", "time_split", "cold_item_split", "split_dataset", "sort_events"]
 
 
 @dataclass
@@ -88,3 +88,16 @@ def split_dataset(data: Dataset, cfg: SplitConfig) -> Split:
         return leave_last_out(data.events)
     return time_split(data.events, _cutoff(str(cfg.valid_start), "split.valid_start"),
                       _cutoff(str(cfg.test_start), "split.test_start"))
+
+
+def cold_item_split(events: pd.DataFrame, test_start: int) -> Split:
+    """For cold-item evaluation: train on events before ``test_start``; the targets are each
+    user's first interaction with every item that has no event before ``test_start`` (users
+    with earlier history only).  There is no validation part."""
+    ordered = sort_events(events)
+    ts = ordered["timestamp"].to_numpy()
+    before = ordered[ts < test_start].reset_index(drop=True)
+    after = ordered[ts >= test_start]
+    cold = after[~after["item_id"].isin(before["item_id"]) & after["user_id"].isin(before["user_id"])]
+    test = cold.drop_duplicates(["user_id", "item_id"], keep="first").reset_index(drop=True)
+    return Split(train=before, valid=test.iloc[:0], train_full=before, test=test)

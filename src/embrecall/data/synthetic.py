@@ -98,11 +98,27 @@ class _World:
         t0 = _START + rng.integers(0, 30 * 86_400, len(users))
         cum = np.cumsum(gap)
         ts = np.repeat(t0, n) + (cum - np.repeat(cum[starts], n)).astype(np.int64)
-        return pd.DataFrame({
+        frame = pd.DataFrame({
             "user_id": np.char.add("u", ev_user.astype(str)),
             "item_id": np.char.add("i", item.astype(str)),
             "timestamp": ts.astype(np.int64),
         })
+        if not self.cfg.impressions:
+            return frame
+        # Shown but not clicked: other items of the clicked item's category, a second before the click.
+        m = self.cfg.impressions
+        shown_cat = np.repeat(cat, m)
+        size_s = self.cat_size[shown_cat]
+        rank_s = np.minimum(np.floor(size_s.astype(np.float64) ** rng.random(total * m)).astype(np.int64) - 1,
+                            size_s - 1)
+        shown = pd.DataFrame({
+            "user_id": np.repeat(frame["user_id"].to_numpy(), m),
+            "item_id": np.char.add("i", (self.cat_start[shown_cat] + rank_s).astype(str)),
+            "timestamp": np.repeat(ts, m) - 1,
+            "event": "impression",
+        })
+        frame["event"] = "click"
+        return pd.concat([frame, shown], ignore_index=True)
 
     def chunks(self) -> Iterator[pd.DataFrame]:
         """Events of consecutive users, about _CHUNK_EVENTS at a time."""

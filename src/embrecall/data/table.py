@@ -130,18 +130,6 @@ def read_table_dataset(cfg: DataConfig, numeric: dict[str, list[str]]) -> Datase
                      else frame[c].astype(str)).to_numpy()
 
     notes: list[str] = []
-    if cfg.events is not None:
-        if not cols.event:
-            raise DataError("data.events filters event types but data.columns.event names no column", file=str(path))
-        keep = events["event"].isin(cfg.events).to_numpy()
-        if not keep.any():
-            seen = sorted(events["event"].unique())[:10]
-            raise DataError(f"no row has an event type in {cfg.events}; the file has {seen}",
-                            file=str(path), column=cols.event)
-        if not keep.all():
-            notes.append(f"kept {int(keep.sum()):,} of {len(keep):,} rows whose event type is in {cfg.events}")
-        events = events[keep].reset_index(drop=True)
-
     users = _carried_table(events, "user_id", cfg.user_columns) if cfg.user_columns else None
     items = _carried_table(events, "item_id", cfg.item_columns) if cfg.item_columns else None
     if cfg.users is not None:

@@ -28,14 +28,18 @@ def build_queries(history: pd.DataFrame, targets: pd.DataFrame) -> tuple[list[Us
 
 
 def evaluate_channel(channel: Channel, split: Split, ks: list[int], *, on: str = "test",
-                     batch_size: int = 1024) -> dict[str, float]:
+                     batch_size: int = 1024, cold_items: bool = False) -> dict[str, float]:
     """HR@K, NDCG@K, MRR and coverage@K of ``channel`` on the test (or validation) targets.
 
     On ``test`` the user's history and the catalog are train + validation; on ``valid``, train.
+    ``cold_items``: the targets' items (new in the test period) join the catalog, for
+    ``cold_item_split`` evaluations.
     """
     history = split.train_full if on == "test" else split.train
     targets = split.test if on == "test" else split.valid
     catalog = set(history["item_id"].unique())
+    if cold_items:
+        catalog |= set(targets["item_id"].unique())
     queries, exclude = build_queries(history, targets)
     depth = max(max(ks), MRR_CUTOFF)
     ranks = np.full(len(queries), -1, dtype=np.int64)
@@ -46,4 +50,20 @@ def evaluate_channel(channel: Channel, split: Split, ks: list[int], *, on: str =
     for row, (items, target) in enumerate(zip(top_lists, targets["item_id"].to_numpy())):
         if target in catalog and target in items:
             ranks[row] = items.index(target)
-    return ranking_metrics(ranks, top_lists, len(catalog), ks)
+    return {**ranking_metrics(ranks, top_lists, len(catalog), ks),
+            **popularity_profile(top_lists, history["item_id"], max(ks))}
+
+
+def popularity_profile(top_lists: list[list[str]], history_items: pd.Series, k: int) -> dict[str, float]:
+    """How popular recommended items are: ``long_tail@k`` is the share of recommended slots
+    outside the head (the most popular items that make up 20 % of the catalog);
+    ``popularity_pct@k`` the mean popularity percentile of recommended items (1 = most popular)."""
+    counts = history_items.value_counts()
+    n = len(counts)
+    pct = pd.Series(1.0 - np.arange(n) / max(n - 1, 1), index=counts.index)
+    head = set(counts.index[: max(1, int(0.2 * n))])
+    slots = [item for items in top_lists for item in items[:k]]
+    if not slots:
+        return {f"long_tail@{k}": 0.0, f"popularity_pct@{k}": 0.0}
+    return {f"long_tail@{k}": float(np.mean([item not in head for item in slots])),
+            f"popularity_pct@{k}": float(pct.reindex(slots).fillna(0.0).mean())}

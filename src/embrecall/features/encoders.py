@@ -2,7 +2,9 @@
 
 Index conventions shared by every encoder and the towers: 0 is "missing / padding" (its
 embedding row is zero), 1 is "seen in no training row" (OOV) where a vocabulary exists.
-Item ids and history use ``item_idx + 1``.  Everything fitted is saved as JSON.
+Item ids and history use ``item_idx + 1`` for items seen in training; the catalog may also hold
+items never clicked (``features.catalog = "items"``), whose id input is 0 so only their
+attributes speak for them.  Everything fitted is saved as JSON.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from embrecall.config import (CategoricalFeature, Feature, FeaturesConfig, HashedFeature, HistoryFeature,
-                              ItemIdFeature, MultiFeature, NumericFeature, TimeFeature)
+                              ItemIdFeature, MultiFeature, NumericFeature, TextFeature, TimeFeature)
 from embrecall.errors import DataError, NotFittedError
 
 __all__ = ["Encoders", "FORMAT_VERSION"]
@@ -60,6 +62,8 @@ class Encoders:
         self.spec = spec
         self.state_: dict[str, dict[str, Any]] | None = None
         self.catalog_: pd.Index | None = None  # item_id of each item_idx
+        self.n_trained_ = 0  # catalog positions below this were seen in training events
+        self._text: Any = None
 
     # ------------------------------------------------------------------ fitting
 
@@ -82,15 +86,20 @@ class Encoders:
         return table[col].reindex(ids)
 
     def fit(self, events: pd.DataFrame, users: pd.DataFrame | None, items: pd.DataFrame | None) -> "Encoders":
-        """Fit on training ``events``; the catalog is every item they contain."""
-        self.catalog_ = pd.Index(pd.unique(events["item_id"]), dtype=object)
+        """Fit on training ``events``; the catalog is every item they contain, then (with
+        ``features.catalog = "items"``) the item table's other items."""
+        trained = pd.Index(pd.unique(events["item_id"]), dtype=object)
+        self.n_trained_ = len(trained)
+        if self.spec.catalog == "items" and items is not None:
+            trained = trained.append(items.index.difference(trained, sort=False).astype(object))
+        self.catalog_ = trained
         user_ids = pd.Index(pd.unique(events["user_id"]), dtype=object)
         state: dict[str, dict[str, Any]] = {}
         for side, feats, table, ids in (("user", self.spec.user, users, user_ids),
                                         ("item", self.spec.item, items, self.catalog_)):
             for f in feats:
                 key = f"{side}.{f.name}"
-                if isinstance(f, (ItemIdFeature, HistoryFeature, TimeFeature)):
+                if isinstance(f, (ItemIdFeature, HistoryFeature, TimeFeature, TextFeature)):
                     state[key] = {}
                     continue
                 raw = self._column(f, side, events, table, ids)
@@ -136,7 +145,7 @@ class Encoders:
         """Rows of the embedding table a feature needs (0 for features fed as raw numbers)."""
         st = self._state()[f"{side}.{f.name}"]
         if isinstance(f, (ItemIdFeature, HistoryFeature)):
-            return self.n_items + 1
+            return self.n_trained_ + 1
         if isinstance(f, (CategoricalFeature, MultiFeature)):
             return len(st["vocab"]) + 2
         if isinstance(f, HashedFeature):
@@ -145,6 +154,8 @@ class Encoders:
             return (24 if f.part == "hour" else 7) + 1
         if isinstance(f, NumericFeature):
             return len(st["edges"]) + 2 if f.transform == "bucketize" else 0
+        if isinstance(f, TextFeature):
+            return 0
         raise TypeError(f"unknown feature type {type(f).__name__}")
 
     def history_len(self) -> int:
@@ -179,6 +190,13 @@ class Encoders:
                 x = np.log1p(np.maximum(x, 0.0))
             z = (x - st["mean"]) / st["std"]
             return np.nan_to_num(z, nan=0.0).astype(np.float32)
+        if isinstance(f, TextFeature):
+            from embrecall.features.text import TextEmbedder
+            self._text = self._text or TextEmbedder()
+            texts = _text(raw)
+            vectors = self._text.encode(texts.tolist())
+            vectors[(texts == "").to_numpy()] = 0.0
+            return vectors
         raise TypeError(f"feature '{f.name}' of kind {f.kind} is not encoded from a column")
 
     def encode_items(self, items: pd.DataFrame | None, item_ids: pd.Index | None = None) -> dict[str, np.ndarray]:
@@ -189,7 +207,7 @@ class Encoders:
         for f in self.spec.item:
             if isinstance(f, ItemIdFeature):
                 idx = self.catalog_.get_indexer(ids)  # type: ignore[union-attr]
-                out[f.name] = np.where(idx >= 0, idx + 1, 0).astype(np.int64)
+                out[f.name] = np.where((idx >= 0) & (idx < self.n_trained_), idx + 1, 0).astype(np.int64)
             else:
                 out[f.name] = self._encode("item", f, self._column(f, "item", pd.DataFrame(), items, ids))
         return out
@@ -223,14 +241,14 @@ class Encoders:
         out = np.zeros((len(histories), max(L, 1)), dtype=np.int64)
         for row, items in enumerate(histories):
             idx = self.catalog_.get_indexer(pd.Index(list(items)[::-1], dtype=object))  # type: ignore[union-attr]
-            idx = idx[idx >= 0][:L] + 1
+            idx = idx[(idx >= 0) & (idx < self.n_trained_)][:L] + 1
             out[row, :len(idx)] = idx
         return out
 
     # ------------------------------------------------------------------ persistence
 
     def to_json(self) -> dict[str, Any]:
-        return {"format_version": FORMAT_VERSION, "state": self._state(),
+        return {"format_version": FORMAT_VERSION, "state": self._state(), "n_trained": self.n_trained_,
                 "catalog": [str(x) for x in self.catalog_]}  # type: ignore[union-attr]
 
     @classmethod
@@ -241,5 +259,6 @@ class Encoders:
         enc = cls(spec)
         enc.state_ = data["state"]
         enc.catalog_ = pd.Index(data["catalog"], dtype=object)
+        enc.n_trained_ = int(data["n_trained"])
         return enc
 

@@ -30,11 +30,12 @@ class UserQuery:
 
 @dataclass
 class Candidates:
-    """One user's recalled items, best first, with the channel's scores."""
+    """One user's recalled items, best first, with scores and the channel that found each item
+    (merged results mix channels; scores are comparable only within one channel)."""
 
     item_ids: list[str]
     scores: np.ndarray
-    channel: str
+    channels: list[str]
 
 
 class Channel(Protocol):
@@ -50,7 +51,7 @@ class Channel(Protocol):
 
 
 def take_top(item_ids: np.ndarray, scores: np.ndarray, k: int, exclude: Collection[str], channel: str) -> Candidates:
-    """Keep the first ``k`` of a best-first list whose ids are not excluded (ids < 0 are padding)."""
+    """Keep the first ``k`` of a best-first list whose ids are not excluded (None ids are padding)."""
     keep_ids: list[str] = []
     keep_scores: list[float] = []
     for item, score in zip(item_ids, scores):
@@ -60,4 +61,4 @@ def take_top(item_ids: np.ndarray, scores: np.ndarray, k: int, exclude: Collecti
         keep_scores.append(float(score))
         if len(keep_ids) == k:
             break
-    return Candidates(keep_ids, np.asarray(keep_scores, dtype=np.float32), channel)
+    return Candidates(keep_ids, np.asarray(keep_scores, dtype=np.float32), [channel] * len(keep_ids))

@@ -2,7 +2,7 @@
 
 Inputs arrive as a dict of tensors keyed by feature name (see ``Encoders``):
 categorical-like features (B,) int64, multi-valued and history (B, L) int64 with 0 padding,
-standardised numbers (B,) float32.
+standardised numbers (B,) float32, text embeddings (B, 384) float32.
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embrecall.config import Feature, HistoryFeature, ItemIdFeature, ModelConfig, MultiFeature, NumericFeature
+from embrecall.config import (Feature, HistoryFeature, ItemIdFeature, ModelConfig, MultiFeature, NumericFeature,
+                              TextFeature)
+from embrecall.features.text import WIDTH as TEXT_WIDTH
 
 __all__ = ["Tower"]
 
@@ -74,6 +76,9 @@ class Tower(nn.Module):
                 width += item_table.embedding_dim
             elif isinstance(f, MultiFeature):
                 self.inputs[f.name] = _Multi(sizes[f.name], f.dim)
+                width += f.dim
+            elif isinstance(f, TextFeature):
+                self.inputs[f.name] = nn.Linear(TEXT_WIDTH, f.dim)  # (B, 384) sentence embedding -> (B, dim)
                 width += f.dim
             elif isinstance(f, NumericFeature) and sizes[f.name] == 0:
                 self.inputs[f.name] = _Numeric()

@@ -18,7 +18,7 @@ __all__ = ["TwoTower"]
 class TwoTower(nn.Module):
     def __init__(self, spec: FeaturesConfig, encoders: Encoders, cfg: ModelConfig):
         super().__init__()
-        self.item_table = nn.Embedding(encoders.n_items + 1, cfg.item_embedding_dim, padding_idx=0)
+        self.item_table = nn.Embedding(encoders.n_trained_ + 1, cfg.item_embedding_dim, padding_idx=0)
         nn.init.normal_(self.item_table.weight, std=0.05)
         with torch.no_grad():
             self.item_table.weight[0].zero_()

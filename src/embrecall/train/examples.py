@@ -9,7 +9,9 @@ import torch
 
 from embrecall.config import HistoryFeature
 from embrecall.data.split import sort_events
+from embrecall.errors import DataError
 from embrecall.features import Encoders
+from embrecall.train.negatives import ExposureSampler
 
 __all__ = ["Examples"]
 
@@ -18,7 +20,7 @@ class Examples:
     """All training examples of one fit, with the item tower inputs of the whole catalog."""
 
     def __init__(self, events: pd.DataFrame, encoders: Encoders, users: pd.DataFrame | None,
-                 items: pd.DataFrame | None):
+                 items: pd.DataFrame | None, exposures: pd.DataFrame | None = None, group_column: str | None = None):
         ev = sort_events(events)
         catalog = encoders.catalog_
         self.item_idx = catalog.get_indexer(ev["item_id"]).astype(np.int64)  # type: ignore[union-attr]
@@ -33,6 +35,37 @@ class Examples:
         counts = np.bincount(self.item_idx, minlength=encoders.n_items).astype(np.float64)
         self.log_q = torch.from_numpy(np.log(np.maximum(counts, 1.0) / len(ev))).float()  # (n_items,)
         self.item_counts = counts
+        self.user_code, user_index = pd.factorize(ev["user_id"])
+        self.groups = self._groups(items, group_column, catalog) if group_column else None
+        self.exposure = self._exposure(ev, exposures, pd.Index(user_index, dtype=object), catalog)
+
+    @staticmethod
+    def _groups(items: pd.DataFrame | None, column: str, catalog: pd.Index) -> np.ndarray:
+        """(n_items,) group code of each catalog item (first value of a multi-valued column), -1 if none."""
+        if items is None or column not in items.columns:
+            raise DataError(f"train.negatives.hard_column '{column}' is not an item attribute; the item table has "
+                            f"{[] if items is None else list(items.columns)}", column=column)
+        values = items[column].reindex(catalog).astype(object).where(lambda v: v.notna(), None)
+        first = values.map(lambda v: None if v in (None, "") else str(v).split("|")[0])
+        codes, _ = pd.factorize(first)
+        return codes.astype(np.int64)
+
+    @staticmethod
+    def _exposure(ev: pd.DataFrame, exposures: pd.DataFrame | None, users: pd.Index,
+                  catalog: pd.Index) -> ExposureSampler | None:
+        """Items each training user was shown before their last training event and never clicked."""
+        if exposures is None or len(exposures) == 0:
+            return None
+        last = ev.groupby("user_id", sort=False)["timestamp"].max()
+        shown = exposures[exposures["timestamp"].to_numpy() <= last.reindex(exposures["user_id"]).to_numpy()]
+        clicked = pd.MultiIndex.from_frame(ev[["user_id", "item_id"]])
+        shown = shown[~pd.MultiIndex.from_frame(shown[["user_id", "item_id"]]).isin(clicked)]
+        u = users.get_indexer(shown["user_id"])
+        i = catalog.get_indexer(shown["item_id"])
+        keep = (u >= 0) & (i >= 0)
+        pairs = pd.DataFrame({"u": u[keep], "i": i[keep]}).drop_duplicates().sort_values(["u", "i"])
+        indptr = np.r_[0, np.cumsum(np.bincount(pairs["u"].to_numpy(), minlength=len(users)))]
+        return ExposureSampler(indptr.astype(np.int64), pairs["i"].to_numpy(np.int64))
 
     def __len__(self) -> int:
         return len(self.item_idx)

@@ -45,3 +45,32 @@ def bce_loss(user: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, temperatu
         weights = neg_mask.to(neg_losses.dtype)
         return pos_loss + (neg_losses * weights).sum() / weights.sum().clamp_min(1.0)
     return pos_loss + neg_losses.mean()
+
+
+def mixed_softmax_loss(user: torch.Tensor, batch_items: torch.Tensor, row_items: torch.Tensor,
+                       batch_idx: torch.Tensor, row_idx: torch.Tensor, row_valid: torch.Tensor,
+                       log_count_batch: torch.Tensor, log_count_row: torch.Tensor,
+                       log_weight_batch: torch.Tensor, log_weight_row: torch.Tensor,
+                       temperature: float, logq_strength: float = 1.0) -> torch.Tensor:
+    """Sampled softmax over in-batch positives + shared negatives + each row's own negatives.
+
+    user: (B, D); batch_items: (B + G, D), the batch's positives then the shared negatives;
+    row_items: (B, R, D); batch_idx: (B + G,) and row_idx: (B, R) catalog indices; row_valid: (B, R);
+    log_count_*: log expected count of each candidate under the sampling mixture (B, B + G) / (B, R);
+    log_weight_*: per-source weights as logit offsets (not applied to a row's own positive).
+    Row i's positive is column i.  Candidates equal to the row's positive are masked (accidental hits).
+    """
+    B = user.shape[0]
+    pos_idx = batch_idx[:B]
+    offsets = log_weight_batch.unsqueeze(0).expand(B, -1).clone()  # (B, B + G)
+    offsets[torch.arange(B), torch.arange(B)] = 0.0
+    logits_b = user @ batch_items.T / temperature - logq_strength * log_count_batch + offsets  # (B, B + G)
+    logits_r = (torch.einsum("bd,brd->br", user, row_items) / temperature
+                - logq_strength * log_count_row + log_weight_row.unsqueeze(0))  # (B, R)
+    hit_b = batch_idx.unsqueeze(0) == pos_idx.unsqueeze(1)
+    hit_b[torch.arange(B), torch.arange(B)] = False
+    low = torch.finfo(logits_b.dtype).min
+    logits_b = logits_b.masked_fill(hit_b, low)
+    logits_r = logits_r.masked_fill((row_idx == pos_idx.unsqueeze(1)) | ~row_valid, low)
+    logits = torch.cat([logits_b, logits_r], dim=1)
+    return F.cross_entropy(logits, torch.arange(B, device=user.device))

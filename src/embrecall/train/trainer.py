@@ -22,7 +22,8 @@ from embrecall.models.two_tower import TwoTower
 from embrecall.progress import progress_bar
 from embrecall.train.checkpoint import load_latest_checkpoint, save_checkpoint
 from embrecall.train.examples import Examples
-from embrecall.train.losses import bce_loss, sampled_softmax_loss
+from embrecall.train.losses import bce_loss, mixed_softmax_loss, sampled_softmax_loss
+from embrecall.train.negatives import MixedNegatives
 
 __all__ = ["FitResult", "fit_two_tower", "two_tower_channel", "item_vectors"]
 
@@ -65,9 +66,27 @@ def two_tower_channel(model: TwoTower, encoders: Encoders, users: pd.DataFrame |
     return EmbeddingChannel("two_tower", encoders, users, embed, index)
 
 
-def _batch_loss(cfg: Config, model: TwoTower, ex: Examples, rows: np.ndarray, gen: torch.Generator) -> torch.Tensor:
+def _mixed_loss(cfg: Config, model: TwoTower, ex: Examples, rows: np.ndarray, user: torch.Tensor,
+                mixed: MixedNegatives, rng: np.random.Generator) -> torch.Tensor:
+    pos_idx = ex.item_idx[rows]
+    draw = mixed.draw(pos_idx, ex.user_code[rows], rng)
+    batch_idx = np.r_[pos_idx, draw.shared]
+    batch_items = model.item(ex.item_batch(batch_idx))  # (B + G, D)
+    B, R = draw.per_row.shape
+    row_items = (model.item(ex.item_batch(draw.per_row.reshape(-1))).view(B, R, -1) if R
+                 else batch_items.new_zeros((B, 0, batch_items.shape[1])))
+    t = torch.from_numpy
+    return mixed_softmax_loss(user, batch_items, row_items, t(batch_idx), t(draw.per_row), t(draw.valid),
+                              t(draw.log_count_batch), t(draw.log_count_row), t(draw.log_weight_batch),
+                              t(draw.log_weight_row), cfg.train.temperature, cfg.train.logq_strength)
+
+
+def _batch_loss(cfg: Config, model: TwoTower, ex: Examples, rows: np.ndarray, gen: torch.Generator,
+                mixed: MixedNegatives, rng: np.random.Generator) -> torch.Tensor:
     t = cfg.train
     user = model.user(ex.user_batch(rows))  # (B, D)
+    if t.loss == "sampled_softmax" and mixed.active:
+        return _mixed_loss(cfg, model, ex, rows, user, mixed, rng)
     pos_idx = ex.item_idx[rows]
     pos = model.item(ex.item_batch(pos_idx))  # (B, D)
     if t.loss == "sampled_softmax":
@@ -83,13 +102,17 @@ def _batch_loss(cfg: Config, model: TwoTower, ex: Examples, rows: np.ndarray, ge
 
 def fit_two_tower(cfg: Config, events: pd.DataFrame, users: pd.DataFrame | None, items: pd.DataFrame | None, *,
                   epochs: int, validation: Split | None = None, checkpoint_dir: Path | None = None,
-                  show_progress: bool = True, label: str = "train") -> FitResult:
+                  show_progress: bool = True, label: str = "train",
+                  exposures: pd.DataFrame | None = None) -> FitResult:
     """Fit on ``events``; with ``validation``, watch HR@early_stop_k on its validation targets each
     epoch, stop after ``patience`` epochs without gain and return the best epoch's weights."""
     t = cfg.train
     torch.manual_seed(t.seed)
     encoders = Encoders(cfg.features).fit(events, users, items)
-    examples = Examples(events, encoders, users, items)
+    neg = t.negatives
+    examples = Examples(events, encoders, users, items, exposures if neg.exposure_count else None,
+                        neg.hard_column if neg.hard_count else None)
+    mixed = MixedNegatives(neg, examples.item_counts, examples.groups, examples.exposure)
     model = TwoTower(cfg.features, encoders, cfg.model)
     optimizer = _optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     result = FitResult(model, encoders, best_epoch=0)
@@ -110,12 +133,13 @@ def fit_two_tower(cfg: Config, events: pd.DataFrame, users: pd.DataFrame | None,
             model.train()
             torch.manual_seed(t.seed + epoch)
             gen = torch.Generator().manual_seed(t.seed + epoch)
+            neg_rng = np.random.default_rng([t.seed, epoch])
             order = np.random.default_rng(t.seed + epoch).permutation(len(examples))
             task = bar.add_task(f"{label} epoch {epoch}/{epochs}", total=n_batches, loss=float("nan"), rate=0.0)
             tick, total_loss = time.perf_counter(), 0.0
             for b in range(n_batches):
                 rows = order[b * t.batch_size:(b + 1) * t.batch_size]
-                loss = _batch_loss(cfg, model, examples, rows, gen)
+                loss = _batch_loss(cfg, model, examples, rows, gen, mixed, neg_rng)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

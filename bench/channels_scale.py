@@ -1,0 +1,64 @@
+"""item2vec and ItemCF fitted on 10M synthetic events (1M items): time and peak memory.
+
+    python bench/channels_scale.py [--events 10000000 --items 1000000 --users 200000]
+
+The log is generated to Parquet first; each channel is then fitted in its own process, so the
+peak RSS reported is that channel's alone (reading the Parquet log included).
+Data: synthetic (power-law popularity inside categories, sessions), not a quality figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+FIT = """
+import resource, sys, time, pandas as pd
+from embrecall.config import Item2VecConfig, ItemCFConfig
+from embrecall.models.item2vec import Item2Vec
+from embrecall.models.itemcf import ItemCF
+events = pd.read_parquet(sys.argv[2])
+started = time.perf_counter()
+if sys.argv[1] == "item2vec":
+    Item2Vec(Item2VecConfig(epochs=3, window=5, session_gap=1800)).fit(events)
+else:
+    ItemCF(ItemCFConfig(window=5)).fit(events)
+print(f"{time.perf_counter() - started:.1f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=200_000)
+    args = parser.parse_args()
+    table = Table(title=f"channel fitting on {args.events:,} synthetic events, {args.items:,} items, "
+                        f"{os.cpu_count()} cores")
+    for col in ("channel", "settings", "fit s", "wall s (incl. reading)", "peak RSS MB"):
+        table.add_column(col, justify="right")
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "embrecall.cli", "generate", "--out", tmp, "--events",
+                        str(args.events), "--items", str(args.items), "--users", str(args.users)],
+                       check=True, stdout=subprocess.DEVNULL)
+        settings = {"item2vec": "skip-gram, 64-d, window 5, 3 epochs, 2 workers", "itemcf": "window 5, top-200"}
+        for name in ("item2vec", "itemcf"):
+            started = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-c", FIT, name, str(Path(tmp) / "events.parquet")],
+                                  check=True, capture_output=True, text=True)
+            wall = time.perf_counter() - started
+            fit_s, peak_mb = proc.stdout.strip().splitlines()[-1].split()
+            table.add_row(name, settings[name], fit_s, f"{wall:.1f}", peak_mb)
+    Console(width=160).print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""The item2vec channel: skip-gram word2vec on each user's clicks cut into sessions.
+
+Sessions end after ``session_gap`` seconds of inactivity, so items clicked together in one
+visit become each other's context (58.com's session-aware sequences).  Optionally one model per
+value of an event column (city, business line), with a model on all events as fallback.  The user
+vector is the recency-weighted mean of the last N clicks; with ``category_column`` the history is
+split by item category, each category queried on its own and the results merged by a quota
+proportional to the category's recency weight (per-category parallel recall).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Collection, Sequence
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pandas as pd
+from gensim.models import Word2Vec
+
+from embrecall.config import Item2VecConfig
+from embrecall.data.split import sort_events
+from embrecall.errors import DataError, NotFittedError
+from embrecall.models.channel import Candidates, UserQuery, take_top
+from embrecall.models.merge import merge_by_quota
+
+__all__ = ["Item2Vec", "session_starts"]
+
+
+def session_starts(users: np.ndarray, timestamps: np.ndarray, gap: int) -> np.ndarray:
+    """Boolean (N,) over user/time-sorted events: True where a new session begins."""
+    new_user = np.r_[True, users[1:] != users[:-1]]
+    long_pause = np.r_[True, np.diff(timestamps) > gap]
+    return new_user | long_pause
+
+
+class _Space:
+    """One trained word2vec model: unit item vectors, their catalog ids, an exact IP index."""
+
+    def __init__(self, item_ids: np.ndarray, vectors: np.ndarray):
+        self.item_ids = item_ids
+        self.vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        self.position = pd.Index(item_ids, dtype=object)
+        self.index = faiss.IndexFlatIP(vectors.shape[1])
+        self.index.add(np.ascontiguousarray(self.vectors, dtype=np.float32))
+
+
+class Item2Vec:
+    name = "item2vec"
+
+    def __init__(self, cfg: Item2VecConfig | None = None):
+        self.cfg = cfg or Item2VecConfig()
+        self.spaces_: dict[str | None, _Space] | None = None
+        self.category_: pd.Series | None = None
+
+    def _train(self, sequences: list[np.ndarray], catalog: np.ndarray) -> _Space | None:
+        """Word2vec over sequences of catalog positions (written as a corpus file for gensim's fast path)."""
+        c = self.cfg
+        useful = [s for s in sequences if len(s) >= 2]
+        if not useful:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            corpus = Path(tmp) / "sessions.txt"
+            with corpus.open("w") as fh:
+                for seq in useful:
+                    fh.write(" ".join(map(str, seq.tolist())) + "\n")
+            model = Word2Vec(corpus_file=str(corpus), vector_size=c.dim, window=c.window, min_count=c.min_count,
+                             sg=1, sample=c.sample, negative=c.negative, ns_exponent=c.ns_exponent, epochs=c.epochs, workers=2,
+                             seed=c.seed)
+        tokens = np.asarray(model.wv.index_to_key, dtype=np.int64)
+        return _Space(catalog[tokens], model.wv.vectors.astype(np.float32))
+
+    def fit(self, events: pd.DataFrame, items: pd.DataFrame | None = None) -> "Item2Vec":
+        c = self.cfg
+        ev = sort_events(events)
+        codes, catalog = pd.factorize(ev["item_id"])
+        catalog = np.asarray(catalog, dtype=object)
+        starts = session_starts(ev["user_id"].to_numpy(), ev["timestamp"].to_numpy(), c.session_gap)
+        groups = None
+        if c.group_column:
+            if c.group_column not in ev.columns:
+                raise DataError(f"channels.item2vec.group_column '{c.group_column}' is not an event column; "
+                                f"add it to data.context_columns", column=c.group_column)
+            groups = ev[c.group_column].astype(str).to_numpy()
+            starts |= np.r_[True, groups[1:] != groups[:-1]]
+        bounds = np.r_[np.flatnonzero(starts), len(ev)]
+        sessions = [codes[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        spaces: dict[str | None, _Space] = {}
+        everything = self._train(sessions, catalog)
+        if everything is None:
+            raise DataError("item2vec found no session with two or more items; increase "
+                            "channels.item2vec.session_gap or check the timestamps")
+        spaces[None] = everything
+        if groups is not None:
+            session_group = groups[bounds[:-1]]
+            for value in np.unique(session_group):
+                space = self._train([s for s, g in zip(sessions, session_group) if g == value], catalog)
+                if space is not None:
+                    spaces[str(value)] = space
+        if c.category_column:
+            if items is None or c.category_column not in items.columns:
+                raise DataError(f"channels.item2vec.category_column '{c.category_column}' is not an item "
+                                "attribute", column=c.category_column)
+            self.category_ = items[c.category_column].astype(str).str.split("|").str[0]
+        self.spaces_ = spaces
+        return self
+
+    def item_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Item ids and unit vectors of the all-events model (a pretrained feature for other models)."""
+        space = self._spaces()[None]
+        return space.item_ids, space.vectors
+
+    def _spaces(self) -> dict[str | None, _Space]:
+        if self.spaces_ is None:
+            raise NotFittedError("Item2Vec is not fitted yet. Call 'fit' with training events first.")
+        return self.spaces_
+
+    def _interests(self, space: _Space, history: Sequence[str]) -> list[tuple[np.ndarray, float]]:
+        """(query vector, weight) per interest: one overall, or one per category of the recent clicks."""
+        recent = list(history)[::-1][: self.cfg.history]
+        pos = space.position.get_indexer(pd.Index(recent, dtype=object))
+        known = pos >= 0
+        if not known.any():
+            return []
+        weights = self.cfg.decay ** np.arange(len(recent))[known]
+        vecs = space.vectors[pos[known]]
+        if self.category_ is None:
+            return [(weights @ vecs, 1.0)]
+        cats = self.category_.reindex(pd.Index(recent, dtype=object)[known]).fillna("").to_numpy()
+        out = []
+        for cat in pd.unique(cats):
+            mask = cats == cat
+            out.append((weights[mask] @ vecs[mask], float(weights[mask].sum())))
+        out.sort(key=lambda t: -t[1])
+        return out[: self.cfg.max_categories]
+
+    def _one(self, query: UserQuery, k: int, exclude: Collection[str]) -> Candidates:
+        spaces = self._spaces()
+        group = str(query.context.get(self.cfg.group_column)) if self.cfg.group_column else None
+        space = spaces.get(group, spaces[None])
+        interests = self._interests(space, query.history)
+        if not interests:
+            return Candidates([], np.zeros(0, np.float32), [])
+        total = sum(w for _, w in interests)
+        quotas = [max(1, round(k * w / total)) for _, w in interests]
+        depth = min(len(space.item_ids), k + len(exclude))
+        queries = np.stack([v / max(np.linalg.norm(v), 1e-12) for v, _ in interests]).astype(np.float32)
+        scores, idx = space.index.search(queries, depth)
+        lists = [take_top(space.item_ids[row[row >= 0]], s[row >= 0], depth, exclude, self.name)
+                 for row, s in zip(idx, scores)]
+        return merge_by_quota(lists, quotas, k)
+
+    def recommend(self, queries: Sequence[UserQuery], k: int,
+                  exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
+        return [self._one(q, k, exclude[i] if exclude is not None else ()) for i, q in enumerate(queries)]
+

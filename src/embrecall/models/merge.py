@@ -1,0 +1,80 @@
+"""Several recall channels as one list.
+
+``quota``: each channel fills about its share of the k slots; lists are interleaved so each
+channel's best items come early (the channel furthest behind its share goes next), an item
+found by several channels appears once (credited to the first), and slots a short list leaves
+empty go to the others.
+``rrf``: weighted reciprocal-rank fusion, score(j) = sum over channels of w_c / (60 + rank_c(j));
+items that several channels agree on rise, credited to the channel that ranks them best.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+
+import numpy as np
+
+from embrecall.models.channel import Candidates, Channel, UserQuery
+
+__all__ = ["Merged", "merge_by_quota"]
+
+
+class Merged:
+    name = "merged"
+
+    def __init__(self, channels: Mapping[str, Channel], shares: Mapping[str, float], mode: str = "quota"):
+        missing = [c for c in shares if c not in channels]
+        if missing:
+            from embrecall.errors import ConfigError
+            raise ConfigError(f"channels.merge names {missing}, which are not available; have {list(channels)}")
+        self.channels = {name: channels[name] for name in shares}
+        self.shares = [float(v) for v in shares.values()]
+        self.mode = mode
+
+    def recommend(self, queries: Sequence[UserQuery], k: int,
+                  exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
+        per_channel = [c.recommend(queries, k, exclude) for c in self.channels.values()]
+        merge = merge_by_quota if self.mode == "quota" else merge_by_rrf
+        return [merge([lists[i] for lists in per_channel], self.shares, k) for i in range(len(queries))]
+
+
+def merge_by_quota(lists: Sequence[Candidates], quotas: Sequence[float], k: int) -> Candidates:
+    """Interleave best-first lists so list i gets about quotas[i] of the slots; duplicates once;
+    the slots a short list leaves empty go to the others."""
+    ids: list[str] = []
+    scores: list[float] = []
+    channels: list[str] = []
+    taken: set[str] = set()
+    cursor = [0] * len(lists)
+    given = [0] * len(lists)
+    share = np.asarray(quotas, dtype=np.float64) / max(sum(quotas), 1)
+    while len(ids) < k:
+        live = [i for i, c in enumerate(lists) if cursor[i] < len(c.item_ids)]
+        if not live:
+            break
+        i = max(live, key=lambda j: share[j] * (len(ids) + 1) - given[j])  # the list furthest behind its quota
+        c = lists[i]
+        item = c.item_ids[cursor[i]]
+        cursor[i] += 1
+        if item in taken:
+            continue
+        taken.add(item)
+        given[i] += 1
+        ids.append(item)
+        scores.append(float(c.scores[cursor[i] - 1]))
+        channels.append(c.channels[cursor[i] - 1])
+    return Candidates(ids, np.asarray(scores, dtype=np.float32), channels)
+
+
+def merge_by_rrf(lists: Sequence[Candidates], weights: Sequence[float], k: int, offset: float = 60.0) -> Candidates:
+    """Weighted reciprocal-rank fusion of best-first lists (Cormack et al., 2009); returns the fused scores."""
+    score: dict[str, float] = {}
+    best: dict[str, tuple[float, str]] = {}
+    for c, w in zip(lists, weights):
+        for rank, (item, channel) in enumerate(zip(c.item_ids, c.channels)):
+            part = w / (offset + rank + 1)
+            score[item] = score.get(item, 0.0) + part
+            if part > best.get(item, (0.0, ""))[0]:
+                best[item] = (part, channel)
+    top = sorted(score, key=lambda i: -score[i])[:k]
+    return Candidates(top, np.asarray([score[i] for i in top], dtype=np.float32), [best[i][1] for i in top])
