@@ -156,6 +156,52 @@ def demo(out: Annotated[Path, typer.Option(help="Folder for the demo bundle.")] 
 
 
 @app.command()
+def serve(source: Annotated[Path, typer.Option("--bundle", "--registry",
+                                               help="A bundle, or a registry whose active version is followed.")],
+          host: str = "127.0.0.1", port: int = 8000,
+          redis: Annotated[Optional[str], typer.Option(help="Redis URL for a shared user-vector cache.")] = None,
+          cache_ttl: Annotated[float, typer.Option(help="User-vector cache TTL in seconds.")] = 60.0,
+          feed: Annotated[Optional[str], typer.Option(help="Redis URL of the item change stream.")] = None,
+          feed_stream: str = "embrecall:items", feed_consumer: str = "embrecall-1") -> None:
+    """Serve recall over HTTP (OpenAPI docs at /docs); item changes need $EMBRECALL_ADMIN_TOKEN."""
+    import uvicorn
+
+    from embrecall.serve.app import create_app
+    from embrecall.serve.state import ServiceState
+
+    def go() -> None:
+        ServiceState(source)  # a bad bundle or registry fails here with its message, before the server starts
+        uvicorn.run(create_app(source, redis_url=redis, cache_ttl_s=cache_ttl, feed_url=feed,
+                               feed_stream=feed_stream, feed_consumer=feed_consumer),
+                    host=host, port=port, log_level="warning")
+    _run(go)
+
+
+@app.command()
+def publish(bundle: Annotated[Path, typer.Argument(help="The bundle to activate.")],
+            registry: Annotated[Path, typer.Option(help="The registry folder.")] = Path("registry"),
+            gate: Annotated[Optional[list[str]], typer.Option(
+                help="Metric gate, e.g. 'HR@10>=0.15' or 'popular.HR@10<0.2' (repeatable).")] = None) -> None:
+    """Activate a bundle if its offline metrics pass the gates; serving services follow within a second."""
+    from embrecall.export.registry import Registry, parse_gate
+
+    def go() -> None:
+        version = Registry(registry).publish(bundle, [parse_gate(g) for g in gate or []])
+        console.print(f"active version: [bold]{version}[/] ({registry})")
+    _run(go)
+
+
+@app.command()
+def rollback(registry: Annotated[Path, typer.Option(help="The registry folder.")] = Path("registry")) -> None:
+    """Re-activate the version that was active before the current one."""
+    from embrecall.export.registry import Registry
+
+    def go() -> None:
+        console.print(f"active version: [bold]{Registry(registry).rollback()}[/] ({registry})")
+    _run(go)
+
+
+@app.command()
 def generate(out: Annotated[Path, typer.Option(help="Folder for events/users/items.parquet.")],
              users: int = 100_000, items: int = 1_000_000, events: int = 10_000_000,
              categories: int = 200, cities: int = 50, seed: int = 0) -> None:

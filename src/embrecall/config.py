@@ -350,6 +350,7 @@ class ChannelsConfig(_Strict):
     itemcf: ItemCFConfig = ItemCFConfig()
     merge: dict[str, float] = {"two_tower": 2.0, "itemcf": 1.0}  # weight (rrf) or slot share (quota)
     merge_mode: Literal["quota", "rrf"] = "rrf"
+    merge_depth: int = Field(2, ge=1)  # rrf: each channel contributes its top merge_depth * k
     dither_epsilon: float = Field(1.0, ge=1.0)  # > 1 reorders by log-rank noise for diversity; 1 is off
 
     @model_validator(mode="after")

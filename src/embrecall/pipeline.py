@@ -122,7 +122,7 @@ def build_channel(name: str, cfg: Config, data: Dataset, split: Split, *, bundle
         parts = {c: build_channel(c, cfg, data, split, bundle=bundle, built=built, show_progress=show_progress)
                  for c in cfg.channels.merge}
         built.update(parts)
-        return Merged(parts, cfg.channels.merge, cfg.channels.merge_mode)
+        return Merged(parts, cfg.channels.merge, cfg.channels.merge_mode, cfg.channels.merge_depth)
     if name == "two_tower" and bundle is not None:
         return Bundle.load(bundle).channel()
     if name == "two_tower":

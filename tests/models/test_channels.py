@@ -97,3 +97,16 @@ def test_cold_item_split_targets_first_contacts_with_new_items():
     split = cold_item_split(events, test_start=10)
     assert split.test[["user_id", "item_id"]].values.tolist() == [["u", "n"]]  # v, w have no earlier history
     assert split.train_full["item_id"].tolist() == ["a"]
+
+
+def test_item2vec_trains_one_model_per_group_and_queries_the_users_group():
+    rows = []
+    for u in range(60):
+        city = "A" if u % 2 else "B"
+        for step in range(6):
+            rows.append((f"u{u}", f"{city.lower()}{(u + step) % 8}", step, city))
+    events = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "city"])
+    model = Item2Vec(Item2VecConfig(dim=8, window=3, epochs=5, min_count=1, sample=0, group_column="city")).fit(events)
+    assert set(model.spaces_) == {None, "A", "B"}
+    rec = model.recommend([UserQuery("x", ("a1",), {"city": "A"})], 5, [{"a1"}])[0]
+    assert rec.item_ids and all(i.startswith("a") for i in rec.item_ids)  # the A model knows only A's items

@@ -33,3 +33,26 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
     scores = [e["HR@50"] for e in fit.log]
     assert fit.best_epoch == 1 + int(np.argmax(scores))
     assert len(fit.log) == 6 or len(fit.log) - fit.best_epoch == 1  # stopped one epoch after the best
+
+
+def test_mixed_negatives_with_impressions_train_and_beat_popularity(tmp_path):
+    from embrecall.evaluate import evaluate_channel
+    from embrecall.models.popular import Popular
+    from embrecall.train.examples import Examples
+    from embrecall.train.trainer import item_vectors, two_tower_channel
+
+    cfg = tiny_config(tmp_path, "data.synthetic.impressions=2", "data.events=[click]",
+                      "data.exposure_events=[impression]", "train.epochs=3", "train.negatives.global_count=64",
+                      "train.negatives.hard_count=4", "train.negatives.hard_column=category",
+                      "train.negatives.exposure_count=2", "train.negatives.exposure_weight=2.0")
+    data = load_dataset(cfg)
+    assert data.exposures is not None and set(data.exposures["event"]) == {"impression"}
+    assert set(data.events["event"]) == {"click"}
+    split = split_dataset(data, cfg.split)
+    fit = fit_two_tower(cfg, split.train_full, data.users, data.items, epochs=3, show_progress=False,
+                        exposures=data.exposures)
+    assert all(np.isfinite(e["loss"]) for e in fit.log)
+    ex = Examples(split.train_full, fit.encoders, data.users, data.items)
+    channel = two_tower_channel(fit.model, fit.encoders, data.users, item_vectors(fit.model, ex))
+    ours = evaluate_channel(channel, split, [50])["HR@50"]
+    assert ours > 1.2 * evaluate_channel(Popular().fit(split.train_full), split, [50])["HR@50"]

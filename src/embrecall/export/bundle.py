@@ -6,7 +6,8 @@
         weights.safetensors      the PyTorch two-tower weights
         user_tower.onnx          the towers, split for serving
         item_tower.onnx
-        item_vectors.safetensors (n_items, D) item-tower vectors in item_idx order
+        item_vectors.safetensors (n_items, D) item-tower vectors in item_idx order, and each item's
+                                 training interaction count (the popularity channel when serving)
         index.faiss              the ANN index over those vectors
         items.parquet            item attributes in item_idx order (shown with recommendations)
         users.parquet            user attributes and each user's items, oldest first
@@ -94,8 +95,9 @@ def write_bundle(out_root: Path, cfg: Config, model: TwoTower, encoders: Encoder
         export_tower(model.user_tower, user_inputs, tmp / "user_tower.onnx")
         item_inputs = encoders.encode_items(items, encoders.catalog_[:4])  # type: ignore[index]
         export_tower(model.item_tower, item_inputs, tmp / "item_tower.onnx")
-        save_numpy({"vectors": np.ascontiguousarray(item_vectors, dtype=np.float32)},
-                   str(tmp / "item_vectors.safetensors"))
+        counts = history["item_id"].value_counts().reindex(encoders.catalog_, fill_value=0)
+        save_numpy({"vectors": np.ascontiguousarray(item_vectors, dtype=np.float32),
+                    "counts": counts.to_numpy(dtype=np.int64)}, str(tmp / "item_vectors.safetensors"))
         FaissIndex.build(item_vectors, cfg.index).save(tmp / "index.faiss")
         catalog = pd.DataFrame(index=pd.Index(encoders.catalog_, name="item_id"))
         if items is not None:
@@ -173,6 +175,10 @@ class Bundle:
 
     def item_vectors(self) -> np.ndarray:
         return load_numpy(str(self.path / "item_vectors.safetensors"))["vectors"]
+
+    def item_counts(self) -> np.ndarray:
+        """Training interactions of each catalog item (item_idx order)."""
+        return load_numpy(str(self.path / "item_vectors.safetensors"))["counts"]
 
     def channel(self) -> EmbeddingChannel:
         """The two-tower channel of this version: ONNX user tower + the bundle's index."""

@@ -14,6 +14,7 @@ from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 
+from embrecall.errors import ConfigError
 from embrecall.models.channel import Candidates, Channel, UserQuery
 
 __all__ = ["Merged", "merge_by_quota"]
@@ -22,18 +23,20 @@ __all__ = ["Merged", "merge_by_quota"]
 class Merged:
     name = "merged"
 
-    def __init__(self, channels: Mapping[str, Channel], shares: Mapping[str, float], mode: str = "quota"):
+    def __init__(self, channels: Mapping[str, Channel], shares: Mapping[str, float], mode: str = "quota",
+                 depth: int = 2):
+        """``depth``: with rrf, each channel contributes its top ``depth * k`` (fusion needs the overlap)."""
         missing = [c for c in shares if c not in channels]
         if missing:
-            from embrecall.errors import ConfigError
             raise ConfigError(f"channels.merge names {missing}, which are not available; have {list(channels)}")
         self.channels = {name: channels[name] for name in shares}
         self.shares = [float(v) for v in shares.values()]
         self.mode = mode
+        self.depth = depth if mode == "rrf" else 1
 
     def recommend(self, queries: Sequence[UserQuery], k: int,
                   exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
-        per_channel = [c.recommend(queries, k, exclude) for c in self.channels.values()]
+        per_channel = [c.recommend(queries, k * self.depth, exclude) for c in self.channels.values()]
         merge = merge_by_quota if self.mode == "quota" else merge_by_rrf
         return [merge([lists[i] for lists in per_channel], self.shares, k) for i in range(len(queries))]
 

@@ -1,0 +1,184 @@
+"""The item index while serving: vectors and attributes that change under traffic.
+
+Each item occupies a slot; an update writes a new slot and retires the old one, a delete
+retires it (tombstones), so the same code works for flat, HNSW and IVF indexes (HNSW cannot
+remove vectors).  Attribute filters and excluded items become one bitmap per query, handed to
+FAISS as an ID selector; when the approximate search returns fewer than k although k eligible
+items exist (a very selective filter), the eligible slots are scored exactly instead, so k
+results come back whenever k eligible items exist.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Mapping, Sequence
+
+import faiss
+import numpy as np
+import pandas as pd
+
+from embrecall.config import IndexConfig
+from embrecall.errors import BundleError
+from embrecall.index.faiss_index import FaissIndex
+
+__all__ = ["LiveIndex"]
+
+_EXACT_BELOW = 20_000  # eligible items below which exact scoring beats an ANN search with a selector
+
+
+class _Attribute:
+    """One filterable column: (slots, width) codes of its values, -1 padded; multi-valued columns use '|'."""
+
+    def __init__(self, values: Sequence[object], capacity: int):
+        self.vocab: dict[str, int] = {}
+        tokens = [self._tokens(v) for v in values]
+        width = max([len(t) for t in tokens] + [1])
+        self.codes = np.full((capacity, width), -1, dtype=np.int32)
+        for slot, toks in enumerate(tokens):
+            self.set(slot, toks)
+
+    @staticmethod
+    def _tokens(value: object) -> list[str]:
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            return []
+        return [t for t in str(value).split("|") if t]
+
+    def set(self, slot: int, tokens: list[str]) -> None:
+        if len(tokens) > self.codes.shape[1]:
+            pad = np.full((self.codes.shape[0], len(tokens) - self.codes.shape[1]), -1, dtype=np.int32)
+            self.codes = np.hstack([self.codes, pad])
+        row = [self.vocab.setdefault(t, len(self.vocab)) for t in tokens]
+        self.codes[slot] = -1
+        self.codes[slot, :len(row)] = row
+
+    def grow(self, capacity: int) -> None:
+        extra = np.full((capacity - self.codes.shape[0], self.codes.shape[1]), -1, dtype=np.int32)
+        self.codes = np.vstack([self.codes, extra])
+
+    def matches(self, wanted: Collection[str], n: int) -> np.ndarray:
+        codes = [self.vocab[w] for w in wanted if w in self.vocab]
+        if not codes:
+            return np.zeros(n, dtype=bool)
+        return np.isin(self.codes[:n], codes).any(axis=1)
+
+
+class LiveIndex:
+    def __init__(self, item_ids: Sequence[str], vectors: np.ndarray, attributes: pd.DataFrame | None,
+                 cfg: IndexConfig, filterable: Sequence[str] = ()):
+        n, self.dim = vectors.shape
+        self.cfg = cfg
+        self._lock = threading.Lock()
+        capacity = max(16, 2 * n)
+        self._vectors = np.zeros((capacity, self.dim), dtype=np.float32)
+        self._vectors[:n] = vectors
+        self._ids = np.empty(capacity, dtype=object)
+        self._ids[:n] = list(item_ids)
+        self._alive = np.zeros(capacity, dtype=bool)
+        self._alive[:n] = True
+        self._n = n
+        self._slot = {item: slot for slot, item in enumerate(item_ids)}
+        self._index = FaissIndex.build(vectors, cfg).index
+        table = attributes.reindex(pd.Index(list(item_ids), dtype=object)) if attributes is not None else None
+        self._attrs = {c: _Attribute(table[c].tolist() if table is not None and c in table else [None] * n,
+                                     capacity) for c in filterable}
+
+    # ------------------------------------------------------------------ changes
+
+    def upsert(self, item_id: str, vector: np.ndarray, attributes: Mapping[str, object] | None = None) -> None:
+        """Add or replace an item; it is searchable when this returns."""
+        v = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
+        if v.shape[1] != self.dim:
+            raise BundleError(f"item vector has dim={v.shape[1]}, the index holds dim={self.dim}")
+        with self._lock:
+            if self._n == len(self._alive):
+                self._grow(2 * len(self._alive))
+            old = self._slot.get(item_id)
+            if old is not None:
+                self._alive[old] = False
+            slot = self._n
+            self._vectors[slot] = v[0]
+            self._ids[slot] = item_id
+            for name, attr in self._attrs.items():
+                attr.set(slot, _Attribute._tokens((attributes or {}).get(name)))
+            self._index.add(v)
+            self._alive[slot] = True
+            self._slot[item_id] = slot
+            self._n += 1
+
+    def delete(self, item_id: str) -> bool:
+        """Retire an item; False if it was not there."""
+        with self._lock:
+            slot = self._slot.pop(item_id, None)
+            if slot is None:
+                return False
+            self._alive[slot] = False
+            return True
+
+    def _grow(self, capacity: int) -> None:
+        extra = capacity - len(self._alive)
+        self._vectors = np.vstack([self._vectors, np.zeros((extra, self.dim), dtype=np.float32)])
+        self._ids = np.concatenate([self._ids, np.empty(extra, dtype=object)])
+        self._alive = np.concatenate([self._alive, np.zeros(extra, dtype=bool)])
+        for attr in self._attrs.values():
+            attr.grow(capacity)
+
+    # ------------------------------------------------------------------ queries
+
+    def __len__(self) -> int:
+        return len(self._slot)
+
+    def __contains__(self, item_id: str) -> bool:
+        return item_id in self._slot
+
+    def slots(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Current slot of each item, -1 for items not in the index."""
+        with self._lock:
+            return np.fromiter((self._slot.get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
+
+    @property
+    def filterable(self) -> list[str]:
+        return list(self._attrs)
+
+    def eligible(self, filters: Mapping[str, Collection[str]] | None = None,
+                 exclude: Collection[str] = ()) -> np.ndarray:
+        """(n_slots,) mask of live items that pass every filter (any listed value matches) and are not excluded."""
+        with self._lock:
+            n = self._n
+            mask = self._alive[:n].copy()
+            for name, wanted in (filters or {}).items():
+                mask &= self._attrs[name].matches(wanted, n)
+            slots = [s for s in (self._slot.get(i) for i in exclude) if s is not None]
+        mask[slots] = False
+        return mask
+
+    def search(self, query: np.ndarray, k: int, mask: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """Top-k eligible items for one (D,) query, best first."""
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
+        count = int(mask.sum())
+        k = min(k, count)
+        if k == 0:
+            return [], np.zeros(0, np.float32)
+        if count < _EXACT_BELOW:
+            return self._exact(q[0], k, mask)
+        selector = faiss.IDSelectorBitmap(np.packbits(mask, bitorder="little"))
+        with self._lock:
+            params = self._params(selector, k)
+            scores, slots = self._index.search(q, k, params=params)
+        found = slots[0] >= 0
+        if found.sum() < k:
+            return self._exact(q[0], k, mask)
+        return self._ids[slots[0][found]].tolist(), scores[0][found]
+
+    def _params(self, selector: faiss.IDSelector, k: int) -> faiss.SearchParameters:
+        if isinstance(self._index, faiss.IndexHNSW):
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=max(self.cfg.ef_search, k))
+        if isinstance(self._index, faiss.IndexIVF):
+            return faiss.SearchParametersIVF(sel=selector, nprobe=self.cfg.nprobe)
+        return faiss.SearchParameters(sel=selector)
+
+    def _exact(self, q: np.ndarray, k: int, mask: np.ndarray) -> tuple[list[str], np.ndarray]:
+        slots = np.flatnonzero(mask)
+        scores = self._vectors[slots] @ q
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return self._ids[slots[top]].tolist(), scores[top].astype(np.float32)

@@ -1,0 +1,1 @@
+"""The online recall service: FastAPI over a bundle, a live index and the recall channels."""

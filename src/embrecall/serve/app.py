@@ -1,0 +1,180 @@
+"""The HTTP service: recall for one user or a batch, item changes, version, health, metrics.
+
+Errors in a request come back as 4xx with a message saying what is wrong; bodies over
+``MAX_BODY`` bytes are refused with 413; admin endpoints need ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import threading
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from embrecall.errors import BundleError, EmbrecallError
+from embrecall.serve.cache import RedisVectorCache, VectorCache
+from embrecall.serve.feed import ChangeFeed
+from embrecall.serve.schemas import BatchRecallRequest, BatchRecallResponse, ItemUpsert, RecallRequest, RecallResponse
+from embrecall.serve.service import ServingVersion
+from embrecall.serve.state import ServiceState
+
+__all__ = ["create_app", "MAX_BODY"]
+
+MAX_BODY = 1 << 20  # bytes
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.stage = Histogram("embrecall_stage_seconds", "Time per recall stage", ["stage"], registry=self.registry,
+                               buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0))
+        self.errors = Counter("embrecall_errors_total", "Requests answered with an error", ["status"],
+                              registry=self.registry)
+        self.index_size = Gauge("embrecall_index_items", "Items in the live index", registry=self.registry)
+        self.cache_hits = Gauge("embrecall_user_vector_cache_hit_ratio", "User-vector cache hit ratio",
+                                registry=self.registry)
+        self.cache_failures = Gauge("embrecall_cache_backend_failures", "Redis cache calls that failed",
+                                    registry=self.registry)
+        self.version = Gauge("embrecall_active_version_info", "Active bundle version", ["version"],
+                             registry=self.registry)
+        self.feed_lag = Gauge("embrecall_change_feed_lag_ms", "Age of the newest applied item change when applied",
+                              registry=self.registry)
+        self.feed_applied = Gauge("embrecall_change_feed_applied", "Item changes applied from the feed",
+                                  registry=self.registry)
+
+
+def _watch(state: ServiceState, stop: threading.Event, interval: float, metrics: _Metrics) -> None:
+    """Follow the registry's ACTIVE pointer; a failed load keeps the current version serving."""
+    while not stop.wait(interval):
+        old = state.current.version
+        try:
+            if state.refresh():
+                metrics.version.labels(old).set(0)
+                metrics.version.labels(state.current.version).set(1)
+        except Exception as err:  # a broken bundle must never take the service down
+            metrics.errors.labels("swap").inc()
+            logging.getLogger("embrecall.serve").error("version swap failed, still serving %s: %s", old, err)
+
+
+def create_app(source: Path | str, admin_token: str | None = None, watch_interval: float = 1.0,
+               redis_url: str | None = None, cache_ttl_s: float = 60.0, feed_url: str | None = None,
+               feed_stream: str = "embrecall:items", feed_consumer: str = "embrecall-1") -> FastAPI:
+    """The service over ``source`` (a bundle, or a registry whose active version is followed);
+    ``admin_token`` (default ``$EMBRECALL_ADMIN_TOKEN``) unlocks item changes; ``redis_url``
+    adds a Redis user-vector cache shared by replicas; ``feed_url`` consumes item changes from
+    the Redis Stream ``feed_stream`` (see ``embrecall.serve.feed``)."""
+    token = admin_token if admin_token is not None else os.environ.get("EMBRECALL_ADMIN_TOKEN")
+    metrics = _Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        cache = RedisVectorCache(redis_url, ttl_s=cache_ttl_s) if redis_url else VectorCache(ttl_s=cache_ttl_s)
+        state = ServiceState(source, cache)
+        app.state.service = state
+        metrics.version.labels(state.current.version).set(1)
+        feed = None
+        if feed_url:
+            feed = ChangeFeed(state, feed_url, feed_stream, consumer=feed_consumer)
+            feed.start()
+        app.state.feed = feed
+        stop = threading.Event()
+        watcher = None
+        if state.registry is not None:
+            watcher = threading.Thread(target=_watch, args=(state, stop, watch_interval, metrics), daemon=True)
+            watcher.start()
+        yield
+        stop.set()
+        if watcher is not None:
+            watcher.join(timeout=5)
+        if feed is not None:
+            feed.stop()
+
+    app = FastAPI(title="embrecall", version="1", lifespan=lifespan,
+                  description="Candidate recall: a user in, a few hundred items out.")
+
+    @app.middleware("http")
+    async def bound_body(request: Request, call_next):
+        size = request.headers.get("content-length")
+        if size is not None and (not size.isdigit() or int(size) > MAX_BODY):
+            metrics.errors.labels("413").inc()
+            return JSONResponse({"detail": f"request body over {MAX_BODY} bytes"}, status_code=413)
+        response = await call_next(request)
+        if response.status_code >= 400:
+            metrics.errors.labels(str(response.status_code)).inc()
+        return response
+
+    @app.exception_handler(EmbrecallError)
+    async def domain_error(_: Request, err: EmbrecallError) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=503 if isinstance(err, BundleError) else 422)
+
+    def admin(authorization: str | None = Header(default=None)) -> None:
+        if not token:
+            raise HTTPException(403, "admin endpoints are disabled: start the service with EMBRECALL_ADMIN_TOKEN set")
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    def serving(request: Request) -> ServingVersion:
+        return request.app.state.service.current  # read once per request: the request keeps this version
+
+    def _observe(response: RecallResponse) -> RecallResponse:
+        for stage, ms in response.timings_ms.items():
+            metrics.stage.labels(stage).observe(ms / 1000)
+        return response
+
+    @app.post("/v1/recall", response_model=RecallResponse)
+    def recall(req: RecallRequest, v: ServingVersion = Depends(serving)) -> RecallResponse:
+        return _observe(v.recall(req))
+
+    @app.post("/v1/recall/batch", response_model=BatchRecallResponse)
+    def recall_batch(req: BatchRecallRequest, v: ServingVersion = Depends(serving)) -> BatchRecallResponse:
+        return BatchRecallResponse(responses=[_observe(v.recall(r)) for r in req.requests])
+
+    @app.put("/v1/items/{item_id}", dependencies=[Depends(admin)])
+    def put_item(item_id: str, body: ItemUpsert, request: Request) -> dict:
+        started = time.perf_counter()
+        v = request.app.state.service.upsert(item_id, body.attributes)
+        return {"item_id": item_id, "version": v.version, "ms": (time.perf_counter() - started) * 1000}
+
+    @app.delete("/v1/items/{item_id}", dependencies=[Depends(admin)])
+    def delete_item(item_id: str, request: Request) -> dict:
+        state = request.app.state.service
+        if not state.delete(item_id):
+            raise HTTPException(404, f"item {item_id!r} is not in the index")
+        return {"item_id": item_id, "deleted": True, "version": state.current.version}
+
+    @app.get("/v1/version")
+    def version(v: ServingVersion = Depends(serving)) -> dict:
+        m = v.bundle.manifest
+        return {"version": v.version, "created_at": m["created_at"], "items": len(v.index),
+                "metrics": m.get("metrics", {})}
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz(request: Request) -> JSONResponse:
+        ready = getattr(request.app.state, "service", None) is not None
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def prometheus(request: Request, v: ServingVersion = Depends(serving)) -> PlainTextResponse:
+        feed = request.app.state.feed
+        if feed is not None:
+            metrics.feed_lag.set(feed.lag_ms)
+            metrics.feed_applied.set(feed.applied)
+        metrics.index_size.set(len(v.index))
+        total = v.cache.hits + v.cache.misses
+        metrics.cache_hits.set(v.cache.hits / total if total else 0.0)
+        metrics.cache_failures.set(getattr(v.cache, "failures", 0))
+        return PlainTextResponse(generate_latest(metrics.registry).decode())
+
+    return app

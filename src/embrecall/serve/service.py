@@ -1,0 +1,113 @@
+"""One bundle made live: the ONNX user tower, a live index and the popularity list, answering
+recall requests.  A request keeps the version it started with, so a swap never mixes a user
+tower of one version with an index of another."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from embrecall.errors import DataError
+from embrecall.export import Bundle
+from embrecall.index.live import LiveIndex
+from embrecall.models.channel import Candidates, UserQuery
+from embrecall.models.merge import merge_by_quota
+from embrecall.serve.cache import VectorCache
+from embrecall.serve.schemas import RecalledItem, RecallRequest, RecallResponse
+
+__all__ = ["ServingVersion"]
+
+DEFAULT_QUOTAS = {"two_tower": 0.8, "popular": 0.2}
+
+
+def _filterable(items: pd.DataFrame) -> list[str]:
+    """Text attribute columns with few enough values to filter on (not titles)."""
+    cols = []
+    for c in items.columns:
+        values = items[c].dropna().astype(str)
+        if c != "title" and not pd.api.types.is_numeric_dtype(items[c]) and values.nunique() <= max(1000, len(items) // 10):
+            cols.append(c)
+    return cols
+
+
+class ServingVersion:
+    def __init__(self, bundle_path: Path | str, cache: VectorCache | None = None,
+                 quotas: Mapping[str, float] | None = None):
+        self.bundle = Bundle.load(bundle_path)
+        self.version = self.bundle.version
+        self.channel = self.bundle.channel()
+        catalog = list(self.bundle.encoders.catalog_)
+        self.index = LiveIndex(catalog, self.bundle.item_vectors(), self.bundle.items, self.bundle.config.index,
+                               _filterable(self.bundle.items))
+        counts = self.bundle.item_counts()
+        order = np.argsort(-counts, kind="stable")
+        self.popular = (np.asarray(catalog, dtype=object)[order], counts[order].astype(np.float32))
+        self.quotas = dict(quotas or DEFAULT_QUOTAS)
+        self.cache = cache or VectorCache()
+
+    # ------------------------------------------------------------------ items
+
+    def embed_item(self, item_id: str, attributes: Mapping[str, object]) -> np.ndarray:
+        """The item tower's vector for an item described by ``attributes`` (new or changed);
+        attributes the item tower reads but the change leaves out count as missing."""
+        columns = [f.input_column for f in self.bundle.config.features.item if f.input_column != "item_id"]
+        table = pd.DataFrame([dict(attributes)], index=pd.Index([item_id], dtype=object))
+        table = table.reindex(columns=list(dict.fromkeys([*table.columns, *columns])))
+        inputs = self.bundle.encoders.encode_items(table, pd.Index([item_id], dtype=object))
+        return self.bundle.item_tower(inputs)[0]
+
+    def upsert_item(self, item_id: str, attributes: Mapping[str, object]) -> None:
+        self.index.upsert(item_id, self.embed_item(item_id, attributes), attributes)
+
+    # ------------------------------------------------------------------ recall
+
+    def _popular(self, k: int, mask: np.ndarray) -> Candidates:
+        """The most popular eligible items (looking at the head of the list only: it is a fallback)."""
+        ids, counts = self.popular
+        head = ids[: max(4 * k, 1000)]
+        slots = self.index.slots(head)
+        chosen = np.flatnonzero((slots >= 0) & mask[np.maximum(slots, 0)])[:k]
+        return Candidates(head[chosen].tolist(), counts[chosen], ["popular"] * len(chosen))
+
+    def recall(self, req: RecallRequest) -> RecallResponse:
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        unknown = [f for f in req.filters if f not in self.index.filterable]
+        if unknown:
+            raise DataError(f"cannot filter on {unknown}; filterable attributes: {self.index.filterable}")
+        query = self.bundle.query(req.user_id, req.context)
+        history = query.history + tuple(req.recent_items)
+        query = UserQuery(query.user_id, history, query.context)
+        known = req.user_id in self.bundle.users.index or bool(req.recent_items)
+        mask = self.index.eligible(req.filters, set(history) | set(req.exclude))
+        timings["profile"] = (time.perf_counter() - t0) * 1000
+        quotas = dict(req.quotas or self.quotas)
+        lists: list[Candidates] = []
+        if quotas.get("two_tower", 0) > 0:
+            t = time.perf_counter()
+            key = (self.version, req.user_id, history[-50:], tuple(sorted(req.context.items())))
+            vector = self.cache.get(key)
+            if vector is None:
+                vector = self.channel.user_vectors([query])[0]
+                self.cache.put(key, vector)
+            timings["embed"] = (time.perf_counter() - t) * 1000
+            t = time.perf_counter()
+            ids, scores = self.index.search(vector, req.k, mask)
+            lists.append(Candidates(ids, scores, ["two_tower"] * len(ids)))
+            timings["search"] = (time.perf_counter() - t) * 1000
+        else:
+            lists.append(Candidates([], np.zeros(0, np.float32), []))
+        t = time.perf_counter()
+        lists.append(self._popular(req.k, mask))
+        shares = [quotas.get("two_tower", 0.0), quotas.get("popular", 0.0) or 1e-9]
+        merged = merge_by_quota(lists, shares, req.k)
+        timings["merge"] = (time.perf_counter() - t) * 1000
+        timings["total"] = (time.perf_counter() - t0) * 1000
+        items = [RecalledItem(item_id=i, score=float(s), channel=c)
+                 for i, s, c in zip(merged.item_ids, merged.scores, merged.channels)]
+        return RecallResponse(user_id=req.user_id, items=items, version=self.version, cold_start=not known,
+                              timings_ms=timings)

@@ -1,0 +1,69 @@
+"""What the service holds between requests: the active version, and every item change it has
+accepted, so that a newly activated version starts with them too.
+
+A swap loads the new version beside the old one, replays the item changes onto it, and then
+replaces one reference: requests that started on the old version finish on it, later ones see
+the new one; item changes wait for the swap (one lock), so none lands on the old version only.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from embrecall.export.registry import Registry
+from embrecall.serve.cache import VectorCache
+from embrecall.serve.service import ServingVersion
+
+__all__ = ["ServiceState"]
+
+
+class ServiceState:
+    def __init__(self, source: Path | str, cache: VectorCache | None = None):
+        """``source``: a bundle folder, or a registry folder whose ``ACTIVE`` version is served and followed;
+        ``cache``: the user-vector cache, shared across versions (keys carry the version)."""
+        self.source = Path(source)
+        self.cache = cache or VectorCache()
+        self.registry = Registry(self.source) if (self.source / "ACTIVE").is_file() else None
+        self._changes: dict[str, Mapping[str, object] | None] = {}  # item_id -> attributes, None = deleted
+        self._lock = threading.Lock()
+        self.current = ServingVersion(self._wanted(), self.cache)
+        self.swaps = 0
+
+    def _wanted(self) -> Path:
+        if self.registry is None:
+            return self.source
+        active = self.registry.active()
+        if active is None:
+            raise FileNotFoundError(f"{self.source}/ACTIVE names no version; run `embrecall publish`")
+        return active
+
+    def upsert(self, item_id: str, attributes: Mapping[str, object]) -> ServingVersion:
+        with self._lock:
+            self.current.upsert_item(item_id, attributes)
+            self._changes[item_id] = dict(attributes)
+            return self.current
+
+    def delete(self, item_id: str) -> bool:
+        with self._lock:
+            found = self.current.index.delete(item_id)
+            if found:
+                self._changes[item_id] = None
+            return found
+
+    def refresh(self) -> bool:
+        """Swap to the registry's active version if it changed; True when a swap happened."""
+        wanted = self._wanted()
+        if wanted.name == self.current.version:
+            return False
+        fresh = ServingVersion(wanted, self.cache)  # loaded outside the lock: serving goes on meanwhile
+        with self._lock:
+            for item_id, attributes in self._changes.items():
+                if attributes is None:
+                    fresh.index.delete(item_id)
+                else:
+                    fresh.upsert_item(item_id, attributes)
+            self.current = fresh
+            self.swaps += 1
+        return True

@@ -1,0 +1,113 @@
+"""The recall service over a tiny bundle: answers, filters, exclusions, item changes, bounds, auth."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from embrecall import Bundle, train
+from embrecall.serve.app import MAX_BODY, create_app
+from tests.conftest import tiny_config
+
+TOKEN = "s3cret"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return train(tiny_config(tmp_path_factory.mktemp("serve")), show_progress=False).bundle
+
+
+@pytest.fixture(scope="module")
+def client(bundle):
+    with TestClient(create_app(bundle, admin_token=TOKEN)) as c:
+        yield c
+
+
+def test_recall_for_a_known_user(client, bundle):
+    b = Bundle.load(bundle)
+    user = b.users.index[0]
+    r = client.post("/v1/recall", json={"user_id": user, "k": 50})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    ids = [i["item_id"] for i in body["items"]]
+    assert len(ids) == 50 == len(set(ids))
+    assert not set(ids) & set(b.users.at[user, "items"])  # seen items are dropped
+    assert {i["channel"] for i in body["items"]} <= {"two_tower", "popular"}
+    assert body["version"] == b.version and not body["cold_start"]
+    assert {"profile", "embed", "search", "merge", "total"} <= set(body["timings_ms"])
+
+
+def test_filters_and_exclusions_still_give_k_items(client, bundle):
+    b = Bundle.load(bundle)
+    user = b.users.index[1]
+    wanted = b.items["category"].value_counts().index[:3].tolist()
+    excluded = b.items.index[:5].tolist()
+    eligible = set(b.items.index[b.items["category"].isin(wanted)]) - set(excluded) - set(b.users.at[user, "items"])
+    for k in (5, len(eligible), len(eligible) + 10):  # k results whenever k eligible items exist, else all of them
+        r = client.post("/v1/recall", json={"user_id": user, "k": k, "filters": {"category": wanted},
+                                            "exclude": excluded})
+        assert r.status_code == 200, r.text
+        ids = [i["item_id"] for i in r.json()["items"]]
+        assert len(ids) == min(k, len(eligible))
+        assert set(ids) <= eligible
+
+
+def test_unknown_user_is_served_cold(client):
+    r = client.post("/v1/recall", json={"user_id": "never-seen", "k": 10, "context": {"city": "city1"}})
+    assert r.status_code == 200 and r.json()["cold_start"] and len(r.json()["items"]) == 10
+
+
+def test_batch(client, bundle):
+    users = Bundle.load(bundle).users.index[:3].tolist()
+    r = client.post("/v1/recall/batch", json={"requests": [{"user_id": u, "k": 5} for u in users]})
+    assert r.status_code == 200 and [x["user_id"] for x in r.json()["responses"]] == users
+
+
+def test_new_item_is_retrievable_and_deleted_item_is_gone(client, bundle):
+    b = Bundle.load(bundle)
+    item = {"category": "c-new", "city": "city1", "price": 10.0, "title": "brand new"}
+    assert client.put("/v1/items/fresh-1", json={"attributes": item}).status_code == 401
+    r = client.put("/v1/items/fresh-1", json={"attributes": item}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    found = client.post("/v1/recall", json={"user_id": b.users.index[0], "k": 5,
+                                            "filters": {"category": ["c-new"]}}).json()["items"]
+    assert [i["item_id"] for i in found] == ["fresh-1"]
+    assert client.delete("/v1/items/fresh-1", headers=AUTH).status_code == 200
+    found = client.post("/v1/recall", json={"user_id": b.users.index[0], "k": 5,
+                                            "filters": {"category": ["c-new"]}}).json()["items"]
+    assert found == []
+    assert client.delete("/v1/items/fresh-1", headers=AUTH).status_code == 404
+
+
+def test_bad_requests_get_4xx_with_a_reason(client):
+    r = client.post("/v1/recall", json={"user_id": "u1", "k": 5000})
+    assert r.status_code == 422 and "less than or equal to 1000" in r.text
+    r = client.post("/v1/recall", json={"user_id": "u1", "filters": {"colour": ["red"]}})
+    assert r.status_code == 422 and "cannot filter on ['colour']" in r.text
+    r = client.post("/v1/recall", content=b"x" * (MAX_BODY + 1), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert client.post("/v1/recall", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+
+
+def test_version_health_metrics(client, bundle):
+    assert client.get("/v1/version").json()["version"] == Bundle.load(bundle).version
+    assert client.get("/healthz").status_code == 200 and client.get("/readyz").json() == {"ready": True}
+    text = client.get("/metrics").text
+    assert "embrecall_stage_seconds_bucket" in text and "embrecall_index_items" in text
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False, allow_infinity=False)
+                           | st.text(max_size=20), lambda inner: st.lists(inner, max_size=4)
+                           | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
+bodies = st.fixed_dictionaries({}, optional={
+    "user_id": json_values, "k": json_values, "filters": json_values, "exclude": json_values,
+    "recent_items": json_values, "context": json_values, "quotas": json_values})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(bodies)
+def test_fuzzed_bodies_never_cause_a_5xx(client, body):
+    assert client.post("/v1/recall", json=body).status_code < 500
