@@ -64,6 +64,7 @@ class Encoders:
         self.catalog_: pd.Index | None = None  # item_id of each item_idx
         self.n_trained_ = 0  # catalog positions below this were seen in training events
         self._text: Any = None
+        self._position: dict[str, int] | None = None  # item_id -> item_idx, for small lookups
 
     # ------------------------------------------------------------------ fitting
 
@@ -158,6 +159,19 @@ class Encoders:
             return 0
         raise TypeError(f"unknown feature type {type(f).__name__}")
 
+    def positions(self, item_ids: list[str] | pd.Index) -> np.ndarray:
+        """item_idx of each id, -1 if not in the catalog.  Few ids go through a dict: pandas'
+        ``get_indexer`` costs ~15 ms per call on a 1M-item object index, whatever the batch size."""
+        catalog = self.catalog_
+        if catalog is None:
+            raise NotFittedError("Encoders is not fitted yet. Call 'fit' with training events first.")
+        if len(item_ids) >= 10_000:
+            return catalog.get_indexer(pd.Index(list(item_ids), dtype=object))
+        if self._position is None:
+            self._position = {item: i for i, item in enumerate(catalog)}
+        get = self._position.get
+        return np.fromiter((get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
+
     def history_len(self) -> int:
         return max((f.max_len for f in self.spec.user if isinstance(f, HistoryFeature)), default=0)
 
@@ -206,7 +220,7 @@ class Encoders:
         out: dict[str, np.ndarray] = {}
         for f in self.spec.item:
             if isinstance(f, ItemIdFeature):
-                idx = self.catalog_.get_indexer(ids)  # type: ignore[union-attr]
+                idx = self.positions(ids)
                 out[f.name] = np.where((idx >= 0) & (idx < self.n_trained_), idx + 1, 0).astype(np.int64)
             else:
                 out[f.name] = self._encode("item", f, self._column(f, "item", pd.DataFrame(), items, ids))
@@ -236,13 +250,18 @@ class Encoders:
 
     def history_matrix(self, histories: list[list[str]] | list[np.ndarray]) -> np.ndarray:
         """(N, L) ``item_idx + 1`` of each user's raw item ids (oldest first), most recent first;
-        items outside the catalog are skipped."""
+        items outside the trained catalog are skipped.  One catalog lookup for the whole batch."""
         L = self.history_len()
         out = np.zeros((len(histories), max(L, 1)), dtype=np.int64)
-        for row, items in enumerate(histories):
-            idx = self.catalog_.get_indexer(pd.Index(list(items)[::-1], dtype=object))  # type: ignore[union-attr]
-            idx = idx[(idx >= 0) & (idx < self.n_trained_)][:L] + 1
-            out[row, :len(idx)] = idx
+        lengths = [len(h) for h in histories]
+        flat = [item for h in histories for item in h]
+        idx = self.positions(flat)
+        known = (idx >= 0) & (idx < self.n_trained_)
+        start = 0
+        for row, n in enumerate(lengths):
+            seg = idx[start:start + n][known[start:start + n]][::-1][:L] + 1
+            out[row, :len(seg)] = seg
+            start += n
         return out
 
     # ------------------------------------------------------------------ persistence
