@@ -88,8 +88,8 @@ def train(cfg: Config, *, show_progress: bool = True) -> TrainReport:
     metrics: dict[str, dict[str, float]] = {}
     with step("embedding the catalog and evaluating on test", show_progress):
         vectors = item_vectors(fit.model, Examples(history, fit.encoders, data.users, data.items))
+        channel = two_tower_channel(fit.model, fit.encoders, data.users, vectors, cfg.index)
         if len(split.test):
-            channel = two_tower_channel(fit.model, fit.encoders, data.users, vectors, cfg.index)
             metrics["two_tower"] = {**evaluate_channel(channel, split, cfg.evaluate.ks),
                                     "train_seconds": seconds, "peak_rss_mb": peak_rss_mb()}
             metrics["popular"] = evaluate_channel(Popular().fit(split.train_full), split, cfg.evaluate.ks)
@@ -97,7 +97,7 @@ def train(cfg: Config, *, show_progress: bool = True) -> TrainReport:
         path = write_bundle(cfg.out, cfg, fit.model, fit.encoders, vectors, split.train_full, data.users,
                             data.items, fingerprint=data.fingerprint(), source=data.source, metrics=metrics,
                             training={"best_epoch": fit.best_epoch, "seconds": seconds, "log": fit.log,
-                                      "split": split.summary()})
+                                      "split": split.summary()}, index=channel.index)
     return TrainReport(path, metrics, fit.best_epoch, fit.log, seconds)
 
 

@@ -73,8 +73,10 @@ def _user_table(cfg: Config, history: pd.DataFrame, users: pd.DataFrame | None) 
 
 def write_bundle(out_root: Path, cfg: Config, model: TwoTower, encoders: Encoders, item_vectors: np.ndarray,
                  history: pd.DataFrame, users: pd.DataFrame | None, items: pd.DataFrame | None,
-                 *, fingerprint: str, source: str, metrics: dict[str, Any], training: dict[str, Any]) -> Path:
-    """Write a new version under ``out_root`` and return its folder."""
+                 *, fingerprint: str, source: str, metrics: dict[str, Any], training: dict[str, Any],
+                 index: FaissIndex | None = None) -> Path:
+    """Write a new version under ``out_root`` and return its folder; ``index``: the index already
+    built over ``item_vectors`` (the one the metrics were measured with), else one is built."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     digest = hashlib.sha256(f"{fingerprint}{cfg.model_dump_json()}{time.time_ns()}".encode()).hexdigest()[:6]
     version = f"{stamp}-{digest}"
@@ -98,7 +100,7 @@ def write_bundle(out_root: Path, cfg: Config, model: TwoTower, encoders: Encoder
         counts = history["item_id"].value_counts().reindex(encoders.catalog_, fill_value=0)
         save_numpy({"vectors": np.ascontiguousarray(item_vectors, dtype=np.float32),
                     "counts": counts.to_numpy(dtype=np.int64)}, str(tmp / "item_vectors.safetensors"))
-        FaissIndex.build(item_vectors, cfg.index).save(tmp / "index.faiss")
+        (index or FaissIndex.build(item_vectors, cfg.index)).save(tmp / "index.faiss")
         catalog = pd.DataFrame(index=pd.Index(encoders.catalog_, name="item_id"))
         if items is not None:
             catalog = catalog.join(items)
