@@ -64,7 +64,8 @@ class _Attribute:
 
 class LiveIndex:
     def __init__(self, item_ids: Sequence[str], vectors: np.ndarray, attributes: pd.DataFrame | None,
-                 cfg: IndexConfig, filterable: Sequence[str] = ()):
+                 cfg: IndexConfig, filterable: Sequence[str] = (), index: faiss.Index | None = None):
+        """``index``: an index already holding ``vectors`` in order (a bundle's), else one is built."""
         n, self.dim = vectors.shape
         self.cfg = cfg
         self._lock = threading.Lock()
@@ -77,7 +78,9 @@ class LiveIndex:
         self._alive[:n] = True
         self._n = n
         self._slot = {item: slot for slot, item in enumerate(item_ids)}
-        self._index = FaissIndex.build(vectors, cfg).index
+        if index is not None and (index.ntotal != n or index.d != self.dim):
+            raise BundleError(f"index holds {index.ntotal} vectors of dim={index.d}, expected {n} of dim={self.dim}")
+        self._index = index if index is not None else FaissIndex.build(vectors, cfg).index
         table = attributes.reindex(pd.Index(list(item_ids), dtype=object)) if attributes is not None else None
         self._attrs = {c: _Attribute(table[c].tolist() if table is not None and c in table else [None] * n,
                                      capacity) for c in filterable}

@@ -39,10 +39,10 @@ class ServingVersion:
                  quotas: Mapping[str, float] | None = None):
         self.bundle = Bundle.load(bundle_path)
         self.version = self.bundle.version
-        self.channel = self.bundle.channel()
+        self.channel = self.bundle.channel()  # used for user vectors only: searches go to self.index
         catalog = list(self.bundle.encoders.catalog_)
         self.index = LiveIndex(catalog, self.bundle.item_vectors(), self.bundle.items, self.bundle.config.index,
-                               _filterable(self.bundle.items))
+                               _filterable(self.bundle.items), index=self.bundle.index.index)
         counts = self.bundle.item_counts()
         order = np.argsort(-counts, kind="stable")
         self.popular = (np.asarray(catalog, dtype=object)[order], counts[order].astype(np.float32))
