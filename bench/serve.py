@@ -1,0 +1,235 @@
+"""Load test of the recall service on loopback, over a synthetic bundle with 1M items.
+
+    python bench/serve.py [--bundle DIR] [--seconds 15]
+
+Builds (once, into bench/out/serve-bundles) a two-tower bundle whose catalog is 1,000,000
+synthetic items under an HNSW index, starts `embrecall serve` with the Redis change feed,
+and drives it from this process with an asyncio HTTP client (open loop at fixed rates, then
+closed loop for maximum throughput), beside a trivial FastAPI endpoint that returns a fixed
+list of 100 ids under the same server settings.  Prints QPS and latency percentiles end to end
+and per stage (from the service's own timings), the ANN index's recall@100 against exact
+search, and the freshness lag of item changes sent through the feed while under load.
+Data: synthetic.  Client and server share this machine's cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out" / "serve-bundles"
+REDIS = "redis://127.0.0.1:6379/0"
+BUILD = ["data.synthetic.users=20000", "data.synthetic.items=1000000", "data.synthetic.events=400000",
+         "data.synthetic.categories=200", "data.synthetic.cities=50", "features.catalog=items", "index.kind=hnsw",
+         "train.epochs=2", "train.refit=false", f"out={OUT}"]
+TRIVIAL = """
+import sys, uvicorn
+from fastapi import FastAPI
+app = FastAPI()
+IDS = [f"i{n}" for n in range(100)]
+@app.post("/v1/recall")
+def recall(body: dict) -> dict:
+    return {"items": IDS}
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+console = Console(width=160)
+
+
+def _bundle(given: Path | None) -> Path:
+    if given:
+        return given
+    existing = sorted(p for p in OUT.glob("2*") if (p / "manifest.json").is_file()) if OUT.is_dir() else []
+    if existing:
+        return existing[-1]
+    from embrecall import load_config, train
+    console.print("building the 1M-item bundle (once)...")
+    return train(load_config(None, BUILD), show_progress=False).bundle
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout} s")
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+async def _open_loop(url: str, bodies: list[dict], rate: float, seconds: float) -> dict:
+    """Send at a fixed rate whatever the responses do (latency includes any queueing)."""
+    latencies: list[float] = []
+    stages: dict[str, list[float]] = {}
+    errors = 0
+    async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=512)) as client:
+        async def one(body: dict) -> None:
+            nonlocal errors
+            t = time.perf_counter()
+            try:
+                r = await client.post(url, json=body)
+                latencies.append((time.perf_counter() - t) * 1000)
+                if r.status_code != 200:
+                    errors += 1
+                    return
+                for stage, ms in r.json().get("timings_ms", {}).items():
+                    stages.setdefault(stage, []).append(ms)
+            except httpx.HTTPError:
+                errors += 1
+
+        tasks, start, n = [], time.perf_counter(), int(rate * seconds)
+        for i in range(n):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(bodies[i % len(bodies)])))
+        await asyncio.gather(*tasks)
+        wall = time.perf_counter() - start
+    return {"rate": rate, "qps": len(latencies) / wall, "errors": errors, "p50": _pct(latencies, 50),
+            "p95": _pct(latencies, 95), "p99": _pct(latencies, 99), "stages": stages}
+
+
+async def _closed_loop(url: str, bodies: list[dict], concurrency: int, seconds: float) -> dict:
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds
+    async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=concurrency)) as client:
+        async def worker(w: int) -> None:
+            i = w
+            while time.perf_counter() < stop:
+                t = time.perf_counter()
+                await client.post(url, json=bodies[i % len(bodies)])
+                latencies.append((time.perf_counter() - t) * 1000)
+                i += concurrency
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+        wall = time.perf_counter() - start
+    return {"qps": len(latencies) / wall, "p50": _pct(latencies, 50), "p99": _pct(latencies, 99)}
+
+
+async def _freshness(base: str, bodies: list[dict], rate: float, changes: int) -> list[float]:
+    """Send item changes through the feed under load; time until each is retrievable."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS)
+    from embrecall.serve.feed import send_item_change
+    lags: list[float] = []
+    load = asyncio.create_task(_open_loop(f"{base}/v1/recall", bodies, rate, changes * 0.2 + 2))
+    async with httpx.AsyncClient(timeout=10) as http:
+        for _ in range(changes):
+            tag = f"fresh-{uuid.uuid4().hex[:8]}"
+            sent = time.perf_counter()
+            send_item_change(client, "embrecall:bench", "upsert", tag, {"category": tag, "city": "city1", "price": 9.0})
+            while True:
+                r = await http.post(f"{base}/v1/recall", json={"user_id": "u1", "k": 1, "filters": {"category": [tag]}})
+                if r.status_code == 200 and r.json()["items"]:
+                    lags.append((time.perf_counter() - sent) * 1000)
+                    break
+                if time.perf_counter() - sent > 10:
+                    lags.append(float("inf"))
+                    break
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.2)
+    await load
+    return lags
+
+
+def _ann_recall(bundle: Path, n: int = 200) -> float:
+    from embrecall.serve.service import ServingVersion
+    v = ServingVersion(bundle)
+    users = list(v.bundle.users.index[:n])
+    vectors = v.channel.user_vectors([v.bundle.query(u) for u in users])
+    items = v.bundle.item_vectors()
+    mask = np.ones(len(items), dtype=bool)
+    found = []
+    for q in vectors:
+        exact = set(np.argpartition(-(items @ q), 100)[:100])
+        ids, _ = v.index.search(q, 100, mask)
+        slots = v.index.slots(ids)
+        found.append(len(exact & set(slots.tolist())) / 100)
+    return float(np.mean(found))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", type=Path)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--rates", type=float, nargs="+", default=[100, 200, 300, 400, 500, 600])
+    args = parser.parse_args()
+    bundle = _bundle(args.bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    console.print(f"bundle {bundle.name}: {manifest['index']['size']:,} items, index {manifest['index']['kind']}")
+    recall = _ann_recall(bundle)
+    users = [f"u{n}" for n in range(20_000)]
+    random.Random(0).shuffle(users)
+    bodies = [{"user_id": u, "k": 100} for u in users]
+    port, trivial_port = _port(), _port()
+    env = {**os.environ, "EMBRECALL_ADMIN_TOKEN": "bench"}
+    server = subprocess.Popen([sys.executable, "-m", "embrecall.cli", "serve", "--bundle", str(bundle), "--port",
+                               str(port), "--feed", REDIS, "--feed-stream", "embrecall:bench",
+                               "--feed-consumer", f"bench-{port}"], env=env)
+    trivial = subprocess.Popen([sys.executable, "-c", TRIVIAL, str(trivial_port)])
+    base, tbase = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{trivial_port}"
+    try:
+        _wait_ready(f"{base}/readyz", server)
+        _wait_ready(f"{tbase}/docs", trivial)
+        asyncio.run(_open_loop(f"{base}/v1/recall", bodies, 100, 3))  # warm-up
+        steps = [asyncio.run(_open_loop(f"{base}/v1/recall", bodies, r, args.seconds)) for r in args.rates]
+        best = asyncio.run(_closed_loop(f"{base}/v1/recall", bodies, 32, args.seconds))
+        floor = asyncio.run(_closed_loop(f"{tbase}/v1/recall", bodies, 32, args.seconds))
+        lags = asyncio.run(_freshness(base, bodies, 300, 40))
+    finally:
+        server.terminate()
+        trivial.terminate()
+    table = Table(title=f"recall service on loopback, {manifest['index']['size']:,} items x "
+                        f"{manifest['model']['dim']}-d, {os.cpu_count()} cores shared by client and server")
+    for col in ("load", "achieved QPS", "errors", "p50 ms", "p95 ms", "p99 ms", "embed p99", "search p99",
+                "profile p99", "merge p99"):
+        table.add_column(col, justify="right")
+    for s in steps:
+        st = s["stages"]
+        table.add_row(f"open loop {s['rate']:.0f}/s", f"{s['qps']:.0f}", str(s["errors"]), f"{s['p50']:.1f}",
+                      f"{s['p95']:.1f}", f"{s['p99']:.1f}",
+                      *[f"{_pct(st.get(k, []), 99):.2f}" for k in ("embed", "search", "profile", "merge")])
+    table.add_row("closed loop x32 (recall)", f"{best['qps']:.0f}", "", f"{best['p50']:.1f}", "", f"{best['p99']:.1f}")
+    table.add_row("closed loop x32 (trivial)", f"{floor['qps']:.0f}", "", f"{floor['p50']:.1f}", "",
+                  f"{floor['p99']:.1f}")
+    console.print(table)
+    ok = [s for s in steps if s["p99"] <= 50 and s["errors"] == 0 and s["qps"] >= 0.95 * s["rate"]]
+    console.print(f"highest open-loop rate with p99 <= 50 ms: {max((s['rate'] for s in ok), default=0):.0f}/s; "
+                  f"recall / trivial throughput: {best['qps'] / floor['qps']:.0%}")
+    console.print(f"ANN recall@100 vs exact search: {recall:.4f}")
+    finite = [x for x in lags if np.isfinite(x)]
+    console.print(f"item change -> retrievable through the feed at 300 req/s: p50 {_pct(finite, 50):.0f} ms, "
+                  f"p99 {_pct(finite, 99):.0f} ms, max {max(lags):.0f} ms ({len(lags)} changes)")
+
+
+if __name__ == "__main__":
+    main()
