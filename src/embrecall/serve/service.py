@@ -103,7 +103,10 @@ class ServingVersion:
             lists.append(Candidates([], np.zeros(0, np.float32), []))
         t = time.perf_counter()
         lists.append(self._popular(req.k, mask))
-        shares = [quotas.get("two_tower", 0.0), quotas.get("popular", 0.0) or 1e-9]
+        # Popularity always back-fills: with a zero quota it still gets a vanishing share, so it fills
+        # only the slots the two-tower list leaves empty (a strict filter, a cold user).
+        backfill = 1e-9
+        shares = [quotas.get("two_tower", 0.0), max(quotas.get("popular", 0.0), backfill)]
         merged = merge_by_quota(lists, shares, req.k)
         timings["merge"] = (time.perf_counter() - t) * 1000
         timings["total"] = (time.perf_counter() - t0) * 1000
