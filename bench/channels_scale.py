@@ -9,7 +9,6 @@ Data: synthetic (power-law popularity inside categories, sessions), not a qualit
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from synthetic_scale import generate, size_args  # bench/ is on sys.path when run as a script
 
 FIT = """
 import resource, sys, time, pandas as pd
@@ -36,19 +36,13 @@ print(f"{time.perf_counter() - started:.1f} {resource.getrusage(resource.RUSAGE_
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=10_000_000)
-    parser.add_argument("--items", type=int, default=1_000_000)
-    parser.add_argument("--users", type=int, default=200_000)
-    args = parser.parse_args()
+    args = size_args(__doc__)
     table = Table(title=f"channel fitting on {args.events:,} synthetic events, {args.items:,} items, "
                         f"{os.cpu_count()} cores")
     for col in ("channel", "settings", "fit s", "wall s (incl. reading)", "peak RSS MB"):
         table.add_column(col, justify="right")
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "embrecall.cli", "generate", "--out", tmp, "--events",
-                        str(args.events), "--items", str(args.items), "--users", str(args.users)],
-                       check=True, stdout=subprocess.DEVNULL)
+        generate(args, tmp)
         settings = {"item2vec": "skip-gram, 64-d, window 5, 3 epochs, 2 workers", "itemcf": "window 5, top-200"}
         for name in ("item2vec", "itemcf"):
             started = time.perf_counter()

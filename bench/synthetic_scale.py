@@ -22,18 +22,27 @@ from rich.console import Console
 from rich.table import Table
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def size_args(doc: str | None) -> argparse.Namespace:
+    """The synthetic log's size from the command line (shared by the scale benchmarks)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--users", type=int, default=200_000)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def generate(args: argparse.Namespace, out: str) -> float:
+    """Write the synthetic log into ``out`` with `embrecall generate` in a child process; seconds taken."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "embrecall.cli", "generate", "--out", out, "--events", str(args.events),
+                    "--items", str(args.items), "--users", str(args.users)], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    args = size_args(__doc__)
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "embrecall.cli", "generate", "--out", tmp, "--events", str(args.events),
-               "--items", str(args.items), "--users", str(args.users)]
-        started = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        seconds = time.perf_counter() - started
+        seconds = generate(args, tmp)
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         events = pq.ParquetFile(Path(tmp) / "events.parquet").metadata.num_rows
         items = pq.ParquetFile(Path(tmp) / "items.parquet").metadata.num_rows

@@ -65,6 +65,7 @@ class Encoders:
         self.n_trained_ = 0  # catalog positions below this were seen in training events
         self._text: Any = None
         self._position: dict[str, int] | None = None  # item_id -> item_idx, for small lookups
+        self._vocab_indexes: dict[str, pd.Index] = {}  # built once per feature, not per request
 
     # ------------------------------------------------------------------ fitting
 
@@ -177,14 +178,20 @@ class Encoders:
 
     # ------------------------------------------------------------------ encoding
 
+    def _vocab_index(self, side: str, f: Feature) -> pd.Index:
+        key = f"{side}.{f.name}"
+        if key not in self._vocab_indexes:
+            self._vocab_indexes[key] = pd.Index(self._state()[key]["vocab"], dtype=object)
+        return self._vocab_indexes[key]
+
     def _encode(self, side: str, f: Feature, raw: pd.Series) -> np.ndarray:
         st = self._state()[f"{side}.{f.name}"]
         if isinstance(f, CategoricalFeature):
-            return _lookup(pd.Index(st["vocab"], dtype=object), _text(raw))
+            return _lookup(self._vocab_index(side, f), _text(raw))
         if isinstance(f, HashedFeature):
             return _stable_hash(_text(raw), f.buckets)
         if isinstance(f, MultiFeature):
-            index = pd.Index(st["vocab"], dtype=object)
+            index = self._vocab_index(side, f)
             rows = _text(raw).str.split(f.sep, regex=False)
             out = np.zeros((len(raw), f.max_len), dtype=np.int64)
             flat = rows.explode()

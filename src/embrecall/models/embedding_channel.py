@@ -11,7 +11,6 @@ from collections.abc import Callable, Collection, Sequence
 import numpy as np
 import pandas as pd
 
-from embrecall.config import FeaturesConfig
 from embrecall.features import Encoders
 from embrecall.index import FaissIndex
 from embrecall.models.channel import Candidates, UserQuery, take_top
@@ -30,16 +29,12 @@ class EmbeddingChannel:
         self.embed_users = embed_users
         self.index = index
         self._item_ids = np.asarray(encoders.catalog_, dtype=object)
-
-    def _context_columns(self, spec: FeaturesConfig) -> list[str]:
-        cols = ["timestamp"]
-        cols += [f.input_column for f in spec.user if getattr(f, "source", "table") == "event"]
-        return cols
+        self._context_columns = ["timestamp"] + [f.input_column for f in encoders.spec.user
+                                                 if getattr(f, "source", "table") == "event"]
 
     def user_vectors(self, queries: Sequence[UserQuery]) -> np.ndarray:
         """(B, D) user vectors for the queries."""
-        cols = self._context_columns(self.encoders.spec)
-        context = pd.DataFrame([dict(q.context) for q in queries]).reindex(columns=cols)
+        context = pd.DataFrame([dict(q.context) for q in queries]).reindex(columns=self._context_columns)
         if "timestamp" in context:
             context["timestamp"] = pd.to_numeric(context["timestamp"], errors="coerce").fillna(0).astype(np.int64)
         ids = pd.Index([q.user_id for q in queries], dtype=object)
