@@ -162,17 +162,22 @@ def serve(source: Annotated[Path, typer.Option("--bundle", "--registry",
           redis: Annotated[Optional[str], typer.Option(help="Redis URL for a shared user-vector cache.")] = None,
           cache_ttl: Annotated[float, typer.Option(help="User-vector cache TTL in seconds.")] = 60.0,
           feed: Annotated[Optional[str], typer.Option(help="Redis URL of the item change stream.")] = None,
-          feed_stream: str = "embrecall:items", feed_consumer: str = "embrecall-1") -> None:
+          feed_stream: str = "embrecall:items",
+          feed_consumer: Annotated[str, typer.Option(
+              help="This replica's name on the change feed (its consumer group); keep it across restarts.")
+          ] = "embrecall-1",
+          milvus: Annotated[Optional[str], typer.Option(
+              help="Keep item vectors in Milvus: a milvus-lite file or a server URI like http://host:19530.")] = None,
+          ) -> None:
     """Serve recall over HTTP (OpenAPI docs at /docs); item changes need $EMBRECALL_ADMIN_TOKEN."""
     import uvicorn
 
     from embrecall.serve.app import create_app
-    from embrecall.serve.state import ServiceState
 
     def go() -> None:
-        ServiceState(source)  # a bad bundle or registry fails here with its message, before the server starts
+        # create_app loads the bundle: a bad bundle or registry fails here with its message, before the server starts
         uvicorn.run(create_app(source, redis_url=redis, cache_ttl_s=cache_ttl, feed_url=feed,
-                               feed_stream=feed_stream, feed_consumer=feed_consumer),
+                               feed_stream=feed_stream, feed_consumer=feed_consumer, milvus_uri=milvus),
                     host=host, port=port, log_level="warning")
     _run(go)
 

@@ -1,4 +1,5 @@
-"""The recall service over a tiny bundle: answers, filters, exclusions, item changes, bounds, auth."""
+"""The recall service over a tiny bundle, on each index backend: answers, filters, exclusions, item
+changes, bounds, auth."""
 
 from __future__ import annotations
 
@@ -20,9 +21,14 @@ def bundle(tmp_path_factory):
     return train(tiny_config(tmp_path_factory.mktemp("serve")), show_progress=False).bundle
 
 
-@pytest.fixture(scope="module")
-def client(bundle):
-    with TestClient(create_app(bundle, admin_token=TOKEN)) as c:
+@pytest.fixture(scope="module", params=["faiss", "milvus"])
+def client(request, bundle, tmp_path_factory):
+    """The service with item vectors in process (FAISS) or in an embedded Milvus (milvus-lite)."""
+    milvus = None
+    if request.param == "milvus":
+        pytest.importorskip("milvus_lite", reason="the Milvus backend tests need pip install 'embrecall[milvus]'")
+        milvus = str(tmp_path_factory.mktemp("milvus") / "items.db")
+    with TestClient(create_app(bundle, admin_token=TOKEN, milvus_uri=milvus)) as c:
         yield c
 
 

@@ -33,7 +33,7 @@ from safetensors.numpy import load_file as load_numpy, save_file as save_numpy
 from safetensors.torch import save_model
 
 from embrecall import __version__
-from embrecall.config import Config, HistoryFeature, config_from_dict
+from embrecall.config import Config, config_from_dict
 from embrecall.errors import BundleError
 from embrecall.export.onnx_towers import OnnxTower, export_tower
 from embrecall.features import Encoders
@@ -61,9 +61,7 @@ def _user_table(cfg: Config, history: pd.DataFrame, users: pd.DataFrame | None) 
     """Per user: the profile columns the user tower reads, and all items seen, oldest first."""
     seen = history.groupby("user_id", sort=True)["item_id"].agg(list)
     table = pd.DataFrame({"items": seen})
-    cols = [f.input_column for f in cfg.features.user
-            if getattr(f, "source", "table") == "table" and not isinstance(f, HistoryFeature)
-            and f.input_column != "user_id"]
+    cols = [f.input_column for f in cfg.features.user if Encoders.is_profile(f) and f.input_column != "user_id"]
     if users is not None and cols:
         table = table.join(users[cols].astype(str).where(users[cols].notna(), None), how="outer")
         table["items"] = table["items"].apply(lambda v: v if isinstance(v, list) else [])

@@ -173,6 +173,13 @@ class Encoders:
         get = self._position.get
         return np.fromiter((get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
 
+    @staticmethod
+    def is_profile(f: Feature) -> bool:
+        """True for user features read from the user table (fixed per user), False for those read
+        from the event or request (time, context columns, recent items)."""
+        return (not isinstance(f, (HistoryFeature, TimeFeature, ItemIdFeature))
+                and getattr(f, "source", "table") != "event")
+
     def history_len(self) -> int:
         return max((f.max_len for f in self.spec.user if isinstance(f, HistoryFeature)), default=0)
 
@@ -234,15 +241,16 @@ class Encoders:
         return out
 
     def encode_users(self, user_ids: pd.Index, users: pd.DataFrame | None, context: pd.DataFrame,
-                     history: np.ndarray | None) -> dict[str, np.ndarray]:
+                     history: np.ndarray | None, features: list[Feature] | None = None) -> dict[str, np.ndarray]:
         """User tower inputs.
 
         ``context``: one row per user with the event columns (``timestamp`` and context columns);
         ``history``: (N, L) int64 of ``item_idx + 1``, most recent first, 0-padded; None leaves
-        the history features out (training fills them batch by batch).
+        the history features out (training fills them batch by batch); ``features``: the user
+        features to encode (default all), so a server can encode stored profiles once.
         """
         out: dict[str, np.ndarray] = {}
-        for f in self.spec.user:
+        for f in self.spec.user if features is None else features:
             if isinstance(f, HistoryFeature):
                 if history is not None:
                     out[f.name] = np.ascontiguousarray(history[:, :f.max_len])

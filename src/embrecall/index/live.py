@@ -10,20 +10,24 @@ results come back whenever k eligible items exist.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
 
 import faiss
 import numpy as np
 import pandas as pd
+from safetensors.numpy import load_file as load_numpy, save_file as save_numpy
 
 from embrecall.config import IndexConfig
 from embrecall.errors import BundleError
 from embrecall.index.faiss_index import FaissIndex
+from embrecall.index.protocol import Filters, attribute_values
 
 __all__ = ["LiveIndex"]
 
-_EXACT_BELOW = 20_000  # eligible items below which exact scoring beats an ANN search with a selector
+EXACT_BELOW = 20_000  # eligible items below which exact scoring beats an ANN search with a selector
 
 
 class _Attribute:
@@ -31,17 +35,11 @@ class _Attribute:
 
     def __init__(self, values: Sequence[object], capacity: int):
         self.vocab: dict[str, int] = {}
-        tokens = [self._tokens(v) for v in values]
+        tokens = [attribute_values(v) for v in values]
         width = max([len(t) for t in tokens] + [1])
         self.codes = np.full((capacity, width), -1, dtype=np.int32)
         for slot, toks in enumerate(tokens):
             self.set(slot, toks)
-
-    @staticmethod
-    def _tokens(value: object) -> list[str]:
-        if value is None or (isinstance(value, float) and np.isnan(value)):
-            return []
-        return [t for t in str(value).split("|") if t]
 
     def set(self, slot: int, tokens: list[str]) -> None:
         if len(tokens) > self.codes.shape[1]:
@@ -55,17 +53,24 @@ class _Attribute:
         extra = np.full((capacity - self.codes.shape[0], self.codes.shape[1]), -1, dtype=np.int32)
         self.codes = np.vstack([self.codes, extra])
 
-    def matches(self, wanted: Collection[str], n: int) -> np.ndarray:
+    def values(self, n: int) -> list[str]:
+        """The first ``n`` slots' values, '|'-joined as they came in."""
+        names = np.array(sorted(self.vocab, key=self.vocab.get) + [""], dtype=object)  # code -1 -> ""
+        return ["|".join(v for v in row if v) for row in names[self.codes[:n]].tolist()]
+
+    def matches(self, wanted: Collection[str], rows: slice | np.ndarray) -> np.ndarray:
+        """Whether each of ``rows`` (slots) holds any wanted value."""
         codes = [self.vocab[w] for w in wanted if w in self.vocab]
-        if not codes:
-            return np.zeros(n, dtype=bool)
-        return np.isin(self.codes[:n], codes).any(axis=1)
+        return np.isin(self.codes[rows], codes).any(axis=1)
 
 
 class LiveIndex:
     def __init__(self, item_ids: Sequence[str], vectors: np.ndarray, attributes: pd.DataFrame | None,
-                 cfg: IndexConfig, filterable: Sequence[str] = (), index: faiss.Index | None = None):
-        """``index``: an index already holding ``vectors`` in order (a bundle's), else one is built."""
+                 cfg: IndexConfig, filterable: Sequence[str] = (), index: faiss.Index | None = None,
+                 exact_below: int = EXACT_BELOW):
+        """``index``: an index already holding ``vectors`` in order (a bundle's), else one is built;
+        ``exact_below``: with fewer eligible items than this, a query scores them exactly."""
+        self.exact_below = exact_below
         n, self.dim = vectors.shape
         self.cfg = cfg
         self._lock = threading.Lock()
@@ -102,7 +107,7 @@ class LiveIndex:
             self._vectors[slot] = v[0]
             self._ids[slot] = item_id
             for name, attr in self._attrs.items():
-                attr.set(slot, _Attribute._tokens((attributes or {}).get(name)))
+                attr.set(slot, attribute_values((attributes or {}).get(name)))
             self._index.add(v)
             self._alive[slot] = True
             self._slot[item_id] = slot
@@ -116,6 +121,30 @@ class LiveIndex:
                 return False
             self._alive[slot] = False
             return True
+
+    def save(self, folder: Path) -> None:
+        """Write every slot (index, vectors, ids, liveness, attributes); ``load`` reopens it."""
+        folder.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            n = self._n
+            faiss.write_index(self._index, str(folder / "index.faiss"))
+            save_numpy({"vectors": self._vectors[:n]}, str(folder / "vectors.safetensors"))
+            table = pd.DataFrame({"item_id": self._ids[:n], "alive": self._alive[:n],
+                                  **{name: attr.values(n) for name, attr in self._attrs.items()}})
+        table.to_parquet(folder / "slots.parquet", index=False)
+        (folder / "live.json").write_text(json.dumps({"index": self.cfg.model_dump(), "filterable": self.filterable}))
+
+    @classmethod
+    def load(cls, folder: Path) -> "LiveIndex":
+        meta = json.loads((folder / "live.json").read_text())
+        table = pd.read_parquet(folder / "slots.parquet")
+        alive = table["alive"].to_numpy(dtype=bool)
+        attributes = table[alive].set_index("item_id")  # one live slot per item: a unique index
+        live = cls(table["item_id"].tolist(), load_numpy(str(folder / "vectors.safetensors"))["vectors"], attributes,
+                   IndexConfig(**meta["index"]), meta["filterable"], index=faiss.read_index(str(folder / "index.faiss")))
+        live._alive[:len(alive)] = alive
+        live._slot = {item: slot for slot, item in enumerate(table["item_id"]) if alive[slot]}
+        return live
 
     def _grow(self, capacity: int) -> None:
         extra = capacity - len(self._alive)
@@ -133,35 +162,42 @@ class LiveIndex:
     def __contains__(self, item_id: str) -> bool:
         return item_id in self._slot
 
-    def slots(self, item_ids: Sequence[str]) -> np.ndarray:
-        """Current slot of each item, -1 for items not in the index."""
-        with self._lock:
-            return np.fromiter((self._slot.get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
-
     @property
     def filterable(self) -> list[str]:
         return list(self._attrs)
 
-    def eligible(self, filters: Mapping[str, Collection[str]] | None = None,
-                 exclude: Collection[str] = ()) -> np.ndarray:
+    def _eligible(self, filters: Filters | None, exclude: Collection[str]) -> np.ndarray:
         """(n_slots,) mask of live items that pass every filter (any listed value matches) and are not excluded."""
         with self._lock:
             n = self._n
             mask = self._alive[:n].copy()
             for name, wanted in (filters or {}).items():
-                mask &= self._attrs[name].matches(wanted, n)
+                mask &= self._attrs[name].matches(wanted, slice(0, n))
             slots = [s for s in (self._slot.get(i) for i in exclude) if s is not None]
         mask[slots] = False
         return mask
 
-    def search(self, query: np.ndarray, k: int, mask: np.ndarray) -> tuple[list[str], np.ndarray]:
+    def select(self, item_ids: Sequence[str], filters: Filters | None = None,
+               exclude: Collection[str] = ()) -> np.ndarray:
+        """Positions in ``item_ids`` of the items in the index that pass the filters and are not excluded."""
+        with self._lock:
+            slots = np.fromiter((self._slot.get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
+            keep = slots >= 0
+            for name, wanted in (filters or {}).items():
+                keep &= self._attrs[name].matches(wanted, np.maximum(slots, 0))
+        dropped = set(exclude)
+        return np.array([p for p in np.flatnonzero(keep) if item_ids[p] not in dropped], dtype=np.int64)
+
+    def search(self, query: np.ndarray, k: int, filters: Filters | None = None,
+               exclude: Collection[str] = ()) -> tuple[list[str], np.ndarray]:
         """Top-k eligible items for one (D,) query, best first."""
+        mask = self._eligible(filters, exclude)
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
         count = int(mask.sum())
         k = min(k, count)
         if k == 0:
             return [], np.zeros(0, np.float32)
-        if count < _EXACT_BELOW:
+        if count < self.exact_below:
             return self._exact(q[0], k, mask)
         selector = faiss.IDSelectorBitmap(np.packbits(mask, bitorder="little"))
         with self._lock:

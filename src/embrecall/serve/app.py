@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from embrecall.errors import BundleError, EmbrecallError
@@ -65,18 +65,21 @@ def _watch(state: ServiceState, stop: threading.Event, interval: float, metrics:
 
 def create_app(source: Path | str, admin_token: str | None = None, watch_interval: float = 1.0,
                redis_url: str | None = None, cache_ttl_s: float = 60.0, feed_url: str | None = None,
-               feed_stream: str = "embrecall:items", feed_consumer: str = "embrecall-1") -> FastAPI:
+               feed_stream: str = "embrecall:items", feed_consumer: str = "embrecall-1",
+               milvus_uri: str | None = None) -> FastAPI:
     """The service over ``source`` (a bundle, or a registry whose active version is followed);
     ``admin_token`` (default ``$EMBRECALL_ADMIN_TOKEN``) unlocks item changes; ``redis_url``
     adds a Redis user-vector cache shared by replicas; ``feed_url`` consumes item changes from
-    the Redis Stream ``feed_stream`` (see ``embrecall.serve.feed``)."""
+    the Redis Stream ``feed_stream`` (see ``embrecall.serve.feed``); ``milvus_uri`` keeps item
+    vectors in Milvus instead of in process.  The active version is loaded here, so a bad
+    bundle fails before a server starts."""
     token = admin_token if admin_token is not None else os.environ.get("EMBRECALL_ADMIN_TOKEN")
     metrics = _Metrics()
+    cache = RedisVectorCache(redis_url, ttl_s=cache_ttl_s) if redis_url else VectorCache(ttl_s=cache_ttl_s)
+    state = ServiceState(source, cache, milvus_uri=milvus_uri)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        cache = RedisVectorCache(redis_url, ttl_s=cache_ttl_s) if redis_url else VectorCache(ttl_s=cache_ttl_s)
-        state = ServiceState(source, cache)
         app.state.service = state
         metrics.version.labels(state.current.version).set(1)
         feed = None
@@ -121,7 +124,7 @@ def create_app(source: Path | str, admin_token: str | None = None, watch_interva
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
-    def serving(request: Request) -> ServingVersion:
+    async def serving(request: Request) -> ServingVersion:
         return request.app.state.service.current  # read once per request: the request keeps this version
 
     def _observe(response: RecallResponse) -> RecallResponse:
@@ -129,13 +132,17 @@ def create_app(source: Path | str, admin_token: str | None = None, watch_interva
             metrics.stage.labels(stage).observe(ms / 1000)
         return response
 
+    # Recall runs on the event loop: it is CPU work of about a millisecond, which a thread pool
+    # would only slow down (GIL hand-offs); FAISS and ONNX Runtime release the GIL while they work.
+    # The response is serialised once by pydantic-core; response_model documents it.
     @app.post("/v1/recall", response_model=RecallResponse)
-    def recall(req: RecallRequest, v: ServingVersion = Depends(serving)) -> RecallResponse:
-        return _observe(v.recall(req))
+    async def recall(req: RecallRequest, v: ServingVersion = Depends(serving)) -> Response:
+        return Response(_observe(v.recall(req)).model_dump_json(), media_type="application/json")
 
     @app.post("/v1/recall/batch", response_model=BatchRecallResponse)
-    def recall_batch(req: BatchRecallRequest, v: ServingVersion = Depends(serving)) -> BatchRecallResponse:
-        return BatchRecallResponse(responses=[_observe(v.recall(r)) for r in req.requests])
+    async def recall_batch(req: BatchRecallRequest, v: ServingVersion = Depends(serving)) -> Response:
+        batch = BatchRecallResponse(responses=[_observe(v.recall(r)) for r in req.requests])
+        return Response(batch.model_dump_json(), media_type="application/json")
 
     @app.put("/v1/items/{item_id}", dependencies=[Depends(admin)])
     def put_item(item_id: str, body: ItemUpsert, request: Request) -> dict:

@@ -32,11 +32,13 @@ def send_item_change(client, stream: str, op: str, item_id: str,
 
 
 class ChangeFeed:
-    def __init__(self, state: ServiceState, url: str, stream: str = "embrecall:items", group: str = "embrecall",
+    def __init__(self, state: ServiceState, url: str, stream: str = "embrecall:items", group: str | None = None,
                  consumer: str = "embrecall-1"):
+        """``consumer``: this replica's name, kept across its restarts; ``group`` defaults to it, because
+        every replica must apply every change (replicas sharing a group would split the changes)."""
         import redis
 
-        self.state, self.stream, self.group, self.consumer = state, stream, group, consumer
+        self.state, self.stream, self.group, self.consumer = state, stream, group or consumer, consumer
         self.client = redis.Redis.from_url(url)
         self.applied = self.dead = 0
         self.lag_ms = 0.0  # age of the newest applied entry when it was applied

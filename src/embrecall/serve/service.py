@@ -4,6 +4,7 @@ tower of one version with an index of another."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,9 +15,12 @@ import pandas as pd
 from embrecall.errors import DataError
 from embrecall.export import Bundle
 from embrecall.index.live import LiveIndex
-from embrecall.models.channel import Candidates, UserQuery
+from embrecall.index.milvus_index import MilvusIndex
+from embrecall.index.protocol import ItemIndex
+from embrecall.models.channel import Candidates
 from embrecall.models.merge import merge_by_quota
 from embrecall.serve.cache import VectorCache
+from embrecall.serve.profiles import UserProfiles
 from embrecall.serve.schemas import RecalledItem, RecallRequest, RecallResponse
 
 __all__ = ["ServingVersion"]
@@ -36,13 +40,22 @@ def _filterable(items: pd.DataFrame) -> list[str]:
 
 class ServingVersion:
     def __init__(self, bundle_path: Path | str, cache: VectorCache | None = None,
-                 quotas: Mapping[str, float] | None = None):
+                 quotas: Mapping[str, float] | None = None, milvus_uri: str | None = None):
+        """``milvus_uri``: serve from a Milvus collection of this version's items (created on first use)
+        instead of the in-process FAISS index."""
         self.bundle = Bundle.load(bundle_path)
         self.version = self.bundle.version
-        self.channel = self.bundle.channel()  # used for user vectors only: searches go to self.index
+        self.profiles = UserProfiles(self.bundle.encoders, self.bundle.users)
         catalog = list(self.bundle.encoders.catalog_)
-        self.index = LiveIndex(catalog, self.bundle.item_vectors(), self.bundle.items, self.bundle.config.index,
-                               _filterable(self.bundle.items), index=self.bundle.index.index)
+        filterable = _filterable(self.bundle.items)
+        self.index: ItemIndex
+        if milvus_uri:
+            collection = "embrecall_" + re.sub(r"\W", "_", self.version)
+            self.index = MilvusIndex.build(milvus_uri, collection, catalog, self.bundle.item_vectors(),
+                                           self.bundle.items, filterable, self.bundle.config.index)
+        else:
+            self.index = LiveIndex(catalog, self.bundle.item_vectors(), self.bundle.items, self.bundle.config.index,
+                                   filterable, index=self.bundle.index.index)
         counts = self.bundle.item_counts()
         order = np.argsort(-counts, kind="stable")
         self.popular = (np.asarray(catalog, dtype=object)[order], counts[order].astype(np.float32))
@@ -65,13 +78,11 @@ class ServingVersion:
 
     # ------------------------------------------------------------------ recall
 
-    def _popular(self, k: int, mask: np.ndarray) -> Candidates:
+    def _popular(self, k: int, filters: Mapping[str, list[str]], exclude: set[str]) -> Candidates:
         """The most popular eligible items (looking at the head of the list only: it is a fallback)."""
         ids, counts = self.popular
-        head = ids[: max(4 * k, 1000)]
-        slots = self.index.slots(head)
-        chosen = np.flatnonzero((slots >= 0) & mask[np.maximum(slots, 0)])[:k]
-        return Candidates(head[chosen].tolist(), counts[chosen], ["popular"] * len(chosen))
+        chosen = self.index.select(ids[: max(4 * k, 1000)], filters, exclude)[:k]
+        return Candidates(ids[chosen].tolist(), counts[chosen], ["popular"] * len(chosen))
 
     def recall(self, req: RecallRequest) -> RecallResponse:
         t0 = time.perf_counter()
@@ -79,11 +90,9 @@ class ServingVersion:
         unknown = [f for f in req.filters if f not in self.index.filterable]
         if unknown:
             raise DataError(f"cannot filter on {unknown}; filterable attributes: {self.index.filterable}")
-        query = self.bundle.query(req.user_id, req.context)
-        history = query.history + tuple(req.recent_items)
-        query = UserQuery(query.user_id, history, query.context)
-        known = req.user_id in self.bundle.users.index or bool(req.recent_items)
-        mask = self.index.eligible(req.filters, set(history) | set(req.exclude))
+        history = self.profiles.history(req.user_id) + tuple(req.recent_items)
+        known = req.user_id in self.profiles or bool(req.recent_items)
+        exclude = set(history) | set(req.exclude)
         timings["profile"] = (time.perf_counter() - t0) * 1000
         quotas = dict(req.quotas or self.quotas)
         lists: list[Candidates] = []
@@ -92,17 +101,17 @@ class ServingVersion:
             key = (self.version, req.user_id, history[-50:], tuple(sorted(req.context.items())))
             vector = self.cache.get(key)
             if vector is None:
-                vector = self.channel.user_vectors([query])[0]
+                vector = self.bundle.user_tower(self.profiles.inputs(req.user_id, history, req.context))[0]
                 self.cache.put(key, vector)
             timings["embed"] = (time.perf_counter() - t) * 1000
             t = time.perf_counter()
-            ids, scores = self.index.search(vector, req.k, mask)
+            ids, scores = self.index.search(vector, req.k, req.filters, exclude)
             lists.append(Candidates(ids, scores, ["two_tower"] * len(ids)))
             timings["search"] = (time.perf_counter() - t) * 1000
         else:
             lists.append(Candidates([], np.zeros(0, np.float32), []))
         t = time.perf_counter()
-        lists.append(self._popular(req.k, mask))
+        lists.append(self._popular(req.k, req.filters, exclude))
         # Popularity always back-fills: with a zero quota it still gets a vanishing share, so it fills
         # only the slots the two-tower list leaves empty (a strict filter, a cold user).
         backfill = 1e-9

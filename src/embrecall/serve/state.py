@@ -20,15 +20,17 @@ __all__ = ["ServiceState"]
 
 
 class ServiceState:
-    def __init__(self, source: Path | str, cache: VectorCache | None = None):
+    def __init__(self, source: Path | str, cache: VectorCache | None = None, milvus_uri: str | None = None):
         """``source``: a bundle folder, or a registry folder whose ``ACTIVE`` version is served and followed;
-        ``cache``: the user-vector cache, shared across versions (keys carry the version)."""
+        ``cache``: the user-vector cache, shared across versions (keys carry the version);
+        ``milvus_uri``: keep item vectors in Milvus rather than in process (see ``ServingVersion``)."""
         self.source = Path(source)
         self.cache = cache or VectorCache()
+        self.milvus_uri = milvus_uri
         self.registry = Registry(self.source) if (self.source / "ACTIVE").is_file() else None
         self._changes: dict[str, Mapping[str, object] | None] = {}  # item_id -> attributes, None = deleted
         self._lock = threading.Lock()
-        self.current = ServingVersion(self._wanted(), self.cache)
+        self.current = ServingVersion(self._wanted(), self.cache, milvus_uri=milvus_uri)
         self.swaps = 0
 
     def _wanted(self) -> Path:
@@ -57,7 +59,7 @@ class ServiceState:
         wanted = self._wanted()
         if wanted.name == self.current.version:
             return False
-        fresh = ServingVersion(wanted, self.cache)  # loaded outside the lock: serving goes on meanwhile
+        fresh = ServingVersion(wanted, self.cache, milvus_uri=self.milvus_uri)  # loaded outside the lock: serving goes on meanwhile
         with self._lock:
             for item_id, attributes in self._changes.items():
                 if attributes is None:

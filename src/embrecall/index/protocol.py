@@ -1,0 +1,53 @@
+"""What the service needs from an item index while serving, whatever holds the vectors.
+
+``LiveIndex`` (FAISS in this process, the default) and ``MilvusIndex`` (pymilvus: an embedded
+milvus-lite file or a Milvus server/cluster by URI) both satisfy it and pass one contract test
+suite (``tests/index/test_index_contract.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+__all__ = ["ItemIndex", "Filters", "attribute_values"]
+
+Filters = Mapping[str, Collection[str]]  # attribute -> accepted values (any one matches)
+
+
+def attribute_values(value: object) -> list[str]:
+    """An item attribute as the values a filter matches: multi-valued attributes ("Drama|War") split on '|'."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return []
+    return [t for t in str(value).split("|") if t]
+
+
+class ItemIndex(Protocol):
+    @property
+    def filterable(self) -> list[str]:
+        """Attributes that ``filters`` may name."""
+
+    def __len__(self) -> int: ...
+
+    def __contains__(self, item_id: str) -> bool: ...
+
+    def upsert(self, item_id: str, vector: np.ndarray, attributes: Mapping[str, object] | None = None) -> None:
+        """Add or replace an item; it is searchable when this returns."""
+
+    def delete(self, item_id: str) -> bool:
+        """Remove an item; False if it was not there."""
+
+    def search(self, query: np.ndarray, k: int, filters: Filters | None = None,
+               exclude: Collection[str] = ()) -> tuple[list[str], np.ndarray]:
+        """Top-k items for one (D,) query by inner product, best first, among those that pass
+        every filter and are not excluded; k results whenever k such items exist."""
+
+    def select(self, item_ids: Sequence[str], filters: Filters | None = None,
+               exclude: Collection[str] = ()) -> np.ndarray:
+        """Positions in ``item_ids`` of the items in the index that pass the filters and are not excluded."""
+
+    def save(self, folder: Path) -> None:
+        """Write what reopening this index needs into ``folder`` (see each backend's ``load``)."""

@@ -1,0 +1,56 @@
+"""User-tower inputs for serving: the stored profile of every known user encoded once at load,
+so that a request pays a dict lookup, its own real-time features and one tower run, not pandas
+lookups over the user table (which cost milliseconds per request at scale)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from embrecall.features import Encoders
+
+__all__ = ["UserProfiles"]
+
+_UNKNOWN = "\x00unknown-user"  # a row no user table holds: every profile feature encodes as missing
+
+
+class UserProfiles:
+    def __init__(self, encoders: Encoders, users: pd.DataFrame):
+        """``users``: the bundle's user table, indexed by user id, with each user's ``items`` (oldest first)."""
+        self.encoders = encoders
+        self.row = {user: i for i, user in enumerate(users.index)}
+        self.histories = users["items"].to_numpy() if "items" in users else np.empty(len(users), dtype=object)
+        stored = [f for f in encoders.spec.user if encoders.is_profile(f)]
+        self.live = [f for f in encoders.spec.user if not encoders.is_profile(f)]
+        ids = pd.Index([*users.index, _UNKNOWN], dtype=object)
+        empty = pd.DataFrame(index=range(len(ids)))
+        self.stored = encoders.encode_users(ids, users, empty, None, features=stored)  # last row: unknown users
+        self._context_columns = ["timestamp"] + [f.input_column for f in self.live
+                                                 if getattr(f, "source", "table") == "event"]
+        self._reads_context = len(self._context_columns) > 1 or any(f.kind == "time" for f in self.live)
+
+    def __contains__(self, user_id: str) -> bool:
+        return user_id in self.row
+
+    def history(self, user_id: str) -> tuple[str, ...]:
+        """The user's stored items, oldest first (empty for an unknown user)."""
+        row = self.row.get(user_id)
+        return () if row is None else tuple(self.histories[row])
+
+    def inputs(self, user_id: str, history: Sequence[str], context: Mapping[str, object]) -> dict[str, np.ndarray]:
+        """One user's tower inputs: the stored profile, ``history`` (oldest first) and the request's
+        ``context`` (``timestamp`` defaults to now)."""
+        row = self.row.get(user_id, len(self.row))
+        out = {name: values[row:row + 1] for name, values in self.stored.items()}
+        matrix = self.encoders.history_matrix([list(history)])
+        ctx = pd.DataFrame()
+        if self._reads_context:
+            values = {"timestamp": int(time.time()), **context}
+            ctx = pd.DataFrame([{c: values.get(c) for c in self._context_columns}])
+            ctx["timestamp"] = pd.to_numeric(ctx["timestamp"], errors="coerce").fillna(0).astype(np.int64)
+        out.update(self.encoders.encode_users(pd.Index([user_id], dtype=object), None, ctx, matrix,
+                                              features=self.live))
+        return out

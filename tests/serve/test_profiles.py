@@ -1,0 +1,36 @@
+"""Serving-time user inputs agree with the offline channel's, for known, unknown and timed users."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embrecall import Bundle, train
+from embrecall.config import TimeFeature
+from embrecall.models.channel import UserQuery
+from embrecall.serve.profiles import UserProfiles
+from tests.conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    cfg = tiny_config(tmp_path_factory.mktemp("profiles"), "train.epochs=1")
+    cfg.features.user.append(TimeFeature(kind="time", name="hour", part="hour"))
+    return Bundle.load(train(cfg, show_progress=False).bundle)
+
+
+def test_profiles_give_the_offline_channels_vectors(bundle):
+    profiles = UserProfiles(bundle.encoders, bundle.users)
+    channel = bundle.channel()
+    known, other = bundle.users.index[:2]
+    item = bundle.encoders.catalog_[3]
+    cases = [(known, (), {"timestamp": 1_700_000_000}), (other, (item,), {"timestamp": 1_700_030_000}),
+             ("nobody", (item,), {"timestamp": 1_700_000_000}), ("nobody", (), {})]
+    for user, recent, context in cases:
+        history = profiles.history(user) + recent
+        query = bundle.query(user, context)
+        expected = channel.user_vectors([UserQuery(user, history, query.context)])[0]
+        got = bundle.user_tower(profiles.inputs(user, history, query.context))[0]
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert known in profiles and "nobody" not in profiles
+    assert profiles.history(known) == tuple(bundle.users.at[known, "items"])
