@@ -64,6 +64,8 @@ def test_search_matches_exact_search_with_filters_and_exclusions(catalog):
     np.testing.assert_allclose(scores, vectors[[ids.index(i) for i in found]] @ q, atol=1e-4)
     assert list(scores) == sorted(scores, reverse=True)
     excluded = set(found[:3])
+    keep = np.array([i not in excluded for i in ids])
+    assert index.search(q, 10, exclude=excluded)[0] == _exact(vectors, ids, q, 10, keep)
     keep = np.array([(c in ("c1", "c2")) and i not in excluded for i, c in zip(ids, attributes["category"])])
     found, _ = index.search(q, 20, {"category": ["c1", "c2"]}, excluded)
     assert found == _exact(vectors, ids, q, 20, keep)

@@ -101,8 +101,11 @@ def test_bad_requests_get_4xx_with_a_reason(client):
 def test_version_health_metrics(client, bundle):
     assert client.get("/v1/version").json()["version"] == Bundle.load(bundle).version
     assert client.get("/healthz").status_code == 200 and client.get("/readyz").json() == {"ready": True}
+    client.post("/v1/recall", json={"user_id": "u1", "k": 5})
+    client.post("/v1/recall", json={"user_id": "u1", "k": 5000})
     text = client.get("/metrics").text
     assert "embrecall_stage_seconds_bucket" in text and "embrecall_index_items" in text
+    assert 'embrecall_errors_total{status="422"}' in text
 
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False, allow_infinity=False)

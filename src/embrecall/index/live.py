@@ -28,6 +28,7 @@ from embrecall.index.protocol import Filters, attribute_values
 __all__ = ["LiveIndex"]
 
 EXACT_BELOW = 20_000  # eligible items below which exact scoring beats an ANN search with a selector
+_MAX_LISTED = 50_000  # retired slots up to which an unfiltered search lists them instead of using a bitmap
 
 
 class _Attribute:
@@ -83,6 +84,7 @@ class LiveIndex:
         self._alive[:n] = True
         self._n = n
         self._slot = {item: slot for slot, item in enumerate(item_ids)}
+        self._dead: set[int] = set()  # retired slots, which searches must skip
         if index is not None and (index.ntotal != n or index.d != self.dim):
             raise BundleError(f"index holds {index.ntotal} vectors of dim={index.d}, expected {n} of dim={self.dim}")
         self._index = index if index is not None else FaissIndex.build(vectors, cfg).index
@@ -103,6 +105,7 @@ class LiveIndex:
             old = self._slot.get(item_id)
             if old is not None:
                 self._alive[old] = False
+                self._dead.add(old)
             slot = self._n
             self._vectors[slot] = v[0]
             self._ids[slot] = item_id
@@ -120,6 +123,7 @@ class LiveIndex:
             if slot is None:
                 return False
             self._alive[slot] = False
+            self._dead.add(slot)
             return True
 
     def save(self, folder: Path) -> None:
@@ -143,6 +147,7 @@ class LiveIndex:
         live = cls(table["item_id"].tolist(), load_numpy(str(folder / "vectors.safetensors"))["vectors"], attributes,
                    IndexConfig(**meta["index"]), meta["filterable"], index=faiss.read_index(str(folder / "index.faiss")))
         live._alive[:len(alive)] = alive
+        live._dead = set(np.flatnonzero(~alive).tolist())
         live._slot = {item: slot for slot, item in enumerate(table["item_id"]) if alive[slot]}
         return live
 
@@ -191,29 +196,49 @@ class LiveIndex:
     def search(self, query: np.ndarray, k: int, filters: Filters | None = None,
                exclude: Collection[str] = ()) -> tuple[list[str], np.ndarray]:
         """Top-k eligible items for one (D,) query, best first."""
-        mask = self._eligible(filters, exclude)
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
-        count = int(mask.sum())
+        found = None if filters else self._search_skipping(q, k, exclude)
+        if found is not None:
+            return found
+        mask = self._eligible(filters, exclude)
+        count = int(np.count_nonzero(mask))
         k = min(k, count)
         if k == 0:
             return [], np.zeros(0, np.float32)
         if count < self.exact_below:
             return self._exact(q[0], k, mask)
         selector = faiss.IDSelectorBitmap(np.packbits(mask, bitorder="little"))
+        return self._ann(q, k, selector) or self._exact(q[0], k, mask)
+
+    def _search_skipping(self, q: np.ndarray, k: int, exclude: Collection[str]) -> tuple[list[str], np.ndarray] | None:
+        """Without filters, skip the few retired and excluded slots by listing them, rather than
+        building a bitmap over every slot; None when that does not apply or finds fewer than k."""
         with self._lock:
-            params = self._params(selector, k)
-            scores, slots = self._index.search(q, k, params=params)
+            excluded = {s for s in (self._slot.get(i) for i in exclude) if s is not None}
+            eligible = len(self._slot) - len(excluded)
+            if eligible < self.exact_below or len(self._dead) > _MAX_LISTED:
+                return None
+            skip = np.fromiter(self._dead | excluded, dtype=np.int64)
+        k = min(k, eligible)
+        listed = faiss.IDSelectorBatch(skip) if len(skip) else None
+        return self._ann(q, k, faiss.IDSelectorNot(listed) if listed is not None else None)
+
+    def _ann(self, q: np.ndarray, k: int, selector: faiss.IDSelector | None) -> tuple[list[str], np.ndarray] | None:
+        """The approximate top k among the slots ``selector`` admits; None if it finds fewer."""
+        with self._lock:
+            scores, slots = self._index.search(q, k, params=self._params(selector, k))
         found = slots[0] >= 0
         if found.sum() < k:
-            return self._exact(q[0], k, mask)
+            return None
         return self._ids[slots[0][found]].tolist(), scores[0][found]
 
-    def _params(self, selector: faiss.IDSelector, k: int) -> faiss.SearchParameters:
+    def _params(self, selector: faiss.IDSelector | None, k: int) -> faiss.SearchParameters:
+        given = {"sel": selector} if selector is not None else {}
         if isinstance(self._index, faiss.IndexHNSW):
-            return faiss.SearchParametersHNSW(sel=selector, efSearch=max(self.cfg.ef_search, k))
+            return faiss.SearchParametersHNSW(efSearch=max(self.cfg.ef_search, k), **given)
         if isinstance(self._index, faiss.IndexIVF):
-            return faiss.SearchParametersIVF(sel=selector, nprobe=self.cfg.nprobe)
-        return faiss.SearchParameters(sel=selector)
+            return faiss.SearchParametersIVF(nprobe=self.cfg.nprobe, **given)
+        return faiss.SearchParameters(**given)
 
     def _exact(self, q: np.ndarray, k: int, mask: np.ndarray) -> tuple[list[str], np.ndarray]:
         slots = np.flatnonzero(mask)

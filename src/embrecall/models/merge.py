@@ -50,12 +50,16 @@ def merge_by_quota(lists: Sequence[Candidates], quotas: Sequence[float], k: int)
     taken: set[str] = set()
     cursor = [0] * len(lists)
     given = [0] * len(lists)
-    share = np.asarray(quotas, dtype=np.float64) / max(sum(quotas), 1)
+    sizes = [len(c.item_ids) for c in lists]
+    share = [float(q) / max(sum(quotas), 1) for q in quotas]
     while len(ids) < k:
-        live = [i for i, c in enumerate(lists) if cursor[i] < len(c.item_ids)]
-        if not live:
+        i, behind = -1, -np.inf
+        for j in range(len(lists)):  # the list furthest behind its quota (this runs per request: no lambdas)
+            gap = share[j] * (len(ids) + 1) - given[j]
+            if cursor[j] < sizes[j] and gap > behind:
+                i, behind = j, gap
+        if i < 0:
             break
-        i = max(live, key=lambda j: share[j] * (len(ids) + 1) - given[j])  # the list furthest behind its quota
         c = lists[i]
         item = c.item_ids[cursor[i]]
         cursor[i] += 1

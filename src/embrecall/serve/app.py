@@ -1,7 +1,7 @@
 """The HTTP service: recall for one user or a batch, item changes, version, health, metrics.
 
 Errors in a request come back as 4xx with a message saying what is wrong; bodies over
-``MAX_BODY`` bytes are refused with 413; admin endpoints need ``Authorization: Bearer <token>``.
+``MAX_BODY`` bytes are refused with 413 (counted as read, chunked bodies too); admin endpoints need ``Authorization: Bearer <token>``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embrecall.errors import BundleError, EmbrecallError
 from embrecall.serve.cache import RedisVectorCache, VectorCache
@@ -48,6 +49,24 @@ class _Metrics:
                               registry=self.registry)
         self.feed_applied = Gauge("embrecall_change_feed_applied", "Item changes applied from the feed",
                                   registry=self.registry)
+
+
+class _CountErrors:
+    """Counts responses with status >= 400 by status (a plain ASGI middleware: Starlette's
+    ``BaseHTTPMiddleware`` costs more per request than the recall work it would wrap)."""
+
+    def __init__(self, app: ASGIApp, counter: Counter):
+        self.app, self.counter = app, counter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def counting(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                self.counter.labels(str(message["status"])).inc()
+            await send(message)
+        await self.app(scope, receive, counting)
 
 
 def _watch(state: ServiceState, stop: threading.Event, interval: float, metrics: _Metrics) -> None:
@@ -99,19 +118,10 @@ def create_app(source: Path | str, admin_token: str | None = None, watch_interva
         if feed is not None:
             feed.stop()
 
-    app = FastAPI(title="embrecall", version="1", lifespan=lifespan,
+    app = FastAPI(title="embrecall", version="1", lifespan=lifespan, max_body_size=MAX_BODY,
                   description="Candidate recall: a user in, a few hundred items out.")
 
-    @app.middleware("http")
-    async def bound_body(request: Request, call_next):
-        size = request.headers.get("content-length")
-        if size is not None and (not size.isdigit() or int(size) > MAX_BODY):
-            metrics.errors.labels("413").inc()
-            return JSONResponse({"detail": f"request body over {MAX_BODY} bytes"}, status_code=413)
-        response = await call_next(request)
-        if response.status_code >= 400:
-            metrics.errors.labels(str(response.status_code)).inc()
-        return response
+    app.add_middleware(_CountErrors, counter=metrics.errors)
 
     @app.exception_handler(EmbrecallError)
     async def domain_error(_: Request, err: EmbrecallError) -> JSONResponse:

@@ -31,6 +31,7 @@ class UserProfiles:
         self._context_columns = ["timestamp"] + [f.input_column for f in self.live
                                                  if getattr(f, "source", "table") == "event"]
         self._reads_context = len(self._context_columns) > 1 or any(f.kind == "time" for f in self.live)
+        self._no_ids, self._no_context = pd.Index([], dtype=object), pd.DataFrame()
 
     def __contains__(self, user_id: str) -> bool:
         return user_id in self.row
@@ -46,11 +47,12 @@ class UserProfiles:
         row = self.row.get(user_id, len(self.row))
         out = {name: values[row:row + 1] for name, values in self.stored.items()}
         matrix = self.encoders.history_matrix([list(history)])
-        ctx = pd.DataFrame()
-        if self._reads_context:
-            values = {"timestamp": int(time.time()), **context}
-            ctx = pd.DataFrame([{c: values.get(c) for c in self._context_columns}])
-            ctx["timestamp"] = pd.to_numeric(ctx["timestamp"], errors="coerce").fillna(0).astype(np.int64)
+        if not self._reads_context:  # history only: no pandas on this path
+            out.update(self.encoders.encode_users(self._no_ids, None, self._no_context, matrix, features=self.live))
+            return out
+        values = {"timestamp": int(time.time()), **context}
+        ctx = pd.DataFrame([{c: values.get(c) for c in self._context_columns}])
+        ctx["timestamp"] = pd.to_numeric(ctx["timestamp"], errors="coerce").fillna(0).astype(np.int64)
         out.update(self.encoders.encode_users(pd.Index([user_id], dtype=object), None, ctx, matrix,
                                               features=self.live))
         return out

@@ -21,7 +21,7 @@ from embrecall.models.channel import Candidates
 from embrecall.models.merge import merge_by_quota
 from embrecall.serve.cache import VectorCache
 from embrecall.serve.profiles import UserProfiles
-from embrecall.serve.schemas import RecalledItem, RecallRequest, RecallResponse
+from embrecall.serve.schemas import RecallRequest, RecallResponse
 
 __all__ = ["ServingVersion"]
 
@@ -81,8 +81,15 @@ class ServingVersion:
     def _popular(self, k: int, filters: Mapping[str, list[str]], exclude: set[str]) -> Candidates:
         """The most popular eligible items (looking at the head of the list only: it is a fallback)."""
         ids, counts = self.popular
-        chosen = self.index.select(ids[: max(4 * k, 1000)], filters, exclude)[:k]
-        return Candidates(ids[chosen].tolist(), counts[chosen], ["popular"] * len(chosen))
+        chosen: list[np.ndarray] = []
+        found, step = 0, 2 * k
+        for start in range(0, max(4 * k, 1000), step):  # a chunk at a time: most requests need one
+            chosen.append(start + self.index.select(ids[start:start + step], filters, exclude))
+            found += len(chosen[-1])
+            if found >= k:
+                break
+        positions = np.concatenate(chosen)[:k]
+        return Candidates(ids[positions].tolist(), counts[positions], ["popular"] * len(positions))
 
     def recall(self, req: RecallRequest) -> RecallResponse:
         t0 = time.perf_counter()
@@ -119,7 +126,7 @@ class ServingVersion:
         merged = merge_by_quota(lists, shares, req.k)
         timings["merge"] = (time.perf_counter() - t) * 1000
         timings["total"] = (time.perf_counter() - t0) * 1000
-        items = [RecalledItem(item_id=i, score=float(s), channel=c)
-                 for i, s, c in zip(merged.item_ids, merged.scores, merged.channels)]
-        return RecallResponse(user_id=req.user_id, items=items, version=self.version, cold_start=not known,
-                              timings_ms=timings)
+        items = [{"item_id": i, "score": s, "channel": c}
+                 for i, s, c in zip(merged.item_ids, merged.scores.tolist(), merged.channels)]
+        return RecallResponse.model_validate({"user_id": req.user_id, "items": items, "version": self.version,
+                                              "cold_start": not known, "timings_ms": timings})
