@@ -1,14 +1,27 @@
-"""Shared fixtures: the shared MovieLens folder (read in place, never copied) and tiny runs."""
+"""Shared fixtures: the shared MovieLens folder (read in place, never copied), tiny runs, and the
+machine's Redis server (tests that need it skip, saying so, where none runs)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import redis
 
 from embrecall.config import Config, load_config
 
 ML100K = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ml-100k"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _redis_up() -> bool:
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+requires_redis = pytest.mark.skipif(not _redis_up(), reason="no Redis server on 127.0.0.1:6379 (start redis-server)")
 
 
 @pytest.fixture(scope="session")

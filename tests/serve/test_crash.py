@@ -13,25 +13,14 @@ import uuid
 
 import httpx
 import pytest
+import redis
 
-redis = pytest.importorskip("redis")
+from embrecall import Bundle, train
+from embrecall.export.registry import Registry
+from embrecall.serve.feed import send_item_change
+from tests.conftest import REDIS_URL as URL, requires_redis, tiny_config
 
-from embrecall import Bundle, train  # noqa: E402
-from embrecall.export.registry import Registry  # noqa: E402
-from embrecall.serve.feed import send_item_change  # noqa: E402
-from tests.conftest import tiny_config  # noqa: E402
-
-URL = "redis://127.0.0.1:6379/0"
-
-
-def _redis_up() -> bool:
-    try:
-        return bool(redis.Redis.from_url(URL, socket_connect_timeout=0.5).ping())
-    except redis.RedisError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _redis_up(), reason="no Redis server on 127.0.0.1:6379 (start redis-server)")
+pytestmark = requires_redis
 
 
 @pytest.fixture(scope="module")

@@ -10,26 +10,15 @@ import uuid
 
 import numpy as np
 import pytest
+import redis
 
-redis = pytest.importorskip("redis")
+from embrecall import Bundle, train
+from embrecall.serve.cache import RedisVectorCache
+from embrecall.serve.feed import ChangeFeed, send_item_change
+from embrecall.serve.state import ServiceState
+from tests.conftest import REDIS_URL as URL, requires_redis, tiny_config
 
-from embrecall import Bundle, train  # noqa: E402
-from embrecall.serve.cache import RedisVectorCache  # noqa: E402
-from embrecall.serve.feed import ChangeFeed, send_item_change  # noqa: E402
-from embrecall.serve.state import ServiceState  # noqa: E402
-from tests.conftest import tiny_config  # noqa: E402
-
-URL = "redis://127.0.0.1:6379/0"
-
-
-def _redis_up() -> bool:
-    try:
-        return bool(redis.Redis.from_url(URL, socket_connect_timeout=0.5).ping())
-    except redis.RedisError:
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _redis_up(), reason="no Redis server on 127.0.0.1:6379 (start redis-server)")
+pytestmark = requires_redis
 
 
 @pytest.fixture(scope="module")
