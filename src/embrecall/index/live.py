@@ -61,8 +61,9 @@ class _Attribute:
 
     def matches(self, wanted: Collection[str], rows: slice | np.ndarray) -> np.ndarray:
         """Whether each of ``rows`` (slots) holds any wanted value."""
-        codes = [self.vocab[w] for w in wanted if w in self.vocab]
-        return np.isin(self.codes[rows], codes).any(axis=1)
+        accepted = np.zeros(len(self.vocab) + 1, dtype=bool)  # by code; the last entry is -1 (no value)
+        accepted[[self.vocab[w] for w in wanted if w in self.vocab]] = True
+        return accepted[self.codes[rows]].any(axis=1)  # a gather: np.isin sorts, ~10x slower at 1M slots
 
 
 class LiveIndex:

@@ -82,7 +82,7 @@ class ServingVersion:
         """The most popular eligible items (looking at the head of the list only: it is a fallback)."""
         ids, counts = self.popular
         chosen: list[np.ndarray] = []
-        found, step = 0, 2 * k
+        found, step = 0, max(2 * k, 200)
         for start in range(0, max(4 * k, 1000), step):  # a chunk at a time: most requests need one
             chosen.append(start + self.index.select(ids[start:start + step], filters, exclude))
             found += len(chosen[-1])
