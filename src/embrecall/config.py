@@ -305,7 +305,9 @@ class TrainConfig(_Strict):
 class IndexConfig(_Strict):
     """The ANN index over item vectors (FAISS, inner product)."""
 
-    kind: Literal["flat", "hnsw", "ivf"] = "flat"
+    # ivf_sq8: IVF over 8-bit scalar-quantised vectors: a quarter of the memory and faster scans;
+    # the live index re-scores what it returns with the full vectors.
+    kind: Literal["flat", "hnsw", "ivf", "ivf_sq8"] = "flat"
     hnsw_m: int = Field(32, ge=4)
     ef_construction: int = Field(200, ge=8)
     ef_search: int = Field(256, ge=8)

@@ -18,7 +18,7 @@ def _unit(rng, n, d=32, clusters=0):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("kind, floor", [("flat", 1.0), ("hnsw", 0.95), ("ivf", 0.9)])
+@pytest.mark.parametrize("kind, floor", [("flat", 1.0), ("hnsw", 0.95), ("ivf", 0.9), ("ivf_sq8", 0.85)])
 def test_recall_against_exact_search(kind, floor):
     rng = np.random.default_rng(0)
     points = _unit(rng, 5050, clusters=40)  # queries from the same clusters as the items

@@ -32,7 +32,8 @@ def _reopen(index, tmp_path):
     return MilvusIndex.load(tmp_path / "saved")
 
 
-@pytest.fixture(params=[("faiss", "hnsw"), ("faiss", "flat"), ("milvus", "hnsw"), ("milvus", "flat")],
+@pytest.fixture(params=[("faiss", "hnsw"), ("faiss", "flat"), ("faiss", "ivf_sq8"), ("milvus", "hnsw"),
+                        ("milvus", "flat")],
                 ids=lambda p: f"{p[0]}-{p[1]}")
 def catalog(request, tmp_path):
     backend, kind = request.param
@@ -44,7 +45,7 @@ def catalog(request, tmp_path):
                                "genres": ["Drama|War" if i % 50 == 0 else "Comedy" for i in range(N)]},
                               index=pd.Index(ids, dtype=object))
     make = _faiss if backend == "faiss" else _milvus
-    index = make(tmp_path, ids, vectors, attributes, IndexConfig(kind=kind, ef_search=400))
+    index = make(tmp_path, ids, vectors, attributes, IndexConfig(kind=kind, ef_search=400, nprobe=16))
     return index, ids, vectors, attributes
 
 

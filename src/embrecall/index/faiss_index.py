@@ -39,7 +39,12 @@ class FaissIndex:
             nlist = cfg.ivf_nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))
             if nlist > n:
                 raise ConfigError(f"index.ivf_nlist = {nlist} but only {n} items to cluster; use at most {n}")
-            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+            quantizer = faiss.IndexFlatIP(d)
+            if cfg.kind == "ivf_sq8":
+                index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit,
+                                                      faiss.METRIC_INNER_PRODUCT)
+            else:
+                index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
             index.train(x)
         index.add(x)
         return cls(index, cfg)

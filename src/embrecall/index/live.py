@@ -226,12 +226,15 @@ class LiveIndex:
 
     def _ann(self, q: np.ndarray, k: int, selector: faiss.IDSelector | None) -> tuple[list[str], np.ndarray] | None:
         """The approximate top k among the slots ``selector`` admits; None if it finds fewer."""
+        fetch = 2 * k if self.cfg.kind == "ivf_sq8" else k  # quantised scores: fetch more, re-rank exactly
         with self._lock:
-            scores, slots = self._index.search(q, k, params=self._params(selector, k))
-        found = slots[0] >= 0
-        if found.sum() < k:
+            _, slots = self._index.search(q, fetch, params=self._params(selector, fetch))
+        found = slots[0][slots[0] >= 0]
+        if len(found) < k:
             return None
-        return self._ids[slots[0][found]].tolist(), scores[0][found]
+        exact = self._vectors[found] @ q[0]
+        order = np.argsort(-exact, kind="stable")[:k]
+        return self._ids[found[order]].tolist(), exact[order]
 
     def _params(self, selector: faiss.IDSelector | None, k: int) -> faiss.SearchParameters:
         given = {"sel": selector} if selector is not None else {}

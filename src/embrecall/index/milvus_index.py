@@ -73,7 +73,8 @@ class MilvusIndex:
                              max_length=MAX_VALUE_LENGTH)
         kind, params = {"flat": ("FLAT", {}),
                         "hnsw": ("HNSW", {"M": self.cfg.hnsw_m, "efConstruction": self.cfg.ef_construction}),
-                        "ivf": ("IVF_FLAT", {"nlist": self.cfg.ivf_nlist or 1024})}[self.cfg.kind]
+                        "ivf": ("IVF_FLAT", {"nlist": self.cfg.ivf_nlist or 1024}),
+                        "ivf_sq8": ("IVF_SQ8", {"nlist": self.cfg.ivf_nlist or 1024})}[self.cfg.kind]
         index_params = self.client.prepare_index_params()
         index_params.add_index(field_name=_VECTOR_FIELD, index_type=kind, metric_type="IP", params=params)
         self.client.create_collection(self.collection, schema=schema, index_params=index_params,
