@@ -345,6 +345,9 @@ class ItemCFConfig(_Strict):
     decay: float = Field(0.8, gt=0.0, le=1.0)
 
 
+SERVED_CHANNELS = ("two_tower", "itemcf", "popular")  # the channels a bundle can carry into the service
+
+
 class ChannelsConfig(_Strict):
     """The recall channels besides the two-tower model, and how they are merged."""
 
@@ -354,11 +357,17 @@ class ChannelsConfig(_Strict):
     merge_mode: Literal["quota", "rrf"] = "rrf"
     merge_depth: int = Field(2, ge=1)  # rrf: each channel contributes its top merge_depth * k
     dither_epsilon: float = Field(1.0, ge=1.0)  # > 1 reorders by log-rank noise for diversity; 1 is off
+    # The service's channels and default slot shares; itemcf, when named, is fitted and stored in the bundle.
+    serve: dict[str, float] = {"two_tower": 0.8, "popular": 0.2}
 
     @model_validator(mode="after")
     def _quotas(self) -> "ChannelsConfig":
         if not self.merge or any(v <= 0 for v in self.merge.values()):
             raise ValueError("channels.merge needs at least one channel with a positive quota share")
+        unknown = sorted(set(self.serve) - set(SERVED_CHANNELS))
+        if unknown or not self.serve or any(v < 0 for v in self.serve.values()):
+            raise ValueError(f"channels.serve maps channels {list(SERVED_CHANNELS)} to non-negative slot shares; "
+                             f"got {self.serve}")
         return self
 
 

@@ -93,11 +93,15 @@ def train(cfg: Config, *, show_progress: bool = True) -> TrainReport:
             metrics["two_tower"] = {**evaluate_channel(channel, split, cfg.evaluate.ks),
                                     "train_seconds": seconds, "peak_rss_mb": peak_rss_mb()}
             metrics["popular"] = evaluate_channel(Popular().fit(split.train_full), split, cfg.evaluate.ks)
+    itemcf = None
+    if cfg.channels.serve.get("itemcf", 0) > 0:
+        with step("counting item co-occurrences for the served ItemCF channel", show_progress):
+            itemcf = ItemCF(cfg.channels.itemcf).fit(history)
     with step("writing the bundle (ONNX towers, FAISS index)", show_progress):
         path = write_bundle(cfg.out, cfg, fit.model, fit.encoders, vectors, split.train_full, data.users,
                             data.items, fingerprint=data.fingerprint(), source=data.source, metrics=metrics,
                             training={"best_epoch": fit.best_epoch, "seconds": seconds, "log": fit.log,
-                                      "split": split.summary()}, index=channel.index)
+                                      "split": split.summary()}, index=channel.index, itemcf=itemcf)
     return TrainReport(path, metrics, fit.best_epoch, fit.log, seconds)
 
 

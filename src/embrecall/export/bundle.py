@@ -11,6 +11,8 @@
         index.faiss              the ANN index over those vectors
         items.parquet            item attributes in item_idx order (shown with recommendations)
         users.parquet            user attributes and each user's items, oldest first
+        itemcf.safetensors       (when channels.serve names itemcf) its inverted lists, and
+        itemcf_items.parquet     their item ids
 
 A bundle is written to a temporary folder and renamed into place, so a crashed run never
 leaves a half-written version behind.
@@ -40,6 +42,7 @@ from embrecall.features import Encoders
 from embrecall.index import FaissIndex
 from embrecall.models.channel import UserQuery
 from embrecall.models.embedding_channel import EmbeddingChannel
+from embrecall.models.itemcf import ItemCF
 from embrecall.models.two_tower import TwoTower
 
 __all__ = ["Bundle", "write_bundle", "BUNDLE_FORMAT"]
@@ -72,9 +75,10 @@ def _user_table(cfg: Config, history: pd.DataFrame, users: pd.DataFrame | None) 
 def write_bundle(out_root: Path, cfg: Config, model: TwoTower, encoders: Encoders, item_vectors: np.ndarray,
                  history: pd.DataFrame, users: pd.DataFrame | None, items: pd.DataFrame | None,
                  *, fingerprint: str, source: str, metrics: dict[str, Any], training: dict[str, Any],
-                 index: FaissIndex | None = None) -> Path:
+                 index: FaissIndex | None = None, itemcf: ItemCF | None = None) -> Path:
     """Write a new version under ``out_root`` and return its folder; ``index``: the index already
-    built over ``item_vectors`` (the one the metrics were measured with), else one is built."""
+    built over ``item_vectors`` (the one the metrics were measured with), else one is built;
+    ``itemcf``: an ItemCF channel for the service to serve beside the two towers."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     digest = hashlib.sha256(f"{fingerprint}{cfg.model_dump_json()}{time.time_ns()}".encode()).hexdigest()[:6]
     version = f"{stamp}-{digest}"
@@ -104,6 +108,10 @@ def write_bundle(out_root: Path, cfg: Config, model: TwoTower, encoders: Encoder
             catalog = catalog.join(items)
         catalog.reset_index().to_parquet(tmp / "items.parquet", index=False)
         user_table.reset_index().to_parquet(tmp / "users.parquet", index=False)
+        files = list(_FILES)
+        if itemcf is not None:
+            itemcf.save(tmp)
+            files += ItemCF.FILES
         manifest = {
             "format": "embrecall-bundle", "format_version": BUNDLE_FORMAT, "version": version,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "embrecall_version": __version__,
@@ -114,7 +122,7 @@ def write_bundle(out_root: Path, cfg: Config, model: TwoTower, encoders: Encoder
             "index": {"kind": cfg.index.kind, "size": int(len(item_vectors))},
             "training": training, "metrics": metrics,
             "config": cfg.model_dump(mode="json"),
-            "files": {name: _sha256(tmp / name) for name in _FILES},
+            "files": {name: _sha256(tmp / name) for name in files},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         final = out_root / version
@@ -138,6 +146,7 @@ class Bundle:
     users: pd.DataFrame
     user_tower: OnnxTower
     item_tower: OnnxTower
+    itemcf: ItemCF | None = None  # present when the config's channels.serve names it
 
     @property
     def version(self) -> str:
@@ -170,8 +179,9 @@ class Bundle:
                               f"{encoders.n_items} items of dim={manifest['model']['dim']}; re-run `embrecall train`")
         items = pd.read_parquet(path / "items.parquet").set_index("item_id")
         users = pd.read_parquet(path / "users.parquet").set_index("user_id")
+        itemcf = ItemCF.load(path, config.channels.itemcf) if ItemCF.FILES[0] in manifest["files"] else None
         return cls(path, manifest, config, encoders, index, items, users,
-                   OnnxTower(path / "user_tower.onnx"), OnnxTower(path / "item_tower.onnx"))
+                   OnnxTower(path / "user_tower.onnx"), OnnxTower(path / "item_tower.onnx"), itemcf)
 
     def item_vectors(self) -> np.ndarray:
         return load_numpy(str(self.path / "item_vectors.safetensors"))["vectors"]

@@ -10,10 +10,12 @@ summing the neighbour lists of the last ``history`` items, weighted ``decay**p``
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from safetensors.numpy import load_file as load_numpy, save_file as save_numpy
 
 from embrecall.config import ItemCFConfig
 from embrecall.data.split import sort_events
@@ -25,6 +27,7 @@ __all__ = ["ItemCF"]
 
 class ItemCF:
     name = "itemcf"
+    FILES = ("itemcf.safetensors", "itemcf_items.parquet")  # what ``save`` writes
 
     def __init__(self, cfg: ItemCFConfig | None = None):
         self.cfg = cfg or ItemCFConfig()
@@ -54,15 +57,34 @@ class ItemCF:
         starts = np.searchsorted(rows, np.arange(n))
         rank = np.arange(len(rows)) - starts[rows]
         kept = rank < c.neighbours
-        self.neighbours_ = sp.csr_matrix((sim[kept], (rows[kept], cols[kept])), shape=(n, n))
-        self.item_ids_ = np.asarray(catalog, dtype=object)
-        self._position = pd.Index(self.item_ids_, dtype=object)
+        self._set(np.asarray(catalog, dtype=object),
+                  sp.csr_matrix((sim[kept], (rows[kept], cols[kept])), shape=(n, n)))
         return self
+
+    def _set(self, item_ids: np.ndarray, neighbours: sp.csr_matrix) -> None:
+        self.item_ids_, self.neighbours_ = item_ids, neighbours
+        self._position = {item: i for i, item in enumerate(item_ids)}  # per-request lookups: no pandas
+
+    def save(self, folder: Path) -> None:
+        """The inverted lists as CSR arrays (safetensors) and the item ids (Parquet)."""
+        nb = self._fitted()
+        save_numpy({"indptr": nb.indptr.astype(np.int64), "indices": nb.indices.astype(np.int64),
+                    "sims": nb.data.astype(np.float32)}, str(folder / "itemcf.safetensors"))
+        pd.DataFrame({"item_id": self.item_ids_}).to_parquet(folder / "itemcf_items.parquet", index=False)
+
+    @classmethod
+    def load(cls, folder: Path, cfg: ItemCFConfig) -> "ItemCF":
+        arrays = load_numpy(str(folder / "itemcf.safetensors"))
+        item_ids = pd.read_parquet(folder / "itemcf_items.parquet")["item_id"].to_numpy(dtype=object)
+        n = len(item_ids)
+        model = cls(cfg)
+        model._set(item_ids, sp.csr_matrix((arrays["sims"], arrays["indices"], arrays["indptr"]), shape=(n, n)))
+        return model
 
     def similar(self, item_id: str, k: int = 10) -> list[tuple[str, float]]:
         """The ``k`` most similar items to one item (the inverted list), best first."""
         nb = self._fitted()
-        pos = self._position.get_indexer([item_id])[0]
+        pos = self._position.get(item_id, -1)
         if pos < 0:
             return []
         row = nb.getrow(pos)
@@ -79,8 +101,8 @@ class ItemCF:
         nb = self._fitted()
         out = []
         for i, q in enumerate(queries):
-            recent = pd.Index(list(q.history)[::-1][: self.cfg.history], dtype=object)
-            pos = self._position.get_indexer(recent)
+            recent = list(q.history)[::-1][: self.cfg.history]
+            pos = np.fromiter((self._position.get(i, -1) for i in recent), dtype=np.int64, count=len(recent))
             weights = self.cfg.decay ** np.arange(len(recent))
             known = pos >= 0
             scores = (sp.csr_matrix((weights[known], (np.zeros(known.sum(), int), pos[known])),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,8 +26,10 @@ class RecallRequest(BaseModel):
     filters: dict[str, list[str]] = Field(default_factory=dict, max_length=16,
                                           description="Attribute -> accepted values, e.g. {'category': ['c1']}.")
     exclude: list[str] = Field(default_factory=list, max_length=10_000)
-    quotas: dict[Literal["two_tower", "popular"], float] | None = Field(
-        default=None, description="Share of the k slots per channel; default: the service's quotas.")
+    quotas: dict[str, Annotated[float, Field(ge=0)]] | None = Field(
+        default=None, max_length=8,
+        description="Share of the k slots per channel (two_tower, popular, and itemcf where the version has it); "
+                    "default: the version's channels.serve.")
 
 
 class BatchRecallRequest(BaseModel):

@@ -17,16 +17,13 @@ from embrecall.export import Bundle
 from embrecall.index.live import LiveIndex
 from embrecall.index.milvus_index import MilvusIndex
 from embrecall.index.protocol import ItemIndex
-from embrecall.models.channel import Candidates
+from embrecall.models.channel import Candidates, UserQuery
 from embrecall.models.merge import merge_by_quota
 from embrecall.serve.cache import VectorCache
 from embrecall.serve.profiles import UserProfiles
 from embrecall.serve.schemas import RecallRequest, RecallResponse
 
 __all__ = ["ServingVersion"]
-
-DEFAULT_QUOTAS = {"two_tower": 0.8, "popular": 0.2}
-
 
 def _filterable(items: pd.DataFrame) -> list[str]:
     """Text attribute columns with few enough values to filter on (not titles)."""
@@ -59,7 +56,8 @@ class ServingVersion:
         counts = self.bundle.item_counts()
         order = np.argsort(-counts, kind="stable")
         self.popular = (np.asarray(catalog, dtype=object)[order], counts[order].astype(np.float32))
-        self.quotas = dict(quotas or DEFAULT_QUOTAS)
+        self.channels = ("two_tower", "itemcf", "popular") if self.bundle.itemcf else ("two_tower", "popular")
+        self.quotas = dict(quotas or self.bundle.config.channels.serve)
         self.cache = cache or VectorCache()
 
     # ------------------------------------------------------------------ items
@@ -91,18 +89,30 @@ class ServingVersion:
         positions = np.concatenate(chosen)[:k]
         return Candidates(ids[positions].tolist(), counts[positions], ["popular"] * len(positions))
 
+    def _itemcf(self, history: tuple[str, ...], k: int, filters: Mapping[str, list[str]],
+                exclude: set[str]) -> Candidates:
+        """ItemCF's top k among items in the live index that pass the filters."""
+        depth = (4 if filters else 1) * k + 10  # over-fetch what filters and deletions may drop
+        found = self.bundle.itemcf.recommend([UserQuery("", history)], depth, [exclude])[0]  # type: ignore[union-attr]
+        keep = self.index.select(found.item_ids, filters)[:k]
+        return Candidates([found.item_ids[i] for i in keep], found.scores[keep], ["itemcf"] * len(keep))
+
     def recall(self, req: RecallRequest) -> RecallResponse:
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         unknown = [f for f in req.filters if f not in self.index.filterable]
         if unknown:
             raise DataError(f"cannot filter on {unknown}; filterable attributes: {self.index.filterable}")
+        quotas = dict(req.quotas or self.quotas)
+        missing = [c for c in quotas if c not in self.channels]
+        if missing:
+            raise DataError(f"quotas name {missing}; version {self.version} serves {list(self.channels)}")
         history = self.profiles.history(req.user_id) + tuple(req.recent_items)
         known = req.user_id in self.profiles or bool(req.recent_items)
         exclude = set(history) | set(req.exclude)
         timings["profile"] = (time.perf_counter() - t0) * 1000
-        quotas = dict(req.quotas or self.quotas)
         lists: list[Candidates] = []
+        shares: list[float] = []
         if quotas.get("two_tower", 0) > 0:
             t = time.perf_counter()
             key = (self.version, req.user_id, history[-50:], tuple(sorted(req.context.items())))
@@ -114,15 +124,18 @@ class ServingVersion:
             t = time.perf_counter()
             ids, scores = self.index.search(vector, req.k, req.filters, exclude)
             lists.append(Candidates(ids, scores, ["two_tower"] * len(ids)))
+            shares.append(quotas["two_tower"])
             timings["search"] = (time.perf_counter() - t) * 1000
-        else:
-            lists.append(Candidates([], np.zeros(0, np.float32), []))
+        if quotas.get("itemcf", 0) > 0:
+            t = time.perf_counter()
+            lists.append(self._itemcf(history, req.k, req.filters, exclude))
+            shares.append(quotas["itemcf"])
+            timings["itemcf"] = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
         lists.append(self._popular(req.k, req.filters, exclude))
         # Popularity always back-fills: with a zero quota it still gets a vanishing share, so it fills
-        # only the slots the two-tower list leaves empty (a strict filter, a cold user).
-        backfill = 1e-9
-        shares = [quotas.get("two_tower", 0.0), max(quotas.get("popular", 0.0), backfill)]
+        # only the slots the other lists leave empty (a strict filter, a cold user).
+        shares.append(max(quotas.get("popular", 0.0), 1e-9))
         merged = merge_by_quota(lists, shares, req.k)
         timings["merge"] = (time.perf_counter() - t) * 1000
         timings["total"] = (time.perf_counter() - t0) * 1000
