@@ -8,6 +8,7 @@ the new one; item changes wait for the swap (one lock), so none lands on the old
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +18,14 @@ from embrecall.serve.cache import VectorCache
 from embrecall.serve.service import ServingVersion
 
 __all__ = ["ServiceState"]
+
+
+def _settle() -> None:
+    """Collect once, then exempt what survives (the loaded version) from the cyclic collector:
+    with a 1M-item bundle loaded every full collection scanned it, a ~130 ms pause and the p99."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 class ServiceState:
@@ -32,6 +41,7 @@ class ServiceState:
         self._lock = threading.Lock()
         self.current = ServingVersion(self._wanted(), self.cache, milvus_uri=milvus_uri)
         self.swaps = 0
+        _settle()
 
     def _wanted(self) -> Path:
         if self.registry is None:
@@ -68,4 +78,5 @@ class ServiceState:
                     fresh.upsert_item(item_id, attributes)
             self.current = fresh
             self.swaps += 1
+        _settle()
         return True
