@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -211,7 +212,6 @@ def main() -> None:
     bundle = _bundle(args.bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
     console.print(f"bundle {bundle.name}: {manifest['index']['size']:,} items, index {manifest['index']['kind']}")
-    recall = _ann_recall(bundle)
     users = [f"u{n}" for n in range(20_000)]
     random.Random(0).shuffle(users)
     bodies = [{"user_id": u, "k": 100} for u in users]
@@ -222,6 +222,7 @@ def main() -> None:
                                "--feed-consumer", f"bench-{port}"], env=env)
     trivial = subprocess.Popen([sys.executable, "-c", TRIVIAL, str(trivial_port)])
     base, tbase = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{trivial_port}"
+    gc.freeze()  # this process is the load generator: no collector pauses inside its latency figures
     try:
         _wait_ready(f"{base}/readyz", server)
         _wait_ready(f"{tbase}/docs", trivial)
@@ -233,6 +234,7 @@ def main() -> None:
     finally:
         server.terminate()
         trivial.terminate()
+    recall = _ann_recall(bundle)  # after the load: it loads the bundle into this process
     table = Table(title=f"recall service on loopback, {manifest['index']['size']:,} items x "
                         f"{manifest['model']['dim']}-d, {os.cpu_count()} cores shared by client and server")
     for col in ("load", "achieved QPS", "errors", "p50 ms", "p95 ms", "p99 ms", "embed p99", "search p99",
