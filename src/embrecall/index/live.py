@@ -146,7 +146,8 @@ class LiveIndex:
         alive = table["alive"].to_numpy(dtype=bool)
         attributes = table[alive].set_index("item_id")  # one live slot per item: a unique index
         live = cls(table["item_id"].tolist(), load_numpy(str(folder / "vectors.safetensors"))["vectors"], attributes,
-                   IndexConfig(**meta["index"]), meta["filterable"], index=faiss.read_index(str(folder / "index.faiss")))
+                   IndexConfig(**meta["index"]), meta["filterable"],
+                   index=faiss.read_index(str(folder / "index.faiss")))
         live._alive[:len(alive)] = alive
         live._dead = set(np.flatnonzero(~alive).tolist())
         live._slot = {item: slot for slot, item in enumerate(table["item_id"]) if alive[slot]}
@@ -221,6 +222,8 @@ class LiveIndex:
                 return None
             skip = np.fromiter(self._dead | excluded, dtype=np.int64)
         k = min(k, eligible)
+        if k <= 0:
+            return [], np.zeros(0, np.float32)
         listed = faiss.IDSelectorBatch(skip) if len(skip) else None
         return self._ann(q, k, faiss.IDSelectorNot(listed) if listed is not None else None)
 

@@ -157,7 +157,8 @@ class MilvusIndex:
         if k <= 0:
             return [], np.zeros(0, np.float32)
         params = {"ef": max(self.cfg.ef_search, k)} if self.cfg.kind == "hnsw" else {"nprobe": self.cfg.nprobe}
-        hits = self.client.search(self.collection, data=[q.tolist()], limit=k, filter=self._expression(filters, exclude),
+        hits = self.client.search(self.collection, data=[q.tolist()], limit=k,
+                                  filter=self._expression(filters, exclude),
                                   search_params={"metric_type": "IP", "params": params},
                                   output_fields=[_ID_FIELD])[0]
         return [h[_ID_FIELD] for h in hits], np.array([h["distance"] for h in hits], dtype=np.float32)

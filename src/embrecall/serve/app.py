@@ -1,7 +1,8 @@
 """The HTTP service: recall for one user or a batch, item changes, version, health, metrics.
 
 Errors in a request come back as 4xx with a message saying what is wrong; bodies over
-``MAX_BODY`` bytes are refused with 413 (counted as read, chunked bodies too); admin endpoints need ``Authorization: Bearer <token>``.
+``MAX_BODY`` bytes are refused with 413 (counted as read, chunked bodies too); admin endpoints
+need ``Authorization: Bearer <token>``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -142,17 +144,19 @@ def create_app(source: Path | str, admin_token: str | None = None, watch_interva
             metrics.stage.labels(stage).observe(ms / 1000)
         return response
 
-    # Recall runs on the event loop: it is CPU work of about a millisecond, which a thread pool
-    # would only slow down (GIL hand-offs); FAISS and ONNX Runtime release the GIL while they work.
-    # The response is serialised once by pydantic-core; response_model documents it.
+    # One recall runs on the event loop: it is CPU work of about a millisecond, which a thread pool
+    # would only slow down (GIL hand-offs). A batch (up to 256 of them) goes to a thread, so that it
+    # does not hold single requests up. Responses are serialised once by pydantic-core;
+    # response_model documents them.
     @app.post("/v1/recall", response_model=RecallResponse)
     async def recall(req: RecallRequest, v: ServingVersion = Depends(serving)) -> Response:
         return Response(_observe(v.recall(req)).model_dump_json(), media_type="application/json")
 
     @app.post("/v1/recall/batch", response_model=BatchRecallResponse)
     async def recall_batch(req: BatchRecallRequest, v: ServingVersion = Depends(serving)) -> Response:
-        batch = BatchRecallResponse(responses=[_observe(v.recall(r)) for r in req.requests])
-        return Response(batch.model_dump_json(), media_type="application/json")
+        def answer() -> bytes:
+            return BatchRecallResponse(responses=[_observe(v.recall(r)) for r in req.requests]).model_dump_json()
+        return Response(await run_in_threadpool(answer), media_type="application/json")
 
     @app.put("/v1/items/{item_id}", dependencies=[Depends(admin)])
     def put_item(item_id: str, body: ItemUpsert, request: Request) -> dict:

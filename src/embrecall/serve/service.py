@@ -25,6 +25,7 @@ from embrecall.serve.schemas import RecallRequest, RecallResponse
 
 __all__ = ["ServingVersion"]
 
+
 def _filterable(items: pd.DataFrame) -> list[str]:
     """Text attribute columns with few enough values to filter on (not titles)."""
     cols = []

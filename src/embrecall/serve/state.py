@@ -69,7 +69,8 @@ class ServiceState:
         wanted = self._wanted()
         if wanted.name == self.current.version:
             return False
-        fresh = ServingVersion(wanted, self.cache, milvus_uri=self.milvus_uri)  # loaded outside the lock: serving goes on meanwhile
+        # Loaded outside the lock: serving goes on meanwhile.
+        fresh = ServingVersion(wanted, self.cache, milvus_uri=self.milvus_uri)
         with self._lock:
             for item_id, attributes in self._changes.items():
                 if attributes is None:
