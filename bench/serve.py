@@ -234,6 +234,8 @@ def main() -> None:
     finally:
         server.terminate()
         trivial.terminate()
+        import redis
+        redis.Redis.from_url(REDIS).delete("embrecall:bench")  # the next run starts without this run's changes
     recall = _ann_recall(bundle)  # after the load: it loads the bundle into this process
     table = Table(title=f"recall service on loopback, {manifest['index']['size']:,} items x "
                         f"{manifest['model']['dim']}-d, {os.cpu_count()} cores shared by client and server")
