@@ -148,5 +148,7 @@ def test_itemcf_is_served_merged_and_filtered(itemcf_version):
     from_itemcf = [i["item_id"] for i in body["items"] if i["channel"] == "itemcf"]
     assert from_itemcf and from_itemcf == eligible[:len(from_itemcf)]
     assert all(b.items.at[i["item_id"], "category"] in wanted for i in body["items"])
+    r = client.post("/v1/recall", json={"user_id": user, "k": 5, "quotas": {"two_tower": 1, "item2vec": 0}})
+    assert r.status_code == 200 and {i["channel"] for i in r.json()["items"]} == {"two_tower"}
     r = client.post("/v1/recall", json={"user_id": user, "quotas": {"item2vec": 1.0}})
     assert r.status_code == 422 and "serves ['two_tower', 'itemcf', 'popular']" in r.text

@@ -105,7 +105,7 @@ class ServingVersion:
         if unknown:
             raise DataError(f"cannot filter on {unknown}; filterable attributes: {self.index.filterable}")
         quotas = dict(req.quotas or self.quotas)
-        missing = [c for c in quotas if c not in self.channels]
+        missing = [c for c, share in quotas.items() if share > 0 and c not in self.channels]
         if missing:
             raise DataError(f"quotas name {missing}; version {self.version} serves {list(self.channels)}")
         history = self.profiles.history(req.user_id) + tuple(req.recent_items)
