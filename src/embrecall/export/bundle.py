@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from safetensors.numpy import load_file as load_numpy, save_file as save_numpy
+from safetensors import safe_open
+from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import save_model
 
 from embrecall import __version__
@@ -91,9 +92,8 @@ def write_bundle(out_root: Path, cfg: Config, model: TwoTower, encoders: Encoder
         user_table = _user_table(cfg, history, users)
         sample_ids = user_table.index[:4]
         sample_q = [UserQuery(str(u), tuple(user_table.at[u, "items"])) for u in sample_ids]
-        ctx = pd.DataFrame({"timestamp": np.full(len(sample_q), int(history["timestamp"].max()))})
-        for col in (f.input_column for f in cfg.features.user if getattr(f, "source", "table") == "event"):
-            ctx[col] = history[col].iloc[-len(sample_q):].to_numpy() if col in history else ""
+        ctx = encoders.context_frame(history.reindex(columns=encoders.context_columns).tail(len(sample_q))
+                                     .to_dict("records"))
         user_inputs = encoders.encode_users(pd.Index(sample_ids, dtype=object), users, ctx,
                                             encoders.history_matrix([q.history for q in sample_q]))
         export_tower(model.user_tower, user_inputs, tmp / "user_tower.onnx")
@@ -183,12 +183,17 @@ class Bundle:
         return cls(path, manifest, config, encoders, index, items, users,
                    OnnxTower(path / "user_tower.onnx"), OnnxTower(path / "item_tower.onnx"), itemcf)
 
+    def _tensor(self, name: str) -> np.ndarray:
+        """One array of item_vectors.safetensors, read alone (the vectors are large)."""
+        with safe_open(str(self.path / "item_vectors.safetensors"), framework="numpy") as f:
+            return f.get_tensor(name)
+
     def item_vectors(self) -> np.ndarray:
-        return load_numpy(str(self.path / "item_vectors.safetensors"))["vectors"]
+        return self._tensor("vectors")
 
     def item_counts(self) -> np.ndarray:
         """Training interactions of each catalog item (item_idx order)."""
-        return load_numpy(str(self.path / "item_vectors.safetensors"))["counts"]
+        return self._tensor("counts")
 
     def channel(self) -> EmbeddingChannel:
         """The two-tower channel of this version: ONNX user tower + the bundle's index."""

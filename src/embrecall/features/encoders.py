@@ -10,6 +10,7 @@ attributes speak for them.  Everything fitted is saved as JSON.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -179,6 +180,17 @@ class Encoders:
         from the event or request (time, context columns, recent items)."""
         return (not isinstance(f, (HistoryFeature, TimeFeature, ItemIdFeature))
                 and getattr(f, "source", "table") != "event")
+
+    @property
+    def context_columns(self) -> list[str]:
+        """The event columns user features read: ``timestamp`` and each event-sourced feature's column."""
+        return ["timestamp"] + [f.input_column for f in self.spec.user if getattr(f, "source", "table") == "event"]
+
+    def context_frame(self, contexts: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+        """One row per context with the context columns (missing ones empty, ``timestamp`` as int, 0 if absent)."""
+        frame = pd.DataFrame([dict(c) for c in contexts]).reindex(columns=self.context_columns)
+        frame["timestamp"] = pd.to_numeric(frame["timestamp"], errors="coerce").fillna(0).astype(np.int64)
+        return frame
 
     def history_len(self) -> int:
         return max((f.max_len for f in self.spec.user if isinstance(f, HistoryFeature)), default=0)

@@ -29,14 +29,10 @@ class EmbeddingChannel:
         self.embed_users = embed_users
         self.index = index
         self._item_ids = np.asarray(encoders.catalog_, dtype=object)
-        self._context_columns = ["timestamp"] + [f.input_column for f in encoders.spec.user
-                                                 if getattr(f, "source", "table") == "event"]
 
     def user_vectors(self, queries: Sequence[UserQuery]) -> np.ndarray:
         """(B, D) user vectors for the queries."""
-        context = pd.DataFrame([dict(q.context) for q in queries]).reindex(columns=self._context_columns)
-        if "timestamp" in context:
-            context["timestamp"] = pd.to_numeric(context["timestamp"], errors="coerce").fillna(0).astype(np.int64)
+        context = self.encoders.context_frame([q.context for q in queries])
         ids = pd.Index([q.user_id for q in queries], dtype=object)
         history = self.encoders.history_matrix([q.history for q in queries])
         inputs = self.encoders.encode_users(ids, self.users, context, history)

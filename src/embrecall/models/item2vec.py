@@ -41,7 +41,7 @@ class _Space:
     def __init__(self, item_ids: np.ndarray, vectors: np.ndarray):
         self.item_ids = item_ids
         self.vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        self.position = pd.Index(item_ids, dtype=object)
+        self.position = {item: i for i, item in enumerate(item_ids)}
         self.index = faiss.IndexFlatIP(vectors.shape[1])
         self.index.add(np.ascontiguousarray(self.vectors, dtype=np.float32))
 
@@ -52,7 +52,7 @@ class Item2Vec:
     def __init__(self, cfg: Item2VecConfig | None = None):
         self.cfg = cfg or Item2VecConfig()
         self.spaces_: dict[str | None, _Space] | None = None
-        self.category_: pd.Series | None = None
+        self.category_: dict[str, str] | None = None  # item -> its first category value
 
     def _train(self, sequences: list[np.ndarray], catalog: np.ndarray) -> _Space | None:
         """Word2vec over sequences of catalog positions (written as a corpus file for gensim's fast path)."""
@@ -102,7 +102,7 @@ class Item2Vec:
             if items is None or c.category_column not in items.columns:
                 raise DataError(f"channels.item2vec.category_column '{c.category_column}' is not an item "
                                 "attribute", column=c.category_column)
-            self.category_ = items[c.category_column].astype(str).str.split("|").str[0]
+            self.category_ = items[c.category_column].astype(str).str.split("|").str[0].to_dict()
         self.spaces_ = spaces
         return self
 
@@ -119,7 +119,7 @@ class Item2Vec:
     def _interests(self, space: _Space, history: Sequence[str]) -> list[tuple[np.ndarray, float]]:
         """(query vector, weight) per interest: one overall, or one per category of the recent clicks."""
         recent = list(history)[::-1][: self.cfg.history]
-        pos = space.position.get_indexer(pd.Index(recent, dtype=object))
+        pos = np.fromiter((space.position.get(i, -1) for i in recent), dtype=np.int64, count=len(recent))
         known = pos >= 0
         if not known.any():
             return []
@@ -127,7 +127,7 @@ class Item2Vec:
         vecs = space.vectors[pos[known]]
         if self.category_ is None:
             return [(weights @ vecs, 1.0)]
-        cats = self.category_.reindex(pd.Index(recent, dtype=object)[known]).fillna("").to_numpy()
+        cats = np.array([self.category_.get(i, "") for i, ok in zip(recent, known) if ok], dtype=object)
         out = []
         for cat in pd.unique(cats):
             mask = cats == cat

@@ -29,9 +29,7 @@ class UserProfiles:
         ids = pd.Index([*users.index, _UNKNOWN], dtype=object)
         empty = pd.DataFrame(index=range(len(ids)))
         self.stored = encoders.encode_users(ids, users, empty, None, features=stored)  # last row: unknown users
-        self._context_columns = ["timestamp"] + [f.input_column for f in self.live
-                                                 if getattr(f, "source", "table") == "event"]
-        self._reads_context = len(self._context_columns) > 1 or any(f.kind == "time" for f in self.live)
+        self._reads_context = len(encoders.context_columns) > 1 or any(f.kind == "time" for f in self.live)
         self._no_ids, self._no_context = pd.Index([], dtype=object), pd.DataFrame()
 
     def __contains__(self, user_id: str) -> bool:
@@ -51,9 +49,7 @@ class UserProfiles:
         if not self._reads_context:  # history only: no pandas on this path
             out.update(self.encoders.encode_users(self._no_ids, None, self._no_context, matrix, features=self.live))
             return out
-        values = {"timestamp": int(time.time()), **context}
-        ctx = pd.DataFrame([{c: values.get(c) for c in self._context_columns}])
-        ctx["timestamp"] = pd.to_numeric(ctx["timestamp"], errors="coerce").fillna(0).astype(np.int64)
+        ctx = self.encoders.context_frame([{"timestamp": int(time.time()), **context}])
         out.update(self.encoders.encode_users(pd.Index([user_id], dtype=object), None, ctx, matrix,
                                               features=self.live))
         return out
