@@ -152,9 +152,10 @@ class Bundle:
     def version(self) -> str:
         return str(self.manifest["version"])
 
-    @classmethod
-    def load(cls, path: Path | str, verify: bool = True) -> "Bundle":
-        """Open a bundle folder; with ``verify``, every file must match its hash in the manifest."""
+    @staticmethod
+    def manifest_of(path: Path | str, verify: bool = True) -> dict[str, Any]:
+        """A bundle's manifest, after checking that every file it lists is there and, with
+        ``verify``, matches its hash; loads nothing else."""
         path = Path(path)
         manifest_path = path / "manifest.json"
         if not manifest_path.is_file():
@@ -171,7 +172,14 @@ class Bundle:
             if verify and _sha256(f) != digest:
                 raise BundleError(f"{path}: {name} does not match the hash in manifest.json; the file was "
                                   "changed or damaged after the bundle was written")
-        config = config_from_dict(manifest["config"], f"{manifest_path} (config)")
+        return manifest
+
+    @classmethod
+    def load(cls, path: Path | str, verify: bool = True) -> "Bundle":
+        """Open a bundle folder; with ``verify``, every file must match its hash in the manifest."""
+        path = Path(path)
+        manifest = cls.manifest_of(path, verify)
+        config = config_from_dict(manifest["config"], f"{path / 'manifest.json'} (config)")
         encoders = Encoders.from_json(config.features, json.loads((path / "encoders.json").read_text()))
         index = FaissIndex.load(path / "index.faiss", config.index)
         if index.dim != manifest["model"]["dim"] or len(index) != encoders.n_items:

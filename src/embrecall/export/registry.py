@@ -71,23 +71,25 @@ class Registry:
 
     def publish(self, bundle_dir: Path | str, gates: list[Gate] = ()) -> str:
         """Make a bundle the active version (copied into the registry if it lives elsewhere)."""
-        bundle = Bundle.load(bundle_dir)  # verifies every file against the manifest
-        failed = [why for g in gates if (why := g.check(bundle.manifest.get("metrics", {})))]
+        manifest = Bundle.manifest_of(bundle_dir)  # every file checked against its hash; nothing loaded
+        version = str(manifest["version"])
+        failed = [why for g in gates if (why := g.check(manifest.get("metrics", {})))]
         if failed:
-            raise BundleError(f"version {bundle.version} not published: " + "; ".join(failed))
+            raise BundleError(f"version {version} not published: " + "; ".join(failed))
         self.root.mkdir(parents=True, exist_ok=True)
-        target = self.root / bundle.version
+        target = self.root / version
         if Path(bundle_dir).resolve() != target.resolve():
             if not target.exists():
-                tmp = self.root / f".tmp-publish-{bundle.version}"
+                tmp = self.root / f".tmp-publish-{version}"
+                shutil.rmtree(tmp, ignore_errors=True)  # left by a publish killed while copying
                 shutil.copytree(bundle_dir, tmp)
                 os.replace(tmp, target)
         state = self.state()
-        if state["active"] and state["active"] != bundle.version:
+        if state["active"] and state["active"] != version:
             state["history"].append(state["active"])
-        state["active"] = bundle.version
+        state["active"] = version
         self._write(state)
-        return bundle.version
+        return version
 
     def rollback(self) -> str:
         """Re-activate the previous version."""
