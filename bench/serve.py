@@ -205,7 +205,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path)
     parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--rates", type=float, nargs="+", default=[100, 200, 300, 350, 400])
+    parser.add_argument("--rates", type=float, nargs="+", default=[100, 200, 300, 400, 500, 600, 700])
     parser.add_argument("--connections", type=int, nargs="+", default=[2, 4, 8, 16, 32],
                         help="wrk connection counts for the closed-loop sweep (the trivial endpoint gets the largest)")
     args = parser.parse_args()
@@ -234,6 +234,7 @@ def main() -> None:
     finally:
         server.terminate()
         trivial.terminate()
+        server.wait(timeout=30)  # its feed consumer stops before the stream goes
         import redis
         redis.Redis.from_url(REDIS).delete("embrecall:bench")  # the next run starts without this run's changes
     recall = _ann_recall(bundle)  # after the load: it loads the bundle into this process
