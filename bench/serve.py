@@ -26,12 +26,17 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 import httpx
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from embrecall.export import Bundle
+    from embrecall.serve.profiles import UserProfiles
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "serve-bundles"
@@ -187,18 +192,20 @@ async def _freshness(base: str, bodies: list[dict], rate: float, changes: int) -
     return lags
 
 
+def user_queries(bundle: Bundle, profiles: UserProfiles, items: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` users' vectors (n, D) and each one's exact 100th-best item score: a top 100
+    is judged by score, so ties at the 100th place cannot count against it."""
+    queries = np.vstack([bundle.user_tower(profiles.inputs(u, profiles.history(u), {}))[0]
+                         for u in bundle.users.index[:n]]).astype(np.float32)
+    return queries, np.partition(queries @ items.T, -100, axis=1)[:, -100]
+
+
 def _ann_recall(bundle: Path, n: int = 300) -> float:
-    """Mean share of the live index's top 100 that belongs to the exact top 100, for ``n`` users'
-    vectors (by score, so ties at the 100th place cannot count against it)."""
+    """Mean share of the live index's top 100 that belongs to the exact top 100, for ``n`` users."""
     from embrecall.serve.service import ServingVersion
     v = ServingVersion(bundle)
-    items = v.bundle.item_vectors()
-    found = []
-    for user in v.bundle.users.index[:n]:
-        q = v.bundle.user_tower(v.profiles.inputs(user, v.profiles.history(user), {}))[0]
-        hundredth = np.partition(items @ q, -100)[-100]
-        _, scores = v.index.search(q, 100)
-        found.append(float(np.mean(scores >= hundredth - 1e-5)))
+    queries, hundredth = user_queries(v.bundle, v.profiles, v.bundle.item_vectors(), n)
+    found = [float(np.mean(v.index.search(q, 100)[1] >= bar - 1e-5)) for q, bar in zip(queries, hundredth)]
     return float(np.mean(found))
 
 

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve import _bundle  # the bundle bench/serve.py builds
+from serve import _bundle, user_queries  # the bundle bench/serve.py builds, its users' vectors
 
 from embrecall.export import Bundle
 from embrecall.serve.profiles import UserProfiles
@@ -53,9 +53,7 @@ def main() -> None:
     bundle = Bundle.load(_bundle(args.bundle))
     items = np.ascontiguousarray(bundle.item_vectors(), dtype=np.float32)
     profiles = UserProfiles(bundle.encoders, bundle.users)
-    queries = np.vstack([bundle.user_tower(profiles.inputs(u, profiles.history(u), {}))[0]
-                         for u in bundle.users.index[:args.users]]).astype(np.float32)
-    hundredth = np.partition(queries @ items.T, -100, axis=1)[:, -100]
+    queries, hundredth = user_queries(bundle, profiles, items, args.users)
     faiss.omp_set_num_threads(1)
     # Every option shares the bundle's trained lists, so only how each stores the vectors differs.
     quantizer, d, ip = bundle.index.index.quantizer, items.shape[1], faiss.METRIC_INNER_PRODUCT
