@@ -67,6 +67,8 @@ def test_quota_merge_interleaves_deduplicates_and_backfills():
     assert merged.item_ids == ["a", "b", "c", "d", "x", "e"]
     assert merged.channels == ["A", "B", "A", "A", "B", "A"]
     assert merge_by_quota([a, _cands("", "B")], [1, 1], 4).item_ids == ["a", "b", "c", "d"]  # back-fill
+    # A runs out at its third turn: the slots it leaves go to B
+    assert merge_by_quota([_cands("ab", "A"), _cands("wxyz", "B")], [3, 1], 5).item_ids == ["a", "b", "w", "x", "y"]
 
 
 def test_rrf_promotes_items_both_channels_find():

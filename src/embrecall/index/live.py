@@ -187,13 +187,13 @@ class LiveIndex:
     def select(self, item_ids: Sequence[str], filters: Filters | None = None,
                exclude: Collection[str] = ()) -> np.ndarray:
         """Positions in ``item_ids`` of the items in the index that pass the filters and are not excluded."""
-        with self._lock:
-            slots = np.fromiter((self._slot.get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
+        dropped = set(exclude)
+        with self._lock:  # one pass over the ids (this runs per request for the popularity list)
+            slots = np.array([-1 if i in dropped else self._slot.get(i, -1) for i in item_ids], dtype=np.int64)
             keep = slots >= 0
             for name, wanted in (filters or {}).items():
                 keep &= self._attrs[name].matches(wanted, np.maximum(slots, 0))
-        dropped = set(exclude)
-        return np.array([p for p in np.flatnonzero(keep) if item_ids[p] not in dropped], dtype=np.int64)
+        return np.flatnonzero(keep)
 
     def search(self, query: np.ndarray, k: int, filters: Filters | None = None,
                exclude: Collection[str] = ()) -> tuple[list[str], np.ndarray]:

@@ -10,7 +10,8 @@ items that several channels agree on rise, credited to the channel that ranks th
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -44,33 +45,49 @@ class Merged:
 def merge_by_quota(lists: Sequence[Candidates], quotas: Sequence[float], k: int) -> Candidates:
     """Interleave best-first lists so list i gets about quotas[i] of the slots; duplicates once;
     the slots a short list leaves empty go to the others."""
+    total = max(sum(quotas), 1)
+    share = tuple(float(q) / total for q in quotas)
+    turns = _turns(share, k)  # who fills each slot while no list has run out (this runs per request)
     ids: list[str] = []
     scores: list[float] = []
     channels: list[str] = []
     taken: set[str] = set()
     cursor = [0] * len(lists)
     given = [0] * len(lists)
-    sizes = [len(c.item_ids) for c in lists]
-    share = [float(q) / max(sum(quotas), 1) for q in quotas]
-    while len(ids) < k:
-        i, behind = -1, -np.inf
-        for j in range(len(lists)):  # the list furthest behind its quota (this runs per request: no lambdas)
-            gap = share[j] * (len(ids) + 1) - given[j]
-            if cursor[j] < sizes[j] and gap > behind:
-                i, behind = j, gap
-        if i < 0:
-            break
-        c = lists[i]
-        item = c.item_ids[cursor[i]]
-        cursor[i] += 1
-        if item in taken:
+    listed = [c.scores.tolist() for c in lists]
+    open_ = [j for j, c in enumerate(lists) if c.item_ids]
+    while len(ids) < k and open_:
+        i = turns[len(ids)] if len(open_) == len(lists) else _behind(share, given, len(ids) + 1, open_)
+        c, at = lists[i], cursor[i]
+        while at < len(c.item_ids) and c.item_ids[at] in taken:  # found by a list merged earlier
+            at += 1
+        cursor[i] = at + 1
+        if at == len(c.item_ids):
+            open_.remove(i)
             continue
-        taken.add(item)
+        taken.add(c.item_ids[at])
         given[i] += 1
-        ids.append(item)
-        scores.append(float(c.scores[cursor[i] - 1]))
-        channels.append(c.channels[cursor[i] - 1])
+        ids.append(c.item_ids[at])
+        scores.append(listed[i][at])
+        channels.append(c.channels[at])
     return Candidates(ids, np.asarray(scores, dtype=np.float32), channels)
+
+
+def _behind(share: Sequence[float], given: Sequence[int], slot: int, lists: Iterable[int]) -> int:
+    """Of ``lists``, the one furthest behind its share after ``slot`` slots (the first on ties)."""
+    return max(lists, key=lambda j: share[j] * slot - given[j])
+
+
+@lru_cache(maxsize=256)
+def _turns(share: tuple[float, ...], k: int) -> tuple[int, ...]:
+    """The list that fills each of k slots when every list has items enough."""
+    given = [0] * len(share)
+    turns = []
+    for slot in range(1, k + 1):
+        i = _behind(share, given, slot, range(len(share)))
+        given[i] += 1
+        turns.append(i)
+    return tuple(turns)
 
 
 def merge_by_rrf(lists: Sequence[Candidates], weights: Sequence[float], k: int, offset: float = 60.0) -> Candidates:

@@ -142,5 +142,6 @@ class ServingVersion:
         timings["total"] = (time.perf_counter() - t0) * 1000
         items = [{"item_id": i, "score": s, "channel": c}
                  for i, s, c in zip(merged.item_ids, merged.scores.tolist(), merged.channels)]
-        return RecallResponse.model_validate({"user_id": req.user_id, "items": items, "version": self.version,
-                                              "cold_start": not known, "timings_ms": timings})
+        # Built from values this method made: validating them again would cost ~20 µs per 100 items.
+        return RecallResponse.model_construct(user_id=req.user_id, items=items, version=self.version,
+                                              cold_start=not known, timings_ms=timings)
