@@ -21,7 +21,7 @@ class UserProfiles:
     def __init__(self, encoders: Encoders, users: pd.DataFrame):
         """``users``: the bundle's user table, indexed by user id, with each user's ``items`` (oldest first)."""
         self.encoders = encoders
-        encoders.item_lookup()
+        encoders.item_lookup()  # built now, not in the first request
         self.row = {user: i for i, user in enumerate(users.index)}
         self.histories = users["items"].to_numpy() if "items" in users else np.empty(len(users), dtype=object)
         stored = [f for f in encoders.spec.user if encoders.is_profile(f)]
