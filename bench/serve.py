@@ -5,7 +5,8 @@
 Builds (once, into bench/out/serve-bundles) a two-tower bundle whose catalog is 1,000,000
 synthetic items under an IVF index, starts `embrecall serve` with the Redis change feed, and
 drives it with an asyncio client at fixed rates (open loop), then with wrk over a sweep of
-connection counts (closed loop, maximum throughput), beside a trivial FastAPI endpoint that
+connection counts (closed loop, maximum throughput) and with 16 users per request to the batch
+endpoint, beside a trivial FastAPI endpoint that
 returns a fixed list of 100 ids under the same server settings.  Prints QPS and latency percentiles end to end
 and per stage (from the service's own timings), the ANN index's recall@100 against exact
 search, and the freshness lag of item changes sent through the feed while under load.
@@ -48,6 +49,7 @@ BUILD = ["data.synthetic.users=20000", "data.synthetic.items=1000000", "data.syn
          # 8-bit codes keep that recall for about 70 % of the search time (bench/serve_ann.py).
          "index.kind=ivf_sq8", "index.ivf_nlist=4096", "index.nprobe=64",
          "train.epochs=2", "train.refit=false", f"out={OUT}"]
+BATCH = 16  # users per request in the batch-endpoint row
 TRIVIAL = """
 import sys, uvicorn
 from fastapi import FastAPI
@@ -139,9 +141,16 @@ async def _open_loop(url: str, bodies: list[dict], rate: float, seconds: float) 
 WRK_SCRIPT = """
 counter = 0
 request = function()
-  counter = counter + 1
-  local body = string.format('{"user_id": "u%d", "k": 100}', (counter * 7919) % USERS)
-  return wrk.format("POST", "/v1/recall", {["Content-Type"] = "application/json"}, body)
+  local users = {}
+  for i = 1, BATCH do
+    counter = counter + 1
+    users[i] = string.format('{"user_id": "u%d", "k": 100}', (counter * 7919) % USERS)
+  end
+  if BATCH == 1 then
+    return wrk.format("POST", "/v1/recall", {["Content-Type"] = "application/json"}, users[1])
+  end
+  local body = '{"requests": [' .. table.concat(users, ",") .. ']}'
+  return wrk.format("POST", "/v1/recall/batch", {["Content-Type"] = "application/json"}, body)
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -151,11 +160,12 @@ end
 """
 
 
-def _closed_loop(base: str, users: int, connections: int, seconds: float) -> dict:
+def _closed_loop(base: str, users: int, connections: int, seconds: float, batch: int = 1) -> dict:
     """As many requests as ``connections`` keep-alive connections can push, driven by wrk (C, one
-    thread), so the load generator takes little of the cores the server needs."""
+    thread), so the load generator takes little of the cores the server needs; ``batch`` > 1
+    sends that many users per request to the batch endpoint."""
     script = OUT.parent / "wrk-recall.lua"
-    script.write_text(WRK_SCRIPT.replace("USERS", str(users)))
+    script.write_text(WRK_SCRIPT.replace("USERS", str(users)).replace("BATCH", str(batch)))
     run = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds:.0f}s", "-s", str(script), base],
                          capture_output=True, text=True, check=True)
     line = next(x for x in run.stdout.splitlines() if x.startswith("RESULT"))
@@ -195,8 +205,9 @@ async def _freshness(base: str, bodies: list[dict], rate: float, changes: int) -
 def user_queries(bundle: Bundle, profiles: UserProfiles, items: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``n`` users' vectors (n, D) and each one's exact 100th-best item score: a top 100
     is judged by score, so ties at the 100th place cannot count against it."""
-    queries = np.vstack([bundle.user_tower(profiles.inputs(u, profiles.history(u), {}))[0]
-                         for u in bundle.users.index[:n]]).astype(np.float32)
+    users = list(bundle.users.index[:n])
+    queries = bundle.user_tower(profiles.inputs(users, [profiles.history(u) for u in users], [{}] * n))
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
     return queries, np.partition(queries @ items.T, -100, axis=1)[:, -100]
 
 
@@ -213,7 +224,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path)
     parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--rates", type=float, nargs="+", default=[100, 200, 300, 400, 500, 600, 700])
+    parser.add_argument("--rates", type=float, nargs="+", default=[100, 300, 500, 700, 900, 1100, 1300])
     parser.add_argument("--connections", type=int, nargs="+", default=[2, 4, 8, 16, 32],
                         help="wrk connection counts for the closed-loop sweep (the trivial endpoint gets the largest)")
     args = parser.parse_args()
@@ -237,6 +248,7 @@ def main() -> None:
         asyncio.run(_open_loop(f"{base}/v1/recall", bodies, 100, 3))  # warm-up
         steps = [asyncio.run(_open_loop(f"{base}/v1/recall", bodies, r, args.seconds)) for r in args.rates]
         sweep = {c: _closed_loop(base, len(users), c, args.seconds) for c in args.connections}
+        batched = _closed_loop(base, len(users), 4, args.seconds, batch=BATCH)
         floor = _closed_loop(tbase, len(users), max(args.connections), args.seconds)
         lags = asyncio.run(_freshness(base, bodies, 300, 40))
     finally:
@@ -259,6 +271,8 @@ def main() -> None:
     for c, r in sweep.items():
         table.add_row(f"wrk closed loop x{c} (recall)", f"{r['qps']:.0f}", str(r["errors"]), f"{r['p50']:.1f}", "",
                       f"{r['p99']:.1f}")
+    table.add_row(f"wrk closed loop x4, {BATCH} users per batch request", f"{batched['qps'] * BATCH:.0f} users",
+                  str(batched["errors"]), f"{batched['p50']:.1f}", "", f"{batched['p99']:.1f}")
     table.add_row(f"wrk closed loop x{max(sweep)} (trivial)", f"{floor['qps']:.0f}", str(floor["errors"]),
                   f"{floor['p50']:.1f}", "", f"{floor['p99']:.1f}")
     console.print(table)

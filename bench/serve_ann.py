@@ -6,7 +6,7 @@
 One query at a time on one thread (as the service searches), each option's top 100 re-ranked
 exactly with the full vectors (as the live index does), scored against exact search by the
 share of the exact top 100 found.  Options, all on the bundle's IVF lists: full vectors at
-several nprobe, 8-bit scalar codes, and 4-bit fast-scan PQ codes (fetching more to re-rank).
+several nprobe, 8- and 4-bit scalar codes, and 4-bit fast-scan PQ codes (fetching more to re-rank).
 Prints a table of recall@100 and per-query latency.  Data: synthetic.
 """
 
@@ -60,13 +60,17 @@ def main() -> None:
     nlist = quantizer.ntotal
     flat = faiss.IndexIVFFlat(quantizer, d, nlist, ip)
     sq8 = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, ip)
+    sq4 = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_4bit, ip)
     pq4 = faiss.IndexIVFPQFastScan(quantizer, d, nlist, 32, 4, ip)
-    for index in (flat, sq8, pq4):
+    pq4_fine = faiss.IndexIVFPQFastScan(quantizer, d, nlist, 64, 4, ip)  # one dimension per sub-quantizer
+    for index in (flat, sq8, sq4, pq4, pq4_fine):
         index.train(items)
         index.add(items)
     options = [(f"IVF{nlist},Flat", flat, nprobe, 100) for nprobe in (16, 32, 48, 64, 96)]
     options += [(f"IVF{nlist},SQ8", sq8, nprobe, fetch) for nprobe, fetch in ((48, 100), (64, 100), (64, 200))]
+    options += [(f"IVF{nlist},SQ4", sq4, 64, 200)]
     options += [(f"IVF{nlist},PQ32x4fs", pq4, 64, fetch) for fetch in (200, 400)]
+    options += [(f"IVF{nlist},PQ64x4fs", pq4_fine, 64, fetch) for fetch in (400, 1000)]
     table = Table(title=f"ANN options, {len(items):,} items x {items.shape[1]}-d, {args.users} users, one thread")
     for col in ("index", "nprobe", "fetched", "recall@100", "p50 ms", "p99 ms"):
         table.add_column(col, justify="right")

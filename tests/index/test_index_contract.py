@@ -72,6 +72,21 @@ def test_search_matches_exact_search_with_filters_and_exclusions(catalog):
     assert found == _exact(vectors, ids, q, 20, keep)
 
 
+def test_search_many_answers_each_query_as_search_does(catalog):
+    index, ids, vectors, _ = catalog
+    index.delete("item-40")  # a retired slot that every query in the batch must skip
+    queries = vectors[[40, 41, 42, 43]]
+    ks = [10, 5, 30, 1]
+    excludes = [set(), {"item-41", "item-3"}, set(ids[:N - 20]), {"item-43"}]  # the third leaves 20 of k=30
+    got = index.search_many(queries, ks, excludes)
+    assert [found for found, _ in got] == [index.search(q, k, exclude=ex)[0] for q, k, ex in zip(queries, ks, excludes)]
+    for (found, scores), q, k, ex in zip(got, queries, ks, excludes):
+        keep = np.array([i not in ex and i != "item-40" for i in ids])
+        assert found == _exact(vectors, ids, q, k, keep)
+        np.testing.assert_allclose(scores, vectors[[ids.index(i) for i in found]] @ q, atol=1e-4)
+    assert len(got[2][0]) == 20
+
+
 def test_k_results_whenever_k_items_are_eligible(catalog):
     index, ids, vectors, _ = catalog
     war = [i for n, i in enumerate(ids) if n % 50 == 0]  # 8 items, matched inside a multi-valued attribute

@@ -67,10 +67,21 @@ def test_unknown_user_is_served_cold(client):
     assert r.status_code == 200 and r.json()["cold_start"] and len(r.json()["items"]) == 10
 
 
-def test_batch(client, bundle):
+def test_batch_answers_each_request_as_recall_does(client, bundle):
     users = Bundle.load(bundle).users.index[:3].tolist()
-    r = client.post("/v1/recall/batch", json={"requests": [{"user_id": u, "k": 5} for u in users]})
-    assert r.status_code == 200 and [x["user_id"] for x in r.json()["responses"]] == users
+    requests = [{"user_id": users[0], "k": 5}, {"user_id": users[1], "k": 7, "exclude": ["i1", "i2"]},
+                {"user_id": users[2], "k": 5, "filters": {"category": ["c1"]}},
+                {"user_id": "never-seen", "k": 3, "recent_items": ["i4"]}]
+    r = client.post("/v1/recall/batch", json={"requests": requests})
+    assert r.status_code == 200, r.text
+    answers = r.json()["responses"]
+    assert [a["user_id"] for a in answers] == [q["user_id"] for q in requests]
+    for q, a in zip(requests, answers):  # one tower run and one index search, the same items
+        alone = client.post("/v1/recall", json=q).json()
+        assert [i["item_id"] for i in a["items"]] == [i["item_id"] for i in alone["items"]]
+        assert a["cold_start"] == alone["cold_start"]
+    bad = client.post("/v1/recall/batch", json={"requests": [requests[0], {"user_id": "u1", "filters": {"nope": ["x"]}}]})
+    assert bad.status_code == 422 and "requests[1]" in bad.json()["detail"]
 
 
 def test_new_item_is_retrievable_and_deleted_item_is_gone(client, bundle):

@@ -26,11 +26,11 @@ def test_profiles_give_the_offline_channels_vectors(bundle):
     item = bundle.encoders.catalog_[3]
     cases = [(known, (), {"timestamp": 1_700_000_000}), (other, (item,), {"timestamp": 1_700_030_000}),
              ("nobody", (item,), {"timestamp": 1_700_000_000}), ("nobody", (), {})]
-    for user, recent, context in cases:
-        history = profiles.history(user) + recent
-        query = bundle.query(user, context)
-        expected = channel.user_vectors([UserQuery(user, history, query.context)])[0]
-        got = bundle.user_tower(profiles.inputs(user, history, query.context))[0]
-        np.testing.assert_allclose(got, expected, atol=1e-6)
+    histories = [profiles.history(user) + recent for user, recent, _ in cases]
+    contexts = [bundle.query(user, context).context for user, _, context in cases]
+    got = bundle.user_tower(profiles.inputs([user for user, _, _ in cases], histories, contexts))  # one batch
+    for (user, _, _), history, context, vector in zip(cases, histories, contexts, got):
+        expected = channel.user_vectors([UserQuery(user, history, context)])[0]
+        np.testing.assert_allclose(vector, expected, atol=1e-6)
     assert known in profiles and "nobody" not in profiles
     assert profiles.history(known) == tuple(bundle.users.at[known, "items"])

@@ -163,6 +163,11 @@ class MilvusIndex:
                                   output_fields=[_ID_FIELD])[0]
         return [h[_ID_FIELD] for h in hits], np.array([h["distance"] for h in hits], dtype=np.float32)
 
+    def search_many(self, queries: np.ndarray, ks: Sequence[int],
+                    excludes: Sequence[Collection[str]]) -> list[tuple[list[str], np.ndarray]]:
+        """One Milvus search per query: each carries its own exclusion expression."""
+        return [self.search(q, k, None, ex) for q, k, ex in zip(np.asarray(queries), ks, excludes)]
+
     def select(self, item_ids: Sequence[str], filters: Filters | None = None,
                exclude: Collection[str] = ()) -> np.ndarray:
         wanted = [str(i) for i in item_ids]

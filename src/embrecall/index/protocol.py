@@ -45,6 +45,11 @@ class ItemIndex(Protocol):
         """Top-k items for one (D,) query by inner product, best first, among those that pass
         every filter and are not excluded; k results whenever k such items exist."""
 
+    def search_many(self, queries: np.ndarray, ks: Sequence[int],
+                    excludes: Sequence[Collection[str]]) -> list[tuple[list[str], np.ndarray]]:
+        """``search`` without filters for each of (n, D) queries, its own k and exclusions:
+        what a batch of requests needs, in as few backend calls as the backend allows."""
+
     def select(self, item_ids: Sequence[str], filters: Filters | None = None,
                exclude: Collection[str] = ()) -> np.ndarray:
         """Positions in ``item_ids`` of the items in the index that pass the filters and are not excluded."""

@@ -21,7 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from embrecall.errors import BundleError, EmbrecallError
+from embrecall.errors import BundleError, DataError, EmbrecallError
 from embrecall.serve.cache import RedisVectorCache, VectorCache
 from embrecall.serve.feed import ChangeFeed
 from embrecall.serve.schemas import BatchRecallRequest, BatchRecallResponse, ItemUpsert, RecallRequest, RecallResponse
@@ -144,10 +144,10 @@ def create_app(source: Path | str, admin_token: str | None = None, watch_interva
             metrics.stage.labels(stage).observe(ms / 1000)
         return response
 
-    # One recall runs on the event loop: it is CPU work of about a millisecond, which a thread pool
-    # would only slow down (GIL hand-offs). A batch (up to 256 of them) goes to a thread, so that it
-    # does not hold single requests up. Responses are serialised once by pydantic-core;
-    # response_model documents them.
+    # One recall runs on the event loop: it is CPU work of about half a millisecond, which a thread
+    # pool would only slow down (GIL hand-offs). A client's batch (up to 256 users) goes to a thread,
+    # so that it does not hold single requests up, and shares one tower run and one index search.
+    # Responses are serialised once by pydantic-core; response_model documents them.
     @app.post("/v1/recall", response_model=RecallResponse)
     async def recall(req: RecallRequest, v: ServingVersion = Depends(serving)) -> Response:
         return Response(_observe(v.recall(req)).model_dump_json(), media_type="application/json")
@@ -155,7 +155,11 @@ def create_app(source: Path | str, admin_token: str | None = None, watch_interva
     @app.post("/v1/recall/batch", response_model=BatchRecallResponse)
     async def recall_batch(req: BatchRecallRequest, v: ServingVersion = Depends(serving)) -> Response:
         def answer() -> bytes:
-            return BatchRecallResponse(responses=[_observe(v.recall(r)) for r in req.requests]).model_dump_json()
+            answers = v.recall_many(req.requests)
+            for i, got in enumerate(answers):
+                if isinstance(got, DataError):
+                    raise DataError(f"requests[{i}]: {got}")
+            return BatchRecallResponse(responses=[_observe(a) for a in answers]).model_dump_json()  # type: ignore[arg-type]
         return Response(await run_in_threadpool(answer), media_type="application/json")
 
     @app.put("/v1/items/{item_id}", dependencies=[Depends(admin)])

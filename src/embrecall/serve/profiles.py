@@ -40,16 +40,18 @@ class UserProfiles:
         row = self.row.get(user_id)
         return () if row is None else tuple(self.histories[row])
 
-    def inputs(self, user_id: str, history: Sequence[str], context: Mapping[str, object]) -> dict[str, np.ndarray]:
-        """One user's tower inputs: the stored profile, ``history`` (oldest first) and the request's
-        ``context`` (``timestamp`` defaults to now)."""
-        row = self.row.get(user_id, len(self.row))
-        out = {name: values[row:row + 1] for name, values in self.stored.items()}
-        matrix = self.encoders.history_matrix([list(history)])
+    def inputs(self, user_ids: Sequence[str], histories: Sequence[Sequence[str]],
+               contexts: Sequence[Mapping[str, object]]) -> dict[str, np.ndarray]:
+        """Tower inputs of several users, one row each: the stored profile, the history (oldest
+        first) and the request's context (``timestamp`` defaults to now)."""
+        rows = [self.row.get(user, len(self.row)) for user in user_ids]
+        out = {name: values[rows] for name, values in self.stored.items()}
+        matrix = self.encoders.history_matrix([list(h) for h in histories])
         if not self._reads_context:  # history only: no pandas on this path
             out.update(self.encoders.encode_users(self._no_ids, None, self._no_context, matrix, features=self.live))
             return out
-        ctx = self.encoders.context_frame([{"timestamp": int(time.time()), **context}])
-        out.update(self.encoders.encode_users(pd.Index([user_id], dtype=object), None, ctx, matrix,
+        now = int(time.time())
+        ctx = self.encoders.context_frame([{"timestamp": now, **context} for context in contexts])
+        out.update(self.encoders.encode_users(pd.Index(list(user_ids), dtype=object), None, ctx, matrix,
                                               features=self.live))
         return out

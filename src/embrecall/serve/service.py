@@ -1,12 +1,14 @@
 """One bundle made live: the ONNX user tower, a live index and the popularity list, answering
-recall requests.  A request keeps the version it started with, so a swap never mixes a user
-tower of one version with an index of another."""
+recall requests one at a time or in batches (one tower run and one index search for a batch).
+A request keeps the version it started with, so a swap never mixes a user tower of one version
+with an index of another."""
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,18 @@ from embrecall.serve.profiles import UserProfiles
 from embrecall.serve.schemas import RecallRequest, RecallResponse
 
 __all__ = ["ServingVersion"]
+
+
+@dataclass
+class _Plan:
+    """One request on its way through a batch."""
+    req: RecallRequest
+    quotas: dict[str, float]
+    history: tuple[str, ...]
+    exclude: set[str]
+    key: tuple  # of the user-vector cache
+    vector: np.ndarray | None  # the user's, from the cache or the tower
+    lists: list[tuple[Candidates, float]] = field(default_factory=list)  # (channel's list, its share)
 
 
 def _filterable(items: pd.DataFrame) -> list[str]:
@@ -98,9 +112,8 @@ class ServingVersion:
         keep = self.index.select(found.item_ids, filters)[:k]
         return Candidates([found.item_ids[i] for i in keep], found.scores[keep], ["itemcf"] * len(keep))
 
-    def recall(self, req: RecallRequest) -> RecallResponse:
-        t0 = time.perf_counter()
-        timings: dict[str, float] = {}
+    def _plan(self, req: RecallRequest) -> _Plan:
+        """What a request asks for, checked against this version (a DataError says what is wrong)."""
         unknown = [f for f in req.filters if f not in self.index.filterable]
         if unknown:
             raise DataError(f"cannot filter on {unknown}; filterable attributes: {self.index.filterable}")
@@ -109,39 +122,68 @@ class ServingVersion:
         if missing:
             raise DataError(f"quotas name {missing}; version {self.version} serves {list(self.channels)}")
         history = self.profiles.history(req.user_id) + tuple(req.recent_items)
-        known = req.user_id in self.profiles or bool(req.recent_items)
-        exclude = set(history) | set(req.exclude)
-        timings["profile"] = (time.perf_counter() - t0) * 1000
-        lists: list[Candidates] = []
-        shares: list[float] = []
-        if quotas.get("two_tower", 0) > 0:
+        key = (self.version, req.user_id, history[-50:], tuple(sorted(req.context.items())))
+        vector = self.cache.get(key) if quotas.get("two_tower", 0) > 0 else None
+        return _Plan(req, quotas, history, set(history) | set(req.exclude), key, vector)
+
+    def recall(self, req: RecallRequest) -> RecallResponse:
+        answer = self.recall_many([req])[0]
+        if isinstance(answer, DataError):
+            raise answer
+        return answer
+
+    def recall_many(self, reqs: Sequence[RecallRequest]) -> list[RecallResponse | DataError]:
+        """Answer several requests with one user-tower run and one index search; each request's
+        error (an unknown filter, a quota for a channel this version lacks) is its own answer.
+        Stage timings are the batch's: what each of its requests waited for."""
+        t0 = time.perf_counter()
+        plans: list[_Plan | DataError] = []
+        for req in reqs:
+            try:
+                plans.append(self._plan(req))
+            except DataError as err:
+                plans.append(err)
+        valid = [p for p in plans if isinstance(p, _Plan)]
+        tower = [p for p in valid if p.quotas.get("two_tower", 0) > 0]
+        timings = {"profile": (time.perf_counter() - t0) * 1000}
+        if tower:
             t = time.perf_counter()
-            key = (self.version, req.user_id, history[-50:], tuple(sorted(req.context.items())))
-            vector = self.cache.get(key)
-            if vector is None:
-                vector = self.bundle.user_tower(self.profiles.inputs(req.user_id, history, req.context))[0]
-                self.cache.put(key, vector)
+            todo = [p for p in tower if p.vector is None]
+            if todo:
+                vectors = self.bundle.user_tower(self.profiles.inputs(
+                    [p.req.user_id for p in todo], [p.history for p in todo], [p.req.context for p in todo]))
+                for p, vector in zip(todo, vectors):
+                    p.vector = vector
+                    self.cache.put(p.key, vector)
             timings["embed"] = (time.perf_counter() - t) * 1000
             t = time.perf_counter()
-            ids, scores = self.index.search(vector, req.k, req.filters, exclude)
-            lists.append(Candidates(ids, scores, ["two_tower"] * len(ids)))
-            shares.append(quotas["two_tower"])
+            together = [p for p in tower if not p.req.filters]  # searched in one call; filtered ones alone
+            found = iter(self.index.search_many(np.stack([p.vector for p in together]), [p.req.k for p in together],
+                                                [p.exclude for p in together]) if together else [])
+            for p in tower:
+                ids, scores = self.index.search(p.vector, p.req.k, p.req.filters, p.exclude) if p.req.filters \
+                    else next(found)
+                p.lists.append((Candidates(ids, scores, ["two_tower"] * len(ids)), p.quotas["two_tower"]))
             timings["search"] = (time.perf_counter() - t) * 1000
-        if quotas.get("itemcf", 0) > 0:
+        return [p if isinstance(p, DataError) else self._answer(p, dict(timings), t0) for p in plans]
+
+    def _answer(self, p: _Plan, timings: dict[str, float], t0: float) -> RecallResponse:
+        """The request's own channels (ItemCF, popularity) merged with what the batch found for it."""
+        req = p.req
+        if p.quotas.get("itemcf", 0) > 0:
             t = time.perf_counter()
-            lists.append(self._itemcf(history, req.k, req.filters, exclude))
-            shares.append(quotas["itemcf"])
+            p.lists.append((self._itemcf(p.history, req.k, req.filters, p.exclude), p.quotas["itemcf"]))
             timings["itemcf"] = (time.perf_counter() - t) * 1000
         t = time.perf_counter()
-        lists.append(self._popular(req.k, req.filters, exclude))
         # Popularity always back-fills: with a zero quota it still gets a vanishing share, so it fills
         # only the slots the other lists leave empty (a strict filter, a cold user).
-        shares.append(max(quotas.get("popular", 0.0), 1e-9))
-        merged = merge_by_quota(lists, shares, req.k)
+        p.lists.append((self._popular(req.k, req.filters, p.exclude), max(p.quotas.get("popular", 0.0), 1e-9)))
+        merged = merge_by_quota([c for c, _ in p.lists], [share for _, share in p.lists], req.k)
         timings["merge"] = (time.perf_counter() - t) * 1000
         timings["total"] = (time.perf_counter() - t0) * 1000
         items = [{"item_id": i, "score": s, "channel": c}
                  for i, s, c in zip(merged.item_ids, merged.scores.tolist(), merged.channels)]
+        known = req.user_id in self.profiles or bool(req.recent_items)
         # Built from values this method made: validating them again would cost ~20 µs per 100 items.
         return RecallResponse.model_construct(user_id=req.user_id, items=items, version=self.version,
                                               cold_start=not known, timings_ms=timings)
