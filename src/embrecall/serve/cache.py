@@ -7,6 +7,7 @@ the vector itself, counts the failure, and stops asking Redis for ``backoff_s`` 
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections import OrderedDict
 
@@ -16,27 +17,31 @@ __all__ = ["VectorCache", "RedisVectorCache"]
 
 
 class VectorCache:
-    """In-process LRU of user vectors with a time-to-live."""
+    """In-process LRU of user vectors with a time-to-live; safe to share between the event loop
+    and the thread that answers batch requests."""
 
     def __init__(self, size: int = 100_000, ttl_s: float = 60.0):
         self.size, self.ttl = size, ttl_s
         self._data: OrderedDict[tuple, tuple[float, np.ndarray]] = OrderedDict()
         self.hits = self.misses = 0
+        self._lock = threading.Lock()  # an eviction between a lookup and its move_to_end would raise
 
     def get(self, key: tuple) -> np.ndarray | None:
-        entry = self._data.get(key)
-        if entry is None or time.monotonic() - entry[0] > self.ttl:
-            self.misses += 1
-            return None
-        self._data.move_to_end(key)
-        self.hits += 1
-        return entry[1]
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is None or time.monotonic() - entry[0] > self.ttl:
+                self.misses += 1
+                return None
+            self._data.move_to_end(key)
+            self.hits += 1
+            return entry[1]
 
     def put(self, key: tuple, vector: np.ndarray) -> None:
-        self._data[key] = (time.monotonic(), vector)
-        self._data.move_to_end(key)
-        while len(self._data) > self.size:
-            self._data.popitem(last=False)
+        with self._lock:
+            self._data[key] = (time.monotonic(), vector)
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
 
 
 class RedisVectorCache(VectorCache):
@@ -75,8 +80,9 @@ class RedisVectorCache(VectorCache):
         if raw is None:
             return None
         vector = np.frombuffer(raw, dtype=np.float32)
-        self.misses -= 1  # the local miss turned into a (Redis) hit
-        self.hits += 1
+        with self._lock:
+            self.misses -= 1  # the local miss turned into a (Redis) hit
+            self.hits += 1
         VectorCache.put(self, key, vector)
         return vector
 
