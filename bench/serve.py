@@ -46,7 +46,7 @@ BUILD = ["data.synthetic.users=20000", "data.synthetic.items=1000000", "data.syn
          "data.synthetic.categories=200", "data.synthetic.cities=50", "features.catalog=items",
          # IVF, not HNSW: two-tower user vectors are out of distribution for a graph built on item vectors;
          # on this bundle HNSW (M 32, ef 400) found 0.72 of the exact top 100, IVF (4096 lists, nprobe 64) 0.96.
-         # 8-bit codes keep that recall for about 70 % of the search time (bench/serve_ann.py).
+         # 8-bit codes keep that recall for about 80 % of the search time (bench/serve_ann.py).
          "index.kind=ivf_sq8", "index.ivf_nlist=4096", "index.nprobe=64",
          "train.epochs=2", "train.refit=false", f"out={OUT}"]
 BATCH = 16  # users per request in the batch-endpoint row
