@@ -223,11 +223,10 @@ class LiveIndex:
             skipped = [np.sort(np.fromiter({s for s in (self._slot.get(i) for i in ex) if s is not None}, np.int64))
                        for ex in excludes]
             live = len(self._slot)
-            listed = len(self._dead) <= _MAX_LISTED
-            dead = np.fromiter(self._dead, dtype=np.int64) if listed else None
+            dead = np.fromiter(self._dead, dtype=np.int64) if len(self._dead) <= _MAX_LISTED else None
         ks = [min(k, live - len(skip)) for k, skip in zip(ks, skipped)]
         ann = [i for i, skip in enumerate(skipped)
-               if listed and ks[i] > 0 and live - len(skip) >= self.exact_below and len(skip) <= _MAX_FETCHED]
+               if dead is not None and ks[i] > 0 and live - len(skip) >= self.exact_below and len(skip) <= _MAX_FETCHED]
         found: dict[int, np.ndarray] = {}
         if ann:
             fetch = self._fetch(max(ks[i] for i in ann)) + max(len(skipped[i]) for i in ann)

@@ -36,7 +36,7 @@ class _Plan:
     history: tuple[str, ...]
     exclude: set[str]
     key: tuple  # of the user-vector cache
-    vector: np.ndarray | None  # the user's, from the cache or the tower
+    vector: np.ndarray | None = None  # the user's, from the cache or the tower (the embed stage)
     lists: list[tuple[Candidates, float]] = field(default_factory=list)  # (channel's list, its share)
 
 
@@ -123,8 +123,7 @@ class ServingVersion:
             raise DataError(f"quotas name {missing}; version {self.version} serves {list(self.channels)}")
         history = self.profiles.history(req.user_id) + tuple(req.recent_items)
         key = (self.version, req.user_id, history[-50:], tuple(sorted(req.context.items())))
-        vector = self.cache.get(key) if quotas.get("two_tower", 0) > 0 else None
-        return _Plan(req, quotas, history, set(history) | set(req.exclude), key, vector)
+        return _Plan(req, quotas, history, set(history) | set(req.exclude), key)
 
     def recall(self, req: RecallRequest) -> RecallResponse:
         answer = self.recall_many([req])[0]
@@ -143,11 +142,12 @@ class ServingVersion:
                 plans.append(self._plan(req))
             except DataError as err:
                 plans.append(err)
-        valid = [p for p in plans if isinstance(p, _Plan)]
-        tower = [p for p in valid if p.quotas.get("two_tower", 0) > 0]
+        tower = [p for p in plans if isinstance(p, _Plan) and p.quotas.get("two_tower", 0) > 0]
         timings = {"profile": (time.perf_counter() - t0) * 1000}
         if tower:
             t = time.perf_counter()
+            for p in tower:
+                p.vector = self.cache.get(p.key)
             todo = [p for p in tower if p.vector is None]
             if todo:
                 vectors = self.bundle.user_tower(self.profiles.inputs(
