@@ -44,6 +44,14 @@ def _metrics_table(metrics: dict[str, dict[str, Any]], ks: list[int], title: str
     return table
 
 
+def _split_line(row: dict[str, Any]) -> str:
+    """What the test targets allow: how many, against which catalog, and how many no channel can hit."""
+    return (f"test: {row['targets']:,.0f} users, catalog {row['catalog_items']:,.0f} items; "
+            f"{row['targets_outside_catalog']:,.0f} targets outside the catalog and "
+            f"{row['targets_already_seen']:,.0f} already in the user's history (never hit): "
+            f"HR@K can reach at most {row['hit_ceiling']:.4f}")
+
+
 def _recommendations_table(frame, user_id: str, version: str) -> Table:
     table = Table(title=f"user {user_id} — bundle {version}")
     shown = [c for c in frame.columns if c not in ("score",)][:5]
@@ -85,8 +93,9 @@ def train(config: ConfigOpt = None, set: SetOpt = None, out: Annotated[Optional[
 
 @app.command()
 def evaluate(config: ConfigOpt = None, set: SetOpt = None,
+             seed: Annotated[Optional[int], typer.Option(help="Training seed (train.seed).")] = None,
              bundle: Annotated[Optional[Path], typer.Option(help="Evaluate this bundle's two-tower model.")] = None,
-             channel: Annotated[Optional[list[str]], typer.Option(help="two_tower, popular, item2vec, itemcf, merged (repeatable; default all).")] = None,
+             channel: Annotated[Optional[list[str]], typer.Option(help="two_tower, popular, item2vec, itemcf, ease, merged (repeatable; default all).")] = None,
              json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics as JSON.")] = None,
              report: Annotated[Optional[Path], typer.Option(help="Write a Markdown report with plots here.")] = None,
              cold: Annotated[bool, typer.Option("--cold/--no-cold", help="Add the cold-item evaluation.")] = False,
@@ -97,8 +106,9 @@ def evaluate(config: ConfigOpt = None, set: SetOpt = None,
     from embrecall.pipeline import evaluate_cold_items
 
     def go() -> None:
-        cfg = _config(config, set)
+        cfg = _config(config, set, **{"train.seed": seed})
         metrics = run_evaluate(cfg, channel, bundle, show_progress=progress)
+        console.print(_split_line(next(iter(metrics.values()))))
         console.print(_metrics_table(metrics, cfg.evaluate.ks, "test metrics (BENCHMARK.md)"))
         cold_metrics = {"two_tower": evaluate_cold_items(cfg, show_progress=progress)} if cold else None
         if cold_metrics:
@@ -115,6 +125,33 @@ def evaluate(config: ConfigOpt = None, set: SetOpt = None,
             path = write_report(report, metrics, cfg.evaluate.ks, title="embrecall channel comparison",
                                 context=context, cold=cold_metrics)
             console.print(f"report written to {path}")
+    _run(go)
+
+
+@app.command()
+def tune(config: ConfigOpt = None, set: SetOpt = None,
+         channel: Annotated[Optional[str], typer.Option(help="The channel to tune (default: tune.channel).")] = None,
+         metric: Annotated[Optional[str], typer.Option(help="Validation metric to maximise, e.g. NDCG@20.")] = None,
+         trials: Annotated[Optional[int], typer.Option(help="Trials at most (default: tune.trials).")] = None,
+         timeout: Annotated[Optional[float], typer.Option(help="Seconds before no new trial starts.")] = None,
+         out: Annotated[Optional[Path], typer.Option(
+             help="Folder for the study (tune.sqlite, resumed if there) and best.yaml; default <out>/tune-<channel>.")
+         ] = None,
+         progress: ProgressOpt = True) -> None:
+    """Choose a channel's settings with Optuna (TPE, pruning), scored on validation targets only."""
+    from embrecall.pipeline import read_split
+    from embrecall.tune import tune as run_tune
+
+    def go() -> None:
+        cfg = _config(config, set, **{"tune.channel": channel, "tune.metric": metric, "tune.trials": trials,
+                                      "tune.timeout_s": timeout})
+        folder = out or cfg.out / f"tune-{cfg.tune.channel}"
+        data, split = read_split(cfg, progress)
+        result = run_tune(cfg, data, split, folder, show_progress=progress)
+        console.print(f"{result.trials} trials ({result.pruned} pruned); best validation {cfg.tune.metric} = "
+                      f"{result.best_value:.4f} with {result.best_params}")
+        console.print(f"best config written: [bold]{result.config_path}[/] — next: embrecall evaluate "
+                      f"--config {result.config_path}")
     _run(go)
 
 

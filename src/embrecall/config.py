@@ -19,9 +19,11 @@ from embrecall.errors import ConfigError
 __all__ = [
     "Config", "DataConfig", "ColumnMap", "TableConfig", "SyntheticConfig", "SplitConfig",
     "FeaturesConfig", "Feature", "ItemIdFeature", "CategoricalFeature", "HashedFeature",
-    "NumericFeature", "MultiFeature", "HistoryFeature", "TimeFeature", "TextFeature",
+    "NumericFeature", "MultiFeature", "HistoryFeature", "SequenceFeature", "ITEM_HISTORY", "TimeFeature",
+    "TextFeature",
     "ModelConfig", "TrainConfig", "NegativesConfig", "IndexConfig", "EvalConfig", "Item2VecConfig",
-    "ItemCFConfig", "ChannelsConfig", "load_config", "apply_overrides",
+    "ItemCFConfig", "EaseConfig", "TuneConfig", "SearchDim", "ChannelsConfig", "load_config", "apply_overrides",
+    "set_field", "get_field",
 ]
 
 
@@ -174,6 +176,25 @@ class HistoryFeature(_FeatureBase):
     learned_weights: bool = True
 
 
+class SequenceFeature(_FeatureBase):
+    """The user's last ``max_len`` items in order, read by causal self-attention (SASRec-style).
+
+    Shares the item-id table (its width is the model's ``item_embedding_dim``); learned positions
+    count from the oldest item in view.  Training runs one pass per window of a user's events and
+    pairs every position with the next item, so ``max_len`` events cost one pass, not ``max_len``.
+    """
+
+    kind: Literal["sequence"]
+    name: str = "sequence"
+    max_len: int = Field(50, ge=1)
+    layers: int = Field(2, ge=1)
+    heads: int = Field(1, ge=1)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+
+
+ITEM_HISTORY = (HistoryFeature, SequenceFeature)  # user features that read the items before the event
+
+
 class TimeFeature(_FeatureBase):
     """Hour of day or day of week of the event (context), from its timestamp in UTC."""
 
@@ -192,8 +213,8 @@ class TextFeature(_FeatureBase):
 
 
 Feature = Annotated[
-    Union[ItemIdFeature, CategoricalFeature, HashedFeature, NumericFeature, MultiFeature, HistoryFeature, TimeFeature,
-          TextFeature],
+    Union[ItemIdFeature, CategoricalFeature, HashedFeature, NumericFeature, MultiFeature, HistoryFeature,
+          SequenceFeature, TimeFeature, TextFeature],
     Field(discriminator="kind"),
 ]
 
@@ -236,11 +257,13 @@ class FeaturesConfig(_Strict):
             if isinstance(f, (ItemIdFeature, TextFeature)):
                 raise ValueError(f"features.user.{f.name}: kind '{f.kind}' belongs to the item tower")
         for f in self.item:
-            if isinstance(f, (HistoryFeature, TimeFeature)) or getattr(f, "source", "table") == "event":
+            if isinstance(f, (*ITEM_HISTORY, TimeFeature)) or getattr(f, "source", "table") == "event":
                 raise ValueError(f"features.item.{f.name}: the item tower takes item attributes only, "
                                  "not history, time or event context")
         if sum(isinstance(f, ItemIdFeature) for f in self.item) > 1:
             raise ValueError("features.item: at most one 'item_id' feature")
+        if sum(isinstance(f, SequenceFeature) for f in self.user) > 1:
+            raise ValueError("features.user: at most one 'sequence' feature (training windows follow its max_len)")
         return self
 
 
@@ -283,8 +306,11 @@ class NegativesConfig(_Strict):
 class TrainConfig(_Strict):
     """Loss, optimiser and schedule of two-tower training."""
 
-    loss: Literal["sampled_softmax", "bce"] = "sampled_softmax"
+    # sampled_softmax: in-batch positives (plus [train.negatives]) as candidates; full_softmax: every
+    # catalog item each step (affordable up to a few 10^4 items); bce: sampled negatives per positive.
+    loss: Literal["sampled_softmax", "full_softmax", "bce"] = "sampled_softmax"
     temperature: float = Field(0.05, gt=0.0)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)  # softmax losses: share of the target spread over candidates
     logq_strength: float = Field(1.0, ge=0.0)  # 0 turns the popularity correction off
     remove_accidental_hits: bool = True
     num_negatives: int = Field(20, ge=1)  # bce: sampled negatives per positive
@@ -292,13 +318,17 @@ class TrainConfig(_Strict):
     optimizer: Literal["adam", "adamw", "sgd", "adagrad"] = "adam"
     lr: float = Field(2e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
-    batch_size: int = Field(512, ge=2)
+    batch_size: int = Field(512, ge=2)  # training pairs per step (sequence windows: whole windows adding up to it)
     epochs: int = Field(10, ge=1)
     patience: int = Field(2, ge=1)  # epochs without validation gain before stopping
     early_stop_k: int = Field(50, ge=1)  # early stopping watches validation HR@early_stop_k
     refit: bool = True  # retrain on train + validation for the best epoch count (the protocol's final model)
     seed: int = 0
     resume: bool = False  # continue from the newest checkpoint in the run's checkpoint folder
+    # PyTorch threads; None: the CPUs this process may use (affinity, cgroup quota, OMP_NUM_THREADS)
+    # less those other processes keep busy when training starts. Oversubscribed threads spin and
+    # can train several times slower than one thread.
+    threads: int | None = Field(None, ge=1)
     negatives: NegativesConfig = NegativesConfig()
 
 
@@ -345,6 +375,15 @@ class ItemCFConfig(_Strict):
     decay: float = Field(0.8, gt=0.0, le=1.0)
 
 
+class EaseConfig(_Strict):
+    """EASE, closed form, scored from a recency-weighted recent profile (see ``embrecall.models.ease``)."""
+
+    l2: float = Field(500.0, gt=0.0)  # ridge strength (500: best of 50/200/500 on ml-100k validation)
+    history: int = Field(50, ge=1)  # last N items make the profile
+    decay: float = Field(0.9, gt=0.0, le=1.0)  # weight of the item p steps back: decay**p
+    max_items: int = Field(20_000, ge=1)  # a dense item x item matrix: larger catalogs are refused
+
+
 SERVED_CHANNELS = ("two_tower", "itemcf", "popular")  # the channels a bundle can carry into the service
 
 
@@ -353,6 +392,7 @@ class ChannelsConfig(_Strict):
 
     item2vec: Item2VecConfig = Item2VecConfig()
     itemcf: ItemCFConfig = ItemCFConfig()
+    ease: EaseConfig = EaseConfig()
     merge: dict[str, float] = {"two_tower": 2.0, "itemcf": 1.0}  # weight (rrf) or slot share (quota)
     merge_mode: Literal["quota", "rrf"] = "rrf"
     merge_depth: int = Field(2, ge=1)  # rrf: each channel contributes its top merge_depth * k
@@ -378,6 +418,37 @@ class EvalConfig(_Strict):
     cold_quantile: float = Field(0.5, gt=0.0, lt=1.0)  # cold-item evaluation: test period starts at this time quantile
 
 
+class SearchDim(_Strict):
+    """One tuned setting: a range (``low``..``high``, on a log scale with ``log``; whole numbers
+    with ``int``) or a list of ``choices``."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    int: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "SearchDim":
+        if (self.choices is None) == (self.low is None or self.high is None):
+            raise ValueError("a search dimension needs either low and high, or choices")
+        if self.choices is None and (self.low > self.high or (self.log and self.low <= 0)):  # type: ignore[operator]
+            raise ValueError(f"search range {self.low}..{self.high} is empty (or not positive on a log scale)")
+        return self
+
+
+class TuneConfig(_Strict):
+    """``embrecall tune``: Optuna search over config fields, scored on validation only."""
+
+    channel: str = "two_tower"
+    metric: str = "NDCG@20"  # any validation metric evaluate reports (HR@K, NDCG@K, MRR)
+    trials: int = Field(40, ge=1)
+    timeout_s: float = Field(1800.0, gt=0.0)  # the study stops starting trials after this
+    # Config field (as for --set) -> its range; empty: the channel's default space (embrecall.tune).
+    space: dict[str, SearchDim] = {}
+    seed: int = 0
+
+
 class Config(_Strict):
     """A complete run."""
 
@@ -389,6 +460,7 @@ class Config(_Strict):
     index: IndexConfig = IndexConfig()
     evaluate: EvalConfig = EvalConfig()
     channels: ChannelsConfig = ChannelsConfig()
+    tune: TuneConfig = TuneConfig()
     out: Path = Path("runs")
 
 
@@ -417,28 +489,47 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def set_field(raw: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """Set the field at dotted ``key`` (list items by index: ``features.user.2.dim``) to ``value``."""
+    node: Any = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"field '{key}': '{part}' is not an index of a list of {len(node)}")
+            node = node[int(part)]
+        else:
+            node = node.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError(f"field '{key}': '{last}' is not an index of a list of {len(node)}")
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return raw
+
+
+def get_field(raw: dict[str, Any], key: str) -> Any:
+    """The value at dotted ``key``, or None where the path does not exist."""
+    node: Any = raw
+    for part in key.split("."):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return None
+    return node
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Set ``a.b.c=value`` entries (value parsed as YAML: numbers, booleans, lists) into ``raw``."""
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override '{item}' is not of the form section.field=value")
-        node: Any = raw
-        parts = key.split(".")
-        for part in parts[:-1]:
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise ConfigError(f"override '{item}': '{part}' is not an index of a list of {len(node)}")
-                node = node[int(part)]
-            else:
-                node = node.setdefault(part, {})
-        last = parts[-1]
-        if isinstance(node, list):
-            if not last.isdigit() or int(last) >= len(node):
-                raise ConfigError(f"override '{item}': '{last}' is not an index of a list of {len(node)}")
-            node[int(last)] = _parse_value(value)
-        else:
-            node[last] = _parse_value(value)
+        set_field(raw, key, _parse_value(value))
     return raw
 
 

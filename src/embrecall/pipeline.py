@@ -24,6 +24,7 @@ from embrecall.evaluate import evaluate_channel
 from embrecall.export import Bundle, write_bundle
 from embrecall.models.channel import Channel
 from embrecall.models.dither import Dithered
+from embrecall.models.ease import Ease
 from embrecall.models.item2vec import Item2Vec
 from embrecall.models.itemcf import ItemCF
 from embrecall.models.merge import Merged
@@ -32,9 +33,9 @@ from embrecall.progress import note, step
 from embrecall.train.examples import Examples
 from embrecall.train.trainer import FitResult, fit_two_tower, item_vectors, two_tower_channel
 
-__all__ = ["TrainReport", "train", "evaluate", "evaluate_cold_items", "build_channel", "recommend", "CHANNELS"]
+__all__ = ["TrainReport", "read_split", "train", "evaluate", "evaluate_cold_items", "build_channel", "recommend", "CHANNELS"]
 
-CHANNELS = ("two_tower", "popular", "item2vec", "itemcf", "merged")
+CHANNELS = ("two_tower", "popular", "item2vec", "itemcf", "ease", "merged")
 
 
 def peak_rss_mb() -> float:
@@ -51,7 +52,7 @@ class TrainReport:
     seconds: float = 0.0
 
 
-def _read(cfg: Config, show_progress: bool) -> tuple[Dataset, Split]:
+def read_split(cfg: Config, show_progress: bool = True) -> tuple[Dataset, Split]:
     with step(f"reading {cfg.data.format} data and splitting ({cfg.split.kind})", show_progress):
         data = load_dataset(cfg)
         split = split_dataset(data, cfg.split)
@@ -82,7 +83,7 @@ def train(cfg: Config, *, show_progress: bool = True) -> TrainReport:
     """Read the data, fit the two-tower model under the protocol, evaluate it and popularity on
     the test targets, and write a bundle under ``cfg.out``.  The bundle's model is the one
     the metrics describe: trained on train + validation, never on test events."""
-    data, split = _read(cfg, show_progress)
+    data, split = read_split(cfg, show_progress)
     fit, seconds = _fit_protocol(cfg, data, split, show_progress)
     history = split.train_full if cfg.train.refit else split.train
     metrics: dict[str, dict[str, float]] = {}
@@ -122,6 +123,9 @@ def build_channel(name: str, cfg: Config, data: Dataset, split: Split, *, bundle
     if name == "itemcf":
         with step("counting item co-occurrences (ItemCF)", show_progress):
             return ItemCF(cfg.channels.itemcf).fit(split.train_full)
+    if name == "ease":
+        with step("solving EASE", show_progress):
+            return Ease(cfg.channels.ease).fit(split.train_full)
     if name == "merged":
         parts = {c: build_channel(c, cfg, data, split, bundle=bundle, built=built, show_progress=show_progress)
                  for c in cfg.channels.merge}
@@ -149,7 +153,7 @@ def evaluate(cfg: Config, channels: list[str] | None = None, bundle: Path | None
     unknown = [c for c in channels if c not in CHANNELS]
     if unknown:
         raise ConfigError(f"unknown channel(s) {unknown}; choose from {list(CHANNELS)}")
-    data, split = _read(cfg, show_progress)
+    data, split = read_split(cfg, show_progress)
     built: dict[str, Channel] = {}
     out: dict[str, dict[str, Any]] = {}
     for name in channels:

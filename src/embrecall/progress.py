@@ -14,13 +14,13 @@ _console = Console(stderr=True)
 
 
 def progress_bar(enabled: bool = True) -> Progress:
-    """A progress display whose tasks may carry ``loss`` and ``rate`` (examples/second) fields."""
+    """A progress display whose tasks may carry ``loss`` and ``rate`` (training pairs/second) fields."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.4f}"),
-        TextColumn("{task.fields[rate]:,.0f} ex/s"),
+        TextColumn("{task.fields[rate]:,.0f} pairs/s"),
         TimeElapsedColumn(),
         disable=not enabled,
         transient=False,

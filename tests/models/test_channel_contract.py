@@ -12,7 +12,7 @@ from embrecall.models.dither import Dithered
 from embrecall.pipeline import build_channel
 from tests.conftest import tiny_config
 
-NAMES = ["popular", "itemcf", "item2vec", "two_tower", "merged"]
+NAMES = ["popular", "itemcf", "item2vec", "ease", "two_tower", "merged"]
 
 
 @pytest.fixture(scope="module")

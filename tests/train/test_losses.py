@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from embrecall.train.losses import bce_loss, sampled_softmax_loss
+from embrecall.train.losses import bce_loss, mixed_softmax_loss, sampled_softmax_loss, softmax_loss
 
 
 @settings(max_examples=30, deadline=None)
@@ -50,3 +50,37 @@ def test_bce_ignores_masked_negatives():
     masked = bce_loss(user, pos, neg, 1.0, neg_mask=torch.tensor([[False, True]]))
     expected = F.softplus(torch.tensor(-1.0)) + F.softplus(torch.tensor(0.0))
     torch.testing.assert_close(masked, expected)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(2, 10), st.integers(3, 12), st.integers(0, 1000))
+def test_full_softmax_equals_sampled_softmax_with_every_item_sampled_and_zero_correction(b, n, seed):
+    """Mixed sampling whose shared negatives are the whole catalog and whose in-batch source has no
+    weight: each item appears once per row (the positive's duplicate among the shared negatives is
+    masked as an accidental hit), which is the full softmax."""
+    gen = torch.Generator().manual_seed(seed)
+    user = F.normalize(torch.randn(b, 8, generator=gen), dim=-1)
+    catalog = F.normalize(torch.randn(n, 8, generator=gen), dim=-1)
+    pos = torch.randint(0, n, (b,), generator=gen)
+    full = softmax_loss(user, catalog, pos, torch.zeros(n), 0.1)
+    batch_idx = torch.cat([pos, torch.arange(n)])
+    zeros_b, no_rows = torch.zeros(b, b + n), torch.zeros(b, 0)
+    sampled = mixed_softmax_loss(user, catalog[batch_idx], torch.zeros(b, 0, 8), batch_idx,
+                                 torch.zeros(b, 0, dtype=torch.long), torch.zeros(b, 0, dtype=torch.bool),
+                                 zeros_b, no_rows, torch.cat([torch.full((b,), -1e9), torch.zeros(n)]),
+                                 torch.zeros(0), 0.1)
+    torch.testing.assert_close(full, sampled)
+
+
+def test_label_smoothing_spreads_over_live_candidates_only():
+    user = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    items = torch.tensor([[1.0, 0.0], [1.0, 0.0]])  # both rows have the same item: one accidental hit each
+    idx = torch.tensor([3, 3])
+    smoothed = sampled_softmax_loss(user, items, idx, torch.zeros(2), 1.0, label_smoothing=0.2)
+    assert torch.isfinite(smoothed)  # the masked column does not enter the smoothing term
+    plain = sampled_softmax_loss(user, items, idx, torch.zeros(2), 1.0)
+    torch.testing.assert_close(smoothed, plain)  # one live candidate per row: nothing to spread over
+    full = softmax_loss(user, items[:1].repeat(3, 1) * torch.tensor([[1.0], [0.0], [-1.0]]), torch.tensor([0, 1]),
+                        torch.zeros(3), 1.0, label_smoothing=0.3)
+    logits = user @ (items[:1].repeat(3, 1) * torch.tensor([[1.0], [0.0], [-1.0]])).T
+    torch.testing.assert_close(full, F.cross_entropy(logits, torch.tensor([0, 1]), label_smoothing=0.3))

@@ -30,6 +30,11 @@ class Split:
     train_full: pd.DataFrame
     test: pd.DataFrame
 
+    def validation_view(self) -> "Split":
+        """The split as a tuner must see it: fitted on ``train`` only, its "test" targets the
+        validation ones, so that nothing chosen with it has looked at a test event."""
+        return Split(train=self.train, valid=self.valid, train_full=self.train, test=self.valid)
+
     def summary(self) -> str:
         return (f"train {len(self.train):,} events, validation {len(self.valid):,} users, "
                 f"train+validation {len(self.train_full):,} events, test {len(self.test):,} users")

@@ -47,11 +47,25 @@ def evaluate_channel(channel: Channel, split: Split, ks: list[int], *, on: str =
     for start in range(0, len(queries), batch_size):
         batch = channel.recommend(queries[start:start + batch_size], depth, exclude[start:start + batch_size])
         top_lists.extend([i for i in c.item_ids if i in catalog] for c in batch)
-    for row, (items, target) in enumerate(zip(top_lists, targets["item_id"].to_numpy())):
+    target_items = targets["item_id"].to_numpy()
+    for row, (items, target) in enumerate(zip(top_lists, target_items)):
         if target in catalog and target in items:
             ranks[row] = items.index(target)
     return {**ranking_metrics(ranks, top_lists, len(catalog), ks),
-            **popularity_profile(top_lists, history["item_id"], max(ks))}
+            **popularity_profile(top_lists, history["item_id"], max(ks)),
+            **reachability(target_items, exclude, catalog)}
+
+
+def reachability(targets: np.ndarray, exclude: list[set[str]], catalog: set[str]) -> dict[str, float]:
+    """What the protocol lets a channel hit: targets outside the catalog, and targets the user
+    already had (their own items are removed from the ranking), are misses for every channel;
+    ``hit_ceiling`` is the share of targets left, the most any HR@K can reach."""
+    outside = sum(t not in catalog for t in targets)
+    seen = sum(t in ex for t, ex in zip(targets, exclude))
+    n = max(len(targets), 1)
+    return {"targets": float(len(targets)), "catalog_items": float(len(catalog)),
+            "targets_outside_catalog": float(outside), "targets_already_seen": float(seen),
+            "hit_ceiling": 1.0 - (outside + seen) / n}
 
 
 def popularity_profile(top_lists: list[list[str]], history_items: pd.Series, k: int) -> dict[str, float]:

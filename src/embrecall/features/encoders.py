@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embrecall.config import (CategoricalFeature, Feature, FeaturesConfig, HashedFeature, HistoryFeature,
+from embrecall.config import (ITEM_HISTORY, CategoricalFeature, Feature, FeaturesConfig, HashedFeature,
                               ItemIdFeature, MultiFeature, NumericFeature, TextFeature, TimeFeature)
 from embrecall.errors import DataError, NotFittedError
 
@@ -102,7 +102,7 @@ class Encoders:
                                         ("item", self.spec.item, items, self.catalog_)):
             for f in feats:
                 key = f"{side}.{f.name}"
-                if isinstance(f, (ItemIdFeature, HistoryFeature, TimeFeature, TextFeature)):
+                if isinstance(f, (ItemIdFeature, *ITEM_HISTORY, TimeFeature, TextFeature)):
                     state[key] = {}
                     continue
                 raw = self._column(f, side, events, table, ids)
@@ -147,7 +147,7 @@ class Encoders:
     def input_size(self, side: str, f: Feature) -> int:
         """Rows of the embedding table a feature needs (0 for features fed as raw numbers)."""
         st = self._state()[f"{side}.{f.name}"]
-        if isinstance(f, (ItemIdFeature, HistoryFeature)):
+        if isinstance(f, (ItemIdFeature, *ITEM_HISTORY)):
             return self.n_trained_ + 1
         if isinstance(f, (CategoricalFeature, MultiFeature)):
             return len(st["vocab"]) + 2
@@ -184,7 +184,7 @@ class Encoders:
     def is_profile(f: Feature) -> bool:
         """True for user features read from the user table (fixed per user), False for those read
         from the event or request (time, context columns, recent items)."""
-        return (not isinstance(f, (HistoryFeature, TimeFeature, ItemIdFeature))
+        return (not isinstance(f, (*ITEM_HISTORY, TimeFeature, ItemIdFeature))
                 and getattr(f, "source", "table") != "event")
 
     @property
@@ -199,7 +199,7 @@ class Encoders:
         return frame
 
     def history_len(self) -> int:
-        return max((f.max_len for f in self.spec.user if isinstance(f, HistoryFeature)), default=0)
+        return max((f.max_len for f in self.spec.user if isinstance(f, ITEM_HISTORY)), default=0)
 
     # ------------------------------------------------------------------ encoding
 
@@ -269,7 +269,7 @@ class Encoders:
         """
         out: dict[str, np.ndarray] = {}
         for f in self.spec.user if features is None else features:
-            if isinstance(f, HistoryFeature):
+            if isinstance(f, ITEM_HISTORY):
                 if history is not None:
                     out[f.name] = np.ascontiguousarray(history[:, :f.max_len])
             elif isinstance(f, TimeFeature):

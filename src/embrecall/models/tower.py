@@ -1,8 +1,8 @@
 """One tower: per-feature embeddings -> concat -> MLP -> L2-normalised vector.
 
 Inputs arrive as a dict of tensors keyed by feature name (see ``Encoders``):
-categorical-like features (B,) int64, multi-valued and history (B, L) int64 with 0 padding,
-standardised numbers (B,) float32, text embeddings (B, 384) float32.
+categorical-like features (B,) int64, multi-valued and history (B, L) int64 with 0 padding
+(histories most recent first), standardised numbers (B,) float32, text embeddings (B, 384) float32.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from embrecall.config import (Feature, HistoryFeature, ItemIdFeature, ModelConfig, MultiFeature, NumericFeature,
-                              TextFeature)
+                              SequenceFeature, TextFeature)
 from embrecall.features.text import WIDTH as TEXT_WIDTH
 
 __all__ = ["Tower"]
@@ -24,7 +24,8 @@ def _masked_mean(emb: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor | N
     if weights is not None:
         mask = mask * weights.unsqueeze(0)
     total = mask.sum(dim=1, keepdim=True).clamp_min(1e-6)  # (B, 1)
-    return (emb * mask.unsqueeze(-1)).sum(dim=1) / total  # (B, D)
+    # A batched (1, L) @ (L, D) product: no (B, L, D) temporary forward or backward.
+    return torch.bmm(mask.unsqueeze(1), emb).squeeze(1) / total  # (B, D)
 
 
 class _History(nn.Module):
@@ -43,6 +44,67 @@ class _History(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         weights = F.softplus(self.position_logits[: ids.shape[1]])  # (L,)
         return _masked_mean(self.table(ids), ids, weights)
+
+
+class _Block(nn.Module):
+    """Pre-norm causal self-attention and a position-wise feed-forward layer, each residual."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"sequence heads ({heads}) must divide item_embedding_dim ({dim})")
+        self.heads, self.dropout = heads, dropout
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.out = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        B, L, D = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        att = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
+                                             dropout_p=self.dropout if self.training else 0.0)  # (B, H, L, D/H)
+        x = x + self.drop(self.out(att.transpose(1, 2).reshape(B, L, D)))
+        return x + self.drop(self.ffn(self.norm2(x)))
+
+
+class _Sequence(nn.Module):
+    """Causal self-attention over the user's recent items (SASRec): the state at each position
+    sees that item and the ones before it, never a later one.
+
+    Takes (B, L) ids most recent first, as every history input; works oldest first, left-padded,
+    so the last position is the most recent item.  Positions count from the oldest item in
+    view, so a prefix seen in training sits where the same history sits when served.
+    """
+
+    def __init__(self, f: SequenceFeature, table: nn.Embedding):
+        super().__init__()
+        self.table = table
+        dim = table.embedding_dim
+        self.positions = nn.Embedding(f.max_len, dim)
+        nn.init.normal_(self.positions.weight, std=0.05)
+        self.drop = nn.Dropout(f.dropout)
+        self.blocks = nn.ModuleList([_Block(dim, f.heads, f.dropout) for _ in range(f.layers)])
+        self.norm = nn.LayerNorm(dim)
+
+    def states(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids -> (B, L, D) states, oldest first (the last one is the most recent item's)."""
+        ids = ids.flip(1)
+        L = ids.shape[1]
+        valid = ids > 0  # (B, L)
+        first = L - valid.sum(dim=1, keepdim=True)  # left padding: index of the oldest item
+        steps = torch.arange(L, device=ids.device)
+        x = self.drop(self.table(ids) + self.positions((steps.unsqueeze(0) - first).clamp_min(0)))
+        causal = steps.unsqueeze(0) <= steps.unsqueeze(1)  # (L query, L key)
+        # Padding is never attended to, except by itself: a row of padding still gets finite output.
+        allowed = (causal & valid.unsqueeze(1)) | torch.eye(L, dtype=torch.bool, device=ids.device)
+        allowed = allowed.unsqueeze(1)  # (B, 1, L, L)
+        for block in self.blocks:
+            x = block(x, allowed)
+        return self.norm(x)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.states(ids)[:, -1]  # (B, D): the user after the most recent item
 
 
 class _Multi(nn.Module):
@@ -65,11 +127,16 @@ class Tower(nn.Module):
     def __init__(self, features: list[Feature], sizes: dict[str, int], item_table: nn.Embedding, cfg: ModelConfig):
         super().__init__()
         self.names = [f.name for f in features]
+        self.sequence: str | None = None  # the SequenceFeature's name, if any
         self.inputs = nn.ModuleDict()
         width = 0
         for f in features:
             if isinstance(f, HistoryFeature):
                 self.inputs[f.name] = _History(f, item_table)
+                width += item_table.embedding_dim
+            elif isinstance(f, SequenceFeature):
+                self.inputs[f.name] = _Sequence(f, item_table)
+                self.sequence = f.name
                 width += item_table.embedding_dim
             elif isinstance(f, ItemIdFeature):
                 self.inputs[f.name] = item_table
@@ -93,6 +160,14 @@ class Tower(nn.Module):
         layers.append(nn.Linear(width, cfg.output_dim))
         self.mlp = nn.Sequential(*layers)
 
-    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        parts = [self.inputs[name](inputs[name]) for name in self.names]
+    def forward(self, inputs: dict[str, torch.Tensor], at: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, output_dim) vectors.  ``at``: training by windows, the sequence input is (W, L) and
+        ``at`` (B,) picks which flat position of its (W * L) states each output row uses."""
+        parts = []
+        for name in self.names:
+            if name == self.sequence and at is not None:
+                states = self.inputs[name].states(inputs[name])
+                parts.append(states.reshape(-1, states.shape[-1])[at])
+            else:
+                parts.append(self.inputs[name](inputs[name]))
         return F.normalize(self.mlp(torch.cat(parts, dim=-1)), dim=-1)  # (B, output_dim)

@@ -27,8 +27,8 @@ class TwoTower(nn.Module):
         self.user_tower = Tower(list(spec.user), user_sizes, self.item_table, cfg)
         self.item_tower = Tower(list(spec.item), item_sizes, self.item_table, cfg)
 
-    def user(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.user_tower(inputs)  # (B, D)
+    def user(self, inputs: dict[str, torch.Tensor], at: torch.Tensor | None = None) -> torch.Tensor:
+        return self.user_tower(inputs, at)  # (B, D)
 
     def item(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.item_tower(inputs)  # (B, D)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from embrecall.config import HistoryFeature
+from embrecall.config import ITEM_HISTORY, SequenceFeature
 from embrecall.data.split import sort_events
 from embrecall.errors import DataError
 from embrecall.features import Encoders
@@ -28,9 +28,12 @@ class Examples:
         user = ev["user_id"].to_numpy()
         new_user = np.r_[True, user[1:] != user[:-1]]
         self.user_start = np.maximum.accumulate(np.where(new_user, np.arange(len(ev)), 0))
+        last = np.r_[user[1:] != user[:-1], True]
+        self.user_end = np.minimum.accumulate(np.where(last, np.arange(len(ev)) + 1, len(ev))[::-1])[::-1]
         self.history_len = encoders.history_len()
         self.user_inputs = encoders.encode_users(pd.Index(user, dtype=object), users, ev, history=None)
-        self.history_features = [(f.name, f.max_len) for f in encoders.spec.user if isinstance(f, HistoryFeature)]
+        self.history_features = [(f.name, f.max_len) for f in encoders.spec.user if isinstance(f, ITEM_HISTORY)]
+        self.sequence = next(((f.name, f.max_len) for f in encoders.spec.user if isinstance(f, SequenceFeature)), None)
         self.item_inputs = {k: torch.from_numpy(v) for k, v in encoders.encode_items(items).items()}
         counts = np.bincount(self.item_idx, minlength=encoders.n_items).astype(np.float64)
         self.log_q = torch.from_numpy(np.log(np.maximum(counts, 1.0) / len(ev))).float()  # (n_items,)
@@ -67,6 +70,12 @@ class Examples:
         indptr = np.r_[0, np.cumsum(np.bincount(pairs["u"].to_numpy(), minlength=len(users)))]
         return ExposureSampler(indptr.astype(np.int64), pairs["i"].to_numpy(np.int64))
 
+    def log_inclusion(self, item_idx: np.ndarray, draws: int) -> torch.Tensor:
+        """Log of each item's chance to be among ``draws`` positives drawn by training frequency
+        (the logQ correction when every distinct positive of a batch is one candidate)."""
+        q = self.item_counts[item_idx] / len(self)
+        return torch.from_numpy(np.log(-np.expm1(draws * np.log1p(-np.minimum(q, 1.0 - 1e-12))))).float()
+
     def __len__(self) -> int:
         return len(self.item_idx)
 
@@ -76,13 +85,44 @@ class Examples:
         valid = back >= self.user_start[rows][:, None]
         return np.where(valid, self.seq[np.maximum(back, 0)], 0)
 
-    def user_batch(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+    def user_batch(self, rows: np.ndarray, skip: str | None = None) -> dict[str, torch.Tensor]:
+        """User tower inputs of event rows (``skip``: a history feature the caller fills itself)."""
         batch = {k: torch.from_numpy(v[rows]) for k, v in self.user_inputs.items()}
-        if self.history_features:
+        wanted = [(name, n) for name, n in self.history_features if name != skip]
+        if wanted:
             hist = self.history(rows)
-            for name, max_len in self.history_features:
+            for name, max_len in wanted:
                 batch[name] = torch.from_numpy(np.ascontiguousarray(hist[:, :max_len]))
         return batch
+
+    def windows(self) -> np.ndarray:
+        """First row of every training window: each user's events cut into runs of the sequence
+        feature's ``max_len`` consecutive targets (SASRec-style training)."""
+        if self.sequence is None:
+            raise ValueError("windows need a sequence feature in the user tower")
+        return np.flatnonzero((np.arange(len(self)) - self.user_start) % self.sequence[1] == 0)
+
+    def window_batch(self, starts: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor, np.ndarray]:
+        """User inputs, state positions and target rows of the windows starting at ``starts``.
+
+        The sequence input holds, per window, the items before its last target (most recent first,
+        none before the window's first target's history item); the state of the position after
+        each target's previous item is that target's user vector.  Returns ``(inputs, at, rows)``
+        for ``Tower.forward(inputs, at)``: N target rows and their flat positions in (W * L).
+        """
+        name, L = self.sequence  # type: ignore[misc]
+        n = np.minimum(starts + L, self.user_end[starts]) - starts  # (W,) targets per window
+        ends = starts + n
+        back = ends[:, None] - 2 - np.arange(L)[None, :]  # (W, L) row of each input, most recent first
+        ok = (np.arange(L)[None, :] < n[:, None]) & (back >= self.user_start[starts][:, None])
+        ids = np.where(ok, self.seq[np.maximum(back, 0)], 0)
+        j = np.arange(L)[None, :]
+        valid = j < n[:, None]  # (W, L) window positions j that have a target
+        rows = (starts[:, None] + j)[valid]
+        at = (np.arange(len(starts))[:, None] * L + L - n[:, None] + j)[valid]
+        batch = self.user_batch(rows, skip=name)
+        batch[name] = torch.from_numpy(ids)
+        return batch, torch.from_numpy(at), rows
 
     def item_batch(self, item_idx: np.ndarray) -> dict[str, torch.Tensor]:
         idx = torch.from_numpy(item_idx)

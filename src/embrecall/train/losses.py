@@ -8,11 +8,36 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["sampled_softmax_loss", "bce_loss"]
+__all__ = ["sampled_softmax_loss", "softmax_loss", "mixed_softmax_loss", "bce_loss"]
+
+
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy whose label smoothing spreads only over live candidates: masked ones
+    (logit ``finfo.min``) are not candidates and would otherwise make the loss explode."""
+    if label_smoothing == 0.0:
+        return F.cross_entropy(logits, labels)
+    logp = logits.log_softmax(dim=-1)
+    nll = -logp.gather(1, labels.unsqueeze(1)).squeeze(1)
+    live = logits > torch.finfo(logits.dtype).min / 2
+    spread = -logp.masked_fill(~live, 0.0).sum(dim=-1) / live.sum(dim=-1)
+    return ((1.0 - label_smoothing) * nll + label_smoothing * spread).mean()
+
+
+def softmax_loss(user: torch.Tensor, candidates: torch.Tensor, labels: torch.Tensor, log_q: torch.Tensor,
+                 temperature: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Softmax over distinct candidate items: the whole catalog (full softmax, ``log_q`` zero), or
+    the distinct positives of a batch (``log_q``: log of each one's chance to be in a batch).
+
+    user: (N, D); candidates: (C, D); labels: (N,) column of each row's positive; log_q: (C,).
+    Each item appears once, so no accidental hit can occur.
+    """
+    logits = user @ candidates.T / temperature - log_q.unsqueeze(0)  # (N, C)
+    return _cross_entropy(logits, labels, label_smoothing)
 
 
 def sampled_softmax_loss(user: torch.Tensor, item: torch.Tensor, item_idx: torch.Tensor, log_q: torch.Tensor,
-                         temperature: float, remove_accidental_hits: bool = True) -> torch.Tensor:
+                         temperature: float, remove_accidental_hits: bool = True,
+                         label_smoothing: float = 0.0) -> torch.Tensor:
     """Softmax over in-batch items, each user's own item the positive.
 
     user, item: (B, D); item_idx: (B,) catalog index of each positive; log_q: (B,) log of the
@@ -28,7 +53,7 @@ def sampled_softmax_loss(user: torch.Tensor, item: torch.Tensor, item_idx: torch
         same.fill_diagonal_(False)
         logits = logits.masked_fill(same, torch.finfo(logits.dtype).min)
     labels = torch.arange(user.shape[0], device=user.device)
-    return F.cross_entropy(logits, labels)
+    return _cross_entropy(logits, labels, label_smoothing)
 
 
 def bce_loss(user: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, temperature: float,
@@ -51,7 +76,8 @@ def mixed_softmax_loss(user: torch.Tensor, batch_items: torch.Tensor, row_items:
                        batch_idx: torch.Tensor, row_idx: torch.Tensor, row_valid: torch.Tensor,
                        log_count_batch: torch.Tensor, log_count_row: torch.Tensor,
                        log_weight_batch: torch.Tensor, log_weight_row: torch.Tensor,
-                       temperature: float, logq_strength: float = 1.0) -> torch.Tensor:
+                       temperature: float, logq_strength: float = 1.0,
+                       label_smoothing: float = 0.0) -> torch.Tensor:
     """Sampled softmax over in-batch positives + shared negatives + each row's own negatives.
 
     user: (B, D); batch_items: (B + G, D), the batch's positives then the shared negatives;
@@ -73,4 +99,4 @@ def mixed_softmax_loss(user: torch.Tensor, batch_items: torch.Tensor, row_items:
     logits_b = logits_b.masked_fill(hit_b, low)
     logits_r = logits_r.masked_fill((row_idx == pos_idx.unsqueeze(1)) | ~row_valid, low)
     logits = torch.cat([logits_b, logits_r], dim=1)
-    return F.cross_entropy(logits, torch.arange(B, device=user.device))
+    return _cross_entropy(logits, torch.arange(B, device=user.device), label_smoothing)

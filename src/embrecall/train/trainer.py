@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +23,9 @@ from embrecall.models.two_tower import TwoTower
 from embrecall.progress import progress_bar
 from embrecall.train.checkpoint import load_latest_checkpoint, save_checkpoint
 from embrecall.train.examples import Examples
-from embrecall.train.losses import bce_loss, mixed_softmax_loss, sampled_softmax_loss
+from embrecall.train.losses import bce_loss, mixed_softmax_loss, sampled_softmax_loss, softmax_loss
 from embrecall.train.negatives import MixedNegatives
+from embrecall.train.threads import training_threads
 
 __all__ = ["FitResult", "fit_two_tower", "two_tower_channel", "item_vectors"]
 
@@ -78,21 +80,50 @@ def _mixed_loss(cfg: Config, model: TwoTower, ex: Examples, rows: np.ndarray, us
     t = torch.from_numpy
     return mixed_softmax_loss(user, batch_items, row_items, t(batch_idx), t(draw.per_row), t(draw.valid),
                               t(draw.log_count_batch), t(draw.log_count_row), t(draw.log_weight_batch),
-                              t(draw.log_weight_row), cfg.train.temperature, cfg.train.logq_strength)
+                              t(draw.log_weight_row), cfg.train.temperature, cfg.train.logq_strength,
+                              cfg.train.label_smoothing)
 
 
-def _batch_loss(cfg: Config, model: TwoTower, ex: Examples, rows: np.ndarray, gen: torch.Generator,
-                mixed: MixedNegatives, rng: np.random.Generator) -> torch.Tensor:
+def _steps(ex: Examples, windowed: bool, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """One epoch in random order: event rows per step, or (with a sequence feature) window starts
+    adding up to about ``batch_size`` target pairs per step."""
+    units = ex.windows() if windowed else np.arange(len(ex))
+    per_step = max(1, round(batch_size * len(units) / max(len(ex), 1)))
+    order = units[rng.permutation(len(units))]
+    return [order[s:s + per_step] for s in range(0, len(order), per_step)]
+
+
+def _user_vectors(model: TwoTower, ex: Examples, step: np.ndarray,
+                  windowed: bool) -> tuple[torch.Tensor, np.ndarray]:
+    """(N, D) user vectors and the N event rows they predict: one per row, or one per position of
+    each window (one causal pass over a window yields all of its pairs)."""
+    if windowed:
+        inputs, at, rows = ex.window_batch(step)
+        return model.user(inputs, at), rows
+    return model.user(ex.user_batch(step)), step
+
+
+def _batch_loss(cfg: Config, model: TwoTower, ex: Examples, rows: np.ndarray, user: torch.Tensor,
+                windowed: bool, gen: torch.Generator, mixed: MixedNegatives,
+                rng: np.random.Generator) -> torch.Tensor:
     t = cfg.train
-    user = model.user(ex.user_batch(rows))  # (B, D)
+    pos_idx = ex.item_idx[rows]
+    if t.loss == "full_softmax":
+        items = model.item(ex.item_inputs)  # (n_items, D): every catalog item is a candidate
+        return softmax_loss(user, items, torch.from_numpy(pos_idx), items.new_zeros(len(items)), t.temperature,
+                            t.label_smoothing)
     if t.loss == "sampled_softmax" and mixed.active:
         return _mixed_loss(cfg, model, ex, rows, user, mixed, rng)
-    pos_idx = ex.item_idx[rows]
+    if t.loss == "sampled_softmax" and windowed:  # windows hold many pairs: score each distinct positive once
+        distinct, labels = np.unique(pos_idx, return_inverse=True)
+        return softmax_loss(user, model.item(ex.item_batch(distinct)), torch.from_numpy(labels),
+                            ex.log_inclusion(distinct, len(rows)) * t.logq_strength, t.temperature,
+                            t.label_smoothing)
     pos = model.item(ex.item_batch(pos_idx))  # (B, D)
     if t.loss == "sampled_softmax":
         idx = torch.from_numpy(pos_idx)
         return sampled_softmax_loss(user, pos, idx, ex.log_q[idx] * t.logq_strength, t.temperature,
-                                    t.remove_accidental_hits)
+                                    t.remove_accidental_hits, t.label_smoothing)
     weights = torch.from_numpy(ex.item_counts ** t.negative_alpha).float()
     neg_idx = torch.multinomial(weights, len(rows) * t.num_negatives, replacement=True, generator=gen)
     neg_idx = neg_idx.view(len(rows), t.num_negatives)  # (B, N)
@@ -103,9 +134,11 @@ def _batch_loss(cfg: Config, model: TwoTower, ex: Examples, rows: np.ndarray, ge
 def fit_two_tower(cfg: Config, events: pd.DataFrame, users: pd.DataFrame | None, items: pd.DataFrame | None, *,
                   epochs: int, validation: Split | None = None, checkpoint_dir: Path | None = None,
                   show_progress: bool = True, label: str = "train",
-                  exposures: pd.DataFrame | None = None) -> FitResult:
+                  exposures: pd.DataFrame | None = None,
+                  on_epoch: Callable[[int, float], None] | None = None) -> FitResult:
     """Fit on ``events``; with ``validation``, watch HR@early_stop_k on its validation targets each
-    epoch, stop after ``patience`` epochs without gain and return the best epoch's weights."""
+    epoch, stop after ``patience`` epochs without gain and return the best epoch's weights.
+    ``on_epoch(epoch, score)`` hears each validation score (a tuner prunes poor trials with it)."""
     t = cfg.train
     torch.manual_seed(t.seed)
     encoders = Encoders(cfg.features).fit(events, users, items)
@@ -126,43 +159,53 @@ def fit_two_tower(cfg: Config, events: pd.DataFrame, users: pd.DataFrame | None,
             result.log, result.best_epoch, best_score = meta["log"], meta["best_epoch"], meta["best_score"]
             best_state = copy.deepcopy(model.state_dict()) if result.best_epoch == meta["epoch"] else None
     metric = f"HR@{t.early_stop_k}"
+    windowed = examples.sequence is not None
+    threads, threads_before = training_threads(t.threads), torch.get_num_threads()
+    torch.set_num_threads(threads)
     started = time.perf_counter()
-    n_batches = (len(examples) + t.batch_size - 1) // t.batch_size
-    with progress_bar(show_progress) as bar:
-        for epoch in range(start_epoch, epochs + 1):
-            model.train()
-            torch.manual_seed(t.seed + epoch)
-            gen = torch.Generator().manual_seed(t.seed + epoch)
-            neg_rng = np.random.default_rng([t.seed, epoch])
-            order = np.random.default_rng(t.seed + epoch).permutation(len(examples))
-            task = bar.add_task(f"{label} epoch {epoch}/{epochs}", total=n_batches, loss=float("nan"), rate=0.0)
-            tick, total_loss = time.perf_counter(), 0.0
-            for b in range(n_batches):
-                rows = order[b * t.batch_size:(b + 1) * t.batch_size]
-                loss = _batch_loss(cfg, model, examples, rows, gen, mixed, neg_rng)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total_loss += loss.item()
-                rate = (b + 1) * t.batch_size / max(time.perf_counter() - tick, 1e-9)
-                bar.update(task, advance=1, loss=total_loss / (b + 1), rate=rate)
-            entry = {"epoch": epoch, "loss": total_loss / max(n_batches, 1),
-                     "seconds": time.perf_counter() - tick}
-            if validation is not None:
-                channel = two_tower_channel(model, encoders, users, item_vectors(model, examples))
-                entry[metric] = evaluate_channel(channel, validation, [t.early_stop_k], on="valid")[metric]
-                bar.update(task, description=f"{label} epoch {epoch}/{epochs} valid {metric}={entry[metric]:.4f}")
-                if entry[metric] > best_score:
-                    best_score, result.best_epoch = entry[metric], epoch
-                    best_state = copy.deepcopy(model.state_dict())
-            else:
-                result.best_epoch, best_state = epoch, None  # without validation the last epoch is kept
-            result.log.append(entry)
-            if checkpoint_dir is not None:
-                save_checkpoint(checkpoint_dir, epoch, model, optimizer,
-                                {"log": result.log, "best_epoch": result.best_epoch, "best_score": best_score})
-            if validation is not None and epoch - result.best_epoch >= t.patience:
-                break
+    try:
+        with progress_bar(show_progress) as bar:
+            for epoch in range(start_epoch, epochs + 1):
+                model.train()
+                torch.manual_seed(t.seed + epoch)
+                gen = torch.Generator().manual_seed(t.seed + epoch)
+                neg_rng = np.random.default_rng([t.seed, epoch])
+                steps = _steps(examples, windowed, t.batch_size, np.random.default_rng(t.seed + epoch))
+                title = f"{label} epoch {epoch}/{epochs} ({threads} thread{'s' * (threads > 1)})"
+                task = bar.add_task(title, total=len(steps), loss=float("nan"), rate=0.0)
+                tick, total_loss, pairs = time.perf_counter(), 0.0, 0
+                for b, step in enumerate(steps):
+                    user, rows = _user_vectors(model, examples, step, windowed)
+                    loss = _batch_loss(cfg, model, examples, rows, user, windowed, gen, mixed, neg_rng)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    total_loss += loss.item()
+                    pairs += len(rows)
+                    rate = pairs / max(time.perf_counter() - tick, 1e-9)
+                    bar.update(task, advance=1, loss=total_loss / (b + 1), rate=rate)
+                seconds = time.perf_counter() - tick
+                entry = {"epoch": epoch, "loss": total_loss / max(len(steps), 1), "seconds": seconds,
+                         "pairs_per_s": pairs / max(seconds, 1e-9)}
+                if validation is not None:
+                    channel = two_tower_channel(model, encoders, users, item_vectors(model, examples))
+                    entry[metric] = evaluate_channel(channel, validation, [t.early_stop_k], on="valid")[metric]
+                    bar.update(task, description=f"{title} valid {metric}={entry[metric]:.4f}")
+                    if on_epoch is not None:
+                        on_epoch(epoch, entry[metric])
+                    if entry[metric] > best_score:
+                        best_score, result.best_epoch = entry[metric], epoch
+                        best_state = copy.deepcopy(model.state_dict())
+                else:
+                    result.best_epoch, best_state = epoch, None  # without validation the last epoch is kept
+                result.log.append(entry)
+                if checkpoint_dir is not None:
+                    save_checkpoint(checkpoint_dir, epoch, model, optimizer,
+                                    {"log": result.log, "best_epoch": result.best_epoch, "best_score": best_score})
+                if validation is not None and epoch - result.best_epoch >= t.patience:
+                    break
+    finally:
+        torch.set_num_threads(threads_before)
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()

@@ -1,0 +1,136 @@
+"""Two-tower training speed: the trainer's pairs/s beside a floor, per config and thread setting.
+
+    python bench/train_speed.py [--steps 60]
+
+For each config, one epoch of the real trainer (batch assembly, history gathering, optimiser and
+all) is timed, and beside it, in the same process, a *floor*: a bare PyTorch loop of the same
+towers and loss over tensors built in memory beforehand.  The ratio says how much of the time is
+not arithmetic.  Rows with "busy" run while another process keeps one core busy; "auto" is the
+default thread count (``train.threads`` unset).  Configs: ml-100k (pooled histories, and the
+sequence encoder) from ../shared, and a synthetic log of 100k items with 50-long histories.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from embrecall.config import Config, load_config
+from embrecall.data import load_dataset, split_dataset
+from embrecall.features import Encoders
+from embrecall.models.two_tower import TwoTower
+from embrecall.train.examples import Examples
+from embrecall.train.losses import sampled_softmax_loss, softmax_loss
+from embrecall.train.threads import training_threads
+from embrecall.train.trainer import _steps, fit_two_tower
+
+ROOT = Path(__file__).resolve().parents[1]
+ML100K = ROOT.parent / "shared" / "datasets" / "ml-100k"
+
+
+@contextlib.contextmanager
+def busy_core(on: bool) -> Iterator[None]:
+    """Another process spinning on one core while the block runs."""
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if on else None
+    try:
+        time.sleep(0.5 if on else 0)
+        yield
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+
+def floor(cfg: Config, ex: Examples, enc: Encoders, steps: int) -> float:
+    """Pairs/s of forward, loss, backward and Adam over pre-built tensors (no batch assembly)."""
+    t = cfg.train
+    torch.manual_seed(0)
+    model = TwoTower(cfg.features, enc, cfg.model).train()
+    opt = torch.optim.Adam(model.parameters(), lr=t.lr)
+    windowed = ex.sequence is not None
+    batches = []
+    for step in _steps(ex, windowed, t.batch_size, np.random.default_rng(0))[:steps]:
+        if windowed:
+            inputs, at, rows = ex.window_batch(step)
+        else:
+            inputs, at, rows = ex.user_batch(step), None, step
+        pos = ex.item_idx[rows]
+        if t.loss == "full_softmax":
+            cand, labels, log_q = ex.item_inputs, torch.from_numpy(pos), torch.zeros(enc.n_items)
+        elif windowed:
+            distinct, labels = np.unique(pos, return_inverse=True)
+            cand, labels, log_q = ex.item_batch(distinct), torch.from_numpy(labels), ex.log_inclusion(distinct, len(rows))
+        else:
+            cand, labels, log_q = ex.item_batch(pos), torch.from_numpy(pos), ex.log_q[torch.from_numpy(pos)]
+        batches.append((inputs, at, cand, labels, log_q, len(rows)))
+    started, pairs = time.perf_counter(), 0
+    for inputs, at, cand, labels, log_q, n in batches:
+        user, items = model.user(inputs, at), model.item(cand)
+        if t.loss == "full_softmax" or windowed:
+            loss = softmax_loss(user, items, labels, log_q, t.temperature)
+        else:
+            loss = sampled_softmax_loss(user, items, labels, log_q, t.temperature)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        pairs += n
+    return pairs / (time.perf_counter() - started)
+
+
+def measure(name: str, cfg: Config, threads: int | None, busy: bool, steps: int) -> list[str]:
+    data = load_dataset(cfg)
+    events = split_dataset(data, cfg.split).train_full
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"threads": threads})})
+    with busy_core(busy):
+        n = training_threads(threads)  # what the trainer will pick, decided under the same load
+        fit = fit_two_tower(cfg, events, data.users, data.items, epochs=1, show_progress=False)
+        trainer = fit.log[0]["pairs_per_s"]
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        ex = Examples(events, fit.encoders, data.users, data.items)
+        bare = floor(cfg, ex, fit.encoders, steps)
+        torch.set_num_threads(before)
+    return [name, "auto" if threads is None else str(threads), str(n), "yes" if busy else "no",
+            f"{trainer:,.0f}", f"{bare:,.0f}", f"{trainer / bare:.0%}"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=60, help="floor steps per row")
+    args = parser.parse_args()
+    runs: list[tuple[str, Config, int | None, bool]] = []
+    if (ML100K / "u.data").is_file():
+        pooled = load_config(ROOT / "configs" / "ml100k.toml")
+        sequence = load_config(ROOT / "configs" / "ml100k-sequence.toml")
+        runs += [("ml-100k", pooled, 1, False), ("ml-100k", pooled, None, False), ("ml-100k", pooled, None, True),
+                 ("ml-100k", pooled, 2, True),
+                 ("ml-100k sequence", sequence, 1, False), ("ml-100k sequence", sequence, None, False),
+                 ("ml-100k sequence", sequence, None, True), ("ml-100k sequence", sequence, 2, True)]
+    else:
+        Console().print(f"[yellow]MovieLens 100K not found at {ML100K}: synthetic rows only[/]")
+    synthetic = load_config(None, ["data.synthetic.users=4000", "data.synthetic.items=100000",
+                                   "data.synthetic.events=200000", "features.user.3.max_len=50"])
+    runs += [("synthetic 100k items, 50-long histories", synthetic, 1, False),
+             ("synthetic 100k items, 50-long histories", synthetic, None, False)]
+    table = Table(title="two-tower training speed (trained (user, next item) pairs per second)")
+    for col in ("config", "train.threads", "threads used", "other process busy", "trainer pairs/s",
+                "floor pairs/s", "trainer / floor"):
+        table.add_column(col, justify="right")
+    for name, cfg, threads, busy in runs:
+        table.add_row(*measure(name, cfg, threads, busy, args.steps))
+        Console().print(f"done: {name}, threads {threads}, busy {busy}")
+    Console(width=160).print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""The EASE channel (Steck, 2019): a closed-form item-item linear model, scored from a
+recency-weighted recent profile.
+
+``B = argmin ||X - XB||^2 + l2 ||B||^2`` with ``diag(B) = 0`` over the binary user x item matrix X
+of training events has the solution ``B = I - P / diag(P)``, ``P = (X'X + l2 I)^-1``.  A user's
+scores are ``x_u B`` where ``x_u`` weights the item ``p`` steps back by ``decay**p`` over the last
+``history`` items, so recent interests count most.  B is a dense item x item matrix: catalogs
+beyond ``max_items`` are refused rather than run out of memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from embrecall.config import EaseConfig
+from embrecall.errors import ConfigError, NotFittedError
+from embrecall.models.channel import Candidates, UserQuery, take_top
+
+__all__ = ["Ease", "ease_weights"]
+
+
+def ease_weights(gram: np.ndarray, l2: float) -> np.ndarray:
+    """The EASE item-item matrix from the Gram matrix X'X (n, n): zero diagonal."""
+    p = np.linalg.inv(gram + l2 * np.eye(len(gram), dtype=gram.dtype))
+    b = -p / np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    return b
+
+
+class Ease:
+    name = "ease"
+
+    def __init__(self, cfg: EaseConfig | None = None):
+        self.cfg = cfg or EaseConfig()
+        self.item_ids_: np.ndarray | None = None
+        self.weights_: np.ndarray | None = None
+
+    def fit(self, events: pd.DataFrame) -> "Ease":
+        users, _ = pd.factorize(events["user_id"])
+        items, catalog = pd.factorize(events["item_id"])
+        n = len(catalog)
+        if n > self.cfg.max_items:
+            gib = n * n * 4 * 3 / 2**30
+            raise ConfigError(f"the ease channel holds a dense item x item matrix: {n:,} items need about "
+                              f"{gib:.1f} GiB (over channels.ease.max_items = {self.cfg.max_items:,}); raise "
+                              "channels.ease.max_items if the memory is there, or use itemcf")
+        x = sp.csr_matrix((np.ones(len(items), dtype=np.float32), (users, items)), shape=(users.max() + 1, n))
+        x.data[:] = 1.0  # repeated events count once: X is binary
+        dtype = np.float64 if n <= 10_000 else np.float32  # float32 halves the memory of large catalogs
+        gram = (x.T @ x).toarray().astype(dtype)
+        self.weights_ = ease_weights(gram, self.cfg.l2).astype(np.float32)
+        self.item_ids_ = np.asarray(catalog, dtype=object)
+        self._position = {item: i for i, item in enumerate(self.item_ids_)}
+        return self
+
+    def profiles(self, queries: Sequence[UserQuery]) -> sp.csr_matrix:
+        """(Q, n) recency-weighted profiles: the item p steps back weighs ``decay**p``."""
+        rows, cols, vals = [], [], []
+        for r, q in enumerate(queries):
+            for p, item in enumerate(reversed(q.history[-self.cfg.history:])):
+                pos = self._position.get(item, -1)
+                if pos >= 0:
+                    rows.append(r)
+                    cols.append(pos)
+                    vals.append(self.cfg.decay ** p)
+        return sp.csr_matrix((np.asarray(vals, dtype=np.float32), (rows, cols)),
+                             shape=(len(queries), len(self._position)))
+
+    def recommend(self, queries: Sequence[UserQuery], k: int,
+                  exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
+        if self.weights_ is None or self.item_ids_ is None:
+            raise NotFittedError("Ease is not fitted yet. Call 'fit' with training events first.")
+        if not queries:
+            return []
+        scores = np.asarray(self.profiles(queries) @ self.weights_)  # (Q, n)
+        out = []
+        for r, row in enumerate(scores):
+            ex = exclude[r] if exclude is not None else ()
+            depth = min(len(row), k + len(ex))
+            top = np.argpartition(-row, depth - 1)[:depth]
+            top = top[np.argsort(-row[top], kind="stable")]
+            out.append(take_top(self.item_ids_[top], row[top], k, ex, self.name))
+        return out

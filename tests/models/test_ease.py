@@ -1,0 +1,41 @@
+"""EASE: the closed form equals a direct solve, recency weights the profile, big catalogs are refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from embrecall.config import EaseConfig
+from embrecall.errors import ConfigError
+from embrecall.models.channel import UserQuery
+from embrecall.models.ease import Ease, ease_weights
+
+
+def test_closed_form_equals_a_direct_constrained_solve():
+    rng = np.random.default_rng(0)
+    x = (rng.random((30, 6)) < 0.4).astype(np.float64)
+    l2 = 3.0
+    b = ease_weights(x.T @ x, l2)
+    for j in range(6):  # column j: ridge regression of item j on every other item
+        others = [i for i in range(6) if i != j]
+        a = x[:, others]
+        direct = np.linalg.solve(a.T @ a + l2 * np.eye(5), a.T @ x[:, j])
+        np.testing.assert_allclose(b[others, j], direct, rtol=1e-8, atol=1e-10)
+        assert b[j, j] == 0.0
+
+
+def test_recent_items_weigh_more_and_seen_items_are_excluded():
+    events = pd.DataFrame({"user_id": ["a", "a", "b", "b", "c", "c"],
+                           "item_id": ["x", "y", "x", "z", "y", "w"]})
+    model = Ease(EaseConfig(l2=0.5, decay=0.5)).fit(events)
+    profile = model.profiles([UserQuery("q", ("x", "y"))]).toarray()[0]
+    assert profile[model._position["y"]] == 1.0 and profile[model._position["x"]] == 0.5
+    top = model.recommend([UserQuery("q", ("x", "y"))], 2, [{"x", "y"}])[0]
+    assert set(top.item_ids) == {"z", "w"} and top.channels == ["ease", "ease"]
+
+
+def test_catalog_too_large_for_a_dense_matrix_is_refused():
+    events = pd.DataFrame({"user_id": ["a"] * 5, "item_id": list("abcde")})
+    with pytest.raises(ConfigError, match="channels.ease.max_items"):
+        Ease(EaseConfig(max_items=4)).fit(events)
