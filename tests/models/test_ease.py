@@ -39,3 +39,13 @@ def test_catalog_too_large_for_a_dense_matrix_is_refused():
     events = pd.DataFrame({"user_id": ["a"] * 5, "item_id": list("abcde")})
     with pytest.raises(ConfigError, match="channels.ease.max_items"):
         Ease(EaseConfig(max_items=4)).fit(events)
+
+
+def test_in_place_cholesky_inverse_matches_numpy_beyond_one_block():
+    rng = np.random.default_rng(1)
+    x = (rng.random((400, 1100)) < 0.02).astype(np.float64)
+    gram = x.T @ x
+    p = np.linalg.inv(gram + 7.0 * np.eye(1100))
+    expected = -p / np.diag(p)[None, :]
+    np.fill_diagonal(expected, 0.0)
+    np.testing.assert_allclose(ease_weights(gram.copy(), 7.0), expected, atol=1e-9)

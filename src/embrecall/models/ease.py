@@ -15,6 +15,7 @@ from collections.abc import Collection, Sequence
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from scipy.linalg import get_lapack_funcs
 
 from embrecall.config import EaseConfig
 from embrecall.errors import ConfigError, NotFittedError
@@ -24,11 +25,25 @@ __all__ = ["Ease", "ease_weights"]
 
 
 def ease_weights(gram: np.ndarray, l2: float) -> np.ndarray:
-    """The EASE item-item matrix from the Gram matrix X'X (n, n): zero diagonal."""
-    p = np.linalg.inv(gram + l2 * np.eye(len(gram), dtype=gram.dtype))
-    b = -p / np.diag(p)[None, :]
-    np.fill_diagonal(b, 0.0)
-    return b
+    """The EASE item-item matrix from the Gram matrix X'X (n, n), zero diagonal; ``gram`` is
+    overwritten.  The inverse goes through a Cholesky factorisation (the matrix is symmetric
+    positive definite), in place: a third of an LU inverse's work and no second n x n copy."""
+    gram[np.diag_indices_from(gram)] += l2
+    potrf, potri = get_lapack_funcs(("potrf", "potri"), (gram,))
+    factor, info = potrf(gram, lower=False, overwrite_a=True, clean=False)
+    if info == 0:
+        p, info = potri(factor, lower=False, overwrite_c=True)
+    if info != 0:
+        raise ConfigError(f"EASE: the regularised Gram matrix is not positive definite (LAPACK info {info}); "
+                          "raise channels.ease.l2")
+    for start in range(0, len(p), 1024):  # potri fills the upper triangle: mirror it, a block at a time
+        end = start + 1024
+        p[start:end, :start] = p[:start, start:end].T
+        block = p[start:end, start:end]
+        p[start:end, start:end] = np.triu(block) + np.triu(block, 1).T
+    p /= -np.diag(p)[None, :]
+    np.fill_diagonal(p, 0.0)
+    return p
 
 
 class Ease:
@@ -44,15 +59,15 @@ class Ease:
         items, catalog = pd.factorize(events["item_id"])
         n = len(catalog)
         if n > self.cfg.max_items:
-            gib = n * n * 4 * 3 / 2**30
+            gib = n * n * 4 * 2 / 2**30
             raise ConfigError(f"the ease channel holds a dense item x item matrix: {n:,} items need about "
                               f"{gib:.1f} GiB (over channels.ease.max_items = {self.cfg.max_items:,}); raise "
                               "channels.ease.max_items if the memory is there, or use itemcf")
         x = sp.csr_matrix((np.ones(len(items), dtype=np.float32), (users, items)), shape=(users.max() + 1, n))
         x.data[:] = 1.0  # repeated events count once: X is binary
         dtype = np.float64 if n <= 10_000 else np.float32  # float32 halves the memory of large catalogs
-        gram = (x.T @ x).toarray().astype(dtype)
-        self.weights_ = ease_weights(gram, self.cfg.l2).astype(np.float32)
+        gram = (x.T @ x).toarray().astype(dtype, copy=False)
+        self.weights_ = ease_weights(gram, self.cfg.l2).astype(np.float32, copy=False)
         self.item_ids_ = np.asarray(catalog, dtype=object)
         self._position = {item: i for i, item in enumerate(self.item_ids_)}
         return self

@@ -1,0 +1,41 @@
+"""embrecall tune: trials score on validation only, the study resumes, the best config loads."""
+
+from __future__ import annotations
+
+import optuna
+
+from embrecall.config import load_config
+from embrecall.data import load_dataset, split_dataset
+from embrecall.tune import tune
+from tests.conftest import tiny_config
+
+
+def test_ease_study_writes_a_config_that_loads_and_resumes(tmp_path):
+    cfg = tiny_config(tmp_path, "tune.channel=ease", "tune.trials=3", "channels.ease.l2=50")
+    data = load_dataset(cfg)
+    split = split_dataset(data, cfg.split)
+    first = tune(cfg, data, split, tmp_path / "study", show_progress=False)
+    assert first.trials == 3 and 0 < first.best_value <= 1
+    best = load_config(first.config_path)
+    assert best.channels.ease.l2 == first.best_params["channels.ease.l2"]
+    again = tune(cfg, data, split, tmp_path / "study", show_progress=False)
+    assert again.trials == 6  # the stored study went on
+    trials = optuna.load_study(study_name="ease-NDCG@20",
+                               storage=f"sqlite:///{tmp_path / 'study' / 'tune.sqlite'}").trials
+    assert trials[0].params["channels.ease.l2"] == 50  # the config as given was tried first
+
+
+def test_test_targets_never_reach_a_trial(tmp_path, monkeypatch):
+    """Every trial is scored on a view whose targets are the validation events."""
+    import embrecall.tune as tuning
+
+    cfg = tiny_config(tmp_path, "tune.trials=2", "train.epochs=2")
+    data = load_dataset(cfg)
+    split = split_dataset(data, cfg.split)
+    seen = []
+    real = tuning.evaluate_channel
+    monkeypatch.setattr(tuning, "evaluate_channel", lambda ch, view, ks: seen.append(view) or real(ch, view, ks))
+    result = tune(cfg, data, split, tmp_path / "tt", show_progress=False)
+    assert result.trials == 2 and len(seen) == 2
+    for view in seen:
+        assert view.test.equals(split.valid) and view.train_full.equals(split.train)
