@@ -65,3 +65,14 @@ def test_onnx_user_tower_equals_pytorch_with_a_sequence_feature(tmp_path):
     with torch.no_grad():
         expected = model.user({k: torch.from_numpy(v) for k, v in inputs.items()}).numpy()
     np.testing.assert_allclose(OnnxTower(tmp_path / "user.onnx")(inputs), expected, atol=1e-5)
+
+
+def test_a_bundle_serves_what_training_measured(tmp_path):
+    """Trained by windows, exported to ONNX, searched through the bundle: the same test metrics."""
+    from embrecall.pipeline import evaluate, train
+
+    cfg = tiny_config(tmp_path, SEQUENCE, "train.loss=full_softmax", "train.label_smoothing=0.1")
+    report = train(cfg, show_progress=False)
+    served = evaluate(cfg, ["two_tower"], bundle=report.bundle, show_progress=False)["two_tower"]
+    for metric in ("HR@10", "HR@50", "NDCG@50"):
+        assert abs(served[metric] - report.metrics["two_tower"][metric]) < 0.01, metric
