@@ -21,7 +21,7 @@ import yaml
 
 from embrecall.config import Config, SearchDim, config_from_dict, get_field, set_field
 from embrecall.data import Dataset, Split
-from embrecall.errors import ConfigError
+from embrecall.errors import ConfigError, EmbrecallError
 from embrecall.evaluate import evaluate_channel
 from embrecall.progress import note
 
@@ -170,7 +170,9 @@ def tune(cfg: Config, data: Dataset, split: Split, out: Path, *, show_progress: 
             note(f"trial {trial.number} {trial.state.name.lower()}: {t.metric}={shown:.4f} (best {best:.4f}) "
                  f"{trial.params}")
 
-    study.optimize(objective, n_trials=t.trials, timeout=t.timeout_s, callbacks=[progress], gc_after_trial=True)
+    # A setting the data cannot support (say, item2vec with no session left) fails that trial, not the study.
+    study.optimize(objective, n_trials=t.trials, timeout=t.timeout_s, callbacks=[progress], gc_after_trial=True,
+                   catch=(EmbrecallError,))
     done = [x for x in study.trials if x.state == optuna.trial.TrialState.COMPLETE]
     if not done:
         raise ConfigError(f"no tuning trial completed within {t.timeout_s:.0f} s; raise tune.timeout_s")
