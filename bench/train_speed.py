@@ -69,7 +69,8 @@ def floor(cfg: Config, ex: Examples, enc: Encoders, steps: int) -> float:
             cand, labels, log_q = ex.item_inputs, torch.from_numpy(pos), torch.zeros(enc.n_items)
         elif windowed:
             distinct, labels = np.unique(pos, return_inverse=True)
-            cand, labels, log_q = ex.item_batch(distinct), torch.from_numpy(labels), ex.log_inclusion(distinct, len(rows))
+            cand, labels = ex.item_batch(distinct), torch.from_numpy(labels)
+            log_q = ex.log_inclusion(distinct, len(rows))
         else:
             cand, labels, log_q = ex.item_batch(pos), torch.from_numpy(pos), ex.log_q[torch.from_numpy(pos)]
         batches.append((inputs, at, cand, labels, log_q, len(rows)))

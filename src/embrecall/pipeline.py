@@ -33,7 +33,8 @@ from embrecall.progress import note, step
 from embrecall.train.examples import Examples
 from embrecall.train.trainer import FitResult, fit_two_tower, item_vectors, two_tower_channel
 
-__all__ = ["TrainReport", "read_split", "train", "evaluate", "evaluate_cold_items", "build_channel", "recommend", "CHANNELS"]
+__all__ = ["TrainReport", "read_split", "train", "evaluate", "evaluate_cold_items", "build_channel", "recommend",
+           "CHANNELS"]
 
 CHANNELS = ("two_tower", "popular", "item2vec", "itemcf", "ease", "merged")
 
