@@ -43,22 +43,34 @@ def usable_cpus() -> int:
     return max(1, cpus)
 
 
-def busy_elsewhere(samples: int = 5, interval_s: float = 0.02) -> int:
+def _own_running() -> int:
+    """This process's threads that are running or runnable now (state R)."""
+    count = 0
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            count += (task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "R"
+        except (OSError, IndexError):
+            continue
+    return count
+
+
+def busy_elsewhere(samples: int = 5, interval_s: float = 0.01) -> int:
     """Runnable threads of other processes right now: the median, over a few samples, of the
-    running count in ``/proc/loadavg`` less this process's own running threads (one, here)."""
+    running count in ``/proc/loadavg`` less this process's own running threads."""
     counts = []
     for _ in range(samples):
         try:
             running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+            counts.append(max(0, running - _own_running()))
         except (OSError, ValueError, IndexError):
             return 0
-        counts.append(max(0, running - 1))
         time.sleep(interval_s)
     return sorted(counts)[len(counts) // 2]
 
 
 def training_threads(setting: int | None) -> int:
-    """``train.threads`` if set; else the usable CPUs less those other processes keep busy, at least one."""
+    """``train.threads`` if set; else the usable CPUs less those other processes keep busy, at
+    least one.  The trainer asks again at every epoch, so a job that starts later is seen."""
     if setting is not None:
         return setting
     usable = usable_cpus()

@@ -161,12 +161,13 @@ def fit_two_tower(cfg: Config, events: pd.DataFrame, users: pd.DataFrame | None,
             best_state = copy.deepcopy(model.state_dict()) if result.best_epoch == meta["epoch"] else None
     metric = f"HR@{t.early_stop_k}"
     windowed = examples.sequence is not None
-    threads, threads_before = training_threads(t.threads), torch.get_num_threads()
-    torch.set_num_threads(threads)
+    threads_before = torch.get_num_threads()
     started = time.perf_counter()
     try:
         with progress_bar(show_progress) as bar:
             for epoch in range(start_epoch, epochs + 1):
+                threads = training_threads(t.threads)
+                torch.set_num_threads(threads)
                 model.train()
                 torch.manual_seed(t.seed + epoch)
                 gen = torch.Generator().manual_seed(t.seed + epoch)
