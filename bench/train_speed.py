@@ -7,7 +7,8 @@ all) is timed, and beside it, in the same process, a *floor*: a bare PyTorch loo
 towers and loss over tensors built in memory beforehand.  The ratio says how much of the time is
 not arithmetic.  Rows with "busy" run while another process keeps one core busy; "auto" is the
 default thread count (``train.threads`` unset).  Configs: ml-100k (pooled histories, and the
-sequence encoder) from ../shared, and a synthetic log of 100k items with 50-long histories.
+sequence encoder) and CiaoDVD (15,616 items: in-batch against full softmax) from ../shared, and
+a synthetic log of 100k items with 50-long histories.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from embrecall.train.trainer import _steps, fit_two_tower
 
 ROOT = Path(__file__).resolve().parents[1]
 ML100K = ROOT.parent / "shared" / "datasets" / "ml-100k"
+CIAODVD = ROOT.parent / "shared" / "datasets" / "ciaodvd"
 
 
 @contextlib.contextmanager
@@ -119,6 +121,10 @@ def main() -> None:
                  ("ml-100k sequence", sequence, None, True), ("ml-100k sequence", sequence, 2, True)]
     else:
         Console().print(f"[yellow]MovieLens 100K not found at {ML100K}: synthetic rows only[/]")
+    if (CIAODVD / "movie-ratings.txt").is_file():  # the cost of a full softmax over 15,616 items
+        for loss in ("sampled_softmax", "full_softmax"):
+            cfg = load_config(ROOT / "configs" / "ciaodvd.toml", [f"train.loss={loss}"])
+            runs.append((f"ciaodvd {loss}", cfg, 1, False))
     synthetic = load_config(None, ["data.synthetic.users=4000", "data.synthetic.items=100000",
                                    "data.synthetic.events=200000", "features.user.3.max_len=50"])
     runs += [("synthetic 100k items, 50-long histories", synthetic, 1, False),

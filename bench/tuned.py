@@ -102,7 +102,7 @@ def main() -> None:
     for channel, cfg in best.items():
         tuned = {k: get_field(cfg.model_dump(mode="json"), k) for k in search_space(
             cfg.model_copy(update={"tune": cfg.tune.model_copy(update={"channel": channel})}))}
-        Console().print(f"{channel} settings: {yaml.safe_dump(tuned, default_flow_style=True).strip()}")
+        Console(width=240).print(f"{channel} settings: {yaml.safe_dump(tuned, default_flow_style=True, width=1000).strip()}")
 
 
 if __name__ == "__main__":
