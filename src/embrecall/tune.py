@@ -39,6 +39,7 @@ DEFAULT_SPACES: dict[str, dict[str, SearchDim]] = {
         "train.loss": _dim(choices=["sampled_softmax", "full_softmax"]),
         "train.lr": _dim(low=3e-4, high=1e-2, log=True),
         "train.temperature": _dim(low=0.02, high=0.3, log=True),
+        "train.logq_strength": _dim(low=0.0, high=1.0),  # how far popularity is corrected away
         "train.batch_size": _dim(choices=[256, 512, 1024, 2048]),
         "train.weight_decay": _dim(choices=[0.0, 1e-6, 1e-5]),
         "train.label_smoothing": _dim(low=0.0, high=0.3),
