@@ -77,11 +77,20 @@ class TuneResult:
     pruned: int
 
 
-def search_space(cfg: Config) -> dict[str, SearchDim]:
-    space = cfg.tune.space or DEFAULT_SPACES.get(cfg.tune.channel)
+FULL_SOFTMAX_ITEMS = 10_000  # above this the default space leaves the full softmax out: on CiaoDVD's
+# 15,616 items one epoch of it cost about ten of the in-batch softmax (bench/train_speed.py)
+
+
+def search_space(cfg: Config, catalog_items: int = 0) -> dict[str, SearchDim]:
+    """The declared ``[tune.space]``, else the channel's default one (sized to the catalog)."""
+    if cfg.tune.space:
+        return cfg.tune.space
+    space = DEFAULT_SPACES.get(cfg.tune.channel)
     if not space:
         raise ConfigError(f"no search space for channel '{cfg.tune.channel}': declare one under [tune.space] "
                           f"(channels with a default space: {sorted(DEFAULT_SPACES)})")
+    if catalog_items > FULL_SOFTMAX_ITEMS and "train.loss" in space:
+        space = {k: v for k, v in space.items() if k != "train.loss"}
     return space
 
 
@@ -146,7 +155,7 @@ def tune(cfg: Config, data: Dataset, split: Split, out: Path, *, show_progress: 
     raw = cfg.model_dump(mode="json")
     if len(split.valid) == 0:
         raise ConfigError("tuning needs validation targets, and this split has none")
-    space = search_space(cfg)
+    space = search_space(cfg, split.train["item_id"].nunique())
     out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
