@@ -8,7 +8,7 @@ For each channel, ``embrecall tune`` runs on the validation targets (its study k
 best config is evaluated on test under BENCHMARK.md: the two-tower model over ``--seeds``
 (mean ± half-range), the others once (they do not depend on the training seed).  ``merged``
 combines the tuned two-tower model and the tuned ItemCF as the config's ``channels.merge`` says;
-``popular`` is the floor.  Test is looked at only after every choice is made.
+``popular`` is the floor; the merged row reuses each seed's two-tower model.  Test is looked at only after every choice is made.
 """
 
 from __future__ import annotations
@@ -66,19 +66,20 @@ def main() -> None:
         best[channel], valid[channel] = tuned_config(base, channel, out, args.trials, args.budget)
         Console().print(f"{channel}: validation {base.tune.metric} {valid[channel]:.4f}")
     rows: dict[str, list[dict[str, float]]] = {}
-    for channel, cfg in best.items():
-        seeds = args.seeds if channel == "two_tower" else args.seeds[:1]
-        for seed in seeds:
-            run = cfg.model_copy(update={"out": out / "runs", "train": cfg.train.model_copy(update={"seed": seed})})
-            rows.setdefault(channel, []).append(evaluate(run, [channel], show_progress=False)[channel])
-    if "two_tower" in best and "itemcf" in best:
-        raw = best["two_tower"].model_dump(mode="json")
+    raw = best.get("two_tower", base).model_dump(mode="json")
+    set_field(raw, "out", str(out / "runs"))
+    if "itemcf" in best:  # merged: the tuned two-tower model with the tuned ItemCF
         set_field(raw, "channels.itemcf", best["itemcf"].channels.itemcf.model_dump(mode="json"))
-        for seed in args.seeds:
-            set_field(raw, "train.seed", seed)
-            set_field(raw, "out", str(out / "runs"))
-            merged = config_from_dict(raw, "merged")
-            rows.setdefault("merged", []).append(evaluate(merged, ["merged"], show_progress=False)["merged"])
+    seeded = ["two_tower"] if "two_tower" in best else []
+    seeded += ["merged"] if {"two_tower", "itemcf"} <= set(best) else []
+    for seed in args.seeds if seeded else []:
+        set_field(raw, "train.seed", seed)
+        for name, row in evaluate(config_from_dict(raw, "tuned"), seeded, show_progress=False).items():
+            rows.setdefault(name, []).append(row)  # merged reuses the two-tower model just trained
+    for channel, cfg in best.items():
+        if channel != "two_tower":
+            run = cfg.model_copy(update={"out": out / "runs"})
+            rows[channel] = [evaluate(run, [channel], show_progress=False)[channel]]
     rows["popular"] = [evaluate(base, ["popular"], show_progress=False)["popular"]]
     first = rows["popular"][0]
     table = Table(title=f"{args.config.name}: tuned on validation ({base.tune.metric}, {args.budget:.0f} s or "
