@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from seeded import cell  # bench/ is on sys.path when run as a script
 
 from embrecall import evaluate, load_config
 from embrecall.evaluate.report import write_report
@@ -58,12 +59,7 @@ def main() -> None:
     for m in SHOWN:
         table.add_column(m.replace("_seconds", " s"), justify="right")
     for name, rows in runs.items():
-        cells = []
-        for m in SHOWN:
-            values = [r[m] for r in rows]
-            fmt = "{:.1f}" if m == "train_seconds" else "{:.4f}"
-            spread = f" ± {fmt.format((max(values) - min(values)) / 2)}" if len(values) > 1 else ""
-            cells.append(fmt.format(statistics.fmean(values)) + spread)
+        cells = [cell([r[m] for r in rows], "{:.1f}" if m == "train_seconds" else "{:.4f}") for m in SHOWN]
         table.add_row(name, *cells)
     Console(width=220).print(table)
     paired = [m["HR@100"] - t["HR@100"] for m, t in zip(runs["merged"], runs["two_tower"])]

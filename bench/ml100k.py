@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from seeded import cell  # bench/ is on sys.path when run as a script
 
 from embrecall import evaluate, load_config
 
@@ -43,13 +43,8 @@ def main() -> None:
     for m in METRICS + ["train s", "peak RSS MB"]:
         table.add_column(m, justify="right")
     for name, runs in rows.items():
-        cells = []
-        for m in METRICS + ["train_seconds", "peak_rss_mb"]:
-            values = [r[m] for r in runs]
-            mean = statistics.fmean(values)
-            fmt = "{:.4f}" if m in METRICS else "{:.0f}"
-            spread = (max(values) - min(values)) / 2
-            cells.append(fmt.format(mean) + (f" ± {fmt.format(spread)}" if len(values) > 1 else ""))
+        cells = [cell([r[m] for r in runs], "{:.4f}" if m in METRICS else "{:.0f}")
+                 for m in METRICS + ["train_seconds", "peak_rss_mb"]]
         table.add_row(name, *cells)
     Console(width=200).print(table)
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 from pathlib import Path
 
 import optuna
 import yaml
 from rich.console import Console
 from rich.table import Table
+from seeded import cell  # bench/ is on sys.path when run as a script
 
 from embrecall import evaluate, load_config
 from embrecall.config import Config, config_from_dict, get_field, set_field
@@ -90,12 +90,7 @@ def main() -> None:
     for m in SHOWN:
         table.add_column(m.replace("_seconds", " s"), justify="right")
     for name, runs in rows.items():
-        cells = []
-        for m in SHOWN:
-            values = [r[m] for r in runs]
-            fmt = "{:.1f}" if m == "train_seconds" else "{:.4f}"
-            spread = f" ± {fmt.format((max(values) - min(values)) / 2)}" if len(values) > 1 else ""
-            cells.append(fmt.format(statistics.fmean(values)) + spread)
+        cells = [cell([r[m] for r in runs], "{:.1f}" if m == "train_seconds" else "{:.4f}") for m in SHOWN]
         table.add_row(name, f"{valid[name]:.4f}" if name in valid else "", *cells)
     Console(width=240).print(table)
     Console().print(f"test: {first['targets']:,.0f} users, catalog {first['catalog_items']:,.0f} items, "
