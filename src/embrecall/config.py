@@ -326,8 +326,8 @@ class TrainConfig(_Strict):
     seed: int = 0
     resume: bool = False  # continue from the newest checkpoint in the run's checkpoint folder
     # PyTorch threads; None: the CPUs this process may use (affinity, cgroup quota, OMP_NUM_THREADS)
-    # less those other processes keep busy when training starts. Oversubscribed threads spin and
-    # can train several times slower than one thread.
+    # less the cores other processes keep busy, checked before each epoch. Oversubscribed threads
+    # spin and can train several times slower than one thread.
     threads: int | None = Field(None, ge=1)
     negatives: NegativesConfig = NegativesConfig()
 

@@ -43,34 +43,43 @@ def usable_cpus() -> int:
     return max(1, cpus)
 
 
-def _own_running() -> int:
-    """This process's threads that are running or runnable now (state R)."""
-    count = 0
-    for task in Path("/proc/self/task").iterdir():
-        try:
-            count += (task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "R"
-        except (OSError, IndexError):
-            continue
-    return count
+def _cpu_ticks(cpus: set[int]) -> tuple[int, int]:
+    """(busy, total) clock ticks so far of the given CPUs, from their ``cpuN`` lines in /proc/stat."""
+    busy = total = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            ticks = [int(x) for x in fields[:8]]  # user nice system idle iowait irq softirq steal
+            busy += sum(ticks) - ticks[3] - ticks[4]
+            total += sum(ticks)
+    return busy, total
 
 
-def busy_elsewhere(samples: int = 5, interval_s: float = 0.01) -> int:
-    """Runnable threads of other processes right now: the median, over a few samples, of the
-    running count in ``/proc/loadavg`` less this process's own running threads."""
-    counts = []
-    for _ in range(samples):
-        try:
-            running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
-            counts.append(max(0, running - _own_running()))
-        except (OSError, ValueError, IndexError):
-            return 0
-        time.sleep(interval_s)
-    return sorted(counts)[len(counts) // 2]
+def busy_elsewhere(window_s: float = 0.1) -> int:
+    """Cores that other processes kept busy over a short window: the busy time of the CPUs this
+    process may run on, less this process's own CPU time, in whole cores."""
+    if not hasattr(os, "sched_getaffinity"):
+        return 0
+    cpus = os.sched_getaffinity(0)
+    try:
+        busy0, total0 = _cpu_ticks(cpus)
+        own0 = sum(os.times()[:2])
+        time.sleep(window_s)
+        busy1, total1 = _cpu_ticks(cpus)
+        own1 = sum(os.times()[:2])
+    except (OSError, ValueError, IndexError):
+        return 0
+    tick = 1.0 / os.sysconf("SC_CLK_TCK")
+    wall = (total1 - total0) * tick / len(cpus)  # the window as the CPUs counted it, in seconds
+    if wall <= 0:
+        return 0
+    others = (busy1 - busy0) * tick - (own1 - own0)  # CPU-seconds spent outside this process
+    return max(0, round(others / wall))
 
 
 def training_threads(setting: int | None) -> int:
     """``train.threads`` if set; else the usable CPUs less those other processes keep busy, at
-    least one.  The trainer asks again at every epoch, so a job that starts later is seen."""
+    least one.  The trainer asks again at every epoch (0.1 s), so a job that starts later is seen."""
     if setting is not None:
         return setting
     usable = usable_cpus()
