@@ -43,3 +43,8 @@ def test_toml_and_yaml_files(tmp_path):
     (tmp_path / "bad.toml").write_text("[train\n")
     with pytest.raises(ConfigError, match=r"bad\.toml is not valid TOML"):
         load_config(tmp_path / "bad.toml")
+
+
+def test_sequence_heads_must_divide_the_item_embedding_width():
+    with pytest.raises(ConfigError, match="heads \\(3\\) must divide model.item_embedding_dim \\(64\\)"):
+        load_config(None, ["features.user=[{kind: sequence, heads: 3}]"])

@@ -463,6 +463,14 @@ class Config(_Strict):
     tune: TuneConfig = TuneConfig()
     out: Path = Path("runs")
 
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "Config":
+        for f in self.features.user:
+            if isinstance(f, SequenceFeature) and self.model.item_embedding_dim % f.heads:
+                raise ValueError(f"features.user.{f.name}: heads ({f.heads}) must divide "
+                                 f"model.item_embedding_dim ({self.model.item_embedding_dim})")
+        return self
+
 
 def _format_validation(err: ValidationError, origin: str) -> ConfigError:
     lines = []

@@ -50,9 +50,7 @@ class _Block(nn.Module):
 
     def __init__(self, dim: int, heads: int, dropout: float):
         super().__init__()
-        if dim % heads:
-            raise ValueError(f"sequence heads ({heads}) must divide item_embedding_dim ({dim})")
-        self.heads, self.dropout = heads, dropout
+        self.heads, self.dropout = heads, dropout  # the config checks that heads divide dim
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.qkv, self.out = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
         self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim))
