@@ -32,6 +32,16 @@ def test_evaluate_writes_json_keyed_by_channel_and_metric(tmp_path):
     metrics = json.loads(out.read_text())
     assert set(metrics) == {"popular"}
     assert {"HR@10", "NDCG@100", "MRR", "coverage@50", "train_seconds", "peak_rss_mb"} <= set(metrics["popular"])
+    assert metrics["popular"]["hit_ceiling"] <= 1.0 and "HR@K can reach at most" in result.output
+
+
+def test_tune_writes_a_config_that_evaluate_takes(tmp_path):
+    result = runner.invoke(app, ["tune", "--channel", "ease", "--trials", "2", "--out", str(tmp_path / "t"), *TINY])
+    assert result.exit_code == 0, result.output
+    assert "2 trials" in result.output and (tmp_path / "t" / "best.yaml").is_file()
+    result = runner.invoke(app, ["evaluate", "--config", str(tmp_path / "t" / "best.yaml"), "--channel", "ease",
+                                 "--seed", "3", "--no-progress"])
+    assert result.exit_code == 0, result.output
 
 
 def test_errors_are_one_clear_line(tmp_path):
