@@ -39,3 +39,12 @@ def test_test_targets_never_reach_a_trial(tmp_path, monkeypatch):
     assert result.trials == 2 and len(seen) == 2
     for view in seen:
         assert view.test.equals(split.valid) and view.train_full.equals(split.train)
+
+
+def test_an_unknown_metric_is_a_config_error():
+    import pytest
+
+    from embrecall.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="tune.metric"):
+        load_config(None, ["tune.metric=AUC"])

@@ -441,7 +441,7 @@ class TuneConfig(_Strict):
     """``embrecall tune``: Optuna search over config fields, scored on validation only."""
 
     channel: str = "two_tower"
-    metric: str = "NDCG@20"  # any validation metric evaluate reports (HR@K, NDCG@K, MRR)
+    metric: str = Field("NDCG@20", pattern=r"^((HR|NDCG|coverage)@[1-9][0-9]*|MRR)$")  # HR@K, NDCG@K, MRR...
     trials: int = Field(40, ge=1)
     timeout_s: float = Field(1800.0, gt=0.0)  # the study stops starting trials after this
     # Config field (as for --set) -> its range; empty: the channel's default space (embrecall.tune).
