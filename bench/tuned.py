@@ -36,18 +36,15 @@ def tuned_config(cfg: Config, channel: str, out: Path, trials: int, budget: floa
     folder = out / f"tune-{channel}"
     cfg = cfg.model_copy(update={"tune": cfg.tune.model_copy(update={"channel": channel, "timeout_s": budget})})
     storage = f"sqlite:///{(folder / 'tune.sqlite').resolve()}"
-    done = 0
-    if (folder / "tune.sqlite").is_file():
-        study = optuna.load_study(study_name=f"{channel}-{cfg.tune.metric}", storage=storage)
-        done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    if done < trials or not (folder / "best.yaml").is_file():
+    study = (optuna.load_study(study_name=f"{channel}-{cfg.tune.metric}", storage=storage)
+             if (folder / "tune.sqlite").is_file() else None)
+    done = 0 if study is None else sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    if study is None or done < trials or not (folder / "best.yaml").is_file():
         cfg = cfg.model_copy(update={"tune": cfg.tune.model_copy(update={"trials": max(1, trials - done)})})
         data, split = read_split(cfg, show_progress=False)
         result = tune(cfg, data, split, folder, show_progress=True)
         return load_config(result.config_path), result.best_value
-    study = optuna.load_study(study_name=f"{channel}-{cfg.tune.metric}", storage=storage)
     return load_config(folder / "best.yaml"), study.best_value
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -28,8 +28,8 @@ class Examples:
         user = ev["user_id"].to_numpy()
         new_user = np.r_[True, user[1:] != user[:-1]]
         self.user_start = np.maximum.accumulate(np.where(new_user, np.arange(len(ev)), 0))
-        last = np.r_[user[1:] != user[:-1], True]
-        self.user_end = np.minimum.accumulate(np.where(last, np.arange(len(ev)) + 1, len(ev))[::-1])[::-1]
+        bounds = np.r_[np.flatnonzero(new_user)[1:], len(ev)]  # one past each user's last row
+        self.user_end = bounds[np.cumsum(new_user) - 1]
         self.history_len = encoders.history_len()
         self.user_inputs = encoders.encode_users(pd.Index(user, dtype=object), users, ev, history=None)
         self.history_features = [(f.name, f.max_len) for f in encoders.spec.user if isinstance(f, ITEM_HISTORY)]
@@ -79,9 +79,10 @@ class Examples:
     def __len__(self) -> int:
         return len(self.item_idx)
 
-    def history(self, rows: np.ndarray) -> np.ndarray:
-        """(B, L) item_idx + 1 of the events before each row, same user only, most recent first."""
-        back = rows[:, None] - 1 - np.arange(self.history_len)[None, :]  # (B, L)
+    def history(self, rows: np.ndarray, length: int | None = None) -> np.ndarray:
+        """(B, L) item_idx + 1 of the events before each row, same user only, most recent first
+        (L: ``length``, default the longest history feature)."""
+        back = rows[:, None] - 1 - np.arange(length or self.history_len)[None, :]  # (B, L)
         valid = back >= self.user_start[rows][:, None]
         return np.where(valid, self.seq[np.maximum(back, 0)], 0)
 
@@ -90,7 +91,7 @@ class Examples:
         batch = {k: torch.from_numpy(v[rows]) for k, v in self.user_inputs.items()}
         wanted = [(name, n) for name, n in self.history_features if name != skip]
         if wanted:
-            hist = self.history(rows)
+            hist = self.history(rows, max(n for _, n in wanted))
             for name, max_len in wanted:
                 batch[name] = torch.from_numpy(np.ascontiguousarray(hist[:, :max_len]))
         return batch
@@ -112,12 +113,10 @@ class Examples:
         """
         name, L = self.sequence  # type: ignore[misc]
         n = np.minimum(starts + L, self.user_end[starts]) - starts  # (W,) targets per window
-        ends = starts + n
-        back = ends[:, None] - 2 - np.arange(L)[None, :]  # (W, L) row of each input, most recent first
-        ok = (np.arange(L)[None, :] < n[:, None]) & (back >= self.user_start[starts][:, None])
-        ids = np.where(ok, self.seq[np.maximum(back, 0)], 0)
         j = np.arange(L)[None, :]
-        valid = j < n[:, None]  # (W, L) window positions j that have a target
+        valid = j < n[:, None]  # (W, L): window position j has a target; input column j has an item in view
+        back = (starts + n)[:, None] - 2 - j  # (W, L) row of each input, most recent first
+        ids = np.where(valid & (back >= self.user_start[starts][:, None]), self.seq[np.maximum(back, 0)], 0)
         rows = (starts[:, None] + j)[valid]
         at = (np.arange(len(starts))[:, None] * L + L - n[:, None] + j)[valid]
         batch = self.user_batch(rows, skip=name)
