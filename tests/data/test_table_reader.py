@@ -50,8 +50,18 @@ def test_missing_column_names_file_and_available_columns(write):
 
 def test_unparsable_timestamp_names_row_and_value(write):
     p = write("log.csv", "user_id,item_id,timestamp\nu,i,1700000000\nu,j,yesterday\n")
-    with pytest.raises(DataError, match=r"row 3, column 'timestamp': cannot parse timestamp 'yesterday'"):
+    with pytest.raises(DataError, match=r"row 3, column 'timestamp': cannot use timestamp 'yesterday'.*"
+                                        r"set data\.timestamp_format"):
         _load(p)
+
+
+@pytest.mark.parametrize("good, bad, fmt", [("1700000000", "1e29", "unix_s"), ("1700000000", "-5", "auto"),
+                                            ("1700000000", "99999999999999", "auto"),
+                                            ("2020-01-01", "2500-01-01", "iso8601")])
+def test_timestamp_outside_1970_to_2100_names_row(write, good, bad, fmt):
+    p = write("log.csv", f"user_id,item_id,timestamp\nu,i,{good}\nu,j,{bad}\n")
+    with pytest.raises(DataError, match=r"row 3, column 'timestamp'.*expected a time between 1970 and 2100"):
+        _load(p, f"data.timestamp_format={fmt}")
 
 
 def test_bad_date_for_given_format(write):

@@ -81,7 +81,8 @@ def test_batch_answers_each_request_as_recall_does(client, bundle):
         assert [i["item_id"] for i in a["items"]] == [i["item_id"] for i in alone["items"]]
         assert a["cold_start"] == alone["cold_start"]
     bad = client.post("/v1/recall/batch", json={"requests": [requests[0], {"user_id": "u1", "filters": {"nope": ["x"]}}]})
-    assert bad.status_code == 422 and "requests[1]" in bad.json()["detail"]
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "requests", 1]
+    assert "cannot filter on ['nope']" in bad.json()["detail"][0]["msg"]
 
 
 def test_new_item_is_retrievable_and_deleted_item_is_gone(client, bundle):
@@ -108,6 +109,49 @@ def test_bad_requests_get_4xx_with_a_reason(client):
     r = client.post("/v1/recall", content=b"x" * (MAX_BODY + 1), headers={"content-type": "application/json"})
     assert r.status_code == 413
     assert client.post("/v1/recall", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+
+
+@pytest.mark.parametrize("body, where", [
+    ('{"user_id": "u0", "k": 1e400}', ["body", "k"]),
+    ('{"user_id": "u0", "k": NaN}', ["body", "k"]),
+    ('{"user_id": "u0", "quotas": {"two_tower": NaN}}', ["body", "quotas", "two_tower"]),
+    ('{"user_id": "u0", "quotas": {"two_tower": false}}', ["body", "quotas", "two_tower"]),
+    ('{"user_id": "\\ud800"}', ["body", "user_id"]),
+    ('{"user_id": "u0", "context": {"city": "\\ud800"}}', ["body", "context", "city"]),
+    ('{"user_id": "u0", "context": {"\\ud800": 1}}', ["body", "context"]),
+    ('{"user_id": "u0", "context": {"timestamp": 1e300}}', ["body"]),
+    ('{"user_id": "u0", "context": {"timestamp": Infinity}}', ["body", "context", "timestamp"]),
+    ('{"user_id": "u0", "context": {"n": 123456789012345678901234567890}}', ["body", "context", "n"]),
+])
+def test_unwritable_values_get_a_422_that_says_where(client, body, where):
+    """NaN, overflowing numbers and lone surrogates: refused at the edge with their location, and the
+    answer itself never echoes them (it could not be written: a 500 that also dropped the connection)."""
+    r = client.post("/v1/recall", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"][:len(where)] == where
+    assert client.post("/v1/recall", json={"user_id": "u0", "k": 3}).status_code == 200  # the connection goes on
+
+
+def test_batches_are_bounded_by_their_total_work(client):
+    batch = {"requests": [{"user_id": f"u{i}", "k": 1000} for i in range(26)]}
+    r = client.post("/v1/recall/batch", json=batch)
+    assert r.status_code == 422 and "at most 25,600" in r.text
+    batch["requests"] = batch["requests"][:25]
+    assert client.post("/v1/recall/batch", json=batch).status_code == 200
+
+
+def test_non_finite_attributes_never_reach_the_index(client):
+    r = client.put("/v1/items/inf-1", content='{"attributes": {"price": Infinity}}',
+                   headers={**AUTH, "content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "attributes", "price"]
+    assert client.delete("/v1/items/inf-1", headers=AUTH).status_code == 404
+
+
+@pytest.mark.parametrize("header, status", [(f"Bearer {TOKEN}", 200), (f"bearer {TOKEN}", 200), (f"BEARER {TOKEN}", 200),
+                                            (TOKEN, 401), (f"Basic {TOKEN}", 401), ("Bearer wrong", 401)])
+def test_admin_token_needs_the_bearer_scheme_in_any_case(client, header, status):
+    r = client.put("/v1/items/auth-1", json={"attributes": {"category": "c1"}}, headers={"Authorization": header})
+    assert r.status_code == status, r.text
 
 
 def test_version_health_metrics(client, bundle):

@@ -1,8 +1,9 @@
 """The HTTP service: recall for one user or a batch, item changes, version, health, metrics.
 
-Errors in a request come back as 4xx with a message saying what is wrong; bodies over
-``MAX_BODY`` bytes are refused with 413 (counted as read, chunked bodies too); admin endpoints
-need ``Authorization: Bearer <token>``.
+Errors in a request come back as 4xx with a message saying what is wrong (422: a list of
+problems, each with its location; other codes: one ``detail`` string), as the OpenAPI document
+says; bodies over ``MAX_BODY`` bytes are refused with 413 (counted as read, chunked bodies too);
+admin endpoints need ``Authorization: Bearer <token>``.
 """
 
 from __future__ import annotations
@@ -14,23 +15,46 @@ import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+import anyio
+from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embrecall.errors import BundleError, DataError, EmbrecallError
 from embrecall.serve.cache import RedisVectorCache, VectorCache
 from embrecall.serve.feed import ChangeFeed
-from embrecall.serve.schemas import BatchRecallRequest, BatchRecallResponse, ItemUpsert, RecallRequest, RecallResponse
+from embrecall.serve.schemas import (BatchRecallRequest, BatchRecallResponse, ErrorMessage, ItemUpsert, RecallRequest,
+                                     RecallResponse, ValidationErrors, check_text)
 from embrecall.serve.service import ServingVersion
 from embrecall.serve.state import ServiceState
 
 __all__ = ["create_app", "MAX_BODY"]
 
 MAX_BODY = 1 << 20  # bytes
+ItemId = Annotated[str, PathParam(min_length=1, max_length=256)]
+_REFUSED = {413: {"model": ErrorMessage, "description": "The body is larger than MAX_BODY"},
+            422: {"model": ValidationErrors, "description": "The request cannot be used as given"},
+            503: {"model": ErrorMessage, "description": "The active version cannot answer"}}
+_ADMIN = {401: {"model": ErrorMessage, "description": "Missing or wrong bearer token"},
+          403: {"model": ErrorMessage, "description": "Admin endpoints are disabled"}}
+
+
+def _printable(part: object) -> str | int:
+    """A location part or message as JSON can carry it back (lone surrogates escaped)."""
+    return part if isinstance(part, int) else str(part).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _problems(errors: list[dict], prefix: tuple = ()) -> JSONResponse:
+    """422 with where and what, never echoing the input: a NaN, an overflowing number or a lone
+    surrogate in it would make the answer itself unwritable (a 500)."""
+    detail = [{"loc": [_printable(p) for p in (*prefix, *e.get("loc", ()))], "msg": _printable(e.get("msg", "")),
+               "type": str(e.get("type", "value_error"))} for e in errors]
+    return JSONResponse({"detail": detail}, status_code=422)
 
 
 class _Metrics:
@@ -125,14 +149,23 @@ def create_app(source: Path | str, admin_token: str | None = None, watch_interva
 
     app.add_middleware(_CountErrors, counter=metrics.errors)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, err: RequestValidationError) -> JSONResponse:
+        return _problems(list(err.errors()))
+
     @app.exception_handler(EmbrecallError)
     async def domain_error(_: Request, err: EmbrecallError) -> JSONResponse:
-        return JSONResponse({"detail": str(err)}, status_code=503 if isinstance(err, BundleError) else 422)
+        if isinstance(err, BundleError):
+            return JSONResponse({"detail": _printable(err)}, status_code=503)
+        return _problems([{"loc": (), "msg": str(err), "type": "value_error"}], prefix=("body",))
 
-    def admin(authorization: str | None = Header(default=None)) -> None:
+    bearer = HTTPBearer(auto_error=False, description="The service's EMBRECALL_ADMIN_TOKEN")
+
+    def admin(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        """RFC 6750: the scheme is case-insensitive; a token without it is no credential."""
         if not token:
             raise HTTPException(403, "admin endpoints are disabled: start the service with EMBRECALL_ADMIN_TOKEN set")
-        given = (authorization or "").removeprefix("Bearer ").strip()
+        given = credentials.credentials if credentials is not None else ""
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
@@ -146,30 +179,34 @@ def create_app(source: Path | str, admin_token: str | None = None, watch_interva
 
     # One recall runs on the event loop: it is CPU work of about half a millisecond, which a thread
     # pool would only slow down (GIL hand-offs). A client's batch (up to 256 users) goes to a thread,
-    # so that it does not hold single requests up, and shares one tower run and one index search.
+    # so that it does not hold single requests up, and shares one tower run and one index search;
+    # batches take turns (one thread), so several clients' batches cannot crowd single requests out.
+    one_batch_at_a_time = anyio.CapacityLimiter(1)
     # Responses are serialised once by pydantic-core; response_model documents them.
-    @app.post("/v1/recall", response_model=RecallResponse)
+    @app.post("/v1/recall", response_model=RecallResponse, responses=_REFUSED)
     async def recall(req: RecallRequest, v: ServingVersion = Depends(serving)) -> Response:
         return Response(_observe(v.recall(req)).model_dump_json(), media_type="application/json")
 
-    @app.post("/v1/recall/batch", response_model=BatchRecallResponse)
+    @app.post("/v1/recall/batch", response_model=BatchRecallResponse, responses=_REFUSED)
     async def recall_batch(req: BatchRecallRequest, v: ServingVersion = Depends(serving)) -> Response:
-        def answer() -> bytes:
+        def answer() -> bytes | list[dict]:
             answers = v.recall_many(req.requests)
-            for i, got in enumerate(answers):
-                if isinstance(got, DataError):
-                    raise DataError(f"requests[{i}]: {got}")
-            return BatchRecallResponse(responses=[_observe(a) for a in answers]).model_dump_json()  # type: ignore[arg-type]
-        return Response(await run_in_threadpool(answer), media_type="application/json")
+            bad = [{"loc": ("body", "requests", i), "msg": str(a), "type": "value_error"}
+                   for i, a in enumerate(answers) if isinstance(a, DataError)]
+            return bad or BatchRecallResponse(responses=[_observe(a) for a in answers]).model_dump_json()  # type: ignore[arg-type]
+        got = await anyio.to_thread.run_sync(answer, limiter=one_batch_at_a_time)
+        return _problems(got) if isinstance(got, list) else Response(got, media_type="application/json")
 
-    @app.put("/v1/items/{item_id}", dependencies=[Depends(admin)])
-    def put_item(item_id: str, body: ItemUpsert, request: Request) -> dict:
+    @app.put("/v1/items/{item_id}", dependencies=[Depends(admin)], responses={**_REFUSED, **_ADMIN})
+    def put_item(item_id: ItemId, body: ItemUpsert, request: Request) -> dict:
+        check_text(item_id)
         started = time.perf_counter()
         v = request.app.state.service.upsert(item_id, body.attributes)
         return {"item_id": item_id, "version": v.version, "ms": (time.perf_counter() - started) * 1000}
 
-    @app.delete("/v1/items/{item_id}", dependencies=[Depends(admin)])
-    def delete_item(item_id: str, request: Request) -> dict:
+    @app.delete("/v1/items/{item_id}", dependencies=[Depends(admin)], responses={
+        **_REFUSED, **_ADMIN, 404: {"model": ErrorMessage, "description": "The item is not in the index"}})
+    def delete_item(item_id: ItemId, request: Request) -> dict:
         state = request.app.state.service
         if not state.delete(item_id):
             raise HTTPException(404, f"item {item_id!r} is not in the index")

@@ -87,7 +87,10 @@ class ServingVersion:
         return self.bundle.item_tower(inputs)[0]
 
     def upsert_item(self, item_id: str, attributes: Mapping[str, object]) -> None:
-        self.index.upsert(item_id, self.embed_item(item_id, attributes), attributes)
+        vector = self.embed_item(item_id, attributes)
+        if not np.isfinite(vector).all():  # a NaN vector would be scored NaN and answered as null
+            raise DataError(f"item {item_id!r}: its attributes give a non-finite vector; check their values")
+        self.index.upsert(item_id, vector, attributes)
 
     # ------------------------------------------------------------------ recall
 
