@@ -53,3 +53,17 @@ def test_errors_are_one_clear_line(tmp_path):
     assert result.exit_code == 2 and "is not a bundle" in result.output
     result = runner.invoke(app, ["evaluate", "--channel", "magic", *TINY])
     assert result.exit_code == 2 and "unknown channel(s) ['magic']" in result.output
+
+
+def test_nonsense_options_are_refused_with_the_field(tmp_path):
+    result = runner.invoke(app, ["generate", "--out", str(tmp_path / "g"), "--items", "0"])
+    assert result.exit_code == 2 and "items" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["evaluate", "--set", "evaluate.ks=[-5, 0]", *TINY])
+    assert result.exit_code == 2 and "evaluate.ks" in result.output and "greater than or equal to 1" in result.output
+
+
+def test_bracketed_text_survives_in_error_messages(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text("a,b,c\n1,2,3\n")
+    result = runner.invoke(app, ["train", "--set", "data.format=table", "--set", f"data.path={log}", "--no-progress"])
+    assert result.exit_code == 2 and "[data] section" in result.output

@@ -10,9 +10,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from embrecall.config import Config, SyntheticConfig, load_config
+from embrecall.config import Config, SyntheticConfig, load_config, validated
 from embrecall.errors import EmbrecallError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -70,7 +71,7 @@ def _run(fn):
     try:
         return fn()
     except EmbrecallError as err:
-        console.print(f"[bold red]error:[/] {err}", soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)  # '[data]' is text, not markup
         raise typer.Exit(2) from None
 
 
@@ -251,8 +252,8 @@ def generate(out: Annotated[Path, typer.Option(help="Folder for events/users/ite
     from embrecall.data.synthetic import write_parquet
 
     def go() -> None:
-        cfg = SyntheticConfig(users=users, items=items, events=events, categories=categories, cities=cities,
-                              seed=seed)
+        cfg = validated(SyntheticConfig, {"users": users, "items": items, "events": events, "categories": categories,
+                                          "cities": cities, "seed": seed}, "the generate options")
         with console.status("generating"):
             paths = write_parquet(cfg, out)
         for name, p in paths.items():

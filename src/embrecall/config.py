@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from embrecall.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
 
 __all__ = [
     "Config", "DataConfig", "ColumnMap", "TableConfig", "SyntheticConfig", "SplitConfig",
@@ -414,7 +416,7 @@ class ChannelsConfig(_Strict):
 class EvalConfig(_Strict):
     """The ranking cut-offs of BENCHMARK.md."""
 
-    ks: list[int] = [10, 20, 50, 100]
+    ks: list[Annotated[int, Field(ge=1, le=10_000)]] = Field([10, 20, 50, 100], min_length=1)
     cold_quantile: float = Field(0.5, gt=0.0, lt=1.0)  # cold-item evaluation: test period starts at this time quantile
 
 
@@ -482,12 +484,17 @@ def _format_validation(err: ValidationError, origin: str) -> ConfigError:
     return ConfigError(f"invalid configuration in {origin}:\n" + "\n".join(lines))
 
 
-def config_from_dict(raw: dict[str, Any], origin: str = "config") -> Config:
-    """Validate a plain dict (as read from TOML/YAML) into a Config, with field-named errors."""
+def validated(model: type[M], raw: Any, origin: str) -> M:
+    """``model`` from ``raw``, its validation errors said as a ConfigError that names each field."""
     try:
-        return Config.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as err:
         raise _format_validation(err, origin) from None
+
+
+def config_from_dict(raw: dict[str, Any], origin: str = "config") -> Config:
+    """Validate a plain dict (as read from TOML/YAML) into a Config, with field-named errors."""
+    return validated(Config, raw, origin)
 
 
 def _parse_value(text: str) -> Any:

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 __all__ = ["progress_bar", "step", "note"]
@@ -35,10 +36,10 @@ def step(text: str, enabled: bool = True) -> Iterator[None]:
         return
     with _console.status(text):
         yield
-    _console.print(f"[green]✓[/] {text}")
+    _console.print(f"[green]✓[/] {escape(text)}")
 
 
 def note(text: str) -> None:
     """Something the user must know about their data (rows dropped, ids without features),
     printed even when progress displays are off."""
-    _console.print(f"[yellow]note:[/] {text}")
+    _console.print(f"[yellow]note:[/] {escape(text)}")

@@ -2,6 +2,7 @@
 
     <out>/<version>/
         manifest.json            version, resolved config, data fingerprint, metrics, file hashes
+        manifest.sha256          the manifest's own hash (so edited metrics cannot pass a gate unseen)
         encoders.json            fitted feature encoders and the catalog (item_idx -> item_id)
         weights.safetensors      the PyTorch two-tower weights
         user_tower.onnx          the towers, split for serving
@@ -15,7 +16,9 @@
         itemcf_items.parquet     their item ids
 
 A bundle is written to a temporary folder and renamed into place, so a crashed run never
-leaves a half-written version behind.
+leaves a half-written version behind.  Reading one trusts nothing in it: the manifest must match
+its hash, every name in it must be a plain file name inside the folder, and a file that its
+library cannot open is a ``BundleError`` naming that file, not a traceback.
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -46,9 +51,12 @@ from embrecall.models.embedding_channel import EmbeddingChannel
 from embrecall.models.itemcf import ItemCF
 from embrecall.models.two_tower import TwoTower
 
-__all__ = ["Bundle", "write_bundle", "BUNDLE_FORMAT"]
+__all__ = ["Bundle", "write_bundle", "plain_name", "BUNDLE_FORMAT"]
 
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2  # 2: manifest.sha256
+MANIFEST_HASH = "manifest.sha256"
+_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+T = TypeVar("T")
 _FILES = ["encoders.json", "weights.safetensors", "user_tower.onnx", "item_tower.onnx",
           "item_vectors.safetensors", "index.faiss", "items.parquet", "users.parquet"]
 
@@ -59,6 +67,26 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def plain_name(name: object, what: str, source: Path) -> str:
+    """``name`` if it names an entry directly inside a folder (letters, digits, '.', '_', '-'; no
+    separators, no '..'); anything read from a file is checked so before it becomes a path."""
+    if not isinstance(name, str) or not _PLAIN.fullmatch(name) or ".." in name:
+        raise BundleError(f"{source}: {what} {name!r} is not a plain name (letters, digits, '.', '_', '-'; "
+                          "no '/' or '..'); the file was edited or damaged")
+    return name
+
+
+def _opened(folder: Path, name: str, load: Callable[[Path], T]) -> T:
+    """``load(folder / name)``, with whatever its library raises on a damaged file said as a BundleError."""
+    try:
+        return load(folder / name)
+    except BundleError:
+        raise
+    except Exception as err:  # onnxruntime, faiss, pyarrow and json each raise their own kinds
+        raise BundleError(f"{folder}: {name} cannot be opened ({type(err).__name__}: {err}); the bundle is "
+                          "damaged: re-run `embrecall train`") from err
 
 
 def _user_table(cfg: Config, history: pd.DataFrame, users: pd.DataFrame | None) -> pd.DataFrame:
@@ -125,6 +153,7 @@ def write_bundle(out_root: Path, cfg: Config, model: TwoTower, encoders: Encoder
             "files": {name: _sha256(tmp / name) for name in files},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        (tmp / MANIFEST_HASH).write_text(_sha256(tmp / "manifest.json") + "\n")
         final = out_root / version
         os.replace(tmp, final)
     except BaseException:
@@ -154,19 +183,33 @@ class Bundle:
 
     @staticmethod
     def manifest_of(path: Path | str, verify: bool = True) -> dict[str, Any]:
-        """A bundle's manifest, after checking that every file it lists is there and, with
-        ``verify``, matches its hash; loads nothing else."""
+        """A bundle's manifest, after checking it against its hash and that every file it lists is
+        there and, with ``verify``, matches its hash; loads nothing else."""
         path = Path(path)
         manifest_path = path / "manifest.json"
         if not manifest_path.is_file():
             raise BundleError(f"{path} is not a bundle: manifest.json is missing "
                               "(point --bundle at a folder written by `embrecall train`)")
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("format_version") != BUNDLE_FORMAT:
-            raise BundleError(f"{path}: bundle format {manifest.get('format_version')}, this embrecall reads "
-                              f"format {BUNDLE_FORMAT}; re-run `embrecall train`")
-        for name, digest in manifest["files"].items():
-            f = path / name
+        if not (path / MANIFEST_HASH).is_file():
+            raise BundleError(f"{path}: {MANIFEST_HASH} is missing: the bundle is damaged or was written by an older "
+                              "embrecall; re-run `embrecall train`")
+        if _sha256(manifest_path) != (path / MANIFEST_HASH).read_text(errors="replace").strip():
+            raise BundleError(f"{manifest_path} does not match {MANIFEST_HASH}: it was changed or damaged after "
+                              "the bundle was written")
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise BundleError(f"{manifest_path} is not UTF-8 JSON ({err})") from None
+        if not isinstance(manifest, dict) or manifest.get("format_version") != BUNDLE_FORMAT:
+            found = manifest.get("format_version") if isinstance(manifest, dict) else None
+            raise BundleError(f"{path}: bundle format {found}, this embrecall reads format {BUNDLE_FORMAT}; "
+                              "re-run `embrecall train`")
+        plain_name(manifest.get("version"), "version", manifest_path)
+        files = manifest.get("files")
+        if not isinstance(files, dict) or not all(isinstance(d, str) for d in files.values()):
+            raise BundleError(f"{manifest_path} has no 'files' table of file name -> sha256")
+        for name, digest in files.items():
+            f = path / plain_name(name, "file name", manifest_path)
             if not f.is_file():
                 raise BundleError(f"{path}: {name} is missing; the bundle is incomplete")
             if verify and _sha256(f) != digest:
@@ -179,17 +222,36 @@ class Bundle:
         """Open a bundle folder; with ``verify``, every file must match its hash in the manifest."""
         path = Path(path)
         manifest = cls.manifest_of(path, verify)
-        config = config_from_dict(manifest["config"], f"{path / 'manifest.json'} (config)")
-        encoders = Encoders.from_json(config.features, json.loads((path / "encoders.json").read_text()))
-        index = FaissIndex.load(path / "index.faiss", config.index)
-        if index.dim != manifest["model"]["dim"] or len(index) != encoders.n_items:
+        config = config_from_dict(manifest.get("config"), f"{path / 'manifest.json'} (config)")
+        encoders = _opened(path, "encoders.json",
+                           lambda f: Encoders.from_json(config.features, json.loads(f.read_text())))
+        index = _opened(path, "index.faiss", lambda f: FaissIndex.load(f, config.index))
+        dim = manifest.get("model", {}).get("dim")
+        if index.dim != dim or len(index) != encoders.n_items:
             raise BundleError(f"{path}: index holds {len(index)} vectors of dim={index.dim} but the model has "
-                              f"{encoders.n_items} items of dim={manifest['model']['dim']}; re-run `embrecall train`")
-        items = pd.read_parquet(path / "items.parquet").set_index("item_id")
-        users = pd.read_parquet(path / "users.parquet").set_index("user_id")
-        itemcf = ItemCF.load(path, config.channels.itemcf) if ItemCF.FILES[0] in manifest["files"] else None
+                              f"{encoders.n_items} items of dim={dim}; re-run `embrecall train`")
+        items = _opened(path, "items.parquet", lambda f: pd.read_parquet(f).set_index("item_id"))
+        users = _opened(path, "users.parquet", lambda f: pd.read_parquet(f).set_index("user_id"))
+        itemcf = (_opened(path, ItemCF.FILES[0], lambda _: ItemCF.load(path, config.channels.itemcf))
+                  if ItemCF.FILES[0] in manifest["files"] else None)
         return cls(path, manifest, config, encoders, index, items, users,
-                   OnnxTower(path / "user_tower.onnx"), OnnxTower(path / "item_tower.onnx"), itemcf)
+                   _opened(path, "user_tower.onnx", OnnxTower), _opened(path, "item_tower.onnx", OnnxTower), itemcf)
+
+    def check(self) -> None:
+        """Run every part once (user tower, item tower, index search, ItemCF), so that a file which
+        opens but does not fit the others is refused before the version is published."""
+        try:
+            if len(self.users):
+                self.recommend(str(self.users.index[0]), k=1)
+            vector = self.item_tower(self.encoders.encode_items(self.items, self.encoders.catalog_[:1]))
+            if vector.shape != (1, self.index.dim):
+                raise ValueError(f"the item tower gives vectors of shape {vector.shape[1:]}, the index holds "
+                                 f"dim={self.index.dim}")
+            if self.itemcf is not None and len(self.users):
+                self.itemcf.recommend([self.query(str(self.users.index[0]))], 1)
+        except Exception as err:
+            raise BundleError(f"{self.path}: the bundle's parts do not work together ({type(err).__name__}: "
+                              f"{err}); re-run `embrecall train`") from err
 
     def _tensor(self, name: str) -> np.ndarray:
         """One array of item_vectors.safetensors, read alone (the vectors are large)."""

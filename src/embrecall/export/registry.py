@@ -3,7 +3,9 @@
 The registry is a folder of bundles with an ``ACTIVE`` JSON file naming the active version and
 the history of earlier ones.  ``ACTIVE`` is replaced atomically (write + rename), so a crash at
 any moment leaves exactly one complete active version.  A version is published only if its
-offline metrics pass the gate.
+offline metrics pass the gate and every part of it opens and runs.  Every name read from
+``ACTIVE`` or a manifest is a plain version name resolved inside the registry, and a version's
+folder must hold the manifest of that version.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from embrecall.errors import BundleError, ConfigError
-from embrecall.export.bundle import Bundle
+from embrecall.export.bundle import Bundle, plain_name
 
 __all__ = ["Registry", "Gate", "parse_gate"]
 
@@ -54,13 +56,32 @@ class Registry:
         self.pointer = self.root / "ACTIVE"
 
     def state(self) -> dict:
+        """``{"active": name or None, "history": [names]}`` as ``ACTIVE`` holds it, every name checked."""
         if not self.pointer.is_file():
             return {"active": None, "history": []}
-        return json.loads(self.pointer.read_text())
+        try:
+            state = json.loads(self.pointer.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise BundleError(f"{self.pointer} is not UTF-8 JSON ({err}); restore it, or publish a version again") from None
+        if not isinstance(state, dict) or not isinstance(state.get("history", []), list):
+            raise BundleError(f"{self.pointer} must be an object like {{\"active\": \"<version>\", \"history\": []}}, "
+                              f"got {str(state)[:80]!r}; restore it, or publish a version again")
+        active = state.get("active")
+        history = [plain_name(v, "version", self.pointer) for v in state.get("history", [])]
+        return {"active": None if active is None else plain_name(active, "version", self.pointer), "history": history}
+
+    def folder(self, version: str) -> Path:
+        """The folder of a published version, after checking it holds that version's manifest."""
+        path = self.root / plain_name(version, "version", self.pointer)
+        found = Bundle.manifest_of(path, verify=False)["version"]
+        if found != version:
+            raise BundleError(f"{path} holds version {found!r}, not {version!r}: a registry folder must be named "
+                              "after the version it holds (publish bundles instead of copying them)")
+        return path
 
     def active(self) -> Path | None:
         v = self.state()["active"]
-        return self.root / v if v else None
+        return self.folder(v) if v else None
 
     def _write(self, state: dict) -> None:
         tmp = self.root / f".ACTIVE.{os.getpid()}.tmp"
@@ -71,11 +92,12 @@ class Registry:
 
     def publish(self, bundle_dir: Path | str, gates: list[Gate] = ()) -> str:
         """Make a bundle the active version (copied into the registry if it lives elsewhere)."""
-        manifest = Bundle.manifest_of(bundle_dir)  # every file checked against its hash; nothing loaded
+        manifest = Bundle.manifest_of(bundle_dir)  # manifest and every file checked against their hashes
         version = str(manifest["version"])
         failed = [why for g in gates if (why := g.check(manifest.get("metrics", {})))]
         if failed:
             raise BundleError(f"version {version} not published: " + "; ".join(failed))
+        Bundle.load(bundle_dir, verify=False).check()  # every artifact opened and run once: refused now, not when served
         self.root.mkdir(parents=True, exist_ok=True)
         target = self.root / version
         if Path(bundle_dir).resolve() != target.resolve():
@@ -84,6 +106,7 @@ class Registry:
                 shutil.rmtree(tmp, ignore_errors=True)  # left by a publish killed while copying
                 shutil.copytree(bundle_dir, tmp)
                 os.replace(tmp, target)
+        self.folder(version)  # a folder already there must hold this very version
         state = self.state()
         if state["active"] and state["active"] != version:
             state["history"].append(state["active"])
@@ -96,6 +119,8 @@ class Registry:
         state = self.state()
         if not state["history"]:
             raise BundleError(f"nothing to roll back to in {self.root}: no earlier published version")
-        state["active"] = state["history"].pop()
+        previous = state["history"].pop()
+        self.folder(previous)  # still there and intact
+        state["active"] = previous
         self._write(state)
-        return state["active"]
+        return previous

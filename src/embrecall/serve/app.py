@@ -96,16 +96,21 @@ class _CountErrors:
 
 
 def _watch(state: ServiceState, stop: threading.Event, interval: float, metrics: _Metrics) -> None:
-    """Follow the registry's ACTIVE pointer; a failed load keeps the current version serving."""
+    """Follow the registry's ACTIVE pointer; a failed load keeps the current version serving, and
+    is logged and counted once until ACTIVE or the version's folder changes what it says."""
+    failed: str | None = None
     while not stop.wait(interval):
         old = state.current.version
         try:
             if state.refresh():
                 metrics.version.labels(old).set(0)
                 metrics.version.labels(state.current.version).set(1)
+            failed = None
         except Exception as err:  # a broken bundle must never take the service down
-            metrics.errors.labels("swap").inc()
-            logging.getLogger("embrecall.serve").error("version swap failed, still serving %s: %s", old, err)
+            if str(err) != failed:
+                failed = str(err)
+                metrics.errors.labels("swap").inc()
+                logging.getLogger("embrecall.serve").error("version swap failed, still serving %s: %s", old, err)
 
 
 def create_app(source: Path | str, admin_token: str | None = None, watch_interval: float = 1.0,

@@ -39,6 +39,7 @@ class ServiceState:
         self.registry = Registry(self.source) if (self.source / "ACTIVE").is_file() else None
         self._changes: dict[str, Mapping[str, object] | None] = {}  # item_id -> attributes, None = deleted
         self._lock = threading.Lock()
+        self._failed: str | None = None  # a version that would not load: not retried until ACTIVE moves on
         self.current = ServingVersion(self._wanted(), self.cache, milvus_uri=milvus_uri)
         self.swaps = 0
         _settle()
@@ -67,10 +68,13 @@ class ServiceState:
     def refresh(self) -> bool:
         """Swap to the registry's active version if it changed; True when a swap happened."""
         wanted = self._wanted()
-        if wanted.name == self.current.version:
+        if wanted.name in (self.current.version, self._failed):
             return False
-        # Loaded outside the lock: serving goes on meanwhile.
-        fresh = ServingVersion(wanted, self.cache, milvus_uri=self.milvus_uri)
+        try:  # loaded outside the lock: serving goes on meanwhile
+            fresh = ServingVersion(wanted, self.cache, milvus_uri=self.milvus_uri)
+        except Exception:
+            self._failed = wanted.name
+            raise
         with self._lock:
             for item_id, attributes in self._changes.items():
                 if attributes is None:
