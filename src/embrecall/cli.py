@@ -204,6 +204,9 @@ def serve(source: Annotated[Path, typer.Option("--bundle", "--registry",
           feed_consumer: Annotated[str, typer.Option(
               help="This replica's name on the change feed (its consumer group); keep it across restarts.")
           ] = "embrecall-1",
+          feed_max_len: Annotated[int, typer.Option(
+              min=100, help="Stream entries above which a snapshot is written and acknowledged entries trimmed.")
+          ] = 10_000,
           milvus: Annotated[Optional[str], typer.Option(
               help="Keep item vectors in Milvus: a milvus-lite file or a server URI like http://host:19530.")] = None,
           ) -> None:
@@ -215,7 +218,8 @@ def serve(source: Annotated[Path, typer.Option("--bundle", "--registry",
     def go() -> None:
         # create_app loads the bundle: a bad bundle or registry fails here with its message, before the server starts
         uvicorn.run(create_app(source, redis_url=redis, cache_ttl_s=cache_ttl, feed_url=feed,
-                               feed_stream=feed_stream, feed_consumer=feed_consumer, milvus_uri=milvus),
+                               feed_stream=feed_stream, feed_consumer=feed_consumer, feed_max_len=feed_max_len,
+                               milvus_uri=milvus),
                     host=host, port=port, log_level="warning")
     _run(go)
 

@@ -29,9 +29,10 @@ def bundles(tmp_path_factory):
     return [train(tiny_config(root, f"train.seed={s}"), show_progress=False).bundle for s in (0, 1)]
 
 
-def _serve(registry, port: int, stream: str) -> subprocess.Popen:
+def _serve(registry, port: int, stream: str, *extra: str) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "embrecall.cli", "serve", "--registry", str(registry),
-                             "--port", str(port), "--feed", URL, "--feed-stream", stream, "--feed-consumer", "crash-1"])
+                             "--port", str(port), "--feed", URL, "--feed-stream", stream, "--feed-consumer", "crash-1",
+                             *extra])
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"service exited with {proc.returncode}"
@@ -44,9 +45,9 @@ def _serve(registry, port: int, stream: str) -> subprocess.Popen:
     raise AssertionError("service not ready after 120 s")
 
 
-def _found(port: int, user: str) -> set[str]:
+def _found(port: int, user: str, category: str = "crash-cat") -> set[str]:
     r = httpx.post(f"http://127.0.0.1:{port}/v1/recall", timeout=10,
-                   json={"user_id": user, "k": 1000, "filters": {"category": ["crash-cat"]}})
+                   json={"user_id": user, "k": 1000, "filters": {"category": [category]}})
     assert r.status_code == 200, r.text
     return {i["item_id"] for i in r.json()["items"]}
 
@@ -91,3 +92,54 @@ def test_kill_9_during_feed_consumption_and_a_swap_loses_no_change(bundles, tmp_
     finally:
         proc.kill()
         client.delete(stream)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_restart_after_a_long_stream_is_ready_only_when_current(bundles, tmp_path):
+    """20,000 changes of 200 items sent while the service is down: ready means every one applied.
+    Once it has run, the stream is snapshotted and trimmed, so the next start after a kill -9
+    replays only the tail, and is again current the moment it says ready."""
+    client = redis.Redis.from_url(URL)
+    stream = f"embrecall:test-restart:{uuid.uuid4().hex[:8]}"
+    registry = Registry(tmp_path / "reg")
+    registry.publish(bundles[0])
+    user = Bundle.load(bundles[0]).users.index[0]
+    items = [f"long-{j}" for j in range(200)]
+    deleted = {i for j, i in enumerate(items) if j % 10 == 5}
+    pipe = client.pipeline(transaction=False)
+    for r in range(100):
+        for item in items:
+            last = r == 99
+            if last and item in deleted:
+                send_item_change(pipe, stream, "delete", item)
+            else:
+                send_item_change(pipe, stream, "upsert", item, {"category": "final" if last else f"r{r}"})
+    pipe.execute()
+    port = _port()
+    proc = _serve(registry.root, port, stream, "--feed-max-len", "1000")
+    try:
+        assert _found(port, user, "final") == set(items) - deleted  # right at ready: nothing stale
+        assert _found(port, user, "r98") == set()
+        deadline = time.monotonic() + 30
+        while client.xlen(stream) > 1000 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert client.xlen(stream) <= 1000 and client.hlen(f"{stream}:snapshot") == len(items)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        for item in items[:50]:  # the tail, sent while it is down
+            send_item_change(client, stream, "upsert", item, {"category": "tail"})
+        proc = _serve(registry.root, port, stream, "--feed-max-len", "1000")
+        assert _found(port, user, "tail") == set(items[:50])
+        assert _found(port, user, "final") == set(items[50:]) - deleted
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        replayed = next(float(line.split()[-1]) for line in metrics.splitlines()
+                        if line.startswith("embrecall_change_feed_replayed"))
+        assert replayed <= 1000 + 50  # the snapshot, then only what came after it
+    finally:
+        proc.kill()
+        client.delete(stream, f"{stream}:snapshot", f"{stream}:snapshot:at", f"{stream}:dead")

@@ -79,36 +79,104 @@ def stream():
     name = f"embrecall:test:{uuid.uuid4().hex}"
     yield name
     client = redis.Redis.from_url(URL)
-    client.delete(name, f"{name}:dead")
+    client.delete(name, f"{name}:dead", f"{name}:snapshot", f"{name}:snapshot:at")
 
 
 def test_feed_applies_changes_and_sets_bad_entries_aside(bundle, stream):
     state = ServiceState(bundle)
-    feed = ChangeFeed(state, URL, stream, group="g", consumer="c1")
-    feed._ensure_group()
+    feed = ChangeFeed(state, URL, stream, consumer="c1")
+    feed.catch_up()
     client = redis.Redis.from_url(URL)
     send_item_change(client, stream, "upsert", "fresh", {"category": "c-new", "city": "city1"})
     client.xadd(stream, {"op": "rename", "item_id": "x"})
+    client.xadd(stream, {"op": "upsert", "item_id": "inf", "attributes": '{"price": Infinity}'})  # refused by PUT too
     victim = list(Bundle.load(bundle).encoders.catalog_)[0]
     send_item_change(client, stream, "delete", victim)
-    assert feed.poll(block_ms=10) == 3
-    assert "fresh" in state.current.index and victim not in state.current.index
-    assert feed.applied == 2 and feed.dead == 1 and client.xlen(f"{stream}:dead") == 1
-    assert client.xpending(stream, "g")["pending"] == 0  # everything acknowledged
+    assert feed.poll(block_ms=10) == 4
+    assert "fresh" in state.current.index and victim not in state.current.index and "inf" not in state.current.index
+    assert feed.applied == 4 and feed.dead == 2 and client.xlen(f"{stream}:dead") == 2
+    assert client.xpending(stream, "c1")["pending"] == 0  # everything acknowledged
 
 
 def test_after_a_restart_nothing_acknowledged_or_pending_is_lost(bundle, stream):
     client = redis.Redis.from_url(URL)
-    first = ChangeFeed(ServiceState(bundle), URL, stream, group="g", consumer="c1")
-    first._ensure_group()
+    first = ChangeFeed(ServiceState(bundle), URL, stream, consumer="c1")
+    first.catch_up()
     send_item_change(client, stream, "upsert", "acked", {"category": "c-a"})
     first.poll(block_ms=10)  # applied and acknowledged, then the process "dies"
     send_item_change(client, stream, "upsert", "pending", {"category": "c-b"})
-    client.xreadgroup("g", "c1", {stream: ">"}, count=10)  # delivered to c1, which dies before acknowledging
+    client.xreadgroup("c1", "c1", {stream: ">"}, count=10)  # delivered to c1, which dies before acknowledging
     restarted = ServiceState(bundle)
-    feed = ChangeFeed(restarted, URL, stream, group="g", consumer="c1")
-    feed._ensure_group()
-    feed.replay_history()
-    feed.poll(block_ms=10)
+    feed = ChangeFeed(restarted, URL, stream, consumer="c1")
+    feed.catch_up()
     assert "acked" in restarted.current.index and "pending" in restarted.current.index
-    assert client.xpending(stream, "g")["pending"] == 0
+    assert client.xpending(stream, "c1")["pending"] == 0
+    send_item_change(client, stream, "upsert", "later", {"category": "c-c"})
+    assert feed.poll(block_ms=10) == 1 and "later" in restarted.current.index  # the group goes on after the replay
+
+
+def _state_of(state: ServiceState, items: list[str]) -> dict[str, str | None]:
+    """Each item's category as the live index holds it (None: not there)."""
+    index = state.current.index
+    return {i: (index.select([i], {"category": [f"c{r}" for r in range(50)]}).size and
+                next(c for c in (f"c{r}" for r in range(50)) if index.select([i], {"category": [c]}).size))
+            if i in index else None for i in items}
+
+
+def test_a_snapshot_lets_the_stream_be_trimmed_and_a_restart_replay_only_the_tail(bundle, stream):
+    client = redis.Redis.from_url(URL)
+    feed = ChangeFeed(ServiceState(bundle), URL, stream, consumer="c1", max_len=10)
+    feed.catch_up()
+    items = [f"churn-{j}" for j in range(20)]
+    for r in range(30):  # 600 changes of 20 items, some deleted on the way
+        for j, item in enumerate(items):
+            if (r + j) % 7 == 0:
+                send_item_change(client, stream, "delete", item)
+            else:
+                send_item_change(client, stream, "upsert", item, {"category": f"c{r}"})
+        feed.poll(block_ms=10, count=1000)
+    assert feed.compact() >= 590 and client.xlen(stream) <= 10
+    assert client.hlen(f"{stream}:snapshot") == 20
+    for item in items[:3]:  # the tail a restart must replay
+        send_item_change(client, stream, "upsert", item, {"category": "c40"})
+    feed.poll(block_ms=10)
+    restarted = ChangeFeed(ServiceState(bundle), URL, stream, consumer="c1")
+    assert restarted.catch_up() == 3
+    assert _state_of(restarted.state, items) == _state_of(feed.state, items)
+    assert list(_state_of(restarted.state, items[:3]).values()) == ["c40"] * 3
+
+
+def test_trimming_waits_for_a_replica_that_has_not_read_yet(bundle, stream):
+    client = redis.Redis.from_url(URL)
+    fast = ChangeFeed(ServiceState(bundle), URL, stream, consumer="fast", max_len=10)
+    fast.catch_up()
+    slow = ChangeFeed(ServiceState(bundle), URL, stream, consumer="slow")
+    slow.catch_up()
+    for j in range(50):
+        send_item_change(client, stream, "upsert", f"x{j}", {"category": "c1"})
+    fast.poll(block_ms=10, count=1000)
+    assert fast.compact() == 0 and client.xlen(stream) == 50  # "slow" has read nothing yet
+    assert slow.poll(block_ms=10, count=1000) == 50 and all(f"x{j}" in slow.state.current.index for j in range(50))
+    assert fast.compact() == 49  # all but the last one delivered (trimming keeps the entry every group stands on)
+
+
+def test_the_feed_recreates_a_stream_and_group_that_vanished(bundle, stream):
+    """Redis restarted without persistence: changes sent afterwards are applied, and it shows in the metrics."""
+    state = ServiceState(bundle)
+    feed = ChangeFeed(state, URL, stream, consumer="c1")
+    feed.start()
+    try:
+        client = redis.Redis.from_url(URL)
+        send_item_change(client, stream, "upsert", "before", {"category": "c1"})
+        deadline = time.monotonic() + 10
+        while "before" not in state.current.index and time.monotonic() < deadline:
+            time.sleep(0.02)
+        client.delete(stream)  # the stream and its groups are gone
+        time.sleep(0.3)
+        send_item_change(client, stream, "upsert", "after", {"category": "c1"})
+        deadline = time.monotonic() + 10
+        while "after" not in state.current.index and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "after" in state.current.index and feed.resets >= 1
+    finally:
+        feed.stop()

@@ -2,7 +2,9 @@
 
 Each item occupies a slot; an update writes a new slot and retires the old one, a delete
 retires it (tombstones), so the same code works for flat, HNSW and IVF indexes (HNSW cannot
-remove vectors).  Unfiltered queries are searched together, skipping retired slots by a shared
+remove vectors).  Once retired slots outnumber live ones, the index is compacted: live slots
+packed, the FAISS index rebuilt over them (under the lock: a pause of one build, amortised over
+as many changes as there are items), so memory follows the catalog, not the number of changes.  Unfiltered queries are searched together, skipping retired slots by a shared
 ID selector and fetching more to drop each query's excluded items.  Attribute filters (or many
 exclusions) become one bitmap per query, handed to FAISS as an ID selector; when the approximate
 search returns fewer than k although k eligible items exist (a very selective filter), the
@@ -31,6 +33,7 @@ __all__ = ["LiveIndex"]
 EXACT_BELOW = 20_000  # eligible items below which exact scoring beats an ANN search with a selector
 _MAX_LISTED = 50_000  # retired slots up to which an unfiltered search lists them instead of using a bitmap
 _MAX_FETCHED = 1_000  # excluded items up to which an unfiltered search fetches more instead of using a bitmap
+COMPACT_ABOVE = 1_024  # retired slots below which no compaction runs (rebuilding a tiny index each change is waste)
 
 
 class _Attribute:
@@ -56,6 +59,17 @@ class _Attribute:
         extra = np.full((capacity - self.codes.shape[0], self.codes.shape[1]), -1, dtype=np.int32)
         self.codes = np.vstack([self.codes, extra])
 
+    def keep(self, slots: np.ndarray, capacity: int) -> None:
+        """Only ``slots``, in that order, at the front of ``capacity`` slots (values no slot holds dropped)."""
+        kept = self.codes[slots]
+        used = np.unique(kept[kept >= 0])
+        names = sorted(self.vocab, key=self.vocab.get)
+        remap = np.full(len(names) + 1, -1, dtype=np.int32)  # old code -> new code; index -1 stays -1
+        remap[used] = np.arange(len(used), dtype=np.int32)
+        self.vocab = {names[c]: i for i, c in enumerate(used.tolist())}
+        self.codes = np.full((capacity, kept.shape[1]), -1, dtype=np.int32)
+        self.codes[:len(slots)] = remap[kept]
+
     def values(self, n: int) -> list[str]:
         """The first ``n`` slots' values, '|'-joined as they came in."""
         names = np.array(sorted(self.vocab, key=self.vocab.get) + [""], dtype=object)  # code -1 -> ""
@@ -79,10 +93,11 @@ def _without(slots: np.ndarray, dropped: np.ndarray) -> np.ndarray:
 class LiveIndex:
     def __init__(self, item_ids: Sequence[str], vectors: np.ndarray, attributes: pd.DataFrame | None,
                  cfg: IndexConfig, filterable: Sequence[str] = (), index: faiss.Index | None = None,
-                 exact_below: int = EXACT_BELOW):
+                 exact_below: int = EXACT_BELOW, compact_above: int = COMPACT_ABOVE):
         """``index``: an index already holding ``vectors`` in order (a bundle's), else one is built;
-        ``exact_below``: with fewer eligible items than this, a query scores them exactly."""
-        self.exact_below = exact_below
+        ``exact_below``: with fewer eligible items than this, a query scores them exactly;
+        ``compact_above``: retired slots tolerated before compaction, however small the catalog."""
+        self.exact_below, self.compact_above = exact_below, compact_above
         n, self.dim = vectors.shape
         self.cfg = cfg
         self._lock = threading.Lock()
@@ -126,6 +141,8 @@ class LiveIndex:
             self._alive[slot] = True
             self._slot[item_id] = slot
             self._n += 1
+            if len(self._dead) > max(self.compact_above, len(self._slot)):
+                self._compact()
 
     def delete(self, item_id: str) -> bool:
         """Retire an item; False if it was not there."""
@@ -135,7 +152,31 @@ class LiveIndex:
                 return False
             self._alive[slot] = False
             self._dead.add(slot)
+            if len(self._dead) > max(self.compact_above, len(self._slot)):
+                self._compact()
             return True
+
+    def _compact(self) -> None:
+        """Pack the live slots at the front and rebuild the FAISS index over them (the lock is held)."""
+        live = np.flatnonzero(self._alive[:self._n])
+        capacity = max(16, 2 * len(live))
+        vectors = self._vectors[live]
+        cfg = self.cfg
+        if cfg.kind.startswith("ivf") and len(live) < max(39, cfg.ivf_nlist or 0):
+            cfg = cfg.model_copy(update={"kind": "flat"})  # too few items left to cluster: exact search
+        self._index = FaissIndex.build(vectors, cfg).index
+        self._vectors = np.zeros((capacity, self.dim), dtype=np.float32)
+        self._vectors[:len(live)] = vectors
+        ids = self._ids[live]
+        self._ids = np.empty(capacity, dtype=object)
+        self._ids[:len(live)] = ids
+        self._alive = np.zeros(capacity, dtype=bool)
+        self._alive[:len(live)] = True
+        for attr in self._attrs.values():
+            attr.keep(live, capacity)
+        self._slot = {item: slot for slot, item in enumerate(ids.tolist())}
+        self._dead = set()
+        self._n = len(live)
 
     def save(self, folder: Path) -> None:
         """Write every slot (index, vectors, ids, liveness, attributes); ``load`` reopens it."""

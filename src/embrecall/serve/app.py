@@ -75,6 +75,11 @@ class _Metrics:
                               registry=self.registry)
         self.feed_applied = Gauge("embrecall_change_feed_applied", "Item changes applied from the feed",
                                   registry=self.registry)
+        self.feed_replayed = Gauge("embrecall_change_feed_replayed", "Feed entries replayed at start (after the snapshot)",
+                                   registry=self.registry)
+        self.feed_resets = Gauge("embrecall_change_feed_resets_total",
+                                 "Times the feed's stream or group was gone and re-created", registry=self.registry)
+        self.feed_dead = Gauge("embrecall_change_feed_dead", "Feed entries set aside as malformed", registry=self.registry)
 
 
 class _CountErrors:
@@ -115,14 +120,15 @@ def _watch(state: ServiceState, stop: threading.Event, interval: float, metrics:
 
 def create_app(source: Path | str, admin_token: str | None = None, watch_interval: float = 1.0,
                redis_url: str | None = None, cache_ttl_s: float = 60.0, feed_url: str | None = None,
-               feed_stream: str = "embrecall:items", feed_consumer: str = "embrecall-1",
+               feed_stream: str = "embrecall:items", feed_consumer: str = "embrecall-1", feed_max_len: int = 10_000,
                milvus_uri: str | None = None) -> FastAPI:
     """The service over ``source`` (a bundle, or a registry whose active version is followed);
     ``admin_token`` (default ``$EMBRECALL_ADMIN_TOKEN``) unlocks item changes; ``redis_url``
     adds a Redis user-vector cache shared by replicas; ``feed_url`` consumes item changes from
-    the Redis Stream ``feed_stream`` (see ``embrecall.serve.feed``); ``milvus_uri`` keeps item
-    vectors in Milvus instead of in process.  The active version is loaded here, so a bad
-    bundle fails before a server starts."""
+    the Redis Stream ``feed_stream`` (see ``embrecall.serve.feed``; above ``feed_max_len`` entries it
+    is snapshotted and trimmed); ``milvus_uri`` keeps item vectors in Milvus instead of in process.
+    The active version is loaded here, so a bad bundle fails before a server starts; the feed
+    catches up before the service says it is ready."""
     token = admin_token if admin_token is not None else os.environ.get("EMBRECALL_ADMIN_TOKEN")
     metrics = _Metrics()
     cache = RedisVectorCache(redis_url, ttl_s=cache_ttl_s) if redis_url else VectorCache(ttl_s=cache_ttl_s)
@@ -134,7 +140,7 @@ def create_app(source: Path | str, admin_token: str | None = None, watch_interva
         metrics.version.labels(state.current.version).set(1)
         feed = None
         if feed_url:
-            feed = ChangeFeed(state, feed_url, feed_stream, consumer=feed_consumer)
+            feed = ChangeFeed(state, feed_url, feed_stream, consumer=feed_consumer, max_len=feed_max_len)
             feed.start()
         app.state.feed = feed
         stop = threading.Event()
@@ -229,7 +235,8 @@ def create_app(source: Path | str, admin_token: str | None = None, watch_interva
 
     @app.get("/readyz")
     def readyz(request: Request) -> JSONResponse:
-        ready = getattr(request.app.state, "service", None) is not None
+        feed = getattr(request.app.state, "feed", None)
+        ready = getattr(request.app.state, "service", None) is not None and (feed is None or feed.ready.is_set())
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
     @app.get("/metrics", response_class=PlainTextResponse)
@@ -238,6 +245,9 @@ def create_app(source: Path | str, admin_token: str | None = None, watch_interva
         if feed is not None:
             metrics.feed_lag.set(feed.lag_ms)
             metrics.feed_applied.set(feed.applied)
+            metrics.feed_replayed.set(feed.replayed)
+            metrics.feed_resets.set(feed.resets)
+            metrics.feed_dead.set(feed.dead)
         metrics.index_size.set(len(v.index))
         total = v.cache.hits + v.cache.misses
         metrics.cache_hits.set(v.cache.hits / total if total else 0.0)

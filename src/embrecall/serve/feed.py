@@ -1,11 +1,21 @@
 """Item changes from a Redis Stream, applied to the live index in near real time.
 
 Producers ``XADD`` entries ``{op: upsert|delete, item_id, attributes: <JSON object>}`` (see
-``send_item_change``).  The consumer reads them in a consumer group and acknowledges an entry
-only after the index holds the change.  On start it first re-applies the stream's history (so
-changes acknowledged before a restart, and not in the bundle, are not lost), then its own
-pending entries (delivered before a crash, never acknowledged), then new ones.  A malformed
-entry is acknowledged and copied to ``<stream>:dead`` so it cannot block the feed.
+``send_item_change``).  Each replica reads them in its own consumer group (named after it: every
+replica must apply every change) and acknowledges an entry once the index holds it.  An entry
+that ``PUT /v1/items`` would refuse is acknowledged and copied to ``<stream>:dead``, so it cannot
+block the feed.
+
+The stream does not grow for ever.  Once it holds more than ``max_len`` entries, a replica writes
+a *snapshot* into Redis (``<stream>:snapshot``: the latest change of every item changed so far,
+and ``<stream>:snapshot:at``: the last entry it covers), then trims the entries that every
+consumer group has acknowledged.  A starting replica loads the snapshot and replays only the
+entries after it (so a restart costs the items changed, not the changes made), and its group
+then starts where that replay ended; the service is ready only after this.  If Redis loses the
+stream or the group (a restart without persistence), the replica re-creates them where it stood,
+logs it and counts it in ``embrecall_change_feed_resets_total``; its next snapshot puts the
+history back.  A group whose replica is gone for good holds trimming back: remove it with
+``XGROUP DESTROY``.
 """
 
 from __future__ import annotations
@@ -14,13 +24,21 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
+import redis
+from pydantic import ValidationError
+
+from embrecall.errors import DataError
+from embrecall.serve.schemas import ItemChange
 from embrecall.serve.state import ServiceState
 
 __all__ = ["ChangeFeed", "send_item_change"]
 
 log = logging.getLogger("embrecall.serve.feed")
+
+Change = Mapping[str, object] | None  # an item's attributes, or None once deleted
+COMPACT_EVERY_S = 5.0  # how often a replica checks whether the stream needs a snapshot and a trim
 
 
 def send_item_change(client, stream: str, op: str, item_id: str,
@@ -31,89 +49,182 @@ def send_item_change(client, stream: str, op: str, item_id: str,
     return entry.decode() if isinstance(entry, bytes) else entry
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _order(entry_id: bytes | str) -> tuple[int, int]:
+    """A stream entry id as (milliseconds, sequence), to compare ids."""
+    ms, _, seq = _text(entry_id).partition("-")
+    return int(ms), int(seq or 0)
+
+
 class ChangeFeed:
     def __init__(self, state: ServiceState, url: str, stream: str = "embrecall:items", group: str | None = None,
-                 consumer: str = "embrecall-1"):
-        """``consumer``: this replica's name, kept across its restarts; ``group`` defaults to it, because
-        every replica must apply every change (replicas sharing a group would split the changes)."""
-        import redis
-
+                 consumer: str = "embrecall-1", max_len: int = 10_000):
+        """``consumer``: this replica's name, kept across its restarts (``group`` defaults to it);
+        ``max_len``: stream entries above which a snapshot is written and the stream trimmed."""
         self.state, self.stream, self.group, self.consumer = state, stream, group or consumer, consumer
+        self.max_len = max_len
         self.client = redis.Redis.from_url(url)
-        self.applied = self.dead = 0
+        self.changes: dict[str, Change] = {}  # the latest change of each item: what a snapshot holds
+        self.position = "0-0"  # the last entry applied
+        self.applied = self.dead = self.resets = self.replayed = 0
         self.lag_ms = 0.0  # age of the newest applied entry when it was applied
+        self.ready = threading.Event()  # set once the start-up replay is done
+        self._next_compaction = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._errors = (redis.RedisError, OSError)
 
-    def _apply(self, entry_id: bytes, fields: Mapping[bytes, bytes]) -> None:
+    # ------------------------------------------------------------------ entries
+
+    def _parse(self, entry_id: bytes, fields: Mapping[bytes, bytes]) -> ItemChange | None:
+        """The entry as a change, or None once a malformed one is set aside."""
         try:
-            op = fields[b"op"].decode()
-            item_id = fields[b"item_id"].decode()
-            attributes = json.loads(fields.get(b"attributes", b"{}"))
-            if op == "upsert" and isinstance(attributes, dict):
-                self.state.upsert(item_id, attributes)
-            elif op == "delete":
-                self.state.delete(item_id)
-            else:
-                raise ValueError(f"op must be 'upsert' (with an attributes object) or 'delete', got {op!r}")
-        except (KeyError, ValueError, UnicodeDecodeError) as err:
-            log.error("bad change-feed entry %s (%s): moved to %s:dead", entry_id, err, self.stream)
-            self.client.xadd(f"{self.stream}:dead", {**fields, b"error": str(err)})
-            self.dead += 1
-            return
-        self.applied += 1
-        self.lag_ms = time.time() * 1000 - int(entry_id.split(b"-")[0])
+            raw = {_text(k): _text(v) for k, v in fields.items()}
+            change = ItemChange.model_validate({"op": raw.get("op"), "item_id": raw.get("item_id"),
+                                                "attributes": json.loads(raw.get("attributes", "{}"))})
+        except (ValueError, UnicodeDecodeError) as err:  # pydantic's ValidationError and JSON errors included
+            reason = str(err).splitlines()[0] if not isinstance(err, ValidationError) else \
+                "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+            self._set_aside(entry_id, fields, reason)
+            return None
+        return change
 
-    def replay_history(self) -> int:
-        """Re-apply every entry already in the stream, oldest first (at start, before serving)."""
-        count, start = 0, "-"
-        while True:
-            batch = self.client.xrange(self.stream, min=start, max="+", count=1000)
-            if not batch:
-                return count
-            for entry_id, fields in batch:
-                self._apply(entry_id, fields)
-                count += 1
-            start = "(" + batch[-1][0].decode()  # exclusive: after the last one read
+    def _set_aside(self, entry_id: bytes, fields: Mapping[bytes, bytes], reason: str) -> None:
+        log.error("bad change-feed entry %s (%s): moved to %s:dead", _text(entry_id), reason, self.stream)
+        self.client.xadd(f"{self.stream}:dead", {**fields, b"error": reason})
+        self.dead += 1
 
-    def _ensure_group(self) -> None:
-        import redis
+    def _changes_of(self, entries: Sequence[tuple[bytes, Mapping[bytes, bytes]]]) -> dict[str, Change]:
+        """The latest change per item among ``entries`` (oldest first); malformed ones set aside."""
+        latest: dict[str, Change] = {}
+        for entry_id, fields in entries:
+            if fields and (change := self._parse(entry_id, fields)) is not None:
+                latest[change.item_id] = change.attributes if change.op == "upsert" else None
+        return latest
 
+    def _apply(self, changes: dict[str, Change]) -> None:
+        """Apply together; if the batch is refused (an item whose vector is not finite), one by one."""
         try:
-            # A new group starts at the end: what is older is covered by replay_history.
-            self.client.xgroup_create(self.stream, self.group, id="$", mkstream=True)
-        except redis.ResponseError as err:
-            if "BUSYGROUP" not in str(err):
-                raise
+            self.state.apply(changes)
+        except DataError:
+            for item_id, change in list(changes.items()):
+                try:
+                    self.state.apply({item_id: change})
+                except DataError as err:
+                    self._set_aside(b"?", {b"op": b"upsert", b"item_id": item_id.encode(),
+                                           b"attributes": json.dumps(change).encode()}, str(err))
+                    del changes[item_id]
+        self.changes.update(changes)
+
+    # ------------------------------------------------------------------ start-up
+
+    def catch_up(self) -> int:
+        """Load the snapshot, replay the entries after it, and start this replica's group where that
+        ended; returns the entries replayed.  The group sits at the stream's start meanwhile, so no
+        replica trims what this one has still to read."""
+        self._create_group("0")
+        at = _text(self.client.get(f"{self.stream}:snapshot:at") or "0-0")
+        snapshot = {_text(k): json.loads(v) for k, v in self.client.hgetall(f"{self.stream}:snapshot").items()}
+        changes: dict[str, Change] = dict(snapshot)
+        self.position, start, replayed = at, "(" + at, 0
+        while batch := self.client.xrange(self.stream, min=start, max="+", count=1000):
+            changes.update(self._changes_of(batch))
+            replayed += len(batch)
+            self.position = _text(batch[-1][0])
+            start = "(" + self.position
+        self._apply(changes)
+        self.client.xgroup_setid(self.stream, self.group, self.position)
+        self.replayed = replayed
+        self.applied += replayed
+        return replayed
+
+    def _create_group(self, at: str) -> None:
+        """This replica's group, new, at entry ``at`` (its pending entries are covered by the replay)."""
+        try:
+            self.client.xgroup_destroy(self.stream, self.group)
+        except redis.ResponseError:
+            pass  # no stream or no group yet
+        self.client.xgroup_create(self.stream, self.group, id=at, mkstream=True)
+
+    # ------------------------------------------------------------------ following
 
     def poll(self, block_ms: int = 100, count: int = 256) -> int:
-        """Apply what the group has for this consumer: its own pending entries first, then new ones."""
-        handled = 0
-        for start in ("0", ">"):
-            reply = self.client.xreadgroup(self.group, self.consumer, {self.stream: start}, count=count,
-                                           block=None if start == "0" else block_ms)
-            for _, entries in reply or []:
-                for entry_id, fields in entries:
-                    if fields:  # a pending entry deleted from the stream comes back empty
-                        self._apply(entry_id, fields)
-                    self.client.xack(self.stream, self.group, entry_id)
-                    handled += 1
-        return handled
+        """Apply and acknowledge what arrived since the last poll; returns the entries handled."""
+        reply = self.client.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms)
+        entries = [e for _, batch in reply or [] for e in batch]
+        if not entries:
+            return 0
+        self._apply(self._changes_of(entries))
+        self.client.xack(self.stream, self.group, *[entry_id for entry_id, _ in entries])
+        self.position = _text(entries[-1][0])
+        self.applied += len(entries)
+        self.lag_ms = time.time() * 1000 - _order(entries[-1][0])[0]
+        return len(entries)
+
+    def compact(self) -> int:
+        """Snapshot, then trim what every group has acknowledged; returns the entries trimmed."""
+        self._write_snapshot()
+        floors = []
+        for group in self.client.xinfo_groups(self.stream):
+            if group["pending"]:
+                floors.append(_text(self.client.xpending(self.stream, group["name"])["min"]))
+            else:
+                floors.append(_text(group["last-delivered-id"]))
+        floor = min(floors, key=_order) if floors else None
+        return int(self.client.xtrim(self.stream, minid=floor, approximate=False)) if floor else 0
+
+    def _write_snapshot(self) -> None:
+        """Replace the snapshot with this replica's changes, unless a newer one is there already."""
+        key, at_key = f"{self.stream}:snapshot", f"{self.stream}:snapshot:at"
+        with self.client.pipeline() as pipe:
+            try:
+                pipe.watch(at_key)
+                current = pipe.get(at_key)
+                if current is not None and _order(current) >= _order(self.position):
+                    return
+                pipe.multi()
+                pipe.delete(key)
+                items = list(self.changes.items())
+                for i in range(0, len(items), 10_000):
+                    pipe.hset(key, mapping={item: json.dumps(change) for item, change in items[i:i + 10_000]})
+                pipe.set(at_key, self.position)
+                pipe.execute()
+            except redis.WatchError:
+                pass  # another replica wrote one meanwhile: it is at least as new
+
+    def _follow(self) -> None:
+        self.poll()
+        if time.monotonic() >= self._next_compaction:
+            self._next_compaction = time.monotonic() + COMPACT_EVERY_S
+            if self.client.xlen(self.stream) > self.max_len:
+                log.info("change feed: snapshot at %s, %d entries trimmed", self.position, self.compact())
 
     def start(self) -> None:
-        """Join the group, catch up on history, then follow the stream in a background thread."""
-        self._ensure_group()  # before the replay, so nothing added in between is missed
-        self.replay_history()
+        """Catch up (before the service is ready), then follow the stream in a background thread."""
+        self.catch_up()
+        self.ready.set()
         self._thread = threading.Thread(target=self._run, daemon=True, name="embrecall-change-feed")
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.poll()
-            except self._errors as err:
+                try:
+                    self._follow()
+                except redis.ResponseError as err:
+                    if "NOGROUP" not in str(err):
+                        raise
+                    self.resets += 1
+                    log.error("change feed: stream %s or group %s is gone (Redis restarted empty?); re-created at %s",
+                              self.stream, self.group, self.position)
+                    self._create_group(self.position)
+            except (redis.RedisError, OSError) as err:
                 log.warning("change feed unavailable (%s); retrying", err)
+                self._stop.wait(1.0)
+            except Exception:  # the feed must not die in silence: say it, then go on
+                log.exception("change feed: unexpected error; retrying")
                 self._stop.wait(1.0)
 
     def stop(self) -> None:

@@ -8,7 +8,7 @@ capped, so what passes can be served without a 5xx.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from typing_extensions import TypedDict
@@ -16,7 +16,7 @@ from typing_extensions import TypedDict
 from embrecall.data.timestamps import MAX_TIMESTAMP
 
 __all__ = ["RecallRequest", "BatchRecallRequest", "RecalledItem", "RecallResponse", "BatchRecallResponse",
-           "ItemUpsert", "ErrorMessage", "ValidationErrors", "MAX_K", "MAX_BATCH_K", "check_text"]
+           "ItemUpsert", "ItemChange", "ErrorMessage", "ValidationErrors", "MAX_K", "MAX_BATCH_K", "check_text"]
 
 MAX_K = 1000
 MAX_BATCH_K = 25_600  # a batch's summed k: 256 requests of k=100 (bounds its work and its reply, ~2 MB)
@@ -109,6 +109,14 @@ class BatchRecallResponse(BaseModel):
 class ItemUpsert(_Strict):
     attributes: dict[Id, Scalar] = Field(default_factory=dict, max_length=64,
                                          description="Item attributes the item tower reads (category, title...).")
+
+
+class ItemChange(_Strict):
+    """One entry of the item change feed, checked as ``PUT /v1/items`` checks its body."""
+
+    op: Literal["upsert", "delete"]
+    item_id: Id
+    attributes: dict[Id, Scalar] = Field(default_factory=dict, max_length=64)
 
 
 class ErrorMessage(BaseModel):

@@ -77,20 +77,25 @@ class ServingVersion:
 
     # ------------------------------------------------------------------ items
 
-    def embed_item(self, item_id: str, attributes: Mapping[str, object]) -> np.ndarray:
-        """The item tower's vector for an item described by ``attributes`` (new or changed);
-        attributes the item tower reads but the change leaves out count as missing."""
+    def embed_items(self, changes: Mapping[str, Mapping[str, object]]) -> np.ndarray:
+        """The item tower's vectors for items described by their attributes (new or changed), in one
+        run; attributes the item tower reads but a change leaves out count as missing."""
         columns = [f.input_column for f in self.bundle.config.features.item if f.input_column != "item_id"]
-        table = pd.DataFrame([dict(attributes)], index=pd.Index([item_id], dtype=object))
+        ids = pd.Index(list(changes), dtype=object)
+        table = pd.DataFrame([dict(a) for a in changes.values()], index=ids)
         table = table.reindex(columns=list(dict.fromkeys([*table.columns, *columns])))
-        inputs = self.bundle.encoders.encode_items(table, pd.Index([item_id], dtype=object))
-        return self.bundle.item_tower(inputs)[0]
+        return self.bundle.item_tower(self.bundle.encoders.encode_items(table, ids))
 
-    def upsert_item(self, item_id: str, attributes: Mapping[str, object]) -> None:
-        vector = self.embed_item(item_id, attributes)
-        if not np.isfinite(vector).all():  # a NaN vector would be scored NaN and answered as null
-            raise DataError(f"item {item_id!r}: its attributes give a non-finite vector; check their values")
-        self.index.upsert(item_id, vector, attributes)
+    def upsert_items(self, changes: Mapping[str, Mapping[str, object]]) -> None:
+        """Add or replace items (embedded together, 4096 at a time); every vector is checked before
+        any is indexed."""
+        chunks = [dict(list(changes.items())[i:i + 4096]) for i in range(0, len(changes), 4096)]
+        vectors = np.concatenate([self.embed_items(c) for c in chunks]) if chunks else np.zeros((0, 0), np.float32)
+        bad = [item for item, v in zip(changes, vectors) if not np.isfinite(v).all()]
+        if bad:  # a NaN vector would be scored NaN and answered as null
+            raise DataError(f"items {bad[:5]}: their attributes give non-finite vectors; check their values")
+        for (item_id, attributes), vector in zip(changes.items(), vectors):
+            self.index.upsert(item_id, vector, attributes)
 
     # ------------------------------------------------------------------ recall
 

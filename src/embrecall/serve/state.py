@@ -52,11 +52,22 @@ class ServiceState:
             raise FileNotFoundError(f"{self.source}/ACTIVE names no version; run `embrecall publish`")
         return active
 
-    def upsert(self, item_id: str, attributes: Mapping[str, object]) -> ServingVersion:
+    def apply(self, changes: Mapping[str, Mapping[str, object] | None]) -> ServingVersion:
+        """Apply item changes (item_id -> attributes, or None to delete), upserts embedded in one run,
+        and keep them for the versions that come later."""
         with self._lock:
-            self.current.upsert_item(item_id, attributes)
-            self._changes[item_id] = dict(attributes)
+            self._apply(self.current, changes)
+            self._changes.update({i: None if a is None else dict(a) for i, a in changes.items()})
             return self.current
+
+    @staticmethod
+    def _apply(version: ServingVersion, changes: Mapping[str, Mapping[str, object] | None]) -> None:
+        version.upsert_items({i: a for i, a in changes.items() if a is not None})
+        for item_id in (i for i, a in changes.items() if a is None):
+            version.index.delete(item_id)
+
+    def upsert(self, item_id: str, attributes: Mapping[str, object]) -> ServingVersion:
+        return self.apply({item_id: attributes})
 
     def delete(self, item_id: str) -> bool:
         with self._lock:
@@ -76,11 +87,7 @@ class ServiceState:
             self._failed = wanted.name
             raise
         with self._lock:
-            for item_id, attributes in self._changes.items():
-                if attributes is None:
-                    fresh.index.delete(item_id)
-                else:
-                    fresh.upsert_item(item_id, attributes)
+            self._apply(fresh, self._changes)
             self.current = fresh
             self.swaps += 1
         _settle()
