@@ -304,7 +304,16 @@ class LiveIndex:
             row = slots[0][slots[0] >= 0]
             if len(row) >= k:
                 return self._rerank(q, row, k)
-        return self._rerank(q, np.flatnonzero(mask), k)
+        return self._best_of(q, mask, k)
+
+    def _best_of(self, q: np.ndarray, mask: np.ndarray, k: int) -> tuple[list[str], np.ndarray]:
+        """The k best of the eligible slots, scored exactly: one product over every slot is cheaper
+        than gathering the eligible vectors first (a copy of them all)."""
+        scores = self._vectors[:len(mask)] @ q
+        scores[~mask] = -np.inf
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return self._ids[top].tolist(), scores[top].astype(np.float32)
 
     def _fetch(self, k: int) -> int:
         return 2 * k if self.cfg.kind == "ivf_sq8" else k  # quantised scores: fetch more, re-rank exactly
