@@ -40,24 +40,34 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server binary not installed")
+def _redis_server(port: int) -> subprocess.Popen:
+    """A private redis-server that keeps nothing on disk, answering when this returns."""
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+                              stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            redis.Redis.from_url(f"redis://127.0.0.1:{port}/0").ping()
+            return server
+        except redis.RedisError:
+            time.sleep(0.05)
+    server.kill()
+    raise AssertionError("redis-server did not start")
+
+
+needs_redis_server = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server binary not installed")
+
+
+@needs_redis_server
 def test_requests_are_served_while_redis_goes_down(bundle):
     from fastapi.testclient import TestClient
 
     from embrecall.serve.app import create_app
 
     port = _free_port()
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-                              stdout=subprocess.DEVNULL)
+    server = _redis_server(port)
     try:
         url = f"redis://127.0.0.1:{port}/0"
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                redis.Redis.from_url(url).ping()
-                break
-            except redis.RedisError:
-                time.sleep(0.05)
         users = Bundle.load(bundle).users.index[:20].tolist()
         with TestClient(create_app(bundle, redis_url=url)) as client:
             for u in users[:10]:
@@ -115,12 +125,13 @@ def test_after_a_restart_nothing_acknowledged_or_pending_is_lost(bundle, stream)
     assert feed.poll(block_ms=10) == 1 and "later" in restarted.current.index  # the group goes on after the replay
 
 
-def _state_of(state: ServiceState, items: list[str]) -> dict[str, str | None]:
-    """Each item's category as the live index holds it (None: not there)."""
+CATEGORIES = [f"c{r}" for r in range(50)]
+
+
+def _categories(state: ServiceState, items: list[str]) -> list[str | None]:
+    """The category the live index holds for each item (None: not in the index)."""
     index = state.current.index
-    return {i: (index.select([i], {"category": [f"c{r}" for r in range(50)]}).size and
-                next(c for c in (f"c{r}" for r in range(50)) if index.select([i], {"category": [c]}).size))
-            if i in index else None for i in items}
+    return [next((c for c in CATEGORIES if index.select([i], {"category": [c]}).size), None) for i in items]
 
 
 def test_a_snapshot_lets_the_stream_be_trimmed_and_a_restart_replay_only_the_tail(bundle, stream):
@@ -142,8 +153,8 @@ def test_a_snapshot_lets_the_stream_be_trimmed_and_a_restart_replay_only_the_tai
     feed.poll(block_ms=10)
     restarted = ChangeFeed(ServiceState(bundle), URL, stream, consumer="c1")
     assert restarted.catch_up() == 3
-    assert _state_of(restarted.state, items) == _state_of(feed.state, items)
-    assert list(_state_of(restarted.state, items[:3]).values()) == ["c40"] * 3
+    assert _categories(restarted.state, items) == _categories(feed.state, items)
+    assert _categories(restarted.state, items[:3]) == ["c40"] * 3 and None in _categories(feed.state, items)
 
 
 def test_trimming_waits_for_a_replica_that_has_not_read_yet(bundle, stream):
@@ -160,23 +171,29 @@ def test_trimming_waits_for_a_replica_that_has_not_read_yet(bundle, stream):
     assert fast.compact() == 49  # all but the last one delivered (trimming keeps the entry every group stands on)
 
 
-def test_the_feed_recreates_a_stream_and_group_that_vanished(bundle, stream):
-    """Redis restarted without persistence: changes sent afterwards are applied, and it shows in the metrics."""
+@needs_redis_server
+def test_the_feed_survives_redis_restarting_empty(bundle):
+    """Redis restarted without persistence: the stream and group are gone; changes sent afterwards
+    are applied, and the reset is counted."""
+    port = _free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    server = _redis_server(port)
     state = ServiceState(bundle)
-    feed = ChangeFeed(state, URL, stream, consumer="c1")
+    feed = ChangeFeed(state, url, "items", consumer="c1")
     feed.start()
     try:
-        client = redis.Redis.from_url(URL)
-        send_item_change(client, stream, "upsert", "before", {"category": "c1"})
+        send_item_change(redis.Redis.from_url(url), "items", "upsert", "before", {"category": "c1"})
         deadline = time.monotonic() + 10
         while "before" not in state.current.index and time.monotonic() < deadline:
             time.sleep(0.02)
-        client.delete(stream)  # the stream and its groups are gone
-        time.sleep(0.3)
-        send_item_change(client, stream, "upsert", "after", {"category": "c1"})
-        deadline = time.monotonic() + 10
+        server.kill()
+        server.wait()
+        server = _redis_server(port)  # empty
+        send_item_change(redis.Redis.from_url(url), "items", "upsert", "after", {"category": "c1"})
+        deadline = time.monotonic() + 15
         while "after" not in state.current.index and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert "after" in state.current.index and feed.resets >= 1
+            time.sleep(0.05)
+        assert "after" in state.current.index and "before" in state.current.index and feed.resets >= 1
     finally:
         feed.stop()
+        server.kill()

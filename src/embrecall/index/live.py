@@ -2,13 +2,16 @@
 
 Each item occupies a slot; an update writes a new slot and retires the old one, a delete
 retires it (tombstones), so the same code works for flat, HNSW and IVF indexes (HNSW cannot
-remove vectors).  Once retired slots outnumber live ones, the index is compacted: live slots
-packed, the FAISS index rebuilt over them (under the lock: a pause of one build, amortised over
-as many changes as there are items), so memory follows the catalog, not the number of changes.  Unfiltered queries are searched together, skipping retired slots by a shared
-ID selector and fetching more to drop each query's excluded items.  Attribute filters (or many
-exclusions) become one bitmap per query, handed to FAISS as an ID selector; when the approximate
-search returns fewer than k although k eligible items exist (a very selective filter), the
-eligible slots are scored exactly instead, so k results come back whenever k eligible items exist.
+remove vectors); a flat index overwrites an updated item's vector in place instead.  Once
+retired slots outnumber live ones, the index is compacted: live slots packed, the FAISS index
+rebuilt over them (under the lock: a pause of one build, amortised over as many changes as
+there are items), so memory follows the catalog, not the number of changes.
+
+Unfiltered queries are searched together, skipping retired slots by a shared ID selector and
+fetching more to drop each query's excluded items.  Attribute filters (or many exclusions)
+become one bitmap per query, handed to FAISS as an ID selector; when the approximate search
+returns fewer than k although k eligible items exist (a very selective filter), the eligible
+slots are scored exactly instead, so k results come back whenever k eligible items exist.
 """
 
 from __future__ import annotations
@@ -126,9 +129,15 @@ class LiveIndex:
         if v.shape[1] != self.dim:
             raise BundleError(f"item vector has dim={v.shape[1]}, the index holds dim={self.dim}")
         with self._lock:
+            old = self._slot.get(item_id)
+            if old is not None and isinstance(self._index, faiss.IndexFlat):  # overwritten in place: no retired slot
+                self._vectors[old] = v[0]
+                faiss.rev_swig_ptr(self._index.get_xb(), self._index.ntotal * self.dim).reshape(-1, self.dim)[old] = v[0]
+                for name, attr in self._attrs.items():
+                    attr.set(old, attribute_values((attributes or {}).get(name)))
+                return
             if self._n == len(self._alive):
                 self._grow(2 * len(self._alive))
-            old = self._slot.get(item_id)
             if old is not None:
                 self._alive[old] = False
                 self._dead.add(old)
@@ -266,8 +275,8 @@ class LiveIndex:
             live = len(self._slot)
             dead = np.fromiter(self._dead, dtype=np.int64) if len(self._dead) <= _MAX_LISTED else None
         ks = [min(k, live - len(skip)) for k, skip in zip(ks, skipped)]
-        ann = [i for i, skip in enumerate(skipped)
-               if dead is not None and ks[i] > 0 and live - len(skip) >= self.exact_below and len(skip) <= _MAX_FETCHED]
+        ann = [i for i, skip in enumerate(skipped) if dead is not None and ks[i] > 0 and not self._exact(live - len(skip))
+               and len(skip) <= _MAX_FETCHED]
         found: dict[int, np.ndarray] = {}
         if ann:
             fetch = self._fetch(max(ks[i] for i in ann)) + max(len(skipped[i]) for i in ann)
@@ -296,7 +305,7 @@ class LiveIndex:
         k = min(k, count)
         if k == 0:
             return [], np.zeros(0, np.float32)
-        if count >= self.exact_below:
+        if not self._exact(count):
             fetch = self._fetch(k)
             selector = faiss.IDSelectorBitmap(np.packbits(mask, bitorder="little"))
             with self._lock:
@@ -305,6 +314,11 @@ class LiveIndex:
             if len(row) >= k:
                 return self._rerank(q, row, k)
         return self._best_of(q, mask, k)
+
+    def _exact(self, eligible: int) -> bool:
+        """Whether to score every slot exactly: when few are eligible, and always over a flat index
+        (a FAISS flat scan with an ID selector costs several times one matrix-vector product)."""
+        return eligible < self.exact_below or isinstance(self._index, faiss.IndexFlat)
 
     def _best_of(self, q: np.ndarray, mask: np.ndarray, k: int) -> tuple[list[str], np.ndarray]:
         """The k best of the eligible slots, scored exactly: one product over every slot is cheaper
