@@ -67,3 +67,18 @@ def test_bracketed_text_survives_in_error_messages(tmp_path):
     log.write_text("a,b,c\n1,2,3\n")
     result = runner.invoke(app, ["train", "--set", "data.format=table", "--set", f"data.path={log}", "--no-progress"])
     assert result.exit_code == 2 and "[data] section" in result.output
+
+
+def test_progress_goes_to_a_log_file_line_by_line(tmp_path):
+    """Output redirected to a file: each epoch and step is a plain timed line as it happens."""
+    import subprocess
+    import sys
+
+    with (tmp_path / "run.log").open("w") as log:
+        done = subprocess.run([sys.executable, "-m", "embrecall.cli", "train", *TINY[:-1], "--set",
+                               f"out={tmp_path / 'runs'}"], stdout=log, stderr=subprocess.STDOUT, timeout=600)
+    text = (tmp_path / "run.log").read_text()
+    assert done.returncode == 0, text
+    assert "… reading synthetic data and splitting" in text and "✓ reading synthetic data and splitting (" in text
+    epochs = [line for line in text.splitlines() if " epoch " in line and "pairs/s" in line]
+    assert len(epochs) >= 2 and all(line.rstrip().endswith(" s") for line in epochs), text

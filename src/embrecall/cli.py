@@ -18,7 +18,7 @@ from embrecall.errors import EmbrecallError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Embedding-based candidate retrieval: train two-tower models, index items, evaluate, recommend.")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 200)  # a log file gets whole tables, not 80 columns
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML or YAML run config (default: demo).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a field: section.field=value.")]
@@ -212,10 +212,14 @@ def serve(source: Annotated[Path, typer.Option("--bundle", "--registry",
           ) -> None:
     """Serve recall over HTTP (OpenAPI docs at /docs); item changes need $EMBRECALL_ADMIN_TOKEN."""
     import uvicorn
+    from threadpoolctl import threadpool_limits
 
     from embrecall.serve.app import create_app
 
     def go() -> None:
+        # Requests are many and small: a second BLAS or OpenMP thread inside one only spins against the
+        # event loop and the other requests (it took more CPU than the requests themselves at 100/s).
+        threadpool_limits(1)
         # create_app loads the bundle: a bad bundle or registry fails here with its message, before the server starts
         uvicorn.run(create_app(source, redis_url=redis, cache_ttl_s=cache_ttl, feed_url=feed,
                                feed_stream=feed_stream, feed_consumer=feed_consumer, feed_max_len=feed_max_len,

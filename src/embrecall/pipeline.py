@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import resource
 import time
 from dataclasses import dataclass, field
@@ -62,10 +63,19 @@ def read_split(cfg: Config, show_progress: bool = True) -> tuple[Dataset, Split]
     return data, split
 
 
+def checkpoint_folder(cfg: Config) -> Path:
+    """Where a run keeps its epoch checkpoints: one folder per configuration (seed included), so
+    runs started side by side from one folder never touch each other's, and running the same
+    configuration again with ``train.resume`` finds its own."""
+    key = hashlib.sha256(cfg.model_copy(update={"train": cfg.train.model_copy(update={"resume": False})})
+                         .model_dump_json().encode()).hexdigest()[:12]
+    return cfg.out / "checkpoints" / key
+
+
 def _fit_protocol(cfg: Config, data: Dataset, split: Split, show_progress: bool) -> tuple[FitResult, float]:
     """Choose the epoch count on validation, then (with ``train.refit``) fit train + validation for it."""
     started = time.perf_counter()
-    ckpt = cfg.out / "checkpoints"
+    ckpt = checkpoint_folder(cfg)
     has_valid = len(split.valid) > 0
     selected = fit_two_tower(cfg, split.train, data.users, data.items, epochs=cfg.train.epochs,
                              validation=split if has_valid else None, checkpoint_dir=ckpt / "select",

@@ -115,6 +115,15 @@ def test_attributes_carried_on_interaction_rows(write):
     assert data.items.loc["j", "category"] == "hats"
     assert data.users.loc["u", "region"] == "north"
     assert "category" not in data.events.columns
+    assert not any("more than one value" in n for n in data.notes)
+
+
+def test_an_item_whose_category_changes_keeps_the_latest_and_says_so(write):
+    p = write("log.csv", "user_id,item_id,timestamp,category\nu,i,1,shoes\nv,i,3,boots\nw,i,2,hats\nu,j,2,x\n")
+    data = _load(p, "data.item_columns=[category]")
+    assert data.items.loc["i", "category"] == "boots"
+    assert any("column 'category': 1 items have more than one value in the log (e.g. 'i'); the latest value is used"
+               in n for n in data.notes)
 
 
 def test_parquet_input(tmp_path):

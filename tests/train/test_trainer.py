@@ -56,3 +56,17 @@ def test_mixed_negatives_with_impressions_train_and_beat_popularity(tmp_path):
     channel = two_tower_channel(fit.model, fit.encoders, data.users, item_vectors(fit.model, ex))
     ours = evaluate_channel(channel, split, [50])["HR@50"]
     assert ours > 1.2 * evaluate_channel(Popular().fit(split.train_full), split, [50])["HR@50"]
+
+
+def test_runs_side_by_side_keep_their_own_checkpoints(tmp_path):
+    """Two seeds started from one folder: each writes and clears only its own checkpoint folder."""
+    from embrecall.pipeline import checkpoint_folder, train
+
+    first, second = (tiny_config(tmp_path, f"train.seed={s}", "train.epochs=1") for s in (0, 1))
+    assert checkpoint_folder(first) != checkpoint_folder(second)
+    assert checkpoint_folder(first) == checkpoint_folder(first.model_copy(
+        update={"train": first.train.model_copy(update={"resume": True})}))  # resume finds the same folder
+    train(first, show_progress=False)
+    kept = sorted(checkpoint_folder(first).rglob("*"))
+    train(second, show_progress=False)
+    assert kept and sorted(checkpoint_folder(first).rglob("*")) == kept

@@ -98,8 +98,15 @@ def _feature_table(cfg: TableConfig, numeric: list[str], delimiter: str, header:
     return frame.drop(columns=[cfg.key])
 
 
-def _carried_table(events: pd.DataFrame, key: str, columns: list[str]) -> pd.DataFrame:
-    """Attributes carried on interaction rows: the latest row's value per id wins."""
+def _carried_table(events: pd.DataFrame, key: str, columns: list[str], notes: list[str]) -> pd.DataFrame:
+    """Attributes carried on interaction rows: the latest row's value per id wins (a note says
+    for how many ids the log holds more than one value, so a change of category is not silent)."""
+    for c in columns:
+        varying = events.groupby(key, sort=False)[c].nunique(dropna=False)
+        if (varying > 1).any():
+            example = varying.index[np.argmax(varying.to_numpy() > 1)]
+            notes.append(f"column '{c}': {int((varying > 1).sum()):,} {key.removesuffix('_id')}s have more than one "
+                         f"value in the log (e.g. {example!r}); the latest value is used")
     latest = events.sort_values("timestamp", kind="stable").drop_duplicates(key, keep="last")
     return latest.set_index(key)[columns]
 
@@ -130,8 +137,8 @@ def read_table_dataset(cfg: DataConfig, numeric: dict[str, list[str]]) -> Datase
                      else frame[c].astype(str)).to_numpy()
 
     notes: list[str] = []
-    users = _carried_table(events, "user_id", cfg.user_columns) if cfg.user_columns else None
-    items = _carried_table(events, "item_id", cfg.item_columns) if cfg.item_columns else None
+    users = _carried_table(events, "user_id", cfg.user_columns, notes) if cfg.user_columns else None
+    items = _carried_table(events, "item_id", cfg.item_columns, notes) if cfg.item_columns else None
     if cfg.users is not None:
         table = _feature_table(cfg.users, numeric.get("users", []), cfg.delimiter, cfg.header)
         users = table if users is None else users.join(table, how="outer")
