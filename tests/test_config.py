@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from embrecall.config import load_config
+from embrecall.config import config_from_dict, load_config
 from embrecall.errors import ConfigError
 
 
@@ -48,3 +48,15 @@ def test_toml_and_yaml_files(tmp_path):
 def test_sequence_heads_must_divide_the_item_embedding_width():
     with pytest.raises(ConfigError, match="heads \\(3\\) must divide model.item_embedding_dim \\(64\\)"):
         load_config(None, ["features.user=[{kind: sequence, heads: 3}]"])
+
+
+@pytest.mark.parametrize("setting", ["data.item_columns=[genre]", "data.user_columns=[age]", "data.header=false",
+                                     "data.items={path: items.csv, key: item_id}"])
+def test_settings_the_movielens_reader_ignores_are_refused(setting):
+    with pytest.raises(ConfigError, match=r"data.format = 'movielens' does not read data\.\w+"):
+        load_config(None, ["data.format=movielens", "data.path=/somewhere", setting])
+
+
+def test_a_dumped_config_with_every_default_written_loads_again():
+    cfg = load_config(None, ["data.format=movielens", "data.path=/somewhere"])
+    assert config_from_dict(cfg.model_dump(mode="json")) == cfg

@@ -95,6 +95,21 @@ class DataConfig(_Strict):
             raise ValueError(f"data.format = '{self.format}' needs data.path (a directory or file to read)")
         return self
 
+    @model_validator(mode="after")
+    def _every_setting_used(self) -> "DataConfig":
+        """A setting the chosen reader would ignore is refused: it would look applied and not be."""
+        used = {"movielens": {"format", "path", "events", "exposure_events"},
+                "synthetic": {"format", "synthetic", "events", "exposure_events"}}.get(self.format)
+        fields = type(self).model_fields
+        ignored = [] if used is None else sorted(  # a default written back (a dumped config) is not a setting
+            f for f in fields if f not in used and getattr(self, f) != fields[f].get_default(call_default_factory=True))
+        if ignored:
+            hint = (" (a MovieLens release brings its own user and item files)" if self.format == "movielens"
+                    else "")
+            raise ValueError(f"data.format = '{self.format}' does not read data.{', data.'.join(ignored)}{hint}; "
+                             "remove them, or use data.format = 'table' to map your own columns and tables")
+        return self
+
 
 class SplitConfig(_Strict):
     """How events are split into train / validation / test (see ``embrecall.data.split``)."""

@@ -74,3 +74,12 @@ def test_json_round_trip_gives_identical_encodings():
 def test_not_fitted():
     with pytest.raises(NotFittedError, match="is not fitted yet. Call 'fit'"):
         Encoders(SPEC).encode_items(ITEMS)
+
+
+def test_every_missing_column_is_named_at_once():
+    """A MovieLens release without demographics: all four user features named, not the first one."""
+    from embrecall.errors import DataError
+
+    with pytest.raises(DataError, match=r"3 feature\(s\) read columns the data does not have: features.user 'city' "
+                                        r"reads user column 'city' \(there is no user table\); .*'zip'.*'age'"):
+        Encoders(SPEC).fit(EVENTS, None, ITEMS)

@@ -55,6 +55,10 @@ def _stable_hash(values: pd.Series, buckets: int) -> np.ndarray:
     return out
 
 
+# Features fitted on no column of their own (ids, histories, the event time; titles are embedded by a text model).
+_NOTHING_TO_FIT = (ItemIdFeature, *ITEM_HISTORY, TimeFeature, TextFeature)
+
+
 class Encoders:
     """All fitted encoders of one run: ``fit`` learns vocabularies and statistics, the
     ``encode_*`` methods produce the arrays the towers take, keyed by feature name."""
@@ -88,9 +92,29 @@ class Encoders:
                             f"{have or 'no table'}; fix features.{side} or the data section", column=col)
         return table[col].reindex(ids)
 
+    def _check_columns(self, events: pd.DataFrame, users: pd.DataFrame | None, items: pd.DataFrame | None) -> None:
+        """Every feature whose column the data lacks, named together (not the first one alone)."""
+        missing: list[str] = []
+        for side, features, table in (("user", self.spec.user, users), ("item", self.spec.item, items)):
+            for f in features:
+                col = f.input_column
+                if isinstance(f, _NOTHING_TO_FIT):
+                    continue
+                if getattr(f, "source", "table") == "event":
+                    if col not in events.columns:
+                        missing.append(f"features.{side} '{f.name}' reads event column '{col}' (add it to "
+                                       "data.context_columns)")
+                elif col != f"{side}_id" and (table is None or col not in table.columns):
+                    have = f"it has {list(table.columns)}" if table is not None else f"there is no {side} table"
+                    missing.append(f"features.{side} '{f.name}' reads {side} column '{col}' ({have})")
+        if missing:
+            raise DataError(f"{len(missing)} feature(s) read columns the data does not have: " + "; ".join(missing)
+                            + ". Remove those features from the config, or point the data section at the columns")
+
     def fit(self, events: pd.DataFrame, users: pd.DataFrame | None, items: pd.DataFrame | None) -> "Encoders":
         """Fit on training ``events``; the catalog is every item they contain, then (with
         ``features.catalog = "items"``) the item table's other items."""
+        self._check_columns(events, users, items)
         trained = pd.Index(pd.unique(events["item_id"]), dtype=object)
         self.n_trained_ = len(trained)
         if self.spec.catalog == "items" and items is not None:
@@ -102,7 +126,7 @@ class Encoders:
                                         ("item", self.spec.item, items, self.catalog_)):
             for f in feats:
                 key = f"{side}.{f.name}"
-                if isinstance(f, (ItemIdFeature, *ITEM_HISTORY, TimeFeature, TextFeature)):
+                if isinstance(f, _NOTHING_TO_FIT):
                     state[key] = {}
                     continue
                 raw = self._column(f, side, events, table, ids)
