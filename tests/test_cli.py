@@ -80,5 +80,6 @@ def test_progress_goes_to_a_log_file_line_by_line(tmp_path):
     text = (tmp_path / "run.log").read_text()
     assert done.returncode == 0, text
     assert "… reading synthetic data and splitting" in text and "✓ reading synthetic data and splitting (" in text
+    assert "batches an epoch, about" in text  # the estimate before the long work
     epochs = [line for line in text.splitlines() if " epoch " in line and "pairs/s" in line]
     assert len(epochs) >= 2 and all(line.rstrip().endswith(" s") for line in epochs), text

@@ -339,6 +339,8 @@ class TrainConfig(_Strict):
     epochs: int = Field(10, ge=1)
     patience: int = Field(2, ge=1)  # epochs without validation gain before stopping
     early_stop_k: int = Field(50, ge=1)  # early stopping watches validation HR@early_stop_k
+    valid_users: int | None = Field(10_000, ge=100)  # validation users sampled for each epoch's check; None: all
+    max_seconds: float | None = Field(None, gt=0)  # choosing epochs stops before an epoch would pass this budget
     refit: bool = True  # retrain on train + validation for the best epoch count (the protocol's final model)
     seed: int = 0
     resume: bool = False  # continue from the newest checkpoint in the run's checkpoint folder

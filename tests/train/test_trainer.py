@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -70,3 +72,20 @@ def test_runs_side_by_side_keep_their_own_checkpoints(tmp_path):
     kept = sorted(checkpoint_folder(first).rglob("*"))
     train(second, show_progress=False)
     assert kept and sorted(checkpoint_folder(first).rglob("*")) == kept
+
+
+def test_a_wall_time_budget_stops_choosing_epochs(tmp_path):
+    cfg = tiny_config(tmp_path, "train.epochs=6", "train.patience=6", "train.max_seconds=0.001")
+    data = load_dataset(cfg)
+    split = split_dataset(data, cfg.split)
+    fit = fit_two_tower(cfg, split.train, data.users, data.items, epochs=6, validation=split, show_progress=False)
+    assert len(fit.log) == 1  # the first epoch runs; the next would pass the budget
+
+
+def test_validation_users_are_a_fixed_sample():
+    cfg = tiny_config(Path("/unused"))
+    split = split_dataset(load_dataset(cfg), cfg.split)
+    sample = split.sample_validation(100, seed=0)
+    assert len(sample.valid) == 100 and sample.valid["user_id"].is_unique
+    assert sample.valid.equals(split.sample_validation(100, seed=0).valid) and sample.test is split.test
+    assert split.sample_validation(10**6, seed=0) is split

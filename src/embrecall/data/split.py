@@ -35,6 +35,15 @@ class Split:
         validation ones, so that nothing chosen with it has looked at a test event."""
         return Split(train=self.train, valid=self.valid, train_full=self.train, test=self.valid)
 
+    def sample_validation(self, users: int, seed: int) -> "Split":
+        """The split with the validation targets of ``users`` users drawn at random (fixed by
+        ``seed``): per-epoch validation costs that many users, not the whole log's."""
+        if len(self.valid) <= users:
+            return self
+        rows = np.sort(np.random.default_rng(seed).choice(len(self.valid), users, replace=False))
+        return Split(train=self.train, valid=self.valid.iloc[rows].reset_index(drop=True),
+                     train_full=self.train_full, test=self.test)
+
     def summary(self) -> str:
         return (f"train {len(self.train):,} events, validation {len(self.valid):,} users, "
                 f"train+validation {len(self.train_full):,} events, test {len(self.test):,} users")

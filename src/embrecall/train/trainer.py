@@ -20,7 +20,7 @@ from embrecall.features import Encoders
 from embrecall.index import FaissIndex
 from embrecall.models.embedding_channel import EmbeddingChannel
 from embrecall.models.two_tower import TwoTower
-from embrecall.progress import progress_bar
+from embrecall.progress import note, progress_bar
 from embrecall.train.checkpoint import load_latest_checkpoint, save_checkpoint
 from embrecall.train.examples import Examples
 from embrecall.train.losses import bce_loss, mixed_softmax_loss, sampled_softmax_loss, softmax_loss
@@ -132,6 +132,17 @@ def _batch_loss(cfg: Config, model: TwoTower, ex: Examples, rows: np.ndarray, us
     return bce_loss(user, pos, neg, t.temperature, neg_mask=neg_idx != torch.from_numpy(pos_idx)[:, None])
 
 
+ESTIMATE_AFTER = 20  # batches timed before the first epoch's estimate is printed
+
+
+def _estimate(label: str, steps: int, timed: int, seconds: float, epochs: int, valid_users: int | None) -> str:
+    """One line before long work: what an epoch holds and, from the batches timed so far, what it costs."""
+    per_epoch = seconds / timed * steps
+    checks = f" plus a validation check of {valid_users:,} users" if valid_users else ""
+    return (f"{label}: {steps:,} batches an epoch, about {per_epoch:,.0f} s each{checks} (timed on {timed} "
+            f"batches); up to {epochs} epoch{'s' * (epochs > 1)}: about {per_epoch * epochs / 60:,.1f} min of training")
+
+
 def fit_two_tower(cfg: Config, events: pd.DataFrame, users: pd.DataFrame | None, items: pd.DataFrame | None, *,
                   epochs: int, validation: Split | None = None, checkpoint_dir: Path | None = None,
                   show_progress: bool = True, label: str = "train",
@@ -159,6 +170,8 @@ def fit_two_tower(cfg: Config, events: pd.DataFrame, users: pd.DataFrame | None,
             start_epoch = meta["epoch"] + 1
             result.log, result.best_epoch, best_score = meta["log"], meta["best_epoch"], meta["best_score"]
             best_state = copy.deepcopy(model.state_dict()) if result.best_epoch == meta["epoch"] else None
+    if validation is not None and t.valid_users is not None:
+        validation = validation.sample_validation(t.valid_users, t.seed)
     metric = f"HR@{t.early_stop_k}"
     windowed = examples.sequence is not None
     threads_before = torch.get_num_threads()
@@ -186,6 +199,9 @@ def fit_two_tower(cfg: Config, events: pd.DataFrame, users: pd.DataFrame | None,
                     pairs += len(rows)
                     rate = pairs / max(time.perf_counter() - tick, 1e-9)
                     bar.update(task, advance=1, loss=total_loss / (b + 1), rate=rate)
+                    if show_progress and epoch == start_epoch and b == min(len(steps) - 1, ESTIMATE_AFTER):
+                        note(_estimate(label, len(steps), b + 1, time.perf_counter() - tick, epochs - start_epoch + 1,
+                                       None if validation is None else len(validation.valid)))
                 seconds = time.perf_counter() - tick
                 entry = {"epoch": epoch, "loss": total_loss / max(len(steps), 1), "seconds": seconds,
                          "pairs_per_s": pairs / max(seconds, 1e-9)}
@@ -205,6 +221,11 @@ def fit_two_tower(cfg: Config, events: pd.DataFrame, users: pd.DataFrame | None,
                     save_checkpoint(checkpoint_dir, epoch, model, optimizer,
                                     {"log": result.log, "best_epoch": result.best_epoch, "best_score": best_score})
                 if validation is not None and epoch - result.best_epoch >= t.patience:
+                    break
+                spent = time.perf_counter() - started
+                if validation is not None and t.max_seconds and epoch < epochs and spent + seconds > t.max_seconds:
+                    note(f"{label}: stopped after epoch {epoch} ({spent:.0f} s): another epoch would pass "
+                         f"train.max_seconds = {t.max_seconds:g}")
                     break
     finally:
         torch.set_num_threads(threads_before)
