@@ -83,3 +83,14 @@ def test_progress_goes_to_a_log_file_line_by_line(tmp_path):
     assert "batches an epoch, about" in text  # the estimate before the long work
     epochs = [line for line in text.splitlines() if " epoch " in line and "pairs/s" in line]
     assert len(epochs) >= 2 and all(line.rstrip().endswith(" s") for line in epochs), text
+
+
+def test_every_channel_has_validation_figures(tmp_path):
+    result = runner.invoke(app, ["evaluate", "--on", "validation", "--channel", "itemcf", "--channel", "popular",
+                                 "--json", str(tmp_path / "v.json"), *TINY])
+    assert result.exit_code == 0, result.output
+    assert "validation metrics" in result.output and "validation: " in result.output
+    valid = json.loads((tmp_path / "v.json").read_text())
+    assert runner.invoke(app, ["evaluate", "--channel", "popular", "--json", str(tmp_path / "t.json"), *TINY]).exit_code == 0
+    test = json.loads((tmp_path / "t.json").read_text())
+    assert valid["popular"]["HR@10"] != test["popular"]["HR@10"]  # other targets, other history

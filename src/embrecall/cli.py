@@ -100,6 +100,8 @@ def evaluate(config: ConfigOpt = None, set: SetOpt = None,
              json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics as JSON.")] = None,
              report: Annotated[Optional[Path], typer.Option(help="Write a Markdown report with plots here.")] = None,
              cold: Annotated[bool, typer.Option("--cold/--no-cold", help="Add the cold-item evaluation.")] = False,
+             on: Annotated[str, typer.Option(help="test, or validation: fitted on train, measured on the validation "
+                                                  "targets (to choose settings by).")] = "test",
              progress: ProgressOpt = True) -> None:
     """Run the BENCHMARK.md protocol on one or more channels and print a table."""
     from embrecall.evaluate.report import write_report
@@ -108,9 +110,9 @@ def evaluate(config: ConfigOpt = None, set: SetOpt = None,
 
     def go() -> None:
         cfg = _config(config, set, **{"train.seed": seed})
-        metrics = run_evaluate(cfg, channel, bundle, show_progress=progress)
-        console.print(_split_line(next(iter(metrics.values()))))
-        console.print(_metrics_table(metrics, cfg.evaluate.ks, "test metrics (BENCHMARK.md)"))
+        metrics = run_evaluate(cfg, channel, bundle, on=on, show_progress=progress)
+        console.print(_split_line(next(iter(metrics.values()))).replace("test:", f"{on}:", 1))
+        console.print(_metrics_table(metrics, cfg.evaluate.ks, f"{on} metrics (BENCHMARK.md)"))
         cold_metrics = {"two_tower": evaluate_cold_items(cfg, show_progress=progress)} if cold else None
         if cold_metrics:
             console.print(_metrics_table(cold_metrics, cfg.evaluate.ks, "cold items (new in the test period)"))

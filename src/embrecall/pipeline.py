@@ -152,19 +152,27 @@ def build_channel(name: str, cfg: Config, data: Dataset, split: Split, *, bundle
 
 
 def evaluate(cfg: Config, channels: list[str] | None = None, bundle: Path | None = None, *,
-             show_progress: bool = True) -> dict[str, dict[str, Any]]:
+             on: str = "test", show_progress: bool = True) -> dict[str, dict[str, Any]]:
     """BENCHMARK.md metrics of each channel on the config's data, keyed by channel then metric.
 
     ``two_tower`` uses ``bundle`` when given (its ONNX tower and ANN index, as served), otherwise
-    it is trained here under the protocol.  Each row carries its fitting time (for ``merged``,
-    only what was not already fitted for another row) and the process's peak memory so far;
-    with ``channels.dither_epsilon`` > 1 every channel's output is dithered.
+    it is trained here under the protocol.  ``on = "validation"``: every channel fitted on train
+    and measured on the validation targets, the figures to choose settings by.  Each row carries
+    its fitting time (for ``merged``, only what was not already fitted for another row) and the
+    process's peak memory so far (so it depends on the rows before it); with
+    ``channels.dither_epsilon`` > 1 every channel's output is dithered.
     """
     channels = channels or list(CHANNELS)
     unknown = [c for c in channels if c not in CHANNELS]
     if unknown:
         raise ConfigError(f"unknown channel(s) {unknown}; choose from {list(CHANNELS)}")
+    if on not in ("test", "validation"):
+        raise ConfigError(f"evaluate on 'test' or 'validation', not {on!r}")
+    if on == "validation" and bundle is not None:
+        raise ConfigError("a bundle was trained on the validation events: evaluate it on test, or leave --bundle out")
     data, split = read_split(cfg, show_progress)
+    if on == "validation":
+        split = split.validation_view()
     built: dict[str, Channel] = {}
     out: dict[str, dict[str, Any]] = {}
     for name in channels:
