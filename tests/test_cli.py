@@ -81,6 +81,7 @@ def test_progress_goes_to_a_log_file_line_by_line(tmp_path):
     assert done.returncode == 0, text
     assert "… reading synthetic data and splitting" in text and "✓ reading synthetic data and splitting (" in text
     assert "batches an epoch, about" in text  # the estimate before the long work
+    assert "interactions of " in text and "validation " in text  # what was read, with counts
     epochs = [line for line in text.splitlines() if " epoch " in line and "pairs/s" in line]
     assert len(epochs) >= 2 and all(line.rstrip().endswith(" s") for line in epochs), text
 

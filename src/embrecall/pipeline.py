@@ -60,6 +60,10 @@ def read_split(cfg: Config, show_progress: bool = True) -> tuple[Dataset, Split]
         split = split_dataset(data, cfg.split)
     for text in data.notes:
         note(text)
+    if show_progress:
+        events = data.events
+        note(f"{len(events):,} interactions of {events['user_id'].nunique():,} users on {events['item_id'].nunique():,} "
+             f"items; {split.summary()}")
     return data, split
 
 
