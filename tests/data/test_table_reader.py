@@ -135,3 +135,14 @@ def test_parquet_input(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match=r"nope\.csv: file not found"):
         _load(tmp_path / "nope.csv")
+
+
+def test_a_last_line_cut_short_is_left_out_with_a_note(write):
+    """A copy cut at a byte boundary (the shared Taobao sample is one): not an error, not silent."""
+    p = write("log.csv", "u,i,c,pv,1511544070\nu,j,c,pv,1511544071\nv,k,c,pv", encoding="utf-8")
+    data = _load(p, "data.header=false", "data.columns={user: '0', item: '1', timestamp: '4'}")
+    assert data.events["item_id"].tolist() == ["i", "j"]
+    assert any("the last line ends without a newline and has fewer fields" in n for n in data.notes)
+    whole = write("whole.csv", "user_id,item_id,timestamp\nu,i,1700000000\nu,j,")  # all fields there, one empty
+    with pytest.raises(DataError, match="row 3, column 'timestamp'"):
+        _load(whole)

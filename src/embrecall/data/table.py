@@ -19,8 +19,17 @@ from embrecall.errors import DataError
 __all__ = ["read_frame", "read_table_dataset", "check_numeric"]
 
 
-def read_frame(path: Path, *, delimiter: str = ",", header: bool = True) -> tuple[pd.DataFrame, int]:
+def _cut_short(path: Path, delimiter: str, columns: int) -> bool:
+    """Whether the file ends in a line cut short: no newline after it, and fewer fields than columns."""
+    with path.open("rb") as fh:
+        fh.seek(max(0, path.stat().st_size - 65536))
+        tail = fh.read()
+    return not tail.endswith(b"\n") and tail.rsplit(b"\n", 1)[-1].count(delimiter.encode()) < columns - 1
+
+
+def read_frame(path: Path, notes: list[str], *, delimiter: str = ",", header: bool = True) -> tuple[pd.DataFrame, int]:
     """Read CSV (UTF-8 with or without BOM, quoted fields) or Parquet; every CSV cell stays a string.
+    A last line cut short (a partial copy) is left out with a note in ``notes``.
 
     Returns the frame and the file line of its first data row, for error messages.
     """
@@ -48,6 +57,10 @@ def read_frame(path: Path, *, delimiter: str = ",", header: bool = True) -> tupl
         if not header:
             frame.columns = [str(c) for c in frame.columns]
         first_line = 2 if header else 1
+        if len(frame) and _cut_short(path, delimiter, len(frame.columns)):
+            frame = frame.iloc[:-1]
+            notes.append(f"{path}: the last line ends without a newline and has fewer fields than the others "
+                         "(a copy cut at a byte boundary); it was left out")
     if len(frame) == 0:
         raise DataError("the file has no data rows", file=str(path))
     return frame, first_line
@@ -82,8 +95,9 @@ def check_numeric(frame: pd.DataFrame, column: str, file: Path | str, first_line
     return values.astype(np.float64)
 
 
-def _feature_table(cfg: TableConfig, numeric: list[str], delimiter: str, header: bool) -> pd.DataFrame:
-    frame, first_line = read_frame(cfg.path, delimiter=delimiter, header=header)
+def _feature_table(cfg: TableConfig, numeric: list[str], delimiter: str, header: bool,
+                   notes: list[str]) -> pd.DataFrame:
+    frame, first_line = read_frame(cfg.path, notes, delimiter=delimiter, header=header)
     _require(frame, [cfg.key], cfg.path, "key")
     keys = _ids(frame, cfg.key, cfg.path, first_line)
     dup = pd.Series(keys).duplicated(keep=False).to_numpy()
@@ -116,7 +130,8 @@ def read_table_dataset(cfg: DataConfig, numeric: dict[str, list[str]]) -> Datase
     (``events``, ``users``, ``items``) so bad values are refused here, with their line."""
     assert cfg.path is not None  # guaranteed by DataConfig validation
     path = Path(cfg.path)
-    frame, first_line = read_frame(path, delimiter=cfg.delimiter, header=cfg.header)
+    notes: list[str] = []
+    frame, first_line = read_frame(path, notes, delimiter=cfg.delimiter, header=cfg.header)
     cols = cfg.columns
     extra = [c for c in (cols.event, cols.weight) if c] + cfg.context_columns + cfg.user_columns + cfg.item_columns
     _require(frame, [cols.user, cols.item, cols.timestamp], path, "interaction")
@@ -136,14 +151,13 @@ def read_table_dataset(cfg: DataConfig, numeric: dict[str, list[str]]) -> Datase
         events[c] = (check_numeric(frame, c, path, first_line) if c in numeric.get("events", [])
                      else frame[c].astype(str)).to_numpy()
 
-    notes: list[str] = []
     users = _carried_table(events, "user_id", cfg.user_columns, notes) if cfg.user_columns else None
     items = _carried_table(events, "item_id", cfg.item_columns, notes) if cfg.item_columns else None
     if cfg.users is not None:
-        table = _feature_table(cfg.users, numeric.get("users", []), cfg.delimiter, cfg.header)
+        table = _feature_table(cfg.users, numeric.get("users", []), cfg.delimiter, cfg.header, notes)
         users = table if users is None else users.join(table, how="outer")
     if cfg.items is not None:
-        table = _feature_table(cfg.items, numeric.get("items", []), cfg.delimiter, cfg.header)
+        table = _feature_table(cfg.items, numeric.get("items", []), cfg.delimiter, cfg.header, notes)
         if cfg.items.title and cfg.items.title not in table.columns:
             raise DataError(f"title column '{cfg.items.title}' not found; the file has {list(table.columns)}",
                             file=str(cfg.items.path))
