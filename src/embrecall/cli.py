@@ -1,4 +1,4 @@
-"""The ``embrecall`` command line: demo, train, evaluate, recommend, generate."""
+"""The ``embrecall`` command line: init, demo, train, evaluate, tune, recommend, serve, publish, generate."""
 
 from __future__ import annotations
 
@@ -155,6 +155,31 @@ def tune(config: ConfigOpt = None, set: SetOpt = None,
                       f"{result.best_value:.4f} with {result.best_params}")
         console.print(f"best config written: [bold]{result.config_path}[/] — next: embrecall evaluate "
                       f"--config {result.config_path}")
+    _run(go)
+
+
+@app.command()
+def init(data: Annotated[Path, typer.Argument(help="A log (CSV, TSV or Parquet) or a MovieLens folder.")],
+         out: Annotated[Path, typer.Option(help="Where to write the config.")] = Path("embrecall.toml"),
+         force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False) -> None:
+    """Look at a log and write a commented config that runs as it is."""
+    from embrecall.errors import ConfigError
+    from embrecall.starter import starter_config
+
+    def go() -> None:
+        if out.exists() and not force:
+            raise ConfigError(f"{out} exists; pass --force to overwrite it, or --out another file")
+        with console.status(f"reading {data}"):
+            starter = starter_config(data, out.parent)
+        console.print("[bold]inferred[/]")
+        for line in starter.said:
+            console.print(f"  {escape(line)}", highlight=False)
+        if starter.left_out:
+            console.print("[bold]left out[/]")
+            for line in starter.left_out:
+                console.print(f"  {escape(line)}", highlight=False)
+        out.write_text(starter.toml)
+        console.print(f"config written to [bold]{out}[/]; next: embrecall evaluate --config {out}")
     _run(go)
 
 

@@ -1,0 +1,232 @@
+"""`embrecall init`: look at a log and write a config that runs as it is.
+
+For a file (CSV, TSV or Parquet) the columns are inferred from a sample: which holds users, items,
+time (and its format), event types, and which other columns are attributes of an item (one value
+per item), of a user, or of neither (ratings, row ids: left out, with the reason).  A MovieLens
+folder is read by its own reader.  The features are those a careful engineer declares for such
+data: ids, the recent items (last one, recent ones with decay, a longer history for long
+histories), every item and user attribute by its kind and cardinality.  Everything inferred is
+said, with why, and so is what was left out.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from embrecall.data.movielens import is_movielens_dir, read_movielens
+from embrecall.errors import DataError
+
+__all__ = ["Starter", "starter_config"]
+
+SAMPLE_ROWS = 200_000
+_NAMES = {"user": r"user|uid|customer|member|visitor|buyer|reader|client",
+          "item": r"item|product|movie|sku|goods|article|book|song|track|video|doc|offer",
+          "timestamp": r"time|date|^ts$|timestamp|^day$|created",
+          "event": r"event|behav|action|^type$|interaction"}
+
+
+@dataclass
+class Starter:
+    """A starter config and what was inferred to write it."""
+
+    toml: str
+    said: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)
+
+
+def _sniff(path: Path) -> tuple[str, bool]:
+    """The delimiter and whether the first line is a header, from the file's first 64 KB."""
+    head = path.open("r", encoding="utf-8-sig", errors="replace").read(65536)
+    head = head[: head.rfind("\n")] if "\n" in head else head
+    try:
+        dialect = csv.Sniffer().sniff(head, delimiters=",\t;|")
+        delimiter = dialect.delimiter
+    except csv.Error:
+        delimiter = ","
+    first = head.split("\n", 1)[0].split(delimiter)
+    header = not any(re.fullmatch(r"-?\d+(\.\d+)?", cell.strip()) for cell in first)  # a header holds no numbers
+    return delimiter, header
+
+
+def _sample(path: Path) -> tuple[pd.DataFrame, str, bool]:
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return pd.read_parquet(path).head(SAMPLE_ROWS).astype(str), ",", True
+    delimiter, header = _sniff(path)
+    frame = pd.read_csv(path, sep=delimiter, header=0 if header else None, dtype=str, keep_default_na=False,
+                        nrows=SAMPLE_ROWS, encoding="utf-8-sig", on_bad_lines="skip")
+    frame.columns = [str(c) for c in frame.columns]
+    return frame, delimiter, header
+
+
+def _time_format(values: pd.Series) -> str | None:
+    """The timestamp_format that reads ``values``, or None if they are not times."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    if numbers.notna().mean() > 0.99:
+        median = float(numbers.median())
+        return "unix_s" if 1e8 <= median < 5e9 else "unix_ms" if 1e11 <= median < 5e12 else None
+    text = values.astype(str).str.strip()
+    if text.str.fullmatch(r"\d{1,2}/\d{1,2}/\d{4}").mean() > 0.99:
+        return "%m/%d/%Y"
+    if pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True).notna().mean() > 0.99:
+        return "iso8601"
+    return None
+
+
+def _pick(frame: pd.DataFrame, role: str, taken: set[str]) -> str | None:
+    return next((c for c in frame.columns if c not in taken and re.search(_NAMES[role], c, re.I)), None)
+
+
+def _infer_columns(frame: pd.DataFrame, said: list[str]) -> dict[str, str]:
+    """user, item, timestamp (and event) columns: by name where the file has names, else by content."""
+    cols: dict[str, str] = {}
+    for role in ("user", "item"):
+        name = _pick(frame, role, set(cols.values()))
+        if name is None:  # headerless or unnamed: the first id-like columns in order, as logs are written
+            name = next(c for c in frame.columns if c not in cols.values())
+            said.append(f"{role}: column '{name}' (position: no column name says {role})")
+        else:
+            said.append(f"{role}: column '{name}' (its name)")
+        cols[role] = name
+    named = _pick(frame, "timestamp", set(cols.values()))
+    candidates = ([named] if named else []) + [c for c in frame.columns if c not in cols.values() and c != named]
+    for c in candidates:
+        fmt = _time_format(frame[c])
+        if fmt:
+            cols["timestamp"], cols["timestamp_format"] = c, fmt
+            said.append(f"time: column '{c}', read as {fmt} ({'its name' if c == named else 'its values'})")
+            break
+    else:
+        raise DataError("no column holds times (unix seconds or milliseconds, or dates); the protocol orders each "
+                        "user's events by time, so the log needs one")
+    event = _pick(frame, "event", set(cols.values()))
+    if event and frame[event].nunique() <= 20:
+        cols["event"] = event
+        said.append(f"event type: column '{event}' ({frame[event].nunique()} types: every one counts as a positive; "
+                    "set data.events to keep some)")
+    return cols
+
+
+def _per(frame: pd.DataFrame, key: str, column: str) -> bool:
+    """Whether ``column`` holds one value per ``key`` (allowing a few changes over time)."""
+    return bool((frame.groupby(key, sort=False)[column].nunique() <= 1).mean() >= 0.95)
+
+
+def _feature(column: str, values: pd.Series, owners: int, said: list[str], side: str) -> str | None:
+    """The TOML of one attribute feature, chosen by its values; None when it is no feature."""
+    name = column if column.isidentifier() else f"{side}_{column}"
+    values = values[values.astype(str).str.len() > 0].astype(str)
+    distinct = values.nunique()
+    numbers = pd.to_numeric(values, errors="coerce")
+    if distinct <= 1:
+        return None
+    whole = numbers.notna().mean() > 0.99 and bool((numbers.dropna() % 1 == 0).all())
+    if numbers.notna().mean() > 0.99 and distinct > 20 and not whole:  # whole numbers are mostly codes (ids, years)
+        transform = "log" if numbers.min() >= 0 and numbers.max() > 100 * max(numbers.median(), 1e-9) else "standardize"
+        said.append(f"{side} '{column}': numeric, {distinct:,} values ({transform})")
+        kind = f'kind = "numeric"\ntransform = "{transform}"'
+    elif values.str.contains("|", regex=False).mean() > 0.1:
+        said.append(f"{side} '{column}': several values per {side} ('|'-separated)")
+        kind = 'kind = "multi"\ndim = 16'
+    elif distinct > 100 and distinct > owners // 4:  # near one value per owner (zip codes): buckets, not a vocabulary
+        said.append(f"{side} '{column}': {distinct:,} values, hashed into 1,000 buckets")
+        kind = 'kind = "hashed"\nbuckets = 1000\ndim = 8'
+    else:
+        dim = int(np.clip(2 ** np.ceil(np.log2(max(distinct, 2)) / 2 + 1), 4, 32))
+        said.append(f"{side} '{column}': categorical, {distinct:,} values (dim {dim})")
+        kind = f'kind = "categorical"\ndim = {dim}'
+    return f'{kind}\nname = "{name}"' + (f'\ncolumn = "{column}"' if name != column else "")
+
+
+def _history_features(events_per_user: float, said: list[str]) -> list[str]:
+    out = ['kind = "history"\nname = "last_item"\nmax_len = 1',
+           'kind = "history"\nname = "recent"\nmax_len = 20\ndecay = 0.8']
+    if events_per_user >= 50:
+        out.append('kind = "history"\nname = "longer"\nmax_len = 50\ndecay = 0.97')
+    said.append(f"histories: the last item, the last 20 with decay 0.8{', the last 50 with decay 0.97' * (events_per_user >= 50)}"
+                f" (median {events_per_user:.0f} events per user)")
+    return out
+
+
+def _toml(data: list[str], user: list[str], item: list[str], said: list[str]) -> str:
+    blocks = ["# Written by `embrecall init`: what was inferred, and why:", *[f"#   {s}" for s in said],
+              "# Run:  embrecall evaluate --config <this file>; then embrecall tune --config <this file>", "",
+              "[data]", *data, ""]
+    blocks += [f"[[features.user]]\n{f}\n" for f in user] + [f"[[features.item]]\n{f}\n" for f in item]
+    blocks += ["[model]\nitem_embedding_dim = 64\nhidden = [256]\noutput_dim = 64\n",
+               "[train]\nloss = \"sampled_softmax\"\ntemperature = 0.05\nbatch_size = 512\nepochs = 30\npatience = 3\n"
+               "lr = 0.002\n"]
+    return "\n".join(blocks)
+
+
+def starter_config(source: Path, config_dir: Path) -> Starter:
+    """The starter config for the log at ``source``; paths written relative to ``config_dir``."""
+    source = Path(source)
+    if not source.exists():
+        raise DataError("not found; give a CSV/TSV/Parquet log or a MovieLens folder", file=str(source))
+    where = os.path.relpath(source.resolve(), config_dir.resolve())
+    said: list[str] = []
+    left_out: list[str] = []
+    if is_movielens_dir(source):
+        data = read_movielens(source)
+        events, users, items = data.events, data.users, data.items
+        lines = ['format = "movielens"', f'path = "{where}"']
+        said.append("a MovieLens release: its own reader takes users and items from its files")
+        user_cols = [c for c in (users.columns if users is not None else [])]
+        item_cols = [c for c in (items.columns if items is not None else []) if c != "title"]
+        if items is not None and "title" in items.columns:
+            left_out.append("item 'title': a text feature needs pip install 'embrecall[text]' (see README, Text features)")
+        user_table, item_table = users, items
+    else:
+        frame, delimiter, header = _sample(source)
+        cols = _infer_columns(frame, said)
+        item_cols, user_cols = [], []
+        for c in frame.columns:
+            if c in cols.values():
+                continue
+            if frame[c].nunique() >= 0.9 * len(frame):
+                left_out.append(f"'{c}': a different value on almost every row (a row id, not a feature)")
+            elif _per(frame, cols["item"], c):
+                item_cols.append(c)
+            elif _per(frame, cols["user"], c):
+                user_cols.append(c)
+            elif "event" not in cols and frame[c].nunique() <= 20 and pd.to_numeric(frame[c], errors="coerce").isna().all():
+                cols["event"] = c
+                said.append(f"event type: column '{c}' ({frame[c].nunique()} types such as {frame[c].iloc[0]!r}; every "
+                            "one counts as a positive: set data.events to keep some)")
+            else:
+                kind = "a rating" if pd.to_numeric(frame[c], errors="coerce").notna().mean() > 0.99 else "per event"
+                left_out.append(f"'{c}': {kind}, neither an item's nor a user's attribute (every event counts as "
+                                "a positive under BENCHMARK.md; add it to data.context_columns to use it as context)")
+        mapping = ", ".join(f'{k} = "{v}"' for k, v in cols.items() if k != "timestamp_format")
+        lines = ['format = "table"', f'path = "{where}"', f"columns = {{ {mapping} }}",
+                 f'timestamp_format = "{cols["timestamp_format"]}"']
+        if delimiter != ",":
+            lines.append(f"delimiter = {delimiter!r}".replace("'", '"'))
+        if not header:
+            lines.append("header = false")
+        if item_cols:
+            lines.append(f"item_columns = {item_cols}".replace("'", '"'))
+        if user_cols:
+            lines.append(f"user_columns = {user_cols}".replace("'", '"'))
+        events = frame.rename(columns={cols["user"]: "user_id", cols["item"]: "item_id"})
+        item_table = events.groupby("item_id")[item_cols].last() if item_cols else None
+        user_table = events.groupby("user_id")[user_cols].last() if user_cols else None
+    per_user = float(events.groupby("user_id").size().median())
+    user = [f'kind = "categorical"\nname = "user_id"\ndim = 32\nmin_count = {1 if per_user >= 10 else 2}']
+    said.append(f"user_id: categorical (ids seen once {'kept' if per_user >= 10 else 'share one vector: min_count 2'})")
+    for c in user_cols:
+        if (f := _feature(c, user_table[c], len(user_table), said, "user")) is not None:
+            user.append(f)
+    user += _history_features(per_user, said)
+    item = ['kind = "item_id"']
+    for c in item_cols:
+        if (f := _feature(c, item_table[c], len(item_table), said, "item")) is not None:
+            item.append(f)
+    return Starter(_toml(lines, user, item, said), said, left_out)

@@ -1,0 +1,66 @@
+"""`embrecall init`: the config it writes from a log runs as it is, and says what it inferred."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from typer.testing import CliRunner
+
+from embrecall import evaluate, load_config
+from embrecall.cli import app
+from embrecall.data import load_dataset, split_dataset
+from embrecall.features import Encoders
+
+
+def _log(rows: int = 4000, seed: int = 0) -> pd.DataFrame:
+    """A shop log: item attributes on every row, a user attribute, a rating and a row id."""
+    rng = np.random.default_rng(seed)
+    users, items = rng.integers(0, 150, rows), rng.zipf(1.5, rows) % 300
+    return pd.DataFrame({
+        "row": np.arange(rows), "customer_id": [f"c{u:04d}" for u in users], "product": [f"p{i}" for i in items],
+        "bought_at": pd.to_datetime(1_700_000_000 + np.sort(rng.integers(0, 10**7, rows)), unit="s")
+        .strftime("%Y-%m-%dT%H:%M:%S"),
+        "category": [f"cat{i % 12}" for i in items], "price": [round(1.5 + (i % 37) * 2.25, 2) for i in items],
+        "region": [f"r{u % 5}" for u in users], "stars": rng.integers(1, 6, rows)})
+
+
+def test_init_on_a_csv_writes_a_config_that_trains(tmp_path):
+    _log().to_csv(tmp_path / "shop.csv", index=False)
+    result = CliRunner().invoke(app, ["init", str(tmp_path / "shop.csv"), "--out", str(tmp_path / "shop.toml")])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "user: column 'customer_id' (its name)" in out and "item: column 'product' (its name)" in out
+    assert "time: column 'bought_at', read as iso8601" in out
+    assert "item 'category': categorical" in out and "item 'price': numeric" in out and "user 'region'" in out
+    assert "'row': a different value on almost every row" in out and "'stars': a rating" in out
+    cfg = load_config(tmp_path / "shop.toml", ["train.epochs=1", f"out={tmp_path / 'runs'}"])
+    rows = evaluate(cfg, ["two_tower", "popular"], show_progress=False)
+    assert rows["two_tower"]["HR@100"] > 0 and rows["two_tower"]["targets"] == 150
+
+
+def test_init_on_a_headerless_log_finds_columns_by_content(tmp_path):
+    log = _log()
+    log.insert(3, "event", np.where(np.arange(len(log)) % 5 == 0, "buy", "pv"))
+    log["bought_at"] = (pd.to_datetime(log["bought_at"]) - pd.Timestamp(0)) // pd.Timedelta(seconds=1)
+    log[["customer_id", "product", "category", "event", "bought_at"]].to_csv(tmp_path / "log.csv", index=False,
+                                                                                 header=False)
+    result = CliRunner().invoke(app, ["init", str(tmp_path / "log.csv"), "--out", str(tmp_path / "log.toml")])
+    assert result.exit_code == 0, result.output
+    assert "time: column '4', read as unix_s (its values)" in result.output
+    assert "event type: column '3' (2 types" in result.output
+    cfg = load_config(tmp_path / "log.toml")
+    data = load_dataset(cfg)
+    Encoders(cfg.features).fit(split_dataset(data, cfg.split).train, data.users, data.items)  # every column there
+    assert set(data.events["event"]) == {"buy", "pv"}
+    again = CliRunner().invoke(app, ["init", str(tmp_path / "log.csv"), "--out", str(tmp_path / "log.toml")])
+    assert again.exit_code == 2 and "exists; pass --force" in again.output
+
+
+def test_init_on_movielens_uses_its_own_reader(ml100k, tmp_path):
+    result = CliRunner().invoke(app, ["init", str(ml100k), "--out", str(tmp_path / "ml.toml")])
+    assert result.exit_code == 0, result.output
+    assert "a MovieLens release" in result.output and "user 'zip': 795 values, hashed" in result.output
+    cfg = load_config(tmp_path / "ml.toml")
+    data = load_dataset(cfg)
+    Encoders(cfg.features).fit(split_dataset(data, cfg.split).train, data.users, data.items)
+    assert {f.name for f in cfg.features.item} == {"item_id", "genres", "year"}
