@@ -42,6 +42,10 @@ def _metrics_table(metrics: dict[str, dict[str, Any]], ks: list[int], title: str
         table.add_row(r, *[f"{m[r]:.4f}" for m in metrics.values()])
     for key, label, fmt in (("train_seconds", "train time (s)", "{:.1f}"), ("peak_rss_mb", "peak RSS (MB)", "{:.0f}")):
         table.add_row(label, *[fmt.format(m[key]) if key in m else "" for m in metrics.values()])
+    if any("peak_rss_mb" in m for m in metrics.values()):
+        table.caption = ("train time: what each column fitted (merged: only what the columns before it had not); "
+                         "peak RSS: the whole process's so far, so it includes the columns before (run one channel "
+                         "per process to compare memory)")
     return table
 
 
