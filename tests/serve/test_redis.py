@@ -108,6 +108,16 @@ def test_feed_applies_changes_and_sets_bad_entries_aside(bundle, stream):
     assert client.xpending(stream, "c1")["pending"] == 0  # everything acknowledged
 
 
+def test_a_malformed_last_change_leaves_the_valid_one_before_it(bundle, stream):
+    client = redis.Redis.from_url(URL)
+    feed = ChangeFeed(ServiceState(bundle), URL, stream, consumer="c1")
+    feed.catch_up()
+    send_item_change(client, stream, "upsert", "twice", {"category": "c3"})
+    client.xadd(stream, {"op": "upsert", "item_id": "twice", "attributes": "{not json"})
+    assert feed.poll(block_ms=10) == 2
+    assert _categories(feed.state, ["twice"]) == ["c3"] and feed.dead == 1
+
+
 def test_after_a_restart_nothing_acknowledged_or_pending_is_lost(bundle, stream):
     client = redis.Redis.from_url(URL)
     first = ChangeFeed(ServiceState(bundle), URL, stream, consumer="c1")

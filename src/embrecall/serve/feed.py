@@ -97,11 +97,19 @@ class ChangeFeed:
         self.dead += 1
 
     def _changes_of(self, entries: Sequence[tuple[bytes, Mapping[bytes, bytes]]]) -> dict[str, Change]:
-        """The latest change per item among ``entries`` (oldest first); malformed ones set aside."""
-        latest: dict[str, Change] = {}
+        """The latest valid change per item among ``entries`` (oldest first).  Only what can take
+        effect is checked: each item's entries from the newest back to the first valid one (a
+        replay of 100,000 changes of a few items checks a few); the malformed ones met are set aside."""
+        by_item: dict[bytes, list[tuple[bytes, Mapping[bytes, bytes]]]] = {}
         for entry_id, fields in entries:
-            if fields and (change := self._parse(entry_id, fields)) is not None:
-                latest[change.item_id] = change.attributes if change.op == "upsert" else None
+            if fields:  # a pending entry deleted from the stream comes back empty
+                by_item.setdefault(fields.get(b"item_id", b""), []).append((entry_id, fields))
+        latest: dict[str, Change] = {}
+        for versions in by_item.values():
+            for entry_id, fields in reversed(versions):
+                if (change := self._parse(entry_id, fields)) is not None:
+                    latest[change.item_id] = change.attributes if change.op == "upsert" else None
+                    break
         return latest
 
     def _apply(self, changes: dict[str, Change]) -> None:
@@ -129,7 +137,7 @@ class ChangeFeed:
         snapshot = {_text(k): json.loads(v) for k, v in self.client.hgetall(f"{self.stream}:snapshot").items()}
         changes: dict[str, Change] = dict(snapshot)
         self.position, start, replayed = at, "(" + at, 0
-        while batch := self.client.xrange(self.stream, min=start, max="+", count=1000):
+        while batch := self.client.xrange(self.stream, min=start, max="+", count=10_000):
             changes.update(self._changes_of(batch))
             replayed += len(batch)
             self.position = _text(batch[-1][0])
