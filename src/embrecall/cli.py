@@ -42,11 +42,12 @@ def _metrics_table(metrics: dict[str, dict[str, Any]], ks: list[int], title: str
         table.add_row(r, *[f"{m[r]:.4f}" for m in metrics.values()])
     for key, label, fmt in (("train_seconds", "train time (s)", "{:.1f}"), ("peak_rss_mb", "peak RSS (MB)", "{:.0f}")):
         table.add_row(label, *[fmt.format(m[key]) if key in m else "" for m in metrics.values()])
-    if any("peak_rss_mb" in m for m in metrics.values()):
-        table.caption = ("train time: what each column fitted (merged: only what the columns before it had not); "
-                         "peak RSS: the whole process's so far, so it includes the columns before (run one channel "
-                         "per process to compare memory)")
     return table
+
+
+MEASURES_NOTE = ("train time: what each column fitted (merged: only what the columns before it had not); peak RSS: "
+                 "the whole process's so far, so it includes the columns before (run one channel per process to "
+                 "compare memory)")
 
 
 def _split_line(row: dict[str, Any]) -> str:
@@ -117,6 +118,7 @@ def evaluate(config: ConfigOpt = None, set: SetOpt = None,
         metrics = run_evaluate(cfg, channel, bundle, on=on, show_progress=progress)
         console.print(_split_line(next(iter(metrics.values()))).replace("test:", f"{on}:", 1))
         console.print(_metrics_table(metrics, cfg.evaluate.ks, f"{on} metrics (BENCHMARK.md)"))
+        console.print(MEASURES_NOTE, style="dim", soft_wrap=True)
         cold_metrics = {"two_tower": evaluate_cold_items(cfg, show_progress=progress)} if cold else None
         if cold_metrics:
             console.print(_metrics_table(cold_metrics, cfg.evaluate.ks, "cold items (new in the test period)"))
