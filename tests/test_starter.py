@@ -64,3 +64,33 @@ def test_init_on_movielens_uses_its_own_reader(ml100k, tmp_path):
     data = load_dataset(cfg)
     Encoders(cfg.features).fit(split_dataset(data, cfg.split).train, data.users, data.items)
     assert {f.name for f in cfg.features.item} == {"item_id", "genres", "year"}
+
+
+def test_init_finds_feature_tables_beside_a_parquet_log(tmp_path):
+    """The synthetic generator's layout: events.parquet with users.parquet and items.parquet beside it."""
+    from embrecall.config import SyntheticConfig
+    from embrecall.data.synthetic import write_parquet
+
+    paths = write_parquet(SyntheticConfig(users=300, items=200, events=6000), tmp_path / "gen")
+    result = CliRunner().invoke(app, ["init", str(paths["events"]), "--out", str(tmp_path / "gen.toml")])
+    assert result.exit_code == 0, result.output
+    assert "item attributes: items.parquet, one row per item (key 'item_id')" in result.output
+    assert "item 'title' in items.parquet: a text feature" in result.output
+    cfg = load_config(tmp_path / "gen.toml", ["train.epochs=1", f"out={tmp_path / 'runs'}"])
+    assert {"category", "price"} <= {f.name for f in cfg.features.item}
+    assert evaluate(cfg, ["two_tower"], show_progress=False)["two_tower"]["HR@100"] > 0
+
+
+def test_init_takes_the_tags_of_the_latest_movielens_releases(tmp_path):
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "".join(
+        f"{u},{m},4.0,{964982703 + 60 * (u * 7 + m)}\n" for u in range(1, 40) for m in range(1, 12)))
+    (tmp_path / "movies.csv").write_text("movieId,title,genres\n" + "".join(
+        f"{m},M{m} ({1990 + m}),{'Comedy|Drama' if m % 2 else 'Action'}\n" for m in range(1, 12)))
+    (tmp_path / "tags.csv").write_text("userId,movieId,tag,timestamp\n" + "".join(
+        f"1,{m},t{m % 3},1\n2,{m},t{m % 4},2\n" for m in range(1, 12)))
+    result = CliRunner().invoke(app, ["init", str(tmp_path), "--out", str(tmp_path / "ml.toml")])
+    assert result.exit_code == 0, result.output
+    assert "item 'tags': several values per item" in result.output
+    cfg = load_config(tmp_path / "ml.toml")
+    data = load_dataset(cfg)
+    Encoders(cfg.features).fit(split_dataset(data, cfg.split).train, data.users, data.items)

@@ -128,7 +128,8 @@ def _feature(column: str, values: pd.Series, owners: int, said: list[str], side:
         return None
     whole = numbers.notna().mean() > 0.99 and bool((numbers.dropna() % 1 == 0).all())
     if numbers.notna().mean() > 0.99 and distinct > 20 and not whole:  # whole numbers are mostly codes (ids, years)
-        transform = "log" if numbers.min() >= 0 and numbers.max() > 100 * max(numbers.median(), 1e-9) else "standardize"
+        transform = ("log_standardize" if numbers.min() >= 0 and numbers.max() > 100 * max(numbers.median(), 1e-9)
+                     else "standardize")
         said.append(f"{side} '{column}': numeric, {distinct:,} values ({transform})")
         kind = f'kind = "numeric"\ntransform = "{transform}"'
     elif values.str.contains("|", regex=False).mean() > 0.1:
@@ -142,6 +143,28 @@ def _feature(column: str, values: pd.Series, owners: int, said: list[str], side:
         said.append(f"{side} '{column}': categorical, {distinct:,} values (dim {dim})")
         kind = f'kind = "categorical"\ndim = {dim}'
     return f'{kind}\nname = "{name}"' + (f'\ncolumn = "{column}"' if name != column else "")
+
+
+def _side_table(log: Path, side: str, key: str, config_dir: Path, said: list[str],
+                left_out: list[str]) -> tuple[str, pd.DataFrame] | None:
+    """A feature table beside the log (``users.parquet``, ``items.csv``...) keyed by the log's
+    ``key`` column: its TOML line and its attribute columns (a title is left out: text needs
+    the text extra)."""
+    for f in sorted(log.parent.iterdir()):
+        if f == log or f.suffix.lower() not in (".csv", ".tsv", ".parquet", ".pq") or not re.search(_NAMES[side], f.stem, re.I):
+            continue
+        table, delimiter, header = _sample(f)
+        if not header or key not in table.columns or not table[key].is_unique:
+            continue
+        where = os.path.relpath(f.resolve(), config_dir.resolve())
+        said.append(f"{side} attributes: {f.name}, one row per {side} (key '{key}')")
+        table = table.set_index(key)
+        if "title" in table.columns:
+            left_out.append(f"{side} 'title' in {f.name}: a text feature needs pip install 'embrecall[text]'")
+            table = table.drop(columns=["title"])
+        sep = f', delimiter = "{delimiter}"' if delimiter != "," else ""
+        return f'{side}s = {{ path = "{where}", key = "{key}"{sep} }}', table
+    return None
 
 
 def _history_features(events_per_user: float, said: list[str]) -> list[str]:
@@ -218,6 +241,16 @@ def starter_config(source: Path, config_dir: Path) -> Starter:
         events = frame.rename(columns={cols["user"]: "user_id", cols["item"]: "item_id"})
         item_table = events.groupby("item_id")[item_cols].last() if item_cols else None
         user_table = events.groupby("user_id")[user_cols].last() if user_cols else None
+        for side, key in (("user", cols["user"]), ("item", cols["item"])):
+            found = _side_table(source, side, key, config_dir, said, left_out)
+            if found is None:
+                continue
+            line, table = found
+            lines.append(line)
+            if side == "user":
+                user_cols, user_table = user_cols + list(table.columns), table if user_table is None else user_table.join(table)
+            else:
+                item_cols, item_table = item_cols + list(table.columns), table if item_table is None else item_table.join(table)
     per_user = float(events.groupby("user_id").size().median())
     user = [f'kind = "categorical"\nname = "user_id"\ndim = 32\nmin_count = {1 if per_user >= 10 else 2}']
     said.append(f"user_id: categorical (ids seen once {'kept' if per_user >= 10 else 'share one vector: min_count 2'})")

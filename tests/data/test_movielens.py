@@ -40,6 +40,16 @@ def test_csv_format(tmp_path):
     assert data.items.loc["3", "genres"] == ""
 
 
+def test_tags_of_the_latest_releases_become_an_item_column(tmp_path):
+    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.0,964981247\n")
+    (tmp_path / "movies.csv").write_text("movieId,title,genres\n1,A (1995),Comedy\n3,B (1995),Drama\n")
+    (tmp_path / "tags.csv").write_text("userId,movieId,tag,timestamp\n1,1,Pixar,1\n2,1,pixar ,2\n2,1,fun|kids,3\n"
+                                       "3,1,funny,4\n")
+    data = read_movielens(tmp_path)
+    assert data.items.loc["1", "tags"] == "pixar|fun kids|funny"  # most used first, then by name
+    assert data.items.loc["3", "tags"] == ""
+
+
 def test_not_a_movielens_folder(tmp_path):
     with pytest.raises(DataError, match="no MovieLens ratings file found"):
         read_movielens(tmp_path)

@@ -4,7 +4,9 @@ A directory is recognised by its files:
 - 100K: ``u.data`` (tab: user item rating timestamp), ``u.item`` (pipe, latin-1, 19 genre flags),
   ``u.user`` (pipe: id age gender occupation zip), ``u.genre``.
 - 1M / 10M: ``ratings.dat`` (``::``), ``movies.dat`` (``MovieID::Title::Genres``), 1M also ``users.dat``.
-- 20M / 25M / latest: ``ratings.csv`` and ``movies.csv`` with headers.
+- 20M / 25M / latest: ``ratings.csv`` and ``movies.csv`` with headers, and ``tags.csv`` where the
+  release has it: each movie's 10 most used tags become the multi-valued item column ``tags``
+  (item metadata like the genres; users applied them at any time).
 """
 
 from __future__ import annotations
@@ -115,7 +117,23 @@ def _read_csv(d: Path) -> Dataset:
         items = items.rename(columns={"movieId": "item_id"}).set_index("item_id")
         items["genres"] = items["genres"].replace("(no genres listed)", "")
         items["year"] = _year_from_title(items["title"])
+    if (d / "tags.csv").is_file():
+        tags = _top_tags(d / "tags.csv")
+        items = tags.to_frame() if items is None else items.join(tags, how="left")
+        items["tags"] = items["tags"].fillna("")
     return Dataset(events, None, items, source=f"MovieLens CSV ({d})")
+
+
+def _top_tags(f: Path, top: int = 10) -> pd.Series:
+    """Each movie's ``top`` most used tags (lowercased), '|'-joined, indexed by item_id."""
+    raw = pd.read_csv(f, dtype=str, keep_default_na=False)
+    missing = {"movieId", "tag"} - set(raw.columns)
+    if missing:
+        raise DataError(f"missing columns {sorted(missing)}; expected header userId,movieId,tag,timestamp", file=str(f))
+    tag = raw["tag"].str.strip().str.lower().str.replace("|", " ", regex=False)
+    counts = pd.DataFrame({"item_id": raw["movieId"], "tag": tag})[tag != ""].value_counts()
+    ranked = counts.reset_index().sort_values(["item_id", "count", "tag"], ascending=[True, False, True], kind="stable")
+    return ranked.groupby("item_id").head(top).groupby("item_id")["tag"].agg("|".join).rename("tags")
 
 
 def read_movielens(path: Path) -> Dataset:
