@@ -60,3 +60,23 @@ def test_settings_the_movielens_reader_ignores_are_refused(setting):
 def test_a_dumped_config_with_every_default_written_loads_again():
     cfg = load_config(None, ["data.format=movielens", "data.path=/somewhere"])
     assert config_from_dict(cfg.model_dump(mode="json")) == cfg
+
+
+@pytest.mark.parametrize("sets, unread", [
+    (["train.loss=full_softmax", "train.logq_strength=0.5"], "logq_strength"),
+    (["train.num_negatives=5"], "num_negatives"),
+    (["train.loss=bce", "train.label_smoothing=0.1", "train.negatives.global_count=8"], "negatives, train.label_smoothing"),
+])
+def test_a_train_setting_the_loss_does_not_read_is_refused(sets, unread):
+    with pytest.raises(ConfigError, match=rf"does not read train\.{unread}"):
+        load_config(None, sets)
+
+
+def test_tuning_the_loss_resets_what_the_trial_s_loss_does_not_read():
+    from embrecall.tune import with_params
+
+    raw = load_config(None, ["train.logq_strength=0.4"]).model_dump(mode="json")
+    cfg = config_from_dict(with_params(raw, {"train.loss": "full_softmax", "train.logq_strength": 0.3}))
+    assert cfg.train.loss == "full_softmax" and cfg.train.logq_strength == 1.0
+    kept = config_from_dict(with_params(raw, {"train.loss": "sampled_softmax", "train.logq_strength": 0.3}))
+    assert kept.train.logq_strength == 0.3

@@ -350,6 +350,26 @@ class TrainConfig(_Strict):
     threads: int | None = Field(None, ge=1)
     negatives: NegativesConfig = NegativesConfig()
 
+    @model_validator(mode="after")
+    def _settings_of_the_loss(self) -> "TrainConfig":
+        """A setting the chosen loss does not read is refused: it would look applied and not be."""
+        fields = type(self).model_fields
+        unread = [name for name, losses in LOSS_SETTINGS.items()
+                  if self.loss not in losses and getattr(self, name) != fields[name].get_default(call_default_factory=True)]
+        if unread:
+            raise ValueError(f"train.loss = '{self.loss}' does not read train.{', train.'.join(unread)}; remove "
+                             f"{'them' if len(unread) > 1 else 'it'} or choose a loss that reads "
+                             f"{'them' if len(unread) > 1 else 'it'}")
+        return self
+
+
+# The train settings only some losses read (every other train setting applies to every loss).
+LOSS_SETTINGS: dict[str, set[str]] = {
+    "num_negatives": {"bce"}, "negative_alpha": {"bce"},
+    "logq_strength": {"sampled_softmax"}, "remove_accidental_hits": {"sampled_softmax"},
+    "negatives": {"sampled_softmax"}, "label_smoothing": {"sampled_softmax", "full_softmax"},
+}
+
 
 class IndexConfig(_Strict):
     """The ANN index over item vectors (FAISS, inner product)."""

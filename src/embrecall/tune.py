@@ -19,7 +19,7 @@ import copy
 import optuna
 import yaml
 
-from embrecall.config import Config, SearchDim, config_from_dict, get_field, set_field
+from embrecall.config import LOSS_SETTINGS, Config, SearchDim, TrainConfig, config_from_dict, get_field, set_field
 from embrecall.data import Dataset, Split
 from embrecall.errors import ConfigError, EmbrecallError
 from embrecall.evaluate import evaluate_channel
@@ -103,10 +103,16 @@ def _suggest(trial: optuna.Trial, name: str, dim: SearchDim) -> Any:
 
 
 def with_params(raw: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``raw`` (a config as plain data) with each ``path: value`` set, as ``--set`` would."""
+    """A copy of ``raw`` (a config as plain data) with each ``path: value`` set, as ``--set`` would;
+    where the loss is tuned, the settings the trial's loss does not read go back to their defaults."""
     out = copy.deepcopy(raw)
     for key, value in params.items():
         set_field(out, key, value)
+    if "train.loss" in params:
+        for name, losses in LOSS_SETTINGS.items():
+            if params["train.loss"] not in losses:
+                default = TrainConfig.model_fields[name].get_default(call_default_factory=True)
+                set_field(out, f"train.{name}", default.model_dump() if hasattr(default, "model_dump") else default)
     return out
 
 
