@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from embrecall.data.movielens import is_movielens_dir, read_movielens
 from embrecall.errors import DataError
@@ -43,7 +44,8 @@ class Starter:
 
 def _sniff(path: Path) -> tuple[str, bool]:
     """The delimiter and whether the first line is a header, from the file's first 64 KB."""
-    head = path.open("r", encoding="utf-8-sig", errors="replace").read(65536)
+    with path.open("r", encoding="utf-8-sig", errors="replace") as fh:
+        head = fh.read(65536)
     head = head[: head.rfind("\n")] if "\n" in head else head
     try:
         dialect = csv.Sniffer().sniff(head, delimiters=",\t;|")
@@ -56,8 +58,11 @@ def _sniff(path: Path) -> tuple[str, bool]:
 
 
 def _sample(path: Path) -> tuple[pd.DataFrame, str, bool]:
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return pd.read_parquet(path).head(SAMPLE_ROWS).astype(str), ",", True
+    if path.suffix.lower() in (".parquet", ".pq"):  # the first rows only, however large the file
+        first = next(pq.ParquetFile(path).iter_batches(batch_size=SAMPLE_ROWS), None)
+        if first is None:
+            raise DataError("the file has no rows", file=str(path))
+        return first.to_pandas().astype(str), ",", True
     delimiter, header = _sniff(path)
     frame = pd.read_csv(path, sep=delimiter, header=0 if header else None, dtype=str, keep_default_na=False,
                         nrows=SAMPLE_ROWS, encoding="utf-8-sig", on_bad_lines="skip")
