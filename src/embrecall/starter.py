@@ -206,7 +206,7 @@ def starter_config(source: Path, config_dir: Path) -> Starter:
         events, users, items = data.events, data.users, data.items
         lines = ['format = "movielens"', f'path = "{where}"']
         said.append("a MovieLens release: its own reader takes users and items from its files")
-        user_cols = [c for c in (users.columns if users is not None else [])]
+        user_cols = list(users.columns) if users is not None else []
         item_cols = [c for c in (items.columns if items is not None else []) if c != "title"]
         if items is not None and "title" in items.columns:
             left_out.append("item 'title': a text feature needs pip install 'embrecall[text]' (see README, Text features)")

@@ -85,6 +85,12 @@ class _Attribute:
         return accepted[self.codes[rows]].any(axis=1)  # a gather: np.isin sorts, ~10x slower at 1M slots
 
 
+def _best(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k highest ``scores``, best first (ties in position order)."""
+    top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    return top[np.argsort(-scores[top], kind="stable")]
+
+
 def _without(slots: np.ndarray, dropped: np.ndarray) -> np.ndarray:
     """``slots`` less those in the sorted ``dropped`` (a binary search: np.isin costs 4x more here)."""
     if not len(dropped):
@@ -133,8 +139,7 @@ class LiveIndex:
             if old is not None and isinstance(self._index, faiss.IndexFlat):  # overwritten in place: no retired slot
                 self._vectors[old] = v[0]
                 faiss.rev_swig_ptr(self._index.get_xb(), self._index.ntotal * self.dim).reshape(-1, self.dim)[old] = v[0]
-                for name, attr in self._attrs.items():
-                    attr.set(old, attribute_values((attributes or {}).get(name)))
+                self._set_attributes(old, attributes)
                 return
             if self._n == len(self._alive):
                 self._grow(2 * len(self._alive))
@@ -144,14 +149,17 @@ class LiveIndex:
             slot = self._n
             self._vectors[slot] = v[0]
             self._ids[slot] = item_id
-            for name, attr in self._attrs.items():
-                attr.set(slot, attribute_values((attributes or {}).get(name)))
+            self._set_attributes(slot, attributes)
             self._index.add(v)
             self._alive[slot] = True
             self._slot[item_id] = slot
             self._n += 1
             if len(self._dead) > max(self.compact_above, len(self._slot)):
                 self._compact()
+
+    def _set_attributes(self, slot: int, attributes: Mapping[str, object] | None) -> None:
+        for name, attr in self._attrs.items():
+            attr.set(slot, attribute_values((attributes or {}).get(name)))
 
     def delete(self, item_id: str) -> bool:
         """Retire an item; False if it was not there."""
@@ -325,8 +333,7 @@ class LiveIndex:
         than gathering the eligible vectors first (a copy of them all)."""
         scores = self._vectors[:len(mask)] @ q
         scores[~mask] = -np.inf
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        top = top[np.argsort(-scores[top], kind="stable")]
+        top = _best(scores, k)
         return self._ids[top].tolist(), scores[top].astype(np.float32)
 
     def _fetch(self, k: int) -> int:
@@ -335,8 +342,7 @@ class LiveIndex:
     def _rerank(self, q: np.ndarray, slots: np.ndarray, k: int) -> tuple[list[str], np.ndarray]:
         """The k of ``slots`` with the best exact scores, best first."""
         scores = self._vectors[slots] @ q
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(slots) else np.arange(len(slots))
-        top = top[np.argsort(-scores[top], kind="stable")]
+        top = _best(scores, k)
         return self._ids[slots[top]].tolist(), scores[top].astype(np.float32)
 
     def _params(self, selector: faiss.IDSelector | None, k: int) -> faiss.SearchParameters:

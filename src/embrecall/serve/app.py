@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import AfterValidator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embrecall.errors import BundleError, DataError, EmbrecallError
@@ -36,7 +37,7 @@ from embrecall.serve.state import ServiceState
 __all__ = ["create_app", "MAX_BODY"]
 
 MAX_BODY = 1 << 20  # bytes
-ItemId = Annotated[str, PathParam(min_length=1, max_length=256)]
+ItemId = Annotated[str, PathParam(min_length=1, max_length=256), AfterValidator(check_text)]
 _REFUSED = {413: {"model": ErrorMessage, "description": "The body is larger than MAX_BODY"},
             422: {"model": ValidationErrors, "description": "The request cannot be used as given"},
             503: {"model": ErrorMessage, "description": "The active version cannot answer"}}
@@ -210,7 +211,6 @@ def create_app(source: Path | str, admin_token: str | None = None, watch_interva
 
     @app.put("/v1/items/{item_id}", dependencies=[Depends(admin)], responses={**_REFUSED, **_ADMIN})
     def put_item(item_id: ItemId, body: ItemUpsert, request: Request) -> dict:
-        check_text(item_id)
         started = time.perf_counter()
         v = request.app.state.service.upsert(item_id, body.attributes)
         return {"item_id": item_id, "version": v.version, "ms": (time.perf_counter() - started) * 1000}

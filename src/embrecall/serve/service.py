@@ -89,7 +89,8 @@ class ServingVersion:
     def upsert_items(self, changes: Mapping[str, Mapping[str, object]]) -> None:
         """Add or replace items (embedded together, 4096 at a time); every vector is checked before
         any is indexed."""
-        chunks = [dict(list(changes.items())[i:i + 4096]) for i in range(0, len(changes), 4096)]
+        pairs = list(changes.items())
+        chunks = [dict(pairs[i:i + 4096]) for i in range(0, len(pairs), 4096)]
         vectors = np.concatenate([self.embed_items(c) for c in chunks]) if chunks else np.zeros((0, 0), np.float32)
         bad = [item for item, v in zip(changes, vectors) if not np.isfinite(v).all()]
         if bad:  # a NaN vector would be scored NaN and answered as null

@@ -44,13 +44,14 @@ class ServiceState:
         self.swaps = 0
         _settle()
 
-    def _wanted(self) -> Path:
-        if self.registry is None:
-            return self.source
-        active = self.registry.active()
-        if active is None:
+    def _active_name(self) -> str:
+        name = self.registry.state()["active"]  # type: ignore[union-attr]
+        if name is None:
             raise FileNotFoundError(f"{self.source}/ACTIVE names no version; run `embrecall publish`")
-        return active
+        return name
+
+    def _wanted(self) -> Path:
+        return self.source if self.registry is None else self.registry.folder(self._active_name())
 
     def apply(self, changes: Mapping[str, Mapping[str, object] | None]) -> ServingVersion:
         """Apply item changes (item_id -> attributes, or None to delete), upserts embedded in one run,
@@ -77,14 +78,15 @@ class ServiceState:
             return found
 
     def refresh(self) -> bool:
-        """Swap to the registry's active version if it changed; True when a swap happened."""
-        wanted = self._wanted()
-        if wanted.name in (self.current.version, self._failed):
+        """Swap to the registry's active version if it changed; True when a swap happened.  Called
+        every second: only ACTIVE is read until it names another version."""
+        name = self._active_name()
+        if name in (self.current.version, self._failed):
             return False
         try:  # loaded outside the lock: serving goes on meanwhile
-            fresh = ServingVersion(wanted, self.cache, milvus_uri=self.milvus_uri)
+            fresh = ServingVersion(self.registry.folder(name), self.cache, milvus_uri=self.milvus_uri)  # type: ignore[union-attr]
         except Exception:
-            self._failed = wanted.name
+            self._failed = name
             raise
         with self._lock:
             self._apply(fresh, self._changes)
