@@ -32,10 +32,10 @@ from embrecall.config import Config, config_from_dict, load_config, set_field
 from embrecall.data import load_dataset, split_dataset
 from embrecall.features import Encoders
 from embrecall.models.two_tower import TwoTower
-from embrecall.train.examples import Examples
-from embrecall.train.losses import sampled_softmax_loss, softmax_loss
-from embrecall.train.threads import training_threads
-from embrecall.train.trainer import _steps, fit_two_tower
+from embrecall.training.examples import Examples
+from embrecall.training.losses import sampled_softmax_loss, softmax_loss
+from embrecall.training.threads import training_threads
+from embrecall.training.trainer import _steps, fit_two_tower
 
 ROOT = Path(__file__).resolve().parents[1]
 ML100K = ROOT.parent / "shared" / "datasets" / "ml-100k"

@@ -100,8 +100,8 @@ def train(config: ConfigOpt = None, set: SetOpt = None, out: Annotated[Optional[
 @app.command()
 def evaluate(config: ConfigOpt = None, set: SetOpt = None,
              seed: Annotated[Optional[int], typer.Option(help="Training seed (train.seed).")] = None,
-             bundle: Annotated[Optional[Path], typer.Option(help="Evaluate this bundle's two-tower model.")] = None,
-             channel: Annotated[Optional[list[str]], typer.Option(help="two_tower, popular, item2vec, itemcf, ease, merged (repeatable; default all).")] = None,
+             bundle: Annotated[Optional[Path], typer.Option(help="Evaluate the channels this bundle serves, as the service runs them.")] = None,
+             channel: Annotated[Optional[list[str]], typer.Option(help="two_tower, popular, item2vec, itemcf, ease, merged, served (with --bundle: its channels merged as served); repeatable; default all.")] = None,
              json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics as JSON.")] = None,
              report: Annotated[Optional[Path], typer.Option(help="Write a Markdown report with plots here.")] = None,
              cold: Annotated[bool, typer.Option("--cold/--no-cold", help="Add the cold-item evaluation.")] = False,

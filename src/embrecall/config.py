@@ -296,7 +296,7 @@ class ModelConfig(_Strict):
 
 
 class NegativesConfig(_Strict):
-    """Mixed negative sampling for the sampled-softmax loss (see ``embrecall.train.negatives``).
+    """Mixed negative sampling for the sampled-softmax loss (see ``embrecall.training.negatives``).
 
     In-batch negatives are always there; the others are added per batch (global) or per
     positive (hard, exposure).  ``*_weight`` scales a source's share of the softmax denominator.
@@ -423,7 +423,8 @@ class EaseConfig(_Strict):
     max_items: int = Field(20_000, ge=1)  # a dense item x item matrix: larger catalogs are refused
 
 
-SERVED_CHANNELS = ("two_tower", "itemcf", "popular")  # the channels a bundle can carry into the service
+# The channels a bundle can carry into the service (embrecall.models.stored loads all but two_tower).
+SERVED_CHANNELS = ("two_tower", "popular", "itemcf", "item2vec", "ease")
 
 
 class ChannelsConfig(_Strict):
@@ -436,8 +437,10 @@ class ChannelsConfig(_Strict):
     merge_mode: Literal["quota", "rrf"] = "rrf"
     merge_depth: int = Field(2, ge=1)  # rrf: each channel contributes its top merge_depth * k
     dither_epsilon: float = Field(1.0, ge=1.0)  # > 1 reorders by log-rank noise for diversity; 1 is off
-    # The service's channels and default slot shares; itemcf, when named, is fitted and stored in the bundle.
+    # The service's channels and default slot shares; `embrecall train` fits each and stores it in the bundle.
     serve: dict[str, float] = {"two_tower": 0.8, "popular": 0.2}
+    # The served channel that fills the slots the others leave empty (a strict filter, a cold user); always stored.
+    fallback: str | None = "popular"
 
     @model_validator(mode="after")
     def _quotas(self) -> "ChannelsConfig":
@@ -447,6 +450,8 @@ class ChannelsConfig(_Strict):
         if unknown or not self.serve or any(v < 0 for v in self.serve.values()):
             raise ValueError(f"channels.serve maps channels {list(SERVED_CHANNELS)} to non-negative slot shares; "
                              f"got {self.serve}")
+        if self.fallback is not None and self.fallback not in SERVED_CHANNELS[1:]:
+            raise ValueError(f"channels.fallback is one of {list(SERVED_CHANNELS[1:])} or none; got {self.fallback!r}")
         return self
 
 

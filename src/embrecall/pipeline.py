@@ -22,22 +22,27 @@ from embrecall.data import Dataset, Split, load_dataset, split_dataset
 from embrecall.data.split import cold_item_split
 from embrecall.errors import ConfigError, DataError
 from embrecall.evaluate import evaluate_channel
-from embrecall.export import Bundle, write_bundle
-from embrecall.models.channel import Channel
+from embrecall.export import Bundle
+from embrecall.export.writer import write_bundle
+from embrecall.models.channel import Channel, StoredChannel
 from embrecall.models.dither import Dithered
 from embrecall.models.ease import Ease
 from embrecall.models.item2vec import Item2Vec
 from embrecall.models.itemcf import ItemCF
 from embrecall.models.merge import Merged
 from embrecall.models.popular import Popular
+from embrecall.models.stored import STORED
+from embrecall.serve.cache import VectorCache
+from embrecall.serve.service import ServedChannel, ServingVersion
 from embrecall.progress import note, step
-from embrecall.train.examples import Examples
-from embrecall.train.trainer import FitResult, fit_two_tower, item_vectors, two_tower_channel
+from embrecall.training.examples import Examples
+from embrecall.training.trainer import FitResult, fit_two_tower, item_vectors, two_tower_channel
 
-__all__ = ["TrainReport", "read_split", "train", "evaluate", "evaluate_cold_items", "build_channel", "recommend",
-           "CHANNELS"]
+__all__ = ["TrainReport", "read_split", "train", "evaluate", "evaluate_cold_items", "build_channel", "fit_channel",
+           "recommend", "CHANNELS"]
 
-CHANNELS = ("two_tower", "popular", "item2vec", "itemcf", "ease", "merged")
+CHANNELS = ("two_tower", "popular", "item2vec", "itemcf", "ease", "merged", "served")
+# "served": a bundle's channels merged by its channels.serve quotas, through the service's own objects.
 
 
 def peak_rss_mb() -> float:
@@ -109,45 +114,55 @@ def train(cfg: Config, *, show_progress: bool = True) -> TrainReport:
             metrics["two_tower"] = {**evaluate_channel(channel, split, cfg.evaluate.ks),
                                     "train_seconds": seconds, "peak_rss_mb": peak_rss_mb()}
             metrics["popular"] = evaluate_channel(Popular().fit(split.train_full), split, cfg.evaluate.ks)
-    itemcf = None
-    if cfg.channels.serve.get("itemcf", 0) > 0:
-        with step("counting item co-occurrences for the served ItemCF channel", show_progress):
-            itemcf = ItemCF(cfg.channels.itemcf).fit(history)
+    served = [n for n in dict.fromkeys([*cfg.channels.serve, cfg.channels.fallback]) if n not in (None, "two_tower")]
+    stored = {name: fit_channel(name, cfg, history, data.items, show_progress) for name in served}
     with step("writing the bundle (ONNX towers, FAISS index)", show_progress):
         path = write_bundle(cfg.out, cfg, fit.model, fit.encoders, vectors, split.train_full, data.users,
                             data.items, fingerprint=data.fingerprint(), source=data.source, metrics=metrics,
                             training={"best_epoch": fit.best_epoch, "seconds": seconds, "log": fit.log,
-                                      "split": split.summary()}, index=channel.index, itemcf=itemcf)
+                                      "split": split.summary()}, index=channel.index, channels=stored)
     return TrainReport(path, metrics, fit.best_epoch, fit.log, seconds)
 
 
-def build_channel(name: str, cfg: Config, data: Dataset, split: Split, *, bundle: Path | None = None,
-                  built: dict[str, Channel] | None = None, show_progress: bool = True) -> Channel:
-    """One channel fitted on train + validation (the two-tower model as in ``train``, or from ``bundle``).
+def fit_channel(name: str, cfg: Config, events: pd.DataFrame, items: pd.DataFrame | None,
+                show_progress: bool = True) -> StoredChannel:
+    """One of the channels a bundle can store (all but the two-tower model), fitted on ``events``."""
+    if name == "popular":
+        return Popular().fit(events)
+    if name == "item2vec":
+        with step("training item2vec", show_progress):
+            return Item2Vec(cfg.channels.item2vec).fit(events, items)
+    if name == "itemcf":
+        with step("counting item co-occurrences (ItemCF)", show_progress):
+            return ItemCF(cfg.channels.itemcf).fit(events)
+    if name == "ease":
+        with step("solving EASE", show_progress):
+            return Ease(cfg.channels.ease).fit(events)
+    raise ConfigError(f"unknown channel '{name}'; choose from {list(CHANNELS)}")
 
+
+def build_channel(name: str, cfg: Config, data: Dataset, split: Split, *, bundle: ServingVersion | None = None,
+                  built: dict[str, Channel] | None = None, show_progress: bool = True) -> Channel:
+    """One channel fitted on train + validation (the two-tower model as in ``train``).
+
+    With ``bundle`` (a served version), a channel the version serves, and ``served`` (its channels
+    merged by its quotas), run through the service's own objects: live index, filters, merge.
     ``merged`` combines the channels named in ``channels.merge``, reusing those already in ``built``.
     """
     built = built if built is not None else {}
     if name in built:
         return built[name]
-    if name == "popular":
-        return Popular().fit(split.train_full)
-    if name == "item2vec":
-        with step("training item2vec", show_progress):
-            return Item2Vec(cfg.channels.item2vec).fit(split.train_full, data.items)
-    if name == "itemcf":
-        with step("counting item co-occurrences (ItemCF)", show_progress):
-            return ItemCF(cfg.channels.itemcf).fit(split.train_full)
-    if name == "ease":
-        with step("solving EASE", show_progress):
-            return Ease(cfg.channels.ease).fit(split.train_full)
+    if bundle is not None and (name in bundle.channels or name == "served"):
+        return ServedChannel(bundle, bundle.quotas if name == "served" else {name: 1.0}, name)
+    if name == "served":
+        raise ConfigError("the 'served' channel is a bundle's: pass --bundle")
+    if name in STORED:
+        return fit_channel(name, cfg, split.train_full, data.items, show_progress)
     if name == "merged":
         parts = {c: build_channel(c, cfg, data, split, bundle=bundle, built=built, show_progress=show_progress)
                  for c in cfg.channels.merge}
         built.update(parts)
         return Merged(parts, cfg.channels.merge, cfg.channels.merge_mode, cfg.channels.merge_depth)
-    if name == "two_tower" and bundle is not None:
-        return Bundle.load(bundle).channel()
     if name == "two_tower":
         fit, _ = _fit_protocol(cfg, data, split, show_progress)
         vectors = item_vectors(fit.model, Examples(split.train_full, fit.encoders, data.users, data.items))
@@ -159,21 +174,23 @@ def evaluate(cfg: Config, channels: list[str] | None = None, bundle: Path | None
              on: str = "test", show_progress: bool = True) -> dict[str, dict[str, Any]]:
     """BENCHMARK.md metrics of each channel on the config's data, keyed by channel then metric.
 
-    ``two_tower`` uses ``bundle`` when given (its ONNX tower and ANN index, as served), otherwise
-    it is trained here under the protocol.  ``on = "validation"``: every channel fitted on train
+    With ``bundle``, the channels that bundle serves (and ``served``, their quota merge; by default
+    just those) run as the service runs them: the version made live, its live index and merge;
+    the others are fitted here under the protocol.  ``on = "validation"``: every channel fitted on train
     and measured on the validation targets, the figures to choose settings by.  Each row carries
     its fitting time (for ``merged``, only what was not already fitted for another row) and the
     process's peak memory so far (so it depends on the rows before it); with
     ``channels.dither_epsilon`` > 1 every channel's output is dithered.
     """
-    channels = channels or list(CHANNELS)
-    unknown = [c for c in channels if c not in CHANNELS]
+    unknown = [c for c in channels or () if c not in CHANNELS]
     if unknown:
         raise ConfigError(f"unknown channel(s) {unknown}; choose from {list(CHANNELS)}")
     if on not in ("test", "validation"):
         raise ConfigError(f"evaluate on 'test' or 'validation', not {on!r}")
     if on == "validation" and bundle is not None:
         raise ConfigError("a bundle was trained on the validation events: evaluate it on test, or leave --bundle out")
+    served = None if bundle is None else ServingVersion(bundle, VectorCache(size=0))
+    channels = channels or (list(CHANNELS[:-1]) if served is None else [*served.channels, "served"])
     data, split = read_split(cfg, show_progress)
     if on == "validation":
         split = split.validation_view()
@@ -181,7 +198,7 @@ def evaluate(cfg: Config, channels: list[str] | None = None, bundle: Path | None
     out: dict[str, dict[str, Any]] = {}
     for name in channels:
         started = time.perf_counter()
-        channel = build_channel(name, cfg, data, split, bundle=bundle, built=built, show_progress=show_progress)
+        channel = build_channel(name, cfg, data, split, bundle=served, built=built, show_progress=show_progress)
         built[name] = channel
         fitted = time.perf_counter() - started
         if cfg.channels.dither_epsilon > 1:

@@ -131,8 +131,8 @@ def _current(raw: dict[str, Any], space: dict[str, SearchDim]) -> dict[str, Any]
 def _score(cfg: Config, data: Dataset, split: Split, trial: optuna.Trial) -> float:
     """Fit ``cfg.tune.channel`` on train and return its validation metric."""
     from embrecall.pipeline import build_channel
-    from embrecall.train.examples import Examples
-    from embrecall.train.trainer import fit_two_tower, item_vectors, two_tower_channel
+    from embrecall.training.examples import Examples
+    from embrecall.training.trainer import fit_two_tower, item_vectors, two_tower_channel
 
     view = split.validation_view()
     k = cfg.tune.metric.partition("@")[2]

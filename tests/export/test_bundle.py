@@ -11,7 +11,7 @@ import torch
 from embrecall.errors import BundleError
 from embrecall.export import Bundle
 from embrecall.pipeline import train
-from embrecall.train.examples import Examples
+from embrecall.training.examples import Examples
 from tests.conftest import tiny_config
 
 

@@ -8,7 +8,7 @@ import torch
 from embrecall.data import load_dataset, split_dataset
 from embrecall.features import Encoders
 from embrecall.models.two_tower import TwoTower
-from embrecall.train.examples import Examples
+from embrecall.training.examples import Examples
 from tests.conftest import tiny_config
 
 SEQUENCE = ('features.user=[{kind: categorical, name: user_id}, {kind: categorical, name: city, dim: 8}, '
@@ -55,7 +55,8 @@ def test_window_training_gives_each_target_its_served_vector(tmp_path):
 
 
 def test_onnx_user_tower_equals_pytorch_with_a_sequence_feature(tmp_path):
-    from embrecall.export.onnx_towers import OnnxTower, export_tower
+    from embrecall.export.onnx_runtime import OnnxTower
+    from embrecall.export.onnx_towers import export_tower
 
     cfg, data, events, enc, model = _world(tmp_path)
     ex = Examples(events, enc, data.users, data.items)

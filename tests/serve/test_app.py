@@ -9,7 +9,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from embrecall import Bundle, train
-from embrecall.models.channel import UserQuery
 from embrecall.serve.app import MAX_BODY, create_app
 from tests.conftest import tiny_config
 
@@ -176,34 +175,3 @@ bodies = st.fixed_dictionaries({}, optional={
 @given(bodies)
 def test_fuzzed_bodies_never_cause_a_5xx(client, body):
     assert client.post("/v1/recall", json=body).status_code < 500
-
-
-@pytest.fixture(scope="module")
-def itemcf_version(tmp_path_factory):
-    cfg = tiny_config(tmp_path_factory.mktemp("itemcf"), "channels.serve={two_tower: 0.5, itemcf: 0.3, popular: 0.2}")
-    path = train(cfg, show_progress=False).bundle
-    with TestClient(create_app(path, admin_token=TOKEN)) as c:
-        yield c, Bundle.load(path)
-
-
-def test_itemcf_is_served_merged_and_filtered(itemcf_version):
-    client, b = itemcf_version
-    user = b.users.index[0]
-    seen = tuple(b.users.at[user, "items"])
-    body = client.post("/v1/recall", json={"user_id": user, "k": 50}).json()
-    ids = [i["item_id"] for i in body["items"]]
-    assert len(ids) == 50 == len(set(ids)) and not set(ids) & set(seen)
-    assert {i["channel"] for i in body["items"]} == {"two_tower", "itemcf", "popular"}
-    assert "itemcf" in body["timings_ms"]
-    wanted = b.items["category"].value_counts().index[:2].tolist()
-    body = client.post("/v1/recall", json={"user_id": user, "k": 10, "quotas": {"itemcf": 1},
-                                           "filters": {"category": wanted}}).json()
-    ranked = b.itemcf.recommend([UserQuery(user, seen)], 10_000, [set(seen)])[0].item_ids
-    eligible = [i for i in ranked if b.items.at[i, "category"] in wanted]
-    from_itemcf = [i["item_id"] for i in body["items"] if i["channel"] == "itemcf"]
-    assert from_itemcf and from_itemcf == eligible[:len(from_itemcf)]
-    assert all(b.items.at[i["item_id"], "category"] in wanted for i in body["items"])
-    r = client.post("/v1/recall", json={"user_id": user, "k": 5, "quotas": {"two_tower": 1, "item2vec": 0}})
-    assert r.status_code == 200 and {i["channel"] for i in r.json()["items"]} == {"two_tower"}
-    r = client.post("/v1/recall", json={"user_id": user, "quotas": {"item2vec": 1.0}})
-    assert r.status_code == 422 and "serves ['two_tower', 'itemcf', 'popular']" in r.text

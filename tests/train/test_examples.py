@@ -7,7 +7,7 @@ import pandas as pd
 
 from embrecall.config import FeaturesConfig
 from embrecall.features import Encoders
-from embrecall.train.examples import Examples
+from embrecall.training.examples import Examples
 
 SPEC = FeaturesConfig.model_validate({
     "user": [{"kind": "history", "name": "recent", "max_len": 3}],

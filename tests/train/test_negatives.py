@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from embrecall.config import NegativesConfig
-from embrecall.train.losses import mixed_softmax_loss, sampled_softmax_loss
-from embrecall.train.negatives import ExposureSampler, GroupSampler, MixedNegatives, PopularitySampler
+from embrecall.training.losses import mixed_softmax_loss, sampled_softmax_loss
+from embrecall.training.negatives import ExposureSampler, GroupSampler, MixedNegatives, PopularitySampler
 
 COUNTS = np.array([100, 50, 25, 10, 5, 0, 1], dtype=float)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from embrecall.train import threads
+from embrecall.training import threads
 
 
 def test_setting_wins(monkeypatch):

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from embrecall.data import load_dataset, split_dataset
-from embrecall.train.trainer import fit_two_tower
+from embrecall.training.trainer import fit_two_tower
 from tests.conftest import tiny_config
 
 
@@ -40,8 +40,8 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
 def test_mixed_negatives_with_impressions_train_and_beat_popularity(tmp_path):
     from embrecall.evaluate import evaluate_channel
     from embrecall.models.popular import Popular
-    from embrecall.train.examples import Examples
-    from embrecall.train.trainer import item_vectors, two_tower_channel
+    from embrecall.training.examples import Examples
+    from embrecall.training.trainer import item_vectors, two_tower_channel
 
     cfg = tiny_config(tmp_path, "data.synthetic.impressions=2", "data.events=[click]",
                       "data.exposure_events=[impression]", "train.epochs=3", "train.negatives.global_count=64",

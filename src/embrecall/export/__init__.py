@@ -1,5 +1,8 @@
-"""Bundles: one model version on disk, the contract between training and serving."""
+"""Bundles: one model version on disk, the contract between training and serving.
 
-from embrecall.export.bundle import Bundle, write_bundle
+Reading (``Bundle``) needs numpy, ONNX Runtime and FAISS only; writing (``embrecall.export.writer``)
+exports PyTorch towers and so imports torch."""
 
-__all__ = ["Bundle", "write_bundle"]
+from embrecall.export.bundle import Bundle
+
+__all__ = ["Bundle"]

@@ -8,12 +8,16 @@
         user_tower.onnx          the towers, split for serving
         item_tower.onnx
         item_vectors.safetensors (n_items, D) item-tower vectors in item_idx order, and each item's
-                                 training interaction count (the popularity channel when serving)
+                                 training interaction count
         index.faiss              the ANN index over those vectors
         items.parquet            item attributes in item_idx order (shown with recommendations)
-        users.parquet            user attributes and each user's items, oldest first
-        itemcf.safetensors       (when channels.serve names itemcf) its inverted lists, and
-        itemcf_items.parquet     their item ids
+        users.parquet            user attributes and each user's history (its items, most recent last)
+        popular.parquet, itemcf.*, item2vec.*, ease.*
+                                 the other channels the config serves, each written by its own ``save``
+
+The manifest's ``channels`` names every channel the version serves and the files each reads
+(``two_tower``: the towers, index and tables above); ``embrecall.models.stored.STORED`` says
+which class loads each.
 
 A bundle is written to a temporary folder and renamed into place, so a crashed run never
 leaves a half-written version behind.  Reading one trusts nothing in it: the manifest must match
@@ -25,9 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,31 +39,25 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 from safetensors import safe_open
-from safetensors.numpy import save_file as save_numpy
-from safetensors.torch import save_model
 
-from embrecall import __version__
 from embrecall.config import Config, config_from_dict
 from embrecall.errors import BundleError
-from embrecall.export.onnx_towers import OnnxTower, export_tower
+from embrecall.export.onnx_runtime import OnnxTower
 from embrecall.features import Encoders
 from embrecall.index import FaissIndex
-from embrecall.models.channel import UserQuery
+from embrecall.models.channel import Channel, UserQuery
 from embrecall.models.embedding_channel import EmbeddingChannel
-from embrecall.models.itemcf import ItemCF
-from embrecall.models.two_tower import TwoTower
+from embrecall.models.stored import STORED
 
-__all__ = ["Bundle", "write_bundle", "plain_name", "BUNDLE_FORMAT"]
+__all__ = ["Bundle", "plain_name", "sha256", "BUNDLE_FORMAT", "MANIFEST_HASH"]
 
-BUNDLE_FORMAT = 2  # 2: manifest.sha256
+BUNDLE_FORMAT = 3  # 2: manifest.sha256; 3: the manifest lists the channels and their files
 MANIFEST_HASH = "manifest.sha256"
 _PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 T = TypeVar("T")
-_FILES = ["encoders.json", "weights.safetensors", "user_tower.onnx", "item_tower.onnx",
-          "item_vectors.safetensors", "index.faiss", "items.parquet", "users.parquet"]
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -89,79 +85,6 @@ def _opened(folder: Path, name: str, load: Callable[[Path], T]) -> T:
                           "damaged: re-run `embrecall train`") from err
 
 
-def _user_table(cfg: Config, history: pd.DataFrame, users: pd.DataFrame | None) -> pd.DataFrame:
-    """Per user: the profile columns the user tower reads, and all items seen, oldest first."""
-    seen = history.groupby("user_id", sort=True)["item_id"].agg(list)
-    table = pd.DataFrame({"items": seen})
-    cols = [f.input_column for f in cfg.features.user if Encoders.is_profile(f) and f.input_column != "user_id"]
-    if users is not None and cols:
-        table = table.join(users[cols].astype(str).where(users[cols].notna(), None), how="outer")
-        table["items"] = table["items"].apply(lambda v: v if isinstance(v, list) else [])
-    table.index.name = "user_id"
-    return table
-
-
-def write_bundle(out_root: Path, cfg: Config, model: TwoTower, encoders: Encoders, item_vectors: np.ndarray,
-                 history: pd.DataFrame, users: pd.DataFrame | None, items: pd.DataFrame | None,
-                 *, fingerprint: str, source: str, metrics: dict[str, Any], training: dict[str, Any],
-                 index: FaissIndex | None = None, itemcf: ItemCF | None = None) -> Path:
-    """Write a new version under ``out_root`` and return its folder; ``index``: the index already
-    built over ``item_vectors`` (the one the metrics were measured with), else one is built;
-    ``itemcf``: an ItemCF channel for the service to serve beside the two towers."""
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    digest = hashlib.sha256(f"{fingerprint}{cfg.model_dump_json()}{time.time_ns()}".encode()).hexdigest()[:6]
-    version = f"{stamp}-{digest}"
-    out_root = Path(out_root)
-    tmp = out_root / f".tmp-{version}"
-    tmp.mkdir(parents=True, exist_ok=False)
-    try:
-        (tmp / "encoders.json").write_text(json.dumps(encoders.to_json()))
-        save_model(model, str(tmp / "weights.safetensors"))
-        user_table = _user_table(cfg, history, users)
-        sample_ids = user_table.index[:4]
-        sample_q = [UserQuery(str(u), tuple(user_table.at[u, "items"])) for u in sample_ids]
-        ctx = encoders.context_frame(history.reindex(columns=encoders.context_columns).tail(len(sample_q))
-                                     .to_dict("records"))
-        user_inputs = encoders.encode_users(pd.Index(sample_ids, dtype=object), users, ctx,
-                                            encoders.history_matrix([q.history for q in sample_q]))
-        export_tower(model.user_tower, user_inputs, tmp / "user_tower.onnx")
-        item_inputs = encoders.encode_items(items, encoders.catalog_[:4])  # type: ignore[index]
-        export_tower(model.item_tower, item_inputs, tmp / "item_tower.onnx")
-        counts = history["item_id"].value_counts().reindex(encoders.catalog_, fill_value=0)
-        save_numpy({"vectors": np.ascontiguousarray(item_vectors, dtype=np.float32),
-                    "counts": counts.to_numpy(dtype=np.int64)}, str(tmp / "item_vectors.safetensors"))
-        (index or FaissIndex.build(item_vectors, cfg.index)).save(tmp / "index.faiss")
-        catalog = pd.DataFrame(index=pd.Index(encoders.catalog_, name="item_id"))
-        if items is not None:
-            catalog = catalog.join(items)
-        catalog.reset_index().to_parquet(tmp / "items.parquet", index=False)
-        user_table.reset_index().to_parquet(tmp / "users.parquet", index=False)
-        files = list(_FILES)
-        if itemcf is not None:
-            itemcf.save(tmp)
-            files += ItemCF.FILES
-        manifest = {
-            "format": "embrecall-bundle", "format_version": BUNDLE_FORMAT, "version": version,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "embrecall_version": __version__,
-            "data": {"source": source, "fingerprint": fingerprint, "events": int(len(history)),
-                     "users": int(len(user_table)), "items": int(encoders.n_items)},
-            "model": {"dim": int(item_vectors.shape[1]), "user_inputs": [f.name for f in cfg.features.user],
-                      "item_inputs": [f.name for f in cfg.features.item]},
-            "index": {"kind": cfg.index.kind, "size": int(len(item_vectors))},
-            "training": training, "metrics": metrics,
-            "config": cfg.model_dump(mode="json"),
-            "files": {name: _sha256(tmp / name) for name in files},
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        (tmp / MANIFEST_HASH).write_text(_sha256(tmp / "manifest.json") + "\n")
-        final = out_root / version
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
-
-
 @dataclass
 class Bundle:
     """A loaded version: the ONNX user tower, the index and the tables it needs to answer queries."""
@@ -175,7 +98,7 @@ class Bundle:
     users: pd.DataFrame
     user_tower: OnnxTower
     item_tower: OnnxTower
-    itemcf: ItemCF | None = None  # present when the config's channels.serve names it
+    channels: dict[str, Channel]  # besides two_tower, which the fields above make up
 
     @property
     def version(self) -> str:
@@ -193,7 +116,7 @@ class Bundle:
         if not (path / MANIFEST_HASH).is_file():
             raise BundleError(f"{path}: {MANIFEST_HASH} is missing: the bundle is damaged or was written by an older "
                               "embrecall; re-run `embrecall train`")
-        if _sha256(manifest_path) != (path / MANIFEST_HASH).read_text(errors="replace").strip():
+        if sha256(manifest_path) != (path / MANIFEST_HASH).read_text(errors="replace").strip():
             raise BundleError(f"{manifest_path} does not match {MANIFEST_HASH}: it was changed or damaged after "
                               "the bundle was written")
         try:
@@ -212,7 +135,7 @@ class Bundle:
             f = path / plain_name(name, "file name", manifest_path)
             if not f.is_file():
                 raise BundleError(f"{path}: {name} is missing; the bundle is incomplete")
-            if verify and _sha256(f) != digest:
+            if verify and sha256(f) != digest:
                 raise BundleError(f"{path}: {name} does not match the hash in manifest.json; the file was "
                                   "changed or damaged after the bundle was written")
         return manifest
@@ -232,13 +155,30 @@ class Bundle:
                               f"{encoders.n_items} items of dim={dim}; re-run `embrecall train`")
         items = _opened(path, "items.parquet", lambda f: pd.read_parquet(f).set_index("item_id"))
         users = _opened(path, "users.parquet", lambda f: pd.read_parquet(f).set_index("user_id"))
-        itemcf = (_opened(path, ItemCF.FILES[0], lambda _: ItemCF.load(path, config.channels.itemcf))
-                  if ItemCF.FILES[0] in manifest["files"] else None)
         return cls(path, manifest, config, encoders, index, items, users,
-                   _opened(path, "user_tower.onnx", OnnxTower), _opened(path, "item_tower.onnx", OnnxTower), itemcf)
+                   _opened(path, "user_tower.onnx", OnnxTower), _opened(path, "item_tower.onnx", OnnxTower),
+                   cls._channels(path, manifest, config))
+
+    @staticmethod
+    def _channels(path: Path, manifest: dict[str, Any], config: Config) -> dict[str, Channel]:
+        """The stored channels the manifest lists, each read by its own class."""
+        listed = manifest.get("channels")
+        if not isinstance(listed, dict) or "two_tower" not in listed:
+            raise BundleError(f"{path / 'manifest.json'} has no 'channels' table naming two_tower; re-run `embrecall train`")
+        out: dict[str, Channel] = {}
+        for name, files in listed.items():
+            if name == "two_tower":
+                continue
+            if name not in STORED:
+                raise BundleError(f"{path}: channel {name!r} is not one this embrecall can serve ({sorted(STORED)}); "
+                                  "upgrade embrecall or re-run `embrecall train`")
+            if not isinstance(files, list) or not files or not all(f in manifest["files"] for f in files):
+                raise BundleError(f"{path / 'manifest.json'}: channel {name!r} lists files the manifest does not hash")
+            out[name] = _opened(path, files[0], lambda _, n=name: STORED[n].load(path, config))
+        return out
 
     def check(self) -> None:
-        """Run every part once (user tower, item tower, index search, ItemCF), so that a file which
+        """Run every part once (user tower, item tower, index search, each channel), so that a file which
         opens but does not fit the others is refused before the version is published."""
         try:
             if len(self.users):
@@ -247,8 +187,8 @@ class Bundle:
             if vector.shape != (1, self.index.dim):
                 raise ValueError(f"the item tower gives vectors of shape {vector.shape[1:]}, the index holds "
                                  f"dim={self.index.dim}")
-            if self.itemcf is not None and len(self.users):
-                self.itemcf.recommend([self.query(str(self.users.index[0]))], 1)
+            for channel in self.channels.values():
+                channel.recommend([self.query(str(self.users.index[0])) if len(self.users) else UserQuery("")], 1)
         except Exception as err:
             raise BundleError(f"{self.path}: the bundle's parts do not work together ({type(err).__name__}: "
                               f"{err}); re-run `embrecall train`") from err

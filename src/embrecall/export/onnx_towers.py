@@ -1,4 +1,4 @@
-"""Export each tower to ONNX with a dynamic batch dimension, and run it with ONNX Runtime."""
+"""Export each tower to ONNX with a dynamic batch dimension (``onnx_runtime`` runs them)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from torch import nn
 
-from embrecall.errors import BundleError
 from embrecall.models.tower import Tower
 
-__all__ = ["export_tower", "OnnxTower"]
+__all__ = ["export_tower"]
 
 
 class _Positional(nn.Module):
@@ -42,22 +40,3 @@ def export_tower(tower: Tower, example: dict[str, np.ndarray], path: Path) -> No
                                     output_names=["tower_output"], dynamo=True, verbose=False,
                                     dynamic_shapes=(tuple({0: batch} for _ in args),))
     program.save(str(path))
-
-
-class OnnxTower:
-    """A tower loaded from ONNX: encoded inputs (numpy, keyed by feature name) -> (B, D) vectors."""
-
-    def __init__(self, path: Path, threads: int = 1):
-        if not Path(path).is_file():
-            raise BundleError(f"tower file {path} not found; the bundle is incomplete")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.names = [i.name for i in self.session.get_inputs()]
-
-    def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        missing = [n for n in self.names if n not in inputs]
-        if missing:
-            raise BundleError(f"tower expects inputs {self.names}, missing {missing}")
-        return self.session.run(None, {n: inputs[n] for n in self.names})[0]

@@ -8,23 +8,42 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 
-__all__ = ["UserQuery", "Candidates", "Channel", "take_top"]
+__all__ = ["History", "user_histories", "recent_first", "UserQuery", "Candidates", "Channel", "StoredChannel",
+           "take_top", "fetch_depth"]
+
+History = tuple[str, ...]
+"""A user's items, most recent last: what training examples, evaluation queries, the bundle's
+user table, user events and the serving cache key all hold (``recent_first`` reads it backwards)."""
+
+
+def user_histories(events: pd.DataFrame) -> dict[str, History]:
+    """Every user's ``History`` in ``events`` (by timestamp, file order among equal ones)."""
+    order = np.lexsort((np.arange(len(events)), events["timestamp"].to_numpy()))
+    ordered = events.iloc[order]
+    return {str(u): tuple(items) for u, items in ordered.groupby("user_id", sort=True)["item_id"]}
+
+
+def recent_first(history: History, n: int) -> list[str]:
+    """The last ``n`` items of a history, the most recent first (how every channel weighs them)."""
+    return list(history[-n:])[::-1] if n > 0 else []
 
 
 @dataclass(frozen=True)
 class UserQuery:
     """What is known about a user at request time.
 
-    ``history``: raw item ids the user interacted with, oldest first.
+    ``history``: the user's items, most recent last (a ``History``).
     ``context``: event-level values such as ``timestamp`` (unix seconds) or ``city``.
     """
 
     user_id: str
-    history: tuple[str, ...] = ()
+    history: History = ()
     context: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -48,6 +67,26 @@ class Channel(Protocol):
         Fewer than ``k`` come back only when fewer than ``k`` eligible items exist.
         """
         ...
+
+
+class StoredChannel(Channel, Protocol):
+    """A channel a bundle carries into the service: it writes its own files and reads them back."""
+
+    def save(self, folder: Path) -> list[str]:
+        """Write the channel into ``folder``; returns the file names written (the manifest lists them)."""
+        ...
+
+    @classmethod
+    def load(cls, folder: Path, cfg: Any) -> "StoredChannel":
+        """Read back what ``save`` wrote; ``cfg`` is the bundle's whole ``Config``."""
+        ...
+
+
+def fetch_depth(k: int, excluded: int, filtered: bool = False) -> int:
+    """How many items to ask a list for so that ``k`` survive: everything excluded may be among
+    them, and a filter may drop most of the rest (callers that still come up short ask again
+    for four times as many)."""
+    return (4 * k if filtered else k) + excluded
 
 
 def take_top(item_ids: np.ndarray, scores: np.ndarray, k: int, exclude: Collection[str], channel: str) -> Candidates:

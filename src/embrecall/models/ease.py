@@ -11,15 +11,17 @@ beyond ``max_items`` are refused rather than run out of memory.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from safetensors.numpy import load_file as load_numpy, save_file as save_numpy
 from scipy.linalg import get_lapack_funcs
 
-from embrecall.config import EaseConfig
+from embrecall.config import Config, EaseConfig
 from embrecall.errors import ConfigError, NotFittedError
-from embrecall.models.channel import Candidates, UserQuery, take_top
+from embrecall.models.channel import Candidates, UserQuery, fetch_depth, recent_first, take_top
 
 __all__ = ["Ease", "ease_weights"]
 
@@ -67,16 +69,33 @@ class Ease:
         x.data[:] = 1.0  # repeated events count once: X is binary
         dtype = np.float64 if n <= 10_000 else np.float32  # float32 halves the memory of large catalogs
         gram = (x.T @ x).toarray().astype(dtype, copy=False)
-        self.weights_ = ease_weights(gram, self.cfg.l2).astype(np.float32, copy=False)
-        self.item_ids_ = np.asarray(catalog, dtype=object)
-        self._position = {item: i for i, item in enumerate(self.item_ids_)}
+        self._set(np.asarray(catalog, dtype=object), ease_weights(gram, self.cfg.l2).astype(np.float32, copy=False))
         return self
+
+    def _set(self, item_ids: np.ndarray, weights: np.ndarray) -> None:
+        self.item_ids_, self.weights_ = item_ids, weights
+        self._position = {item: i for i, item in enumerate(item_ids)}
+
+    def save(self, folder: Path) -> list[str]:
+        """The item x item weights (safetensors) and the item ids (Parquet)."""
+        if self.weights_ is None:
+            raise NotFittedError("Ease is not fitted yet. Call 'fit' with training events first.")
+        save_numpy({"weights": np.ascontiguousarray(self.weights_)}, str(folder / "ease.safetensors"))
+        pd.DataFrame({"item_id": self.item_ids_}).to_parquet(folder / "ease_items.parquet", index=False)
+        return ["ease.safetensors", "ease_items.parquet"]
+
+    @classmethod
+    def load(cls, folder: Path, cfg: Config) -> "Ease":
+        model = cls(cfg.channels.ease)
+        item_ids = pd.read_parquet(folder / "ease_items.parquet")["item_id"].astype(str).to_numpy(dtype=object)
+        model._set(item_ids, load_numpy(str(folder / "ease.safetensors"))["weights"])
+        return model
 
     def profiles(self, queries: Sequence[UserQuery]) -> sp.csr_matrix:
         """(Q, n) recency-weighted profiles: the item p steps back weighs ``decay**p``."""
         rows, cols, vals = [], [], []
         for r, q in enumerate(queries):
-            for p, item in enumerate(reversed(q.history[-self.cfg.history:])):
+            for p, item in enumerate(recent_first(q.history, self.cfg.history)):
                 pos = self._position.get(item, -1)
                 if pos >= 0:
                     rows.append(r)
@@ -95,7 +114,7 @@ class Ease:
         out = []
         for r, row in enumerate(scores):
             ex = exclude[r] if exclude is not None else ()
-            depth = min(len(row), k + len(ex))
+            depth = min(len(row), fetch_depth(k, len(ex)))
             top = np.argpartition(-row, depth - 1)[:depth]
             top = top[np.argsort(-row[top], kind="stable")]
             out.append(take_top(self.item_ids_[top], row[top], k, ex, self.name))

@@ -13,7 +13,7 @@ import pandas as pd
 
 from embrecall.features import Encoders
 from embrecall.index import FaissIndex
-from embrecall.models.channel import Candidates, UserQuery, take_top
+from embrecall.models.channel import Candidates, UserQuery, fetch_depth, take_top
 
 __all__ = ["EmbeddingChannel", "UserEmbedder"]
 
@@ -44,7 +44,7 @@ class EmbeddingChannel:
             return []
         vectors = self.user_vectors(queries)
         extra = max((len(e) for e in exclude), default=0) if exclude is not None else 0
-        scores, idx = self.index.search(vectors, k + extra)
+        scores, idx = self.index.search(vectors, fetch_depth(k, extra))
         out = []
         for row in range(len(queries)):
             ids = np.where(idx[row] >= 0, self._item_ids[np.maximum(idx[row], 0)], None)

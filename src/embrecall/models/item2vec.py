@@ -17,12 +17,12 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pandas as pd
-from gensim.models import Word2Vec
+from safetensors.numpy import load_file as load_numpy, save_file as save_numpy
 
-from embrecall.config import Item2VecConfig
+from embrecall.config import Config, Item2VecConfig
 from embrecall.data.split import sort_events
 from embrecall.errors import DataError, NotFittedError
-from embrecall.models.channel import Candidates, UserQuery, take_top
+from embrecall.models.channel import Candidates, UserQuery, fetch_depth, recent_first, take_top
 from embrecall.models.merge import merge_by_quota
 
 __all__ = ["Item2Vec", "session_starts"]
@@ -56,6 +56,8 @@ class Item2Vec:
 
     def _train(self, sequences: list[np.ndarray], catalog: np.ndarray) -> _Space | None:
         """Word2vec over sequences of catalog positions (written as a corpus file for gensim's fast path)."""
+        from gensim.models import Word2Vec  # training only: a served bundle reads the vectors
+
         c = self.cfg
         useful = [s for s in sequences if len(s) >= 2]
         if not useful:
@@ -111,6 +113,34 @@ class Item2Vec:
         space = self._spaces()[None]
         return space.item_ids, space.vectors
 
+    def save(self, folder: Path) -> list[str]:
+        """Every space's unit vectors (safetensors, stacked) and their items and groups (Parquet);
+        the item categories when ``category_column`` is set."""
+        spaces = self._spaces()
+        save_numpy({"vectors": np.concatenate([s.vectors for s in spaces.values()])}, str(folder / "item2vec.safetensors"))
+        pd.DataFrame({"group": np.concatenate([[g] * len(s.item_ids) for g, s in spaces.items()]).astype(object),
+                      "item_id": np.concatenate([s.item_ids for s in spaces.values()])}
+                     ).to_parquet(folder / "item2vec_items.parquet", index=False)
+        files = ["item2vec.safetensors", "item2vec_items.parquet"]
+        if self.category_ is not None:
+            pd.DataFrame({"item_id": list(self.category_), "category": list(self.category_.values())}
+                         ).to_parquet(folder / "item2vec_categories.parquet", index=False)
+            files.append("item2vec_categories.parquet")
+        return files
+
+    @classmethod
+    def load(cls, folder: Path, cfg: Config) -> "Item2Vec":
+        model = cls(cfg.channels.item2vec)
+        vectors = load_numpy(str(folder / "item2vec.safetensors"))["vectors"]
+        table = pd.read_parquet(folder / "item2vec_items.parquet")
+        items = table["item_id"].astype(str).to_numpy(dtype=object)
+        rows = table.groupby("group", dropna=False, sort=False).indices  # the all-events space's group is null
+        model.spaces_ = {None if pd.isna(g) else str(g): _Space(items[r], vectors[r]) for g, r in rows.items()}
+        if (folder / "item2vec_categories.parquet").is_file():
+            cats = pd.read_parquet(folder / "item2vec_categories.parquet")
+            model.category_ = dict(zip(cats["item_id"].astype(str), cats["category"].astype(str)))
+        return model
+
     def _spaces(self) -> dict[str | None, _Space]:
         if self.spaces_ is None:
             raise NotFittedError("Item2Vec is not fitted yet. Call 'fit' with training events first.")
@@ -118,7 +148,7 @@ class Item2Vec:
 
     def _interests(self, space: _Space, history: Sequence[str]) -> list[tuple[np.ndarray, float]]:
         """(query vector, weight) per interest: one overall, or one per category of the recent clicks."""
-        recent = list(history)[::-1][: self.cfg.history]
+        recent = recent_first(tuple(history), self.cfg.history)
         pos = np.fromiter((space.position.get(i, -1) for i in recent), dtype=np.int64, count=len(recent))
         known = pos >= 0
         if not known.any():
@@ -144,7 +174,7 @@ class Item2Vec:
             return Candidates([], np.zeros(0, np.float32), [])
         total = sum(w for _, w in interests)
         quotas = [max(1, round(k * w / total)) for _, w in interests]
-        depth = min(len(space.item_ids), k + len(exclude))
+        depth = min(len(space.item_ids), fetch_depth(k, len(exclude)))
         queries = np.stack([v / max(np.linalg.norm(v), 1e-12) for v, _ in interests]).astype(np.float32)
         scores, idx = space.index.search(queries, depth)
         lists = [take_top(space.item_ids[row[row >= 0]], s[row >= 0], depth, exclude, self.name)

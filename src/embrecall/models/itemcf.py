@@ -17,17 +17,16 @@ import pandas as pd
 import scipy.sparse as sp
 from safetensors.numpy import load_file as load_numpy, save_file as save_numpy
 
-from embrecall.config import ItemCFConfig
+from embrecall.config import Config, ItemCFConfig
 from embrecall.data.split import sort_events
 from embrecall.errors import NotFittedError
-from embrecall.models.channel import Candidates, UserQuery, take_top
+from embrecall.models.channel import Candidates, UserQuery, fetch_depth, recent_first, take_top
 
 __all__ = ["ItemCF"]
 
 
 class ItemCF:
     name = "itemcf"
-    FILES = ("itemcf.safetensors", "itemcf_items.parquet")  # what ``save`` writes
 
     def __init__(self, cfg: ItemCFConfig | None = None):
         self.cfg = cfg or ItemCFConfig()
@@ -65,19 +64,20 @@ class ItemCF:
         self.item_ids_, self.neighbours_ = item_ids, neighbours
         self._position = {item: i for i, item in enumerate(item_ids)}  # per-request lookups: no pandas
 
-    def save(self, folder: Path) -> None:
+    def save(self, folder: Path) -> list[str]:
         """The inverted lists as CSR arrays (safetensors) and the item ids (Parquet)."""
         nb = self._fitted()
         save_numpy({"indptr": nb.indptr.astype(np.int64), "indices": nb.indices.astype(np.int64),
                     "sims": nb.data.astype(np.float32)}, str(folder / "itemcf.safetensors"))
         pd.DataFrame({"item_id": self.item_ids_}).to_parquet(folder / "itemcf_items.parquet", index=False)
+        return ["itemcf.safetensors", "itemcf_items.parquet"]
 
     @classmethod
-    def load(cls, folder: Path, cfg: ItemCFConfig) -> "ItemCF":
+    def load(cls, folder: Path, cfg: Config) -> "ItemCF":
         arrays = load_numpy(str(folder / "itemcf.safetensors"))
         item_ids = pd.read_parquet(folder / "itemcf_items.parquet")["item_id"].to_numpy(dtype=object)
         n = len(item_ids)
-        model = cls(cfg)
+        model = cls(cfg.channels.itemcf)
         model._set(item_ids, sp.csr_matrix((arrays["sims"], arrays["indices"], arrays["indptr"]), shape=(n, n)))
         return model
 
@@ -101,13 +101,13 @@ class ItemCF:
         nb = self._fitted()
         out = []
         for i, q in enumerate(queries):
-            recent = list(q.history)[::-1][: self.cfg.history]
+            recent = recent_first(q.history, self.cfg.history)
             pos = np.fromiter((self._position.get(i, -1) for i in recent), dtype=np.int64, count=len(recent))
             weights = self.cfg.decay ** np.arange(len(recent))
             known = pos >= 0
             scores = (sp.csr_matrix((weights[known], (np.zeros(known.sum(), int), pos[known])),
                                     shape=(1, nb.shape[0])) @ nb).tocoo()
             ex = exclude[i] if exclude is not None else ()
-            order = np.argsort(-scores.data, kind="stable")[: k + len(ex)]
+            order = np.argsort(-scores.data, kind="stable")[: fetch_depth(k, len(ex))]
             out.append(take_top(self.item_ids_[scores.col[order]], scores.data[order], k, ex, self.name))
         return out

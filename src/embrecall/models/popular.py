@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from embrecall.config import Config
 from embrecall.errors import NotFittedError
-from embrecall.models.channel import Candidates, UserQuery, take_top
+from embrecall.models.channel import Candidates, UserQuery, fetch_depth, take_top
 
 __all__ = ["Popular"]
 
@@ -29,13 +31,32 @@ class Popular:
         self.counts_ = counts.to_numpy()[order].astype(np.float32)
         return self
 
-    def recommend(self, queries: Sequence[UserQuery], k: int,
-                  exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
+    def save(self, folder: Path) -> list[str]:
+        """The ranked items and their counts (Parquet)."""
+        self._fitted()
+        pd.DataFrame({"item_id": self.item_ids_, "count": self.counts_}).to_parquet(folder / "popular.parquet",
+                                                                                   index=False)
+        return ["popular.parquet"]
+
+    @classmethod
+    def load(cls, folder: Path, cfg: Config) -> "Popular":
+        table = pd.read_parquet(folder / "popular.parquet")
+        model = cls()
+        model.item_ids_ = table["item_id"].astype(str).to_numpy(dtype=object)
+        model.counts_ = table["count"].to_numpy(dtype=np.float32)
+        return model
+
+    def _fitted(self) -> tuple[np.ndarray, np.ndarray]:
         if self.item_ids_ is None or self.counts_ is None:
             raise NotFittedError("Popular is not fitted yet. Call 'fit' with training events first.")
+        return self.item_ids_, self.counts_
+
+    def recommend(self, queries: Sequence[UserQuery], k: int,
+                  exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
+        item_ids, counts = self._fitted()
         out = []
         for i, _ in enumerate(queries):
             ex = exclude[i] if exclude is not None else ()
-            n = min(len(self.item_ids_), k + len(ex))
-            out.append(take_top(self.item_ids_[:n], self.counts_[:n], k, ex, self.name))
+            n = min(len(item_ids), fetch_depth(k, len(ex)))
+            out.append(take_top(item_ids[:n], counts[:n], k, ex, self.name))
         return out

@@ -1,6 +1,6 @@
 """The two-tower (DSSM) model: a user tower and an item tower sharing one item-id table.
 
-The model returns embeddings; scoring and losses live in ``embrecall.train.losses``.
+The model returns embeddings; scoring and losses live in ``embrecall.training.losses``.
 """
 
 from __future__ import annotations

@@ -1,14 +1,15 @@
-"""One bundle made live: the ONNX user tower, a live index and the popularity list, answering
-recall requests one at a time or in batches (one tower run and one index search for a batch).
-A request keeps the version it started with, so a swap never mixes a user tower of one version
-with an index of another."""
+"""One bundle made live: its channels over one live item index (FAISS in process, or Milvus),
+answering recall requests one at a time or in batches, merged by quota.  A request keeps the
+version it started with, so a swap never mixes a user tower of one version with an index of
+another.  Evaluation runs the same object (``ServedChannel``), so the figure a user reads is the
+figure the service answers with."""
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,25 +20,24 @@ from embrecall.export import Bundle
 from embrecall.index.live import LiveIndex
 from embrecall.index.milvus_index import MilvusIndex
 from embrecall.index.protocol import ItemIndex
-from embrecall.models.channel import Candidates, UserQuery
+from embrecall.models.channel import Candidates, History, UserQuery
 from embrecall.models.merge import merge_by_quota
 from embrecall.serve.cache import VectorCache
+from embrecall.serve.channels import Ask, ListedChannel, LiveChannel, TowerChannel
 from embrecall.serve.profiles import UserProfiles
 from embrecall.serve.schemas import RecallRequest, RecallResponse
 
-__all__ = ["ServingVersion"]
+__all__ = ["ServingVersion", "ServedChannel"]
+
+BACKFILL = 1e-9  # the fallback channel's share when a request gives it none: it fills only empty slots
 
 
 @dataclass
 class _Plan:
     """One request on its way through a batch."""
     req: RecallRequest
+    ask: Ask
     quotas: dict[str, float]
-    history: tuple[str, ...]
-    exclude: set[str]
-    key: tuple  # of the user-vector cache
-    vector: np.ndarray | None = None  # the user's, from the cache or the tower (the embed stage)
-    lists: list[tuple[Candidates, float]] = field(default_factory=list)  # (channel's list, its share)
 
 
 def _filterable(items: pd.DataFrame) -> list[str]:
@@ -68,12 +68,13 @@ class ServingVersion:
         else:
             self.index = LiveIndex(catalog, self.bundle.item_vectors(), self.bundle.items, self.bundle.config.index,
                                    filterable, index=self.bundle.index.index)
-        counts = self.bundle.item_counts()
-        order = np.argsort(-counts, kind="stable")
-        self.popular = (np.asarray(catalog, dtype=object)[order], counts[order].astype(np.float32))
-        self.channels = ("two_tower", "itemcf", "popular") if self.bundle.itemcf else ("two_tower", "popular")
-        self.quotas = dict(quotas or self.bundle.config.channels.serve)
         self.cache = cache or VectorCache()
+        self.channels: dict[str, LiveChannel] = {
+            "two_tower": TowerChannel(self.version, self.profiles, self.bundle.user_tower, self.index, self.cache),
+            **{name: ListedChannel(name, c, self.index) for name, c in self.bundle.channels.items()}}
+        fallback = self.bundle.config.channels.fallback
+        self.fallback = fallback if fallback in self.channels else None
+        self.quotas = dict(quotas or self.bundle.config.channels.serve)
 
     # ------------------------------------------------------------------ items
 
@@ -100,26 +101,9 @@ class ServingVersion:
 
     # ------------------------------------------------------------------ recall
 
-    def _popular(self, k: int, filters: Mapping[str, list[str]], exclude: set[str]) -> Candidates:
-        """The most popular eligible items (looking at the head of the list only: it is a fallback)."""
-        ids, counts = self.popular
-        chosen: list[np.ndarray] = []
-        found, step = 0, max(2 * k, 200)
-        for start in range(0, max(4 * k, 1000), step):  # a chunk at a time: most requests need one
-            chosen.append(start + self.index.select(ids[start:start + step], filters, exclude))
-            found += len(chosen[-1])
-            if found >= k:
-                break
-        positions = np.concatenate(chosen)[:k]
-        return Candidates(ids[positions].tolist(), counts[positions], ["popular"] * len(positions))
-
-    def _itemcf(self, history: tuple[str, ...], k: int, filters: Mapping[str, list[str]],
-                exclude: set[str]) -> Candidates:
-        """ItemCF's top k among items in the live index that pass the filters."""
-        depth = (4 if filters else 1) * k + 10  # over-fetch what filters and deletions may drop
-        found = self.bundle.itemcf.recommend([UserQuery("", history)], depth, [exclude])[0]  # type: ignore[union-attr]
-        keep = self.index.select(found.item_ids, filters)[:k]
-        return Candidates([found.item_ids[i] for i in keep], found.scores[keep], ["itemcf"] * len(keep))
+    def history(self, user_id: str, recent_items: Sequence[str] = ()) -> History:
+        """The user's stored history, then the items the request adds."""
+        return self.profiles.history(user_id) + tuple(recent_items)
 
     def _plan(self, req: RecallRequest) -> _Plan:
         """What a request asks for, checked against this version (a DataError says what is wrong)."""
@@ -130,9 +114,28 @@ class ServingVersion:
         missing = [c for c, share in quotas.items() if share > 0 and c not in self.channels]
         if missing:
             raise DataError(f"quotas name {missing}; version {self.version} serves {list(self.channels)}")
-        history = self.profiles.history(req.user_id) + tuple(req.recent_items)
-        key = (self.version, req.user_id, history[-50:], tuple(sorted(req.context.items())))
-        return _Plan(req, quotas, history, set(history) | set(req.exclude), key)
+        history = self.history(req.user_id, req.recent_items)
+        return _Plan(req, Ask(UserQuery(req.user_id, history, req.context), req.k, req.filters,
+                              set(history) | set(req.exclude)), quotas)
+
+    def answer(self, asks: Sequence[Ask], quotas: Sequence[Mapping[str, float]]) -> tuple[list[Candidates], dict]:
+        """Each ask's merged list: every channel with a share runs once for all the asks that give
+        it one, and the fallback channel fills what they leave empty.  Returns the lists and the
+        batch's stage timings (ms)."""
+        timings: dict[str, float] = {}
+        shares = [dict(q) for q in quotas]
+        if self.fallback is not None:
+            for share in shares:
+                share[self.fallback] = max(share.get(self.fallback, 0.0), BACKFILL)
+        lists: list[list[tuple[Candidates, float]]] = [[] for _ in asks]
+        for name, channel in self.channels.items():
+            wanted = [i for i, share in enumerate(shares) if share.get(name, 0) > 0]
+            for i, found in zip(wanted, channel.recall([asks[i] for i in wanted], timings) if wanted else ()):
+                lists[i].append((found, shares[i][name]))
+        t = time.perf_counter()
+        merged = [merge_by_quota([c for c, _ in got], [s for _, s in got], ask.k) for got, ask in zip(lists, asks)]
+        timings["merge"] = (time.perf_counter() - t) * 1000
+        return merged, timings
 
     def recall(self, req: RecallRequest) -> RecallResponse:
         answer = self.recall_many([req])[0]
@@ -141,9 +144,9 @@ class ServingVersion:
         return answer
 
     def recall_many(self, reqs: Sequence[RecallRequest]) -> list[RecallResponse | DataError]:
-        """Answer several requests with one user-tower run and one index search; each request's
-        error (an unknown filter, a quota for a channel this version lacks) is its own answer.
-        Stage timings are the batch's: what each of its requests waited for."""
+        """Answer several requests with one run of each channel; each request's error (an unknown
+        filter, a quota for a channel this version lacks) is its own answer.  Stage timings are
+        the batch's: what each of its requests waited for."""
         t0 = time.perf_counter()
         plans: list[_Plan | DataError] = []
         for req in reqs:
@@ -151,48 +154,29 @@ class ServingVersion:
                 plans.append(self._plan(req))
             except DataError as err:
                 plans.append(err)
-        tower = [p for p in plans if isinstance(p, _Plan) and p.quotas.get("two_tower", 0) > 0]
-        timings = {"profile": (time.perf_counter() - t0) * 1000}
-        if tower:
-            t = time.perf_counter()
-            for p in tower:
-                p.vector = self.cache.get(p.key)
-            todo = [p for p in tower if p.vector is None]
-            if todo:
-                vectors = self.bundle.user_tower(self.profiles.inputs(
-                    [p.req.user_id for p in todo], [p.history for p in todo], [p.req.context for p in todo]))
-                for p, vector in zip(todo, vectors):
-                    p.vector = vector
-                    self.cache.put(p.key, vector)
-            timings["embed"] = (time.perf_counter() - t) * 1000
-            t = time.perf_counter()
-            together = [p for p in tower if not p.req.filters]  # searched in one call; filtered ones alone
-            found = iter(self.index.search_many(np.stack([p.vector for p in together]), [p.req.k for p in together],
-                                                [p.exclude for p in together]) if together else [])
-            for p in tower:
-                ids, scores = self.index.search(p.vector, p.req.k, p.req.filters, p.exclude) if p.req.filters \
-                    else next(found)
-                p.lists.append((Candidates(ids, scores, ["two_tower"] * len(ids)), p.quotas["two_tower"]))
-            timings["search"] = (time.perf_counter() - t) * 1000
-        return [p if isinstance(p, DataError) else self._answer(p, dict(timings), t0) for p in plans]
+        good = [p for p in plans if isinstance(p, _Plan)]
+        profile = (time.perf_counter() - t0) * 1000
+        merged, timings = self.answer([p.ask for p in good], [p.quotas for p in good])
+        timings = {"profile": profile, **timings, "total": (time.perf_counter() - t0) * 1000}
+        answers = iter(self._response(p, m, timings) for p, m in zip(good, merged))
+        return [p if isinstance(p, DataError) else next(answers) for p in plans]
 
-    def _answer(self, p: _Plan, timings: dict[str, float], t0: float) -> RecallResponse:
-        """The request's own channels (ItemCF, popularity) merged with what the batch found for it."""
-        req = p.req
-        if p.quotas.get("itemcf", 0) > 0:
-            t = time.perf_counter()
-            p.lists.append((self._itemcf(p.history, req.k, req.filters, p.exclude), p.quotas["itemcf"]))
-            timings["itemcf"] = (time.perf_counter() - t) * 1000
-        t = time.perf_counter()
-        # Popularity always back-fills: with a zero quota it still gets a vanishing share, so it fills
-        # only the slots the other lists leave empty (a strict filter, a cold user).
-        p.lists.append((self._popular(req.k, req.filters, p.exclude), max(p.quotas.get("popular", 0.0), 1e-9)))
-        merged = merge_by_quota([c for c, _ in p.lists], [share for _, share in p.lists], req.k)
-        timings["merge"] = (time.perf_counter() - t) * 1000
-        timings["total"] = (time.perf_counter() - t0) * 1000
+    def _response(self, p: _Plan, merged: Candidates, timings: dict[str, float]) -> RecallResponse:
         items = [{"item_id": i, "score": s, "channel": c}
                  for i, s, c in zip(merged.item_ids, merged.scores.tolist(), merged.channels)]
-        known = req.user_id in self.profiles or bool(req.recent_items)
+        known = bool(p.ask.query.history) or p.req.user_id in self.profiles
         # Built from values this method made: validating them again would cost ~20 µs per 100 items.
-        return RecallResponse.model_construct(user_id=req.user_id, items=items, version=self.version,
-                                              cold_start=not known, timings_ms=timings)
+        return RecallResponse.model_construct(user_id=p.req.user_id, items=items, version=self.version,
+                                              cold_start=not known, timings_ms=dict(timings))
+
+
+class ServedChannel:
+    """A served version as a ``Channel`` with fixed quotas: what ``evaluate --bundle`` measures."""
+
+    def __init__(self, version: ServingVersion, quotas: Mapping[str, float], name: str):
+        self.version, self.quotas, self.name = version, dict(quotas), name
+
+    def recommend(self, queries: Sequence[UserQuery], k: int,
+                  exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
+        asks = [Ask(q, k, {}, set(exclude[i]) if exclude is not None else set()) for i, q in enumerate(queries)]
+        return self.version.answer(asks, [self.quotas] * len(asks))[0]

@@ -11,7 +11,7 @@ from embrecall.config import ITEM_HISTORY, SequenceFeature
 from embrecall.data.split import sort_events
 from embrecall.errors import DataError
 from embrecall.features import Encoders
-from embrecall.train.negatives import ExposureSampler
+from embrecall.training.negatives import ExposureSampler
 
 __all__ = ["Examples"]
 

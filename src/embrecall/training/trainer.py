@@ -21,11 +21,11 @@ from embrecall.index import FaissIndex
 from embrecall.models.embedding_channel import EmbeddingChannel
 from embrecall.models.two_tower import TwoTower
 from embrecall.progress import note, progress_bar
-from embrecall.train.checkpoint import load_latest_checkpoint, save_checkpoint
-from embrecall.train.examples import Examples
-from embrecall.train.losses import bce_loss, mixed_softmax_loss, sampled_softmax_loss, softmax_loss
-from embrecall.train.negatives import MixedNegatives
-from embrecall.train.threads import training_threads
+from embrecall.training.checkpoint import load_latest_checkpoint, save_checkpoint
+from embrecall.training.examples import Examples
+from embrecall.training.losses import bce_loss, mixed_softmax_loss, sampled_softmax_loss, softmax_loss
+from embrecall.training.negatives import MixedNegatives
+from embrecall.training.threads import training_threads
 
 __all__ = ["FitResult", "fit_two_tower", "two_tower_channel", "item_vectors"]
 
