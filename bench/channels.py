@@ -21,7 +21,7 @@ from rich.table import Table
 from seeded import cell  # bench/ is on sys.path when run as a script
 
 from embrecall import evaluate, load_config
-from embrecall.evaluate.report import write_report
+from embrecall.evaluation.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOWN = ["HR@10", "NDCG@10", "HR@50", "HR@100", "MRR", "coverage@100", "long_tail@100", "train_seconds"]

@@ -3,6 +3,10 @@ machine's Redis server (tests that need it skip, saying so, where none runs)."""
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +26,30 @@ def _redis_up() -> bool:
 
 
 requires_redis = pytest.mark.skipif(not _redis_up(), reason="no Redis server on 127.0.0.1:6379 (start redis-server)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_server(port: int) -> subprocess.Popen:
+    """A private redis-server that keeps nothing on disk, answering when this returns."""
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
+                              stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            redis.Redis.from_url(f"redis://127.0.0.1:{port}/0").ping()
+            return server
+        except redis.RedisError:
+            time.sleep(0.05)
+    server.kill()
+    raise AssertionError("redis-server did not start")
+
+
+needs_redis_server = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server binary not installed")
 
 
 @pytest.fixture(scope="session")

@@ -109,7 +109,7 @@ def evaluate(config: ConfigOpt = None, set: SetOpt = None,
                                                   "targets (to choose settings by).")] = "test",
              progress: ProgressOpt = True) -> None:
     """Run the BENCHMARK.md protocol on one or more channels and print a table."""
-    from embrecall.evaluate.report import write_report
+    from embrecall.evaluation.report import write_report
     from embrecall.pipeline import evaluate as run_evaluate
     from embrecall.pipeline import evaluate_cold_items
 
@@ -235,15 +235,21 @@ def serve(source: Annotated[Path, typer.Option("--bundle", "--registry",
           feed: Annotated[Optional[str], typer.Option(help="Redis URL of the item change stream.")] = None,
           feed_stream: str = "embrecall:items",
           feed_consumer: Annotated[str, typer.Option(
-              help="This replica's name on the change feed (its consumer group); keep it across restarts.")
+              help="This replica's name on the change feed and the events stream (its consumer groups); keep it "
+                   "across restarts.")
           ] = "embrecall-1",
           feed_max_len: Annotated[int, typer.Option(
               min=100, help="Stream entries above which a snapshot is written and acknowledged entries trimmed.")
           ] = 10_000,
           milvus: Annotated[Optional[str], typer.Option(
               help="Keep item vectors in Milvus: a milvus-lite file or a server URI like http://host:19530.")] = None,
+          events: Annotated[Optional[str], typer.Option(
+              help="Redis URL keeping users' events (POST /v1/events), shared by replicas; default: in process.")
+          ] = None,
+          events_stream: str = "embrecall:events",
           ) -> None:
-    """Serve recall over HTTP (OpenAPI docs at /docs); item changes need $EMBRECALL_ADMIN_TOKEN."""
+    """Serve recall over HTTP (OpenAPI docs at /docs); item changes need $EMBRECALL_ADMIN_TOKEN, user events
+    $EMBRECALL_CLIENT_TOKEN."""
     import uvicorn
     from threadpoolctl import threadpool_limits
 
@@ -256,7 +262,7 @@ def serve(source: Annotated[Path, typer.Option("--bundle", "--registry",
         # create_app loads the bundle: a bad bundle or registry fails here with its message, before the server starts
         uvicorn.run(create_app(source, redis_url=redis, cache_ttl_s=cache_ttl, feed_url=feed,
                                feed_stream=feed_stream, feed_consumer=feed_consumer, feed_max_len=feed_max_len,
-                               milvus_uri=milvus),
+                               milvus_uri=milvus, events_url=events, events_stream=events_stream),
                     host=host, port=port, log_level="warning")
     _run(go)
 

@@ -21,7 +21,7 @@ from embrecall.config import Config
 from embrecall.data import Dataset, Split, load_dataset, split_dataset
 from embrecall.data.split import cold_item_split
 from embrecall.errors import ConfigError, DataError
-from embrecall.evaluate import evaluate_channel
+from embrecall.evaluation import evaluate_channel
 from embrecall.export import Bundle
 from embrecall.export.writer import write_bundle
 from embrecall.models.channel import Channel, StoredChannel

@@ -22,7 +22,7 @@ import yaml
 from embrecall.config import LOSS_SETTINGS, Config, SearchDim, TrainConfig, config_from_dict, get_field, set_field
 from embrecall.data import Dataset, Split
 from embrecall.errors import ConfigError, EmbrecallError
-from embrecall.evaluate import evaluate_channel
+from embrecall.evaluation import evaluate_channel
 from embrecall.progress import note
 
 __all__ = ["DEFAULT_SPACES", "TuneResult", "tune", "search_space"]

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from embrecall.data.movielens import read_movielens
 from embrecall.data.split import leave_last_out
-from embrecall.evaluate import evaluate_channel, ranking_metrics
+from embrecall.evaluation import evaluate_channel, ranking_metrics
 from embrecall.models.popular import Popular
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from embrecall.data import load_dataset, split_dataset
-from embrecall.evaluate import build_queries
+from embrecall.evaluation import build_queries
 from embrecall.models.dither import Dithered
 from embrecall.pipeline import build_channel
 from tests.conftest import tiny_config

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import time
 import uuid
 
@@ -16,7 +13,7 @@ from embrecall import Bundle, train
 from embrecall.serve.cache import RedisVectorCache
 from embrecall.serve.feed import ChangeFeed, send_item_change
 from embrecall.serve.state import ServiceState
-from tests.conftest import REDIS_URL as URL, requires_redis, tiny_config
+from tests.conftest import REDIS_URL as URL, free_port, needs_redis_server, redis_server, requires_redis, tiny_config
 
 pytestmark = requires_redis
 
@@ -34,38 +31,14 @@ def test_cache_is_shared_between_replicas():
     assert b.hits == 1 and b.failures == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _redis_server(port: int) -> subprocess.Popen:
-    """A private redis-server that keeps nothing on disk, answering when this returns."""
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-                              stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            redis.Redis.from_url(f"redis://127.0.0.1:{port}/0").ping()
-            return server
-        except redis.RedisError:
-            time.sleep(0.05)
-    server.kill()
-    raise AssertionError("redis-server did not start")
-
-
-needs_redis_server = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server binary not installed")
-
-
 @needs_redis_server
 def test_requests_are_served_while_redis_goes_down(bundle):
     from fastapi.testclient import TestClient
 
     from embrecall.serve.app import create_app
 
-    port = _free_port()
-    server = _redis_server(port)
+    port = free_port()
+    server = redis_server(port)
     try:
         url = f"redis://127.0.0.1:{port}/0"
         users = Bundle.load(bundle).users.index[:20].tolist()
@@ -185,9 +158,9 @@ def test_trimming_waits_for_a_replica_that_has_not_read_yet(bundle, stream):
 def test_the_feed_survives_redis_restarting_empty(bundle):
     """Redis restarted without persistence: the stream and group are gone; changes sent afterwards
     are applied, and the reset is counted."""
-    port = _free_port()
+    port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
-    server = _redis_server(port)
+    server = redis_server(port)
     state = ServiceState(bundle)
     feed = ChangeFeed(state, url, "items", consumer="c1")
     feed.start()
@@ -198,7 +171,7 @@ def test_the_feed_survives_redis_restarting_empty(bundle):
             time.sleep(0.02)
         server.kill()
         server.wait()
-        server = _redis_server(port)  # empty
+        server = redis_server(port)  # empty
         send_item_change(redis.Redis.from_url(url), "items", "upsert", "after", {"category": "c1"})
         deadline = time.monotonic() + 15
         while "after" not in state.current.index and time.monotonic() < deadline:

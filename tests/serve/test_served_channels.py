@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from embrecall import train
-from embrecall.evaluate import build_queries
+from embrecall.evaluation import build_queries
 from embrecall.models.channel import UserQuery
 from embrecall.pipeline import build_channel, evaluate, read_split
 from embrecall.serve.app import create_app

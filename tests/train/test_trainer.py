@@ -38,7 +38,7 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
 
 
 def test_mixed_negatives_with_impressions_train_and_beat_popularity(tmp_path):
-    from embrecall.evaluate import evaluate_channel
+    from embrecall.evaluation import evaluate_channel
     from embrecall.models.popular import Popular
     from embrecall.training.examples import Examples
     from embrecall.training.trainer import item_vectors, two_tower_channel

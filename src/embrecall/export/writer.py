@@ -85,6 +85,7 @@ def write_bundle(out_root: Path, cfg: Config, model: TwoTower, encoders: Encoder
             "format": "embrecall-bundle", "format_version": BUNDLE_FORMAT, "version": version,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "embrecall_version": __version__,
             "data": {"source": source, "fingerprint": fingerprint, "events": int(len(history)),
+                     "until": int(history["timestamp"].max()) if len(history) else 0,
                      "users": int(len(user_table)), "items": int(encoders.n_items)},
             "model": {"dim": int(item_vectors.shape[1]), "user_inputs": [f.name for f in cfg.features.user],
                       "item_inputs": [f.name for f in cfg.features.item]},

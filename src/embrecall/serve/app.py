@@ -3,7 +3,7 @@
 Errors in a request come back as 4xx with a message saying what is wrong (422: a list of
 problems, each with its location; other codes: one ``detail`` string), as the OpenAPI document
 says; bodies over ``MAX_BODY`` bytes are refused with 413 (counted as read, chunked bodies too);
-admin endpoints need ``Authorization: Bearer <token>``.
+admin endpoints need ``Authorization: Bearer <admin token>``, user events a client token.
 """
 
 from __future__ import annotations
@@ -28,21 +28,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embrecall.errors import BundleError, DataError, EmbrecallError
 from embrecall.serve.cache import RedisVectorCache, VectorCache
+from embrecall.serve.events import EventsUnavailable, Histories, MemoryHistories, RedisHistories
 from embrecall.serve.feed import ChangeFeed
 from embrecall.serve.schemas import (BatchRecallRequest, BatchRecallResponse, ErrorMessage, ItemUpsert, RecallRequest,
-                                     RecallResponse, ValidationErrors, check_text)
+                                     RecallResponse, UserEvents, ValidationErrors, check_text)
 from embrecall.serve.service import ServingVersion
 from embrecall.serve.state import ServiceState
 
 __all__ = ["create_app", "MAX_BODY"]
 
 MAX_BODY = 1 << 20  # bytes
-ItemId = Annotated[str, PathParam(min_length=1, max_length=256), AfterValidator(check_text)]
+PathId = Annotated[str, PathParam(min_length=1, max_length=256), AfterValidator(check_text)]  # an item or user id
 _REFUSED = {413: {"model": ErrorMessage, "description": "The body is larger than MAX_BODY"},
             422: {"model": ValidationErrors, "description": "The request cannot be used as given"},
-            503: {"model": ErrorMessage, "description": "The active version cannot answer"}}
+            503: {"model": ErrorMessage, "description": "The active version or the event store cannot answer"}}
 _ADMIN = {401: {"model": ErrorMessage, "description": "Missing or wrong bearer token"},
-          403: {"model": ErrorMessage, "description": "Admin endpoints are disabled"}}
+          403: {"model": ErrorMessage, "description": "The endpoint is disabled: no token was set for it"}}
 
 
 def _printable(part: object) -> str | int:
@@ -81,6 +82,9 @@ class _Metrics:
         self.feed_resets = Gauge("embrecall_change_feed_resets_total",
                                  "Times the feed's stream or group was gone and re-created", registry=self.registry)
         self.feed_dead = Gauge("embrecall_change_feed_dead", "Feed entries set aside as malformed", registry=self.registry)
+        self.events = Counter("embrecall_user_events_total", "User events accepted", registry=self.registry)
+        self.events_failures = Gauge("embrecall_user_events_backend_failures", "Event store (Redis) calls that failed",
+                                     registry=self.registry)
 
 
 class _CountErrors:
@@ -119,21 +123,41 @@ def _watch(state: ServiceState, stop: threading.Event, interval: float, metrics:
                 logging.getLogger("embrecall.serve").error("version swap failed, still serving %s: %s", old, err)
 
 
+def _bearer(token: str | None, what: str, variable: str):
+    """A dependency that admits requests carrying ``token`` as a bearer credential (RFC 6750: the
+    scheme in any case; a token without it is no credential)."""
+    scheme = HTTPBearer(auto_error=False, description=f"The service's {variable}", scheme_name=variable)
+
+    def check(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:
+        if not token:
+            raise HTTPException(403, f"{what} are disabled: start the service with {variable} set")
+        given = credentials.credentials if credentials is not None else ""
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+    return check
+
+
 def create_app(source: Path | str, admin_token: str | None = None, watch_interval: float = 1.0,
                redis_url: str | None = None, cache_ttl_s: float = 60.0, feed_url: str | None = None,
                feed_stream: str = "embrecall:items", feed_consumer: str = "embrecall-1", feed_max_len: int = 10_000,
-               milvus_uri: str | None = None) -> FastAPI:
+               milvus_uri: str | None = None, client_token: str | None = None, events_url: str | None = None,
+               events_stream: str = "embrecall:events") -> FastAPI:
     """The service over ``source`` (a bundle, or a registry whose active version is followed);
     ``admin_token`` (default ``$EMBRECALL_ADMIN_TOKEN``) unlocks item changes; ``redis_url``
     adds a Redis user-vector cache shared by replicas; ``feed_url`` consumes item changes from
     the Redis Stream ``feed_stream`` (see ``embrecall.serve.feed``; above ``feed_max_len`` entries it
-    is snapshotted and trimmed); ``milvus_uri`` keeps item vectors in Milvus instead of in process.
+    is snapshotted and trimmed); ``milvus_uri`` keeps item vectors in Milvus instead of in process;
+    ``client_token`` (default ``$EMBRECALL_CLIENT_TOKEN``) unlocks ``POST /v1/events``, whose events
+    are kept in Redis (``events_url``, stream ``events_stream``, followed as ``feed_consumer``) or
+    in this process.
     The active version is loaded here, so a bad bundle fails before a server starts; the feed
     catches up before the service says it is ready."""
     token = admin_token if admin_token is not None else os.environ.get("EMBRECALL_ADMIN_TOKEN")
+    client = client_token if client_token is not None else os.environ.get("EMBRECALL_CLIENT_TOKEN")
     metrics = _Metrics()
     cache = RedisVectorCache(redis_url, ttl_s=cache_ttl_s) if redis_url else VectorCache(ttl_s=cache_ttl_s)
-    state = ServiceState(source, cache, milvus_uri=milvus_uri)
+    histories: Histories = RedisHistories(events_url, events_stream, feed_consumer) if events_url else MemoryHistories()
+    state = ServiceState(source, cache, milvus_uri=milvus_uri, histories=histories)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -144,6 +168,8 @@ def create_app(source: Path | str, admin_token: str | None = None, watch_interva
             feed = ChangeFeed(state, feed_url, feed_stream, consumer=feed_consumer, max_len=feed_max_len)
             feed.start()
         app.state.feed = feed
+        if isinstance(histories, RedisHistories):
+            histories.start()
         stop = threading.Event()
         watcher = None
         if state.registry is not None:
@@ -155,6 +181,8 @@ def create_app(source: Path | str, admin_token: str | None = None, watch_interva
             watcher.join(timeout=5)
         if feed is not None:
             feed.stop()
+        if isinstance(histories, RedisHistories):
+            histories.stop()
 
     app = FastAPI(title="embrecall", version="1", lifespan=lifespan, max_body_size=MAX_BODY,
                   description="Candidate recall: a user in, a few hundred items out.")
@@ -167,19 +195,12 @@ def create_app(source: Path | str, admin_token: str | None = None, watch_interva
 
     @app.exception_handler(EmbrecallError)
     async def domain_error(_: Request, err: EmbrecallError) -> JSONResponse:
-        if isinstance(err, BundleError):
+        if isinstance(err, (BundleError, EventsUnavailable)):
             return JSONResponse({"detail": _printable(err)}, status_code=503)
         return _problems([{"loc": (), "msg": str(err), "type": "value_error"}], prefix=("body",))
 
-    bearer = HTTPBearer(auto_error=False, description="The service's EMBRECALL_ADMIN_TOKEN")
-
-    def admin(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        """RFC 6750: the scheme is case-insensitive; a token without it is no credential."""
-        if not token:
-            raise HTTPException(403, "admin endpoints are disabled: start the service with EMBRECALL_ADMIN_TOKEN set")
-        given = credentials.credentials if credentials is not None else ""
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+    admin = _bearer(token, "admin endpoints", "EMBRECALL_ADMIN_TOKEN")
+    client_only = _bearer(client, "user events", "EMBRECALL_CLIENT_TOKEN")
 
     async def serving(request: Request) -> ServingVersion:
         return request.app.state.service.current  # read once per request: the request keeps this version
@@ -209,15 +230,27 @@ def create_app(source: Path | str, admin_token: str | None = None, watch_interva
         got = await anyio.to_thread.run_sync(answer, limiter=one_batch_at_a_time)
         return _problems(got) if isinstance(got, list) else Response(got, media_type="application/json")
 
+    @app.post("/v1/events", status_code=202, dependencies=[Depends(client_only)], responses={**_REFUSED, **_ADMIN})
+    def events(body: UserEvents) -> dict:
+        """Users' events (clicks...): each joins its user's history for the next recall."""
+        accepted = histories.add(body.events)
+        metrics.events.inc(accepted)
+        return {"accepted": accepted}
+
+    @app.get("/v1/users/{user_id}", dependencies=[Depends(admin)], responses={**_REFUSED, **_ADMIN})
+    def user(user_id: PathId, v: ServingVersion = Depends(serving)) -> dict:
+        """What a recall for this user starts from: the stored history and the events since, most recent last."""
+        return {"user_id": user_id, "known": user_id in v.profiles, "history": list(v.history(user_id))}
+
     @app.put("/v1/items/{item_id}", dependencies=[Depends(admin)], responses={**_REFUSED, **_ADMIN})
-    def put_item(item_id: ItemId, body: ItemUpsert, request: Request) -> dict:
+    def put_item(item_id: PathId, body: ItemUpsert, request: Request) -> dict:
         started = time.perf_counter()
         v = request.app.state.service.upsert(item_id, body.attributes)
         return {"item_id": item_id, "version": v.version, "ms": (time.perf_counter() - started) * 1000}
 
     @app.delete("/v1/items/{item_id}", dependencies=[Depends(admin)], responses={
         **_REFUSED, **_ADMIN, 404: {"model": ErrorMessage, "description": "The item is not in the index"}})
-    def delete_item(item_id: ItemId, request: Request) -> dict:
+    def delete_item(item_id: PathId, request: Request) -> dict:
         state = request.app.state.service
         if not state.delete(item_id):
             raise HTTPException(404, f"item {item_id!r} is not in the index")
@@ -252,6 +285,7 @@ def create_app(source: Path | str, admin_token: str | None = None, watch_interva
         total = v.cache.hits + v.cache.misses
         metrics.cache_hits.set(v.cache.hits / total if total else 0.0)
         metrics.cache_failures.set(getattr(v.cache, "failures", 0))
+        metrics.events_failures.set(getattr(histories, "failures", 0))
         return PlainTextResponse(generate_latest(metrics.registry).decode())
 
     return app

@@ -16,7 +16,7 @@ from typing_extensions import TypedDict
 from embrecall.data.timestamps import MAX_TIMESTAMP
 
 __all__ = ["RecallRequest", "BatchRecallRequest", "RecalledItem", "RecallResponse", "BatchRecallResponse",
-           "ItemUpsert", "ItemChange", "ErrorMessage", "ValidationErrors", "MAX_K", "MAX_BATCH_K", "check_text"]
+           "ItemUpsert", "ItemChange", "UserEvent", "UserEvents", "ErrorMessage", "ValidationErrors", "MAX_K", "MAX_BATCH_K", "check_text"]
 
 MAX_K = 1000
 MAX_BATCH_K = 25_600  # a batch's summed k: 256 requests of k=100 (bounds its work and its reply, ~2 MB)
@@ -117,6 +117,21 @@ class ItemChange(_Strict):
     op: Literal["upsert", "delete"]
     item_id: Id
     attributes: dict[Id, Scalar] = Field(default_factory=dict, max_length=64)
+
+
+Timestamp = Annotated[int, Field(ge=0, lt=MAX_TIMESTAMP, description="Unix seconds (1970..2100).")]
+
+
+class UserEvent(_Strict):
+    """A user interacted with an item: it joins the user's history for the next recall."""
+
+    user_id: Id
+    item_id: Id
+    timestamp: Timestamp | None = Field(None, description="When it happened; default: when it arrives.")
+
+
+class UserEvents(_Strict):
+    events: list[UserEvent] = Field(min_length=1, max_length=1000)
 
 
 class ErrorMessage(BaseModel):

@@ -24,6 +24,7 @@ from embrecall.models.channel import Candidates, History, UserQuery
 from embrecall.models.merge import merge_by_quota
 from embrecall.serve.cache import VectorCache
 from embrecall.serve.channels import Ask, ListedChannel, LiveChannel, TowerChannel
+from embrecall.serve.events import Histories, Stamped
 from embrecall.serve.profiles import UserProfiles
 from embrecall.serve.schemas import RecallRequest, RecallResponse
 
@@ -52,9 +53,10 @@ def _filterable(items: pd.DataFrame) -> list[str]:
 
 class ServingVersion:
     def __init__(self, bundle_path: Path | str, cache: VectorCache | None = None,
-                 quotas: Mapping[str, float] | None = None, milvus_uri: str | None = None):
+                 quotas: Mapping[str, float] | None = None, milvus_uri: str | None = None,
+                 histories: Histories | None = None):
         """``milvus_uri``: serve from a Milvus collection of this version's items (created on first use)
-        instead of the in-process FAISS index."""
+        instead of the in-process FAISS index; ``histories``: users' events since (see ``serve.events``)."""
         self.bundle = Bundle.load(bundle_path)
         self.version = self.bundle.version
         self.profiles = UserProfiles(self.bundle.encoders, self.bundle.users)
@@ -75,6 +77,8 @@ class ServingVersion:
         fallback = self.bundle.config.channels.fallback
         self.fallback = fallback if fallback in self.channels else None
         self.quotas = dict(quotas or self.bundle.config.channels.serve)
+        self.histories = histories
+        self.until = int(self.bundle.manifest["data"].get("until", 0))  # the newest event training saw
 
     # ------------------------------------------------------------------ items
 
@@ -101,11 +105,14 @@ class ServingVersion:
 
     # ------------------------------------------------------------------ recall
 
-    def history(self, user_id: str, recent_items: Sequence[str] = ()) -> History:
-        """The user's stored history, then the items the request adds."""
-        return self.profiles.history(user_id) + tuple(recent_items)
+    def history(self, user_id: str, recent_items: Sequence[str] = (), events: Sequence[Stamped] | None = None) -> History:
+        """The user's stored history, their events since training (``events``: as the event store
+        holds them; read from it when not given), then the items the request adds."""
+        if events is None:
+            events = self.histories.recent([user_id])[0] if self.histories is not None else ()
+        return self.profiles.history(user_id) + tuple(i for t, i in events if t > self.until) + tuple(recent_items)
 
-    def _plan(self, req: RecallRequest) -> _Plan:
+    def _plan(self, req: RecallRequest, events: Sequence[Stamped]) -> _Plan:
         """What a request asks for, checked against this version (a DataError says what is wrong)."""
         unknown = [f for f in req.filters if f not in self.index.filterable]
         if unknown:
@@ -114,7 +121,7 @@ class ServingVersion:
         missing = [c for c, share in quotas.items() if share > 0 and c not in self.channels]
         if missing:
             raise DataError(f"quotas name {missing}; version {self.version} serves {list(self.channels)}")
-        history = self.history(req.user_id, req.recent_items)
+        history = self.history(req.user_id, req.recent_items, events)
         return _Plan(req, Ask(UserQuery(req.user_id, history, req.context), req.k, req.filters,
                               set(history) | set(req.exclude)), quotas)
 
@@ -148,10 +155,11 @@ class ServingVersion:
         filter, a quota for a channel this version lacks) is its own answer.  Stage timings are
         the batch's: what each of its requests waited for."""
         t0 = time.perf_counter()
+        recent = self.histories.recent([r.user_id for r in reqs]) if self.histories is not None else [[]] * len(reqs)
         plans: list[_Plan | DataError] = []
-        for req in reqs:
+        for req, events in zip(reqs, recent):
             try:
-                plans.append(self._plan(req))
+                plans.append(self._plan(req, events))
             except DataError as err:
                 plans.append(err)
         good = [p for p in plans if isinstance(p, _Plan)]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from embrecall.export.registry import Registry
 from embrecall.serve.cache import VectorCache
+from embrecall.serve.events import Histories
 from embrecall.serve.service import ServingVersion
 
 __all__ = ["ServiceState"]
@@ -29,20 +30,26 @@ def _settle() -> None:
 
 
 class ServiceState:
-    def __init__(self, source: Path | str, cache: VectorCache | None = None, milvus_uri: str | None = None):
+    def __init__(self, source: Path | str, cache: VectorCache | None = None, milvus_uri: str | None = None,
+                 histories: Histories | None = None):
         """``source``: a bundle folder, or a registry folder whose ``ACTIVE`` version is served and followed;
         ``cache``: the user-vector cache, shared across versions (keys carry the version);
+        ``histories``: users' events since training, shared across versions;
         ``milvus_uri``: keep item vectors in Milvus rather than in process (see ``ServingVersion``)."""
         self.source = Path(source)
         self.cache = cache or VectorCache()
         self.milvus_uri = milvus_uri
+        self.histories = histories
         self.registry = Registry(self.source) if (self.source / "ACTIVE").is_file() else None
         self._changes: dict[str, Mapping[str, object] | None] = {}  # item_id -> attributes, None = deleted
         self._lock = threading.Lock()
         self._failed: str | None = None  # a version that would not load: not retried until ACTIVE moves on
-        self.current = ServingVersion(self._wanted(), self.cache, milvus_uri=milvus_uri)
+        self.current = self._load(self._wanted())
         self.swaps = 0
         _settle()
+
+    def _load(self, folder: Path) -> ServingVersion:
+        return ServingVersion(folder, self.cache, milvus_uri=self.milvus_uri, histories=self.histories)
 
     def _active_name(self) -> str:
         name = self.registry.state()["active"]  # type: ignore[union-attr]
@@ -84,7 +91,7 @@ class ServiceState:
         if name in (self.current.version, self._failed):
             return False
         try:  # loaded outside the lock: serving goes on meanwhile
-            fresh = ServingVersion(self.registry.folder(name), self.cache, milvus_uri=self.milvus_uri)  # type: ignore[union-attr]
+            fresh = self._load(self.registry.folder(name))  # type: ignore[union-attr]
         except Exception:
             self._failed = name
             raise

@@ -15,7 +15,7 @@ import torch
 
 from embrecall.config import Config, IndexConfig
 from embrecall.data.split import Split
-from embrecall.evaluate.protocol import evaluate_channel
+from embrecall.evaluation.protocol import evaluate_channel
 from embrecall.features import Encoders
 from embrecall.index import FaissIndex
 from embrecall.models.embedding_channel import EmbeddingChannel

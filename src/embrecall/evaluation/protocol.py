@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from embrecall.data.split import Split
-from embrecall.evaluate.metrics import MRR_CUTOFF, ranking_metrics
+from embrecall.evaluation.metrics import MRR_CUTOFF, ranking_metrics
 from embrecall.models.channel import Channel, UserQuery
 
 __all__ = ["build_queries", "evaluate_channel"]

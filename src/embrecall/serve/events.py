@@ -1,0 +1,256 @@
+"""User events online: what a user clicked since the bundle was built, in their next recall.
+
+``POST /v1/events`` hands events to a ``Histories`` store; a recall reads the user's recent
+events from it and appends them to the stored profile (``ServingVersion.history``), so the
+user tower, ItemCF and the others see the click on the next request.  The user-vector cache key
+holds the history the tower reads, so a new event can never be answered from a stale vector.
+
+* ``MemoryHistories``: in this process (one replica; lost on restart).
+* ``RedisHistories``: in Redis, shared by replicas and kept across their restarts.  One Lua
+  script appends each event to the stream ``<stream>`` (``XADD``) and to the user's list
+  ``<stream>:h:<user>`` (the last ``keep`` events, expiring after ``ttl_s`` without one) in one
+  step, so an accepted event is in both or neither.  Each replica keeps local copies of the
+  histories it served recently and follows the stream in its own consumer group (named after
+  it) to update them, acknowledging an entry once its copy holds it; a restarted replica starts
+  with no copies and reads each user's list from Redis on first use, so nothing is lost with
+  it.  If Redis fails, events are refused (503) and recalls go on from the stored profiles,
+  counted in ``failures``, asking Redis again after ``backoff_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from typing import Protocol
+
+import redis
+
+from embrecall.errors import EmbrecallError
+from embrecall.serve.schemas import UserEvent
+
+__all__ = ["Histories", "MemoryHistories", "RedisHistories", "EventsUnavailable", "Stamped"]
+
+log = logging.getLogger("embrecall.serve.events")
+
+Stamped = tuple[int, str]  # (unix seconds, item id)
+
+
+class EventsUnavailable(EmbrecallError):
+    """The event store cannot take events now (Redis is down)."""
+
+
+class Histories(Protocol):
+    def add(self, events: Sequence[UserEvent]) -> int:
+        """Store events (in the order given); returns how many."""
+        ...
+
+    def recent(self, user_ids: Sequence[str]) -> list[list[Stamped]]:
+        """Each user's recent events, oldest first (empty for a user with none, or when unavailable)."""
+        ...
+
+
+def _when(event: UserEvent) -> int:
+    return event.timestamp if event.timestamp is not None else int(time.time())
+
+
+class MemoryHistories:
+    """The last ``keep`` events of up to ``max_users`` users (least recently active dropped first)."""
+
+    def __init__(self, keep: int = 200, max_users: int = 1_000_000):
+        self.keep, self.max_users = keep, max_users
+        self._users: OrderedDict[str, deque[Stamped]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, events: Sequence[UserEvent]) -> int:
+        with self._lock:
+            for e in events:
+                history = self._users.setdefault(e.user_id, deque(maxlen=self.keep))
+                history.append((_when(e), e.item_id))
+                self._users.move_to_end(e.user_id)
+            while len(self._users) > self.max_users:
+                self._users.popitem(last=False)
+        return len(events)
+
+    def recent(self, user_ids: Sequence[str]) -> list[list[Stamped]]:
+        with self._lock:
+            return [list(self._users.get(u, ())) for u in user_ids]
+
+
+# KEYS[1]: the stream; ARGV: max stream length, events kept per user, list TTL, then user, item, time per event.
+_ADD = """
+local out = {}
+for i = 4, #ARGV, 3 do
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'user_id', ARGV[i], 'item_id', ARGV[i + 1],
+                        'timestamp', ARGV[i + 2])
+  local key = KEYS[1] .. ':h:' .. ARGV[i]
+  redis.call('RPUSH', key, id .. ' ' .. ARGV[i + 2] .. ' ' .. ARGV[i + 1])
+  redis.call('LTRIM', key, -tonumber(ARGV[2]), -1)
+  redis.call('EXPIRE', key, ARGV[3])
+  out[#out + 1] = id
+end
+return out
+"""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class RedisHistories:
+    """Histories in Redis with local copies kept current by the event stream (see the module)."""
+
+    def __init__(self, url: str, stream: str = "embrecall:events", consumer: str = "embrecall-1", keep: int = 200,
+                 ttl_s: int = 30 * 86_400, max_len: int = 1_000_000, local_users: int = 100_000,
+                 local_ttl_s: float = 300.0, backoff_s: float = 5.0):
+        """``keep``: events kept per user; ``ttl_s``: a user's list expires after this long without an
+        event; ``max_len``: stream entries kept (approximately); ``local_users``/``local_ttl_s``:
+        the local copies (re-read from Redis after ``local_ttl_s``, in case the stream was missed)."""
+        self.client = redis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
+        self.stream, self.consumer, self.keep, self.ttl_s, self.max_len = stream, consumer, keep, ttl_s, max_len
+        self.local_users, self.local_ttl_s, self.backoff_s = local_users, local_ttl_s, backoff_s
+        self._add = self.client.register_script(_ADD)
+        self._local: OrderedDict[str, tuple[float, list[tuple[str, int, str]]]] = OrderedDict()  # (id, time, item)
+        self._latest: OrderedDict[str, str] = OrderedDict()  # user -> newest entry id seen in the stream
+        self._lock = threading.Lock()
+        self._down_until = 0.0
+        self.failures = self.applied = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ writing
+
+    def add(self, events: Sequence[UserEvent]) -> int:
+        args: list[object] = [self.max_len, self.keep, self.ttl_s]
+        for e in events:
+            args += [e.user_id, e.item_id, str(_when(e))]
+        try:
+            self._add(keys=[self.stream], args=args)
+        except (redis.RedisError, OSError) as err:
+            self._failed()
+            raise EventsUnavailable(f"events cannot be stored now (Redis: {err}); send them again") from err
+        return len(events)
+
+    # ------------------------------------------------------------------ reading
+
+    def _failed(self) -> None:
+        self.failures += 1
+        self._down_until = time.monotonic() + self.backoff_s
+
+    @staticmethod
+    def _parse(raw: bytes | str) -> tuple[str, int, str]:
+        entry_id, ts, item = _text(raw).split(" ", 2)
+        return entry_id, int(ts), item
+
+    def recent(self, user_ids: Sequence[str]) -> list[list[Stamped]]:
+        now = time.monotonic()
+        with self._lock:
+            found = {u: self._local[u][1] for u in user_ids
+                     if u in self._local and now - self._local[u][0] < self.local_ttl_s}
+        missing = list(dict.fromkeys(u for u in user_ids if u not in found))
+        if missing and now >= self._down_until:
+            try:
+                with self.client.pipeline(transaction=False) as pipe:
+                    for u in missing:
+                        pipe.lrange(f"{self.stream}:h:{u}", 0, -1)
+                    lists = pipe.execute()
+            except (redis.RedisError, OSError):
+                self._failed()
+                lists = None
+            if lists is not None:
+                with self._lock:
+                    for u, raw in zip(missing, lists):
+                        found[u] = [self._parse(r) for r in raw]
+                        newest = found[u][-1][0] if found[u] else "0-0"
+                        if _order(self._latest.get(u, "0-0")) <= _order(newest):  # else read before an event
+                            self._local[u] = (now, found[u])                     # the stream has delivered
+                            self._local.move_to_end(u)
+                    while len(self._local) > self.local_users:
+                        self._local.popitem(last=False)
+        return [[(ts, item) for _, ts, item in found.get(u, ())] for u in user_ids]
+
+    # ------------------------------------------------------------------ following the stream
+
+    def _apply(self, entries: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        """Append each entry to the local copy of its user's history, if this replica holds one."""
+        with self._lock:
+            for entry_id, fields in entries:
+                user, eid = _text(fields.get(b"user_id", b"")), _text(entry_id)
+                self._latest[user] = eid
+                self._latest.move_to_end(user)
+                held = self._local.get(user)
+                if held is not None and (not held[1] or _order(eid) > _order(held[1][-1][0])):  # else read after it
+                    try:
+                        held[1].append((eid, int(fields[b"timestamp"]), _text(fields[b"item_id"])))
+                    except (KeyError, ValueError, UnicodeDecodeError):  # not written by add(): re-read the list
+                        log.error("user events: malformed entry %s in %s; re-reading %r from Redis", eid, self.stream,
+                                  user)
+                        del self._local[user]
+                        continue
+                    del held[1][:-self.keep]
+            while len(self._latest) > self.local_users:
+                self._latest.popitem(last=False)
+
+    def poll(self, start: str = ">", block_ms: int | None = 100, count: int = 512) -> int:
+        """Apply and acknowledge entries: new ones (``start`` ">"), or this consumer's pending ones
+        from before a restart ("0"); returns how many."""
+        reply = self.client.xreadgroup(self.consumer, self.consumer, {self.stream: start}, count=count, block=block_ms)
+        entries = [e for _, batch in reply or [] for e in batch]
+        if entries:
+            self._apply([e for e in entries if e[1]])  # a pending entry trimmed away comes back empty
+            self.client.xack(self.stream, self.consumer, *[entry_id for entry_id, _ in entries])
+            self.applied += len(entries)
+        return len(entries)
+
+    def _join(self) -> None:
+        """This replica's group, created at the stream's end (what came before is in the lists),
+        then its entries pending from before a restart."""
+        try:
+            self.client.xgroup_create(self.stream, self.consumer, id="$", mkstream=True)
+        except redis.ResponseError as err:
+            if "BUSYGROUP" not in str(err):
+                raise
+        while self.poll("0", block_ms=None):
+            pass
+
+    def start(self) -> None:
+        """Follow the stream in a background thread."""
+        self._thread = threading.Thread(target=self._run, daemon=True, name="embrecall-user-events")
+        self._thread.start()
+
+    def _run(self) -> None:
+        joined = False
+        while not self._stop.is_set():
+            try:
+                if not joined:
+                    self._join()
+                    joined = True
+                self.poll()
+            except redis.ResponseError as err:
+                if "NOGROUP" not in str(err):
+                    log.exception("user events: unexpected Redis reply; retrying")
+                else:  # Redis restarted empty: the copies may hold what it lost, and the group is gone
+                    log.error("user events: stream %s or group %s is gone (Redis restarted empty?); re-created",
+                              self.stream, self.consumer)
+                    with self._lock:
+                        self._local.clear()
+                joined = False
+                self._stop.wait(1.0)
+            except (redis.RedisError, OSError) as err:
+                log.warning("user events unavailable (%s); retrying", err)
+                self._stop.wait(1.0)
+            except Exception:  # the consumer must not die in silence: say it, then go on
+                log.exception("user events: unexpected error; retrying")
+                self._stop.wait(1.0)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
