@@ -247,6 +247,9 @@ def serve(source: Annotated[Path, typer.Option("--bundle", "--registry",
               help="Redis URL keeping users' events (POST /v1/events), shared by replicas; default: in process.")
           ] = None,
           events_stream: str = "embrecall:events",
+          workers: Annotated[int, typer.Option(
+              min=1, help="Processes serving on the port (each loads the version; more than one needs --feed and "
+                          "--events for the tokens that are set).")] = 1,
           ) -> None:
     """Serve recall over HTTP (OpenAPI docs at /docs); item changes need $EMBRECALL_ADMIN_TOKEN, user events
     $EMBRECALL_CLIENT_TOKEN."""
@@ -254,16 +257,20 @@ def serve(source: Annotated[Path, typer.Option("--bundle", "--registry",
     from threadpoolctl import threadpool_limits
 
     from embrecall.serve.app import create_app
+    from embrecall.serve.workers import run
+
+    options = dict(source=source, redis_url=redis, cache_ttl_s=cache_ttl, feed_url=feed, feed_stream=feed_stream,
+                   feed_consumer=feed_consumer, feed_max_len=feed_max_len, milvus_uri=milvus, events_url=events,
+                   events_stream=events_stream)
 
     def go() -> None:
+        if workers > 1:
+            return run(options, host, port, workers)
         # Requests are many and small: a second BLAS or OpenMP thread inside one only spins against the
         # event loop and the other requests (it took more CPU than the requests themselves at 100/s).
         threadpool_limits(1)
         # create_app loads the bundle: a bad bundle or registry fails here with its message, before the server starts
-        uvicorn.run(create_app(source, redis_url=redis, cache_ttl_s=cache_ttl, feed_url=feed,
-                               feed_stream=feed_stream, feed_consumer=feed_consumer, feed_max_len=feed_max_len,
-                               milvus_uri=milvus, events_url=events, events_stream=events_stream),
-                    host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(**options), host=host, port=port, log_level="warning")
     _run(go)
 
 

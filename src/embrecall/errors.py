@@ -4,12 +4,13 @@
     ├── DataError             input data is missing, malformed or inconsistent (names file/row/column)
     ├── ConfigError           the run configuration is invalid (names the field)
     ├── NotFittedError        a model or encoder is used before ``fit``
-    └── BundleError           a bundle on disk is missing, incomplete or incompatible
+    ├── BundleError           a bundle on disk is missing, incomplete or incompatible
+    └── Unavailable           a backing store (Redis) cannot take a change now; the service answers 503
 """
 
 from __future__ import annotations
 
-__all__ = ["EmbrecallError", "DataError", "ConfigError", "NotFittedError", "BundleError"]
+__all__ = ["EmbrecallError", "DataError", "ConfigError", "NotFittedError", "BundleError", "Unavailable"]
 
 
 class EmbrecallError(Exception):
@@ -41,3 +42,7 @@ class NotFittedError(EmbrecallError):
 
 class BundleError(EmbrecallError):
     """A bundle directory cannot be loaded or does not match what it is used with."""
+
+
+class Unavailable(EmbrecallError):
+    """A change cannot be stored or shared now (its store is down); sending it again later may work."""

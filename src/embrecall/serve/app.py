@@ -26,9 +26,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from pydantic import AfterValidator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from embrecall.errors import BundleError, DataError, EmbrecallError
+from embrecall.errors import BundleError, DataError, EmbrecallError, Unavailable
 from embrecall.serve.cache import RedisVectorCache, VectorCache
-from embrecall.serve.events import EventsUnavailable, Histories, MemoryHistories, RedisHistories
+from embrecall.serve.events import Histories, MemoryHistories, RedisHistories
 from embrecall.serve.feed import ChangeFeed
 from embrecall.serve.schemas import (BatchRecallRequest, BatchRecallResponse, ErrorMessage, ItemUpsert, RecallRequest,
                                      RecallResponse, UserEvents, ValidationErrors, check_text)
@@ -123,6 +123,13 @@ def _watch(state: ServiceState, stop: threading.Event, interval: float, metrics:
                 logging.getLogger("embrecall.serve").error("version swap failed, still serving %s: %s", old, err)
 
 
+def _share(request: Request, op: str, item_id: str, attributes: dict | None = None) -> None:
+    """Send an item change made here through the change feed, when there is one, to the other replicas."""
+    feed = request.app.state.feed
+    if feed is not None:
+        feed.publish(op, item_id, attributes)
+
+
 def _bearer(token: str | None, what: str, variable: str):
     """A dependency that admits requests carrying ``token`` as a bearer credential (RFC 6750: the
     scheme in any case; a token without it is no credential)."""
@@ -195,7 +202,7 @@ def create_app(source: Path | str, admin_token: str | None = None, watch_interva
 
     @app.exception_handler(EmbrecallError)
     async def domain_error(_: Request, err: EmbrecallError) -> JSONResponse:
-        if isinstance(err, (BundleError, EventsUnavailable)):
+        if isinstance(err, (BundleError, Unavailable)):
             return JSONResponse({"detail": _printable(err)}, status_code=503)
         return _problems([{"loc": (), "msg": str(err), "type": "value_error"}], prefix=("body",))
 
@@ -244,8 +251,10 @@ def create_app(source: Path | str, admin_token: str | None = None, watch_interva
 
     @app.put("/v1/items/{item_id}", dependencies=[Depends(admin)], responses={**_REFUSED, **_ADMIN})
     def put_item(item_id: PathId, body: ItemUpsert, request: Request) -> dict:
+        """Searchable here when this returns; with a change feed, every other replica applies it from there."""
         started = time.perf_counter()
         v = request.app.state.service.upsert(item_id, body.attributes)
+        _share(request, "upsert", item_id, body.attributes)
         return {"item_id": item_id, "version": v.version, "ms": (time.perf_counter() - started) * 1000}
 
     @app.delete("/v1/items/{item_id}", dependencies=[Depends(admin)], responses={
@@ -254,6 +263,7 @@ def create_app(source: Path | str, admin_token: str | None = None, watch_interva
         state = request.app.state.service
         if not state.delete(item_id):
             raise HTTPException(404, f"item {item_id!r} is not in the index")
+        _share(request, "delete", item_id)
         return {"item_id": item_id, "deleted": True, "version": state.current.version}
 
     @app.get("/v1/version")
@@ -264,7 +274,7 @@ def create_app(source: Path | str, admin_token: str | None = None, watch_interva
 
     @app.get("/healthz")
     def healthz() -> dict:
-        return {"status": "ok"}
+        return {"status": "ok", "replica": feed_consumer}
 
     @app.get("/readyz")
     def readyz(request: Request) -> JSONResponse:

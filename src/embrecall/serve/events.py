@@ -28,18 +28,14 @@ from typing import Protocol
 
 import redis
 
-from embrecall.errors import EmbrecallError
+from embrecall.errors import Unavailable
 from embrecall.serve.schemas import UserEvent
 
-__all__ = ["Histories", "MemoryHistories", "RedisHistories", "EventsUnavailable", "Stamped"]
+__all__ = ["Histories", "MemoryHistories", "RedisHistories", "Stamped"]
 
 log = logging.getLogger("embrecall.serve.events")
 
 Stamped = tuple[int, str]  # (unix seconds, item id)
-
-
-class EventsUnavailable(EmbrecallError):
-    """The event store cannot take events now (Redis is down)."""
 
 
 class Histories(Protocol):
@@ -135,7 +131,7 @@ class RedisHistories:
             self._add(keys=[self.stream], args=args)
         except (redis.RedisError, OSError) as err:
             self._failed()
-            raise EventsUnavailable(f"events cannot be stored now (Redis: {err}); send them again") from err
+            raise Unavailable(f"events cannot be stored now (Redis: {err}); send them again") from err
         return len(events)
 
     # ------------------------------------------------------------------ reading

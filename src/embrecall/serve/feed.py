@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 import redis
 from pydantic import ValidationError
 
-from embrecall.errors import DataError
+from embrecall.errors import DataError, Unavailable
 from embrecall.serve.schemas import ItemChange
 from embrecall.serve.state import ServiceState
 
@@ -125,6 +125,14 @@ class ChangeFeed:
                                            b"attributes": json.dumps(change).encode()}, str(err))
                     del changes[item_id]
         self.changes.update(changes)
+
+    def publish(self, op: str, item_id: str, attributes: Mapping[str, object] | None = None) -> None:
+        """Send a change made on this replica to every replica (this one re-applies it: the same result)."""
+        try:
+            send_item_change(self.client, self.stream, op, item_id, attributes)
+        except (redis.RedisError, OSError) as err:
+            raise Unavailable(f"item {item_id!r} changed on this replica only: the change feed is down ({err}); "
+                              "send the change again") from err
 
     # ------------------------------------------------------------------ start-up
 
