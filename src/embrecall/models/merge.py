@@ -45,6 +45,9 @@ class Merged:
 def merge_by_quota(lists: Sequence[Candidates], quotas: Sequence[float], k: int) -> Candidates:
     """Interleave best-first lists so list i gets about quotas[i] of the slots; duplicates once;
     the slots a short list leaves empty go to the others."""
+    if len(lists) == 1:  # nothing to interleave (a channel's own list holds no duplicates)
+        c = lists[0]
+        return Candidates(c.item_ids[:k], c.scores[:k], c.channels[:k])
     total = max(sum(quotas), 1)
     share = tuple(float(q) / total for q in quotas)
     turns = _turns(share, k)  # who fills each slot while no list has run out (this runs per request)
@@ -54,22 +57,26 @@ def merge_by_quota(lists: Sequence[Candidates], quotas: Sequence[float], k: int)
     taken: set[str] = set()
     cursor = [0] * len(lists)
     given = [0] * len(lists)
+    items = [c.item_ids for c in lists]
+    sizes = [len(i) for i in items]
     listed = [c.scores.tolist() for c in lists]
-    open_ = [j for j, c in enumerate(lists) if c.item_ids]
-    while len(ids) < k and open_:
-        i = turns[len(ids)] if len(open_) == len(lists) else _behind(share, given, len(ids) + 1, open_)
-        c, at = lists[i], cursor[i]
-        while at < len(c.item_ids) and c.item_ids[at] in taken:  # found by a list merged earlier
+    open_ = [j for j, size in enumerate(sizes) if size]
+    n = 0
+    while n < k and open_:
+        i = turns[n] if len(open_) == len(lists) else _behind(share, given, n + 1, open_)
+        mine, at, size = items[i], cursor[i], sizes[i]
+        while at < size and mine[at] in taken:  # found by a list merged earlier
             at += 1
         cursor[i] = at + 1
-        if at == len(c.item_ids):
+        if at == size:
             open_.remove(i)
             continue
-        taken.add(c.item_ids[at])
+        taken.add(mine[at])
         given[i] += 1
-        ids.append(c.item_ids[at])
+        ids.append(mine[at])
         scores.append(listed[i][at])
-        channels.append(c.channels[at])
+        channels.append(lists[i].channels[at])
+        n += 1
     return Candidates(ids, np.asarray(scores, dtype=np.float32), channels)
 
 

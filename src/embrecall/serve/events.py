@@ -11,10 +11,12 @@ holds the history the tower reads, so a new event can never be answered from a s
   ``<stream>:h:<user>`` (the last ``keep`` events, expiring after ``ttl_s`` without one) in one
   step, so an accepted event is in both or neither.  Each replica keeps local copies of the
   histories it served recently and follows the stream in its own consumer group (named after
-  it) to update them, acknowledging an entry once its copy holds it; a restarted replica starts
-  with no copies and reads each user's list from Redis on first use, so nothing is lost with
-  it.  If Redis fails, events are refused (503) and recalls go on from the stored profiles,
-  counted in ``failures``, asking Redis again after ``backoff_s``.
+  it) to update them, acknowledging an entry once its copy holds it; it also knows which users
+  have a list at all (a ``SCAN`` when it joins, then the stream), so a recall of a user without
+  events costs no round trip.  A restarted replica starts with no copies and reads each list
+  from Redis on first use, so nothing is lost with it.  If Redis fails, events are refused
+  (503) and recalls go on from the stored profiles, counted in ``failures``, asking Redis again
+  after ``backoff_s``; the copies are dropped and read again once it answers.
 """
 
 from __future__ import annotations
@@ -105,15 +107,17 @@ class RedisHistories:
 
     def __init__(self, url: str, stream: str = "embrecall:events", consumer: str = "embrecall-1", keep: int = 200,
                  ttl_s: int = 30 * 86_400, max_len: int = 1_000_000, local_users: int = 100_000,
-                 local_ttl_s: float = 300.0, backoff_s: float = 5.0):
+                 backoff_s: float = 5.0):
         """``keep``: events kept per user; ``ttl_s``: a user's list expires after this long without an
-        event; ``max_len``: stream entries kept (approximately); ``local_users``/``local_ttl_s``:
-        the local copies (re-read from Redis after ``local_ttl_s``, in case the stream was missed)."""
+        event; ``max_len``: stream entries kept (approximately); ``local_users``: local copies kept."""
         self.client = redis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
         self.stream, self.consumer, self.keep, self.ttl_s, self.max_len = stream, consumer, keep, ttl_s, max_len
-        self.local_users, self.local_ttl_s, self.backoff_s = local_users, local_ttl_s, backoff_s
+        self.local_users, self.backoff_s = local_users, backoff_s
         self._add = self.client.register_script(_ADD)
-        self._local: OrderedDict[str, tuple[float, list[tuple[str, int, str]]]] = OrderedDict()  # (id, time, item)
+        self._local: OrderedDict[str, list[tuple[str, int, str]]] = OrderedDict()  # user -> (entry id, time, item)
+        # Users with a list in Redis: found at start, then from the stream.  A recall of anyone else
+        # (most users, most of the time) costs no round trip.  None until the replica has joined.
+        self._active: set[str] | None = None
         self._latest: OrderedDict[str, str] = OrderedDict()  # user -> newest entry id seen in the stream
         self._lock = threading.Lock()
         self._down_until = 0.0
@@ -124,14 +128,17 @@ class RedisHistories:
     # ------------------------------------------------------------------ writing
 
     def add(self, events: Sequence[UserEvent]) -> int:
+        """Store events in Redis (list and stream together), and in this replica's copies at once."""
+        times = [_when(e) for e in events]
         args: list[object] = [self.max_len, self.keep, self.ttl_s]
-        for e in events:
-            args += [e.user_id, e.item_id, str(_when(e))]
+        for e, ts in zip(events, times):
+            args += [e.user_id, e.item_id, ts]
         try:
-            self._add(keys=[self.stream], args=args)
+            ids = self._add(keys=[self.stream], args=args)
         except (redis.RedisError, OSError) as err:
             self._failed()
             raise Unavailable(f"events cannot be stored now (Redis: {err}); send them again") from err
+        self._apply([(_text(i), e.user_id, ts, e.item_id) for i, e, ts in zip(ids, events, times)])
         return len(events)
 
     # ------------------------------------------------------------------ reading
@@ -146,12 +153,11 @@ class RedisHistories:
         return entry_id, int(ts), item
 
     def recent(self, user_ids: Sequence[str]) -> list[list[Stamped]]:
-        now = time.monotonic()
         with self._lock:
-            found = {u: self._local[u][1] for u in user_ids
-                     if u in self._local and now - self._local[u][0] < self.local_ttl_s}
-        missing = list(dict.fromkeys(u for u in user_ids if u not in found))
-        if missing and now >= self._down_until:
+            found = {u: self._local[u] for u in user_ids if u in self._local}
+            missing = [u for u in dict.fromkeys(user_ids) if u not in found
+                       and (self._active is None or u in self._active)]
+        if missing and time.monotonic() >= self._down_until:
             try:
                 with self.client.pipeline(transaction=False) as pipe:
                     for u in missing:
@@ -159,40 +165,46 @@ class RedisHistories:
                     lists = pipe.execute()
             except (redis.RedisError, OSError):
                 self._failed()
-                lists = None
-            if lists is not None:
-                with self._lock:
-                    for u, raw in zip(missing, lists):
-                        found[u] = [self._parse(r) for r in raw]
-                        newest = found[u][-1][0] if found[u] else "0-0"
-                        if _order(self._latest.get(u, "0-0")) <= _order(newest):  # else read before an event
-                            self._local[u] = (now, found[u])                     # the stream has delivered
-                            self._local.move_to_end(u)
-                    while len(self._local) > self.local_users:
-                        self._local.popitem(last=False)
+                lists = []
+            with self._lock:
+                for u, raw in zip(missing, lists):
+                    found[u] = [self._parse(r) for r in raw]
+                    newest = found[u][-1][0] if found[u] else "0-0"
+                    if _order(self._latest.get(u, "0-0")) <= _order(newest):  # else read before an event the
+                        self._local[u] = found[u]                                # stream has delivered since
+                        self._local.move_to_end(u)
+                while len(self._local) > self.local_users:
+                    self._local.popitem(last=False)
         return [[(ts, item) for _, ts, item in found.get(u, ())] for u in user_ids]
 
     # ------------------------------------------------------------------ following the stream
 
-    def _apply(self, entries: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> None:
-        """Append each entry to the local copy of its user's history, if this replica holds one."""
+    def _apply(self, events: Sequence[tuple[str, str, int, str]]) -> None:
+        """Note each (entry id, user, time, item) in its user's local copy, if this replica holds one."""
         with self._lock:
-            for entry_id, fields in entries:
-                user, eid = _text(fields.get(b"user_id", b"")), _text(entry_id)
-                self._latest[user] = eid
-                self._latest.move_to_end(user)
+            for eid, user, ts, item in events:
+                if self._active is not None:
+                    self._active.add(user)
+                if _order(eid) > _order(self._latest.get(user, "0-0")):
+                    self._latest[user] = eid
+                    self._latest.move_to_end(user)
                 held = self._local.get(user)
-                if held is not None and (not held[1] or _order(eid) > _order(held[1][-1][0])):  # else read after it
-                    try:
-                        held[1].append((eid, int(fields[b"timestamp"]), _text(fields[b"item_id"])))
-                    except (KeyError, ValueError, UnicodeDecodeError):  # not written by add(): re-read the list
-                        log.error("user events: malformed entry %s in %s; re-reading %r from Redis", eid, self.stream,
-                                  user)
-                        del self._local[user]
-                        continue
-                    del held[1][:-self.keep]
+                if held is not None and (not held or _order(eid) > _order(held[-1][0])):  # else it holds it
+                    held.append((eid, ts, item))
+                    del held[:-self.keep]
             while len(self._latest) > self.local_users:
                 self._latest.popitem(last=False)
+
+    def _entries(self, entries: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[tuple[str, str, int, str]]:
+        """Stream entries as events; one not written by ``add`` is logged and skipped."""
+        out = []
+        for entry_id, fields in entries:
+            try:
+                out.append((_text(entry_id), _text(fields[b"user_id"]), int(fields[b"timestamp"]),
+                            _text(fields[b"item_id"])))
+            except (KeyError, ValueError, UnicodeDecodeError):
+                log.error("user events: malformed entry %s in %s skipped", _text(entry_id), self.stream)
+        return out
 
     def poll(self, start: str = ">", block_ms: int | None = 100, count: int = 512) -> int:
         """Apply and acknowledge entries: new ones (``start`` ">"), or this consumer's pending ones
@@ -200,14 +212,15 @@ class RedisHistories:
         reply = self.client.xreadgroup(self.consumer, self.consumer, {self.stream: start}, count=count, block=block_ms)
         entries = [e for _, batch in reply or [] for e in batch]
         if entries:
-            self._apply([e for e in entries if e[1]])  # a pending entry trimmed away comes back empty
+            self._apply(self._entries([e for e in entries if e[1]]))  # a pending entry trimmed away comes back empty
             self.client.xack(self.stream, self.consumer, *[entry_id for entry_id, _ in entries])
             self.applied += len(entries)
         return len(entries)
 
     def _join(self) -> None:
-        """This replica's group, created at the stream's end (what came before is in the lists),
-        then its entries pending from before a restart."""
+        """This replica's group, created at the stream's end (what came before is in the lists), its
+        entries pending from before a restart, then the users who have lists (after the group
+        exists, so that a user whose first event comes meanwhile is met in the stream)."""
         try:
             self.client.xgroup_create(self.stream, self.consumer, id="$", mkstream=True)
         except redis.ResponseError as err:
@@ -215,6 +228,10 @@ class RedisHistories:
                 raise
         while self.poll("0", block_ms=None):
             pass
+        prefix = f"{self.stream}:h:"
+        active = {_text(k)[len(prefix):] for k in self.client.scan_iter(match=prefix + "*", count=10_000)}
+        with self._lock:
+            self._active = active | (self._active or set())
 
     def start(self) -> None:
         """Follow the stream in a background thread."""
@@ -235,16 +252,23 @@ class RedisHistories:
                 else:  # Redis restarted empty: the copies may hold what it lost, and the group is gone
                     log.error("user events: stream %s or group %s is gone (Redis restarted empty?); re-created",
                               self.stream, self.consumer)
-                    with self._lock:
-                        self._local.clear()
+                self._forget()
                 joined = False
                 self._stop.wait(1.0)
             except (redis.RedisError, OSError) as err:
                 log.warning("user events unavailable (%s); retrying", err)
+                self._forget()  # what was sent meanwhile is read from Redis again, once it answers
+                joined = False
                 self._stop.wait(1.0)
             except Exception:  # the consumer must not die in silence: say it, then go on
                 log.exception("user events: unexpected error; retrying")
                 self._stop.wait(1.0)
+
+    def _forget(self) -> None:
+        """Drop the local copies and the list of active users (until the next join)."""
+        with self._lock:
+            self._local.clear()
+            self._active = None
 
     def stop(self) -> None:
         self._stop.set()

@@ -30,7 +30,7 @@ from embrecall.serve.schemas import RecallRequest, RecallResponse
 
 __all__ = ["ServingVersion", "ServedChannel"]
 
-BACKFILL = 1e-9  # the fallback channel's share when a request gives it none: it fills only empty slots
+BACKFILL = 1e-9  # the fallback channel's share in a list left short: it only fills the empty slots
 
 
 @dataclass
@@ -127,20 +127,23 @@ class ServingVersion:
 
     def answer(self, asks: Sequence[Ask], quotas: Sequence[Mapping[str, float]]) -> tuple[list[Candidates], dict]:
         """Each ask's merged list: every channel with a share runs once for all the asks that give
-        it one, and the fallback channel fills what they leave empty.  Returns the lists and the
-        batch's stage timings (ms)."""
+        it one; then the fallback channel fills the slots they left empty (a strict filter, a
+        cold user), after everything they found.  Returns the lists and the batch's stage
+        timings (ms)."""
         timings: dict[str, float] = {}
-        shares = [dict(q) for q in quotas]
-        if self.fallback is not None:
-            for share in shares:
-                share[self.fallback] = max(share.get(self.fallback, 0.0), BACKFILL)
         lists: list[list[tuple[Candidates, float]]] = [[] for _ in asks]
         for name, channel in self.channels.items():
-            wanted = [i for i, share in enumerate(shares) if share.get(name, 0) > 0]
+            wanted = [i for i, share in enumerate(quotas) if share.get(name, 0) > 0]
             for i, found in zip(wanted, channel.recall([asks[i] for i in wanted], timings) if wanted else ()):
-                lists[i].append((found, shares[i][name]))
+                lists[i].append((found, quotas[i][name]))
         t = time.perf_counter()
         merged = [merge_by_quota([c for c, _ in got], [s for _, s in got], ask.k) for got, ask in zip(lists, asks)]
+        short = [i for i, m in enumerate(merged) if len(m.item_ids) < asks[i].k] if self.fallback else []
+        if short:
+            filled = self.channels[self.fallback].recall([asks[i] for i in short], timings)  # type: ignore[index]
+            for i, found in zip(short, filled):
+                got = [*lists[i], (found, BACKFILL)]
+                merged[i] = merge_by_quota([c for c, _ in got], [s for _, s in got], asks[i].k)
         timings["merge"] = (time.perf_counter() - t) * 1000
         return merged, timings
 
