@@ -160,18 +160,20 @@ async def _open_loop(url: str, bodies: list[dict], rate: float, seconds: float) 
             "p95": _pct(latencies, 95), "p99": _pct(latencies, 99), "stages": stages}
 
 
-WRK_FLOOR = """
-counter = 0
-request = function()
-  counter = counter + 1
-  return wrk.format("POST", "/floor", {["Content-Type"] = "application/json"}, BODIES[counter % #BODIES + 1])
-end
+WRK_DONE = """
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("RESULT %d %d %d %d %d\\n", summary.requests, summary.duration,
     latency:percentile(50), latency:percentile(99), e.connect + e.read + e.write + e.status + e.timeout))
 end
 """
+WRK_FLOOR = """
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("POST", "/floor", {["Content-Type"] = "application/json"}, BODIES[counter % #BODIES + 1])
+end
+""" + WRK_DONE
 WRK_SCRIPT = """
 counter = 0
 request = function()
@@ -186,12 +188,7 @@ request = function()
   local body = '{"requests": [' .. table.concat(users, ",") .. ']}'
   return wrk.format("POST", "/v1/recall/batch", {["Content-Type"] = "application/json"}, body)
 end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT %d %d %d %d %d\\n", summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(99), e.connect + e.read + e.write + e.status + e.timeout))
-end
-"""
+""" + WRK_DONE
 
 
 def _closed_loop(base: str, users: int, connections: int, seconds: float, batch: int = 1,

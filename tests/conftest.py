@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -73,3 +74,17 @@ def write(tmp_path: Path):
         p.write_text(text, encoding=encoding)
         return p
     return _write
+
+
+def wait_ready(proc: subprocess.Popen, port: int, timeout: float = 120) -> subprocess.Popen:
+    """``proc`` (an `embrecall serve` on ``port``) once its /readyz answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"service exited with {proc.returncode}"
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"service not ready after {timeout:.0f} s")

@@ -112,3 +112,8 @@ def test_item2vec_trains_one_model_per_group_and_queries_the_users_group():
     assert set(model.spaces_) == {None, "A", "B"}
     rec = model.recommend([UserQuery("x", ("a1",), {"city": "A"})], 5, [{"a1"}])[0]
     assert rec.item_ids and all(i.startswith("a") for i in rec.item_ids)  # the A model knows only A's items
+
+
+def test_merging_no_lists_gives_an_empty_list():
+    from embrecall.models.merge import merge_by_quota
+    assert merge_by_quota([], [], 10).item_ids == []

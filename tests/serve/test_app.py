@@ -175,3 +175,9 @@ bodies = st.fixed_dictionaries({}, optional={
 @given(bodies)
 def test_fuzzed_bodies_never_cause_a_5xx(client, body):
     assert client.post("/v1/recall", json=body).status_code < 500
+
+
+def test_with_no_channel_given_a_share_the_fallback_fills_every_slot(client, bundle):
+    user = Bundle.load(bundle).users.index[0]
+    body = client.post("/v1/recall", json={"user_id": user, "k": 5, "quotas": {"two_tower": 0}}).json()
+    assert [i["channel"] for i in body["items"]] == ["popular"] * 5

@@ -18,7 +18,7 @@ import redis
 from embrecall import Bundle, train
 from embrecall.export.registry import Registry
 from embrecall.serve.feed import send_item_change
-from tests.conftest import REDIS_URL as URL, requires_redis, tiny_config
+from tests.conftest import REDIS_URL as URL, requires_redis, tiny_config, wait_ready
 
 pytestmark = requires_redis
 
@@ -33,16 +33,7 @@ def _serve(registry, port: int, stream: str, *extra: str) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "embrecall.cli", "serve", "--registry", str(registry),
                              "--port", str(port), "--feed", URL, "--feed-stream", stream, "--feed-consumer", "crash-1",
                              *extra])
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"service exited with {proc.returncode}"
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("service not ready after 120 s")
+    return wait_ready(proc, port)
 
 
 def _found(port: int, user: str, category: str = "crash-cat") -> set[str]:

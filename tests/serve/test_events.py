@@ -17,7 +17,8 @@ from fastapi.testclient import TestClient
 
 from embrecall import Bundle, train
 from embrecall.serve.app import create_app
-from tests.conftest import REDIS_URL, free_port, needs_redis_server, redis_server, requires_redis, tiny_config
+from tests.conftest import (REDIS_URL, free_port, needs_redis_server, redis_server, requires_redis, tiny_config,
+                            wait_ready)
 
 CLIENT, ADMIN = "client-token", "admin-token"
 AS_CLIENT = {"Authorization": f"Bearer {CLIENT}"}
@@ -129,16 +130,7 @@ def _serve(bundle, port: int, stream: str) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "embrecall.cli", "serve", "--bundle", str(bundle), "--port",
                              str(port), "--events", REDIS_URL, "--events-stream", stream, "--feed-consumer", "kill-1"],
                             env=env)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"service exited with {proc.returncode}"
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("service not ready after 120 s")
+    return wait_ready(proc, port)
 
 
 @requires_redis

@@ -7,6 +7,7 @@ import pandas as pd
 
 from embrecall.config import FeaturesConfig
 from embrecall.features import Encoders
+from embrecall.models.channel import user_histories
 from embrecall.training.examples import Examples
 
 SPEC = FeaturesConfig.model_validate({
@@ -26,3 +27,15 @@ def test_history_holds_only_earlier_events_of_the_same_user_most_recent_first():
     decoded = [[catalog[i - 1] for i in row if i > 0] for row in hist]
     # sorted order: u's a, b, c, d then v's x, y
     assert decoded == [[], ["a"], ["b", "a"], ["c", "b", "a"], [], ["x"]]
+
+
+def test_a_training_history_is_what_serving_builds_from_the_users_history_so_far():
+    rng = np.random.default_rng(0)
+    events = pd.DataFrame({"user_id": rng.choice(["u", "v", "w"], 60), "item_id": rng.choice(list("abcdefgh"), 60),
+                           "timestamp": rng.integers(0, 20, 60)})
+    enc = Encoders(SPEC).fit(events, None, None)
+    ex = Examples(events, enc, None, None)
+    served = []
+    for user, history in sorted(user_histories(events).items()):  # Examples orders rows by user, then time
+        served += [list(history[:n]) for n in range(len(history))]
+    np.testing.assert_array_equal(ex.history(np.arange(len(ex))), enc.history_matrix(served))

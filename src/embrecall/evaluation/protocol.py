@@ -7,7 +7,7 @@ import pandas as pd
 
 from embrecall.data.split import Split
 from embrecall.evaluation.metrics import MRR_CUTOFF, ranking_metrics
-from embrecall.models.channel import Channel, UserQuery
+from embrecall.models.channel import Channel, UserQuery, user_histories
 
 __all__ = ["build_queries", "evaluate_channel"]
 
@@ -16,12 +16,12 @@ def build_queries(history: pd.DataFrame, targets: pd.DataFrame) -> tuple[list[Us
     """Queries for each target row: the user's events in ``history`` (time order) and the target
     event's own context (its timestamp and context columns, as a request would carry them).
     Returns the queries and each user's exclusion set (everything in its history)."""
-    seqs = history.groupby("user_id", sort=False)["item_id"].agg(tuple)
+    seqs = user_histories(history)
     context_cols = [c for c in targets.columns if c not in ("user_id", "item_id", "weight", "event")]
     contexts = targets[context_cols].to_dict("records")
     queries, exclude = [], []
     for user, ctx in zip(targets["user_id"].to_numpy(), contexts):
-        items = seqs.get(user, ())
+        items = seqs.get(str(user), ())
         queries.append(UserQuery(str(user), items, ctx))
         exclude.append(set(items))
     return queries, exclude

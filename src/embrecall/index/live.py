@@ -30,6 +30,7 @@ from embrecall.config import IndexConfig
 from embrecall.errors import BundleError
 from embrecall.index.faiss_index import FaissIndex
 from embrecall.index.protocol import Filters, attribute_values
+from embrecall.models.channel import fetch_depth
 
 __all__ = ["LiveIndex"]
 
@@ -287,7 +288,7 @@ class LiveIndex:
                and len(skip) <= _MAX_FETCHED]
         found: dict[int, np.ndarray] = {}
         if ann:
-            fetch = self._fetch(max(ks[i] for i in ann)) + max(len(skipped[i]) for i in ann)
+            fetch = fetch_depth(self._fetch(max(ks[i] for i in ann)), max(len(skipped[i]) for i in ann))
             selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(dead)) if len(dead) else None
             with self._lock:
                 _, slots = self._index.search(q[ann], fetch, params=self._params(selector, fetch))

@@ -45,6 +45,8 @@ class Merged:
 def merge_by_quota(lists: Sequence[Candidates], quotas: Sequence[float], k: int) -> Candidates:
     """Interleave best-first lists so list i gets about quotas[i] of the slots; duplicates once;
     the slots a short list leaves empty go to the others."""
+    if not lists:
+        return Candidates([], np.zeros(0, dtype=np.float32), [])
     if len(lists) == 1:  # nothing to interleave (a channel's own list holds no duplicates)
         c = lists[0]
         return Candidates(c.item_ids[:k], c.scores[:k], c.channels[:k])

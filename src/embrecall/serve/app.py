@@ -271,6 +271,7 @@ def create_app(source: Path | str, admin_token: str | None = None, watch_interva
     def version(v: ServingVersion = Depends(serving)) -> dict:
         m = v.bundle.manifest
         return {"version": v.version, "created_at": m["created_at"], "items": len(v.index),
+                "channels": list(v.channels), "quotas": v.quotas, "fallback": v.fallback,
                 "metrics": m.get("metrics", {})}
 
     @app.get("/healthz")

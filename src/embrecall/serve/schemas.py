@@ -65,7 +65,7 @@ class RecallRequest(_Strict):
     exclude: list[Id] = Field(default_factory=list, max_length=10_000)
     quotas: dict[Id, Annotated[Number, Field(ge=0)]] | None = Field(
         default=None, max_length=8,
-        description="Share of the k slots per channel (two_tower, popular, and itemcf where the version has it); "
+        description="Share of the k slots per channel (the channels the version serves: GET /v1/version); "
                     "default: the version's channels.serve.")
 
     @model_validator(mode="after")
