@@ -60,7 +60,8 @@ def _split_line(row: dict[str, Any]) -> str:
 
 def _recommendations_table(frame, user_id: str, version: str) -> Table:
     table = Table(title=f"user {user_id} — bundle {version}")
-    shown = [c for c in frame.columns if c not in ("score",)][:5]
+    first = [c for c in ("item_id", "title", "channel") if c in frame.columns]
+    shown = (first + [c for c in frame.columns if c not in (*first, "score")])[:5]
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
     for c in shown:
@@ -193,14 +194,17 @@ def init(data: Annotated[Path, typer.Argument(help="A log (CSV, TSV or Parquet) 
 def recommend(bundle: Annotated[Path, typer.Option(help="A bundle folder written by `embrecall train`.")],
               user: Annotated[str, typer.Option(help="The user id, as in the data.")],
               k: Annotated[int, typer.Option("-k", min=1, max=10_000)] = 20) -> None:
-    """Print the top-k items for a user, seen items removed, with their titles or attributes."""
+    """Print the top-k items for a user as the service answers them (the bundle's channels merged by its
+    quotas), seen items removed, with the channel that found each and their titles or attributes."""
     from embrecall.export import Bundle
+    from embrecall.pipeline import recommend as run_recommend
 
     def go() -> None:
-        b = Bundle.load(bundle)
-        if user not in b.users.index:
+        manifest = Bundle.manifest_of(bundle)
+        found = run_recommend(bundle, user, k)
+        if not found.attrs["known_user"]:
             console.print(f"[yellow]user {user!r} is not in this bundle: recommending from features alone[/]")
-        console.print(_recommendations_table(b.recommend(user, k), user, b.version))
+        console.print(_recommendations_table(found, user, manifest["version"]))
     _run(go)
 
 

@@ -24,7 +24,7 @@ from embrecall.errors import ConfigError, DataError
 from embrecall.evaluation import evaluate_channel
 from embrecall.export import Bundle
 from embrecall.export.writer import write_bundle
-from embrecall.models.channel import Channel, StoredChannel
+from embrecall.models.channel import Channel, StoredChannel, UserQuery
 from embrecall.models.dither import Dithered
 from embrecall.models.ease import Ease
 from embrecall.models.item2vec import Item2Vec
@@ -236,6 +236,13 @@ def evaluate_cold_items(cfg: Config, *, show_progress: bool = True) -> dict[str,
 
 def recommend(bundle: Path | str | Bundle, user_id: str, k: int = 20,
               context: dict[str, Any] | None = None) -> pd.DataFrame:
-    """Top-``k`` items for ``user_id`` from a bundle, seen items removed, with item attributes."""
-    b = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
-    return b.recommend(str(user_id), k, context)
+    """Top-``k`` items for ``user_id`` as the service answers them (the bundle's channels merged
+    by its quotas), seen items removed, with the channel that found each and item attributes."""
+    version = ServingVersion(bundle.path if isinstance(bundle, Bundle) else bundle, VectorCache(size=0))
+    history = version.history(str(user_id), events=())
+    query = UserQuery(str(user_id), history, {"timestamp": int(time.time()), **(context or {})})
+    found = ServedChannel(version, version.quotas, "served").recommend([query], k, [set(history)])[0]
+    out = pd.DataFrame({"item_id": found.item_ids, "score": found.scores, "channel": found.channels})
+    out = out.join(version.bundle.items, on="item_id")
+    out.attrs["known_user"] = str(user_id) in version.profiles  # else served from features alone
+    return out

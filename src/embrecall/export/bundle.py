@@ -7,8 +7,7 @@
         weights.safetensors      the PyTorch two-tower weights
         user_tower.onnx          the towers, split for serving
         item_tower.onnx
-        item_vectors.safetensors (n_items, D) item-tower vectors in item_idx order, and each item's
-                                 training interaction count
+        item_vectors.safetensors (n_items, D) item-tower vectors in item_idx order
         index.faiss              the ANN index over those vectors
         items.parquet            item attributes in item_idx order (shown with recommendations)
         users.parquet            user attributes and each user's history (its items, most recent last)
@@ -193,17 +192,10 @@ class Bundle:
             raise BundleError(f"{self.path}: the bundle's parts do not work together ({type(err).__name__}: "
                               f"{err}); re-run `embrecall train`") from err
 
-    def _tensor(self, name: str) -> np.ndarray:
-        """One array of item_vectors.safetensors, read alone (the vectors are large)."""
-        with safe_open(str(self.path / "item_vectors.safetensors"), framework="numpy") as f:
-            return f.get_tensor(name)
-
     def item_vectors(self) -> np.ndarray:
-        return self._tensor("vectors")
-
-    def item_counts(self) -> np.ndarray:
-        """Training interactions of each catalog item (item_idx order)."""
-        return self._tensor("counts")
+        """The item-tower vectors in item_idx order (read when asked: they are large)."""
+        with safe_open(str(self.path / "item_vectors.safetensors"), framework="numpy") as f:
+            return f.get_tensor("vectors")
 
     def channel(self) -> EmbeddingChannel:
         """The two-tower channel of this version: ONNX user tower + the bundle's index."""

@@ -70,9 +70,8 @@ def write_bundle(out_root: Path, cfg: Config, model: TwoTower, encoders: Encoder
         export_tower(model.user_tower, user_inputs, tmp / "user_tower.onnx")
         item_inputs = encoders.encode_items(items, encoders.catalog_[:4])  # type: ignore[index]
         export_tower(model.item_tower, item_inputs, tmp / "item_tower.onnx")
-        counts = history["item_id"].value_counts().reindex(encoders.catalog_, fill_value=0)
-        save_numpy({"vectors": np.ascontiguousarray(item_vectors, dtype=np.float32),
-                    "counts": counts.to_numpy(dtype=np.int64)}, str(tmp / "item_vectors.safetensors"))
+        save_numpy({"vectors": np.ascontiguousarray(item_vectors, dtype=np.float32)},
+                   str(tmp / "item_vectors.safetensors"))
         (index or FaissIndex.build(item_vectors, cfg.index)).save(tmp / "index.faiss")
         catalog = pd.DataFrame(index=pd.Index(encoders.catalog_, name="item_id"))
         if items is not None:

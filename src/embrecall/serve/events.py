@@ -110,7 +110,10 @@ class RedisHistories:
                  backoff_s: float = 5.0):
         """``keep``: events kept per user; ``ttl_s``: a user's list expires after this long without an
         event; ``max_len``: stream entries kept (approximately); ``local_users``: local copies kept."""
+        # Requests fail fast when Redis is slow; the stream follower waits longer (a busy machine
+        # answers a blocking read late, and each timeout makes the replica drop its copies).
         self.client = redis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
+        self._follower = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=2)
         self.stream, self.consumer, self.keep, self.ttl_s, self.max_len = stream, consumer, keep, ttl_s, max_len
         self.local_users, self.backoff_s = local_users, backoff_s
         self._add = self.client.register_script(_ADD)
@@ -209,11 +212,11 @@ class RedisHistories:
     def poll(self, start: str = ">", block_ms: int | None = 100, count: int = 512) -> int:
         """Apply and acknowledge entries: new ones (``start`` ">"), or this consumer's pending ones
         from before a restart ("0"); returns how many."""
-        reply = self.client.xreadgroup(self.consumer, self.consumer, {self.stream: start}, count=count, block=block_ms)
+        reply = self._follower.xreadgroup(self.consumer, self.consumer, {self.stream: start}, count=count, block=block_ms)
         entries = [e for _, batch in reply or [] for e in batch]
         if entries:
             self._apply(self._entries([e for e in entries if e[1]]))  # a pending entry trimmed away comes back empty
-            self.client.xack(self.stream, self.consumer, *[entry_id for entry_id, _ in entries])
+            self._follower.xack(self.stream, self.consumer, *[entry_id for entry_id, _ in entries])
             self.applied += len(entries)
         return len(entries)
 
@@ -222,14 +225,14 @@ class RedisHistories:
         entries pending from before a restart, then the users who have lists (after the group
         exists, so that a user whose first event comes meanwhile is met in the stream)."""
         try:
-            self.client.xgroup_create(self.stream, self.consumer, id="$", mkstream=True)
+            self._follower.xgroup_create(self.stream, self.consumer, id="$", mkstream=True)
         except redis.ResponseError as err:
             if "BUSYGROUP" not in str(err):
                 raise
         while self.poll("0", block_ms=None):
             pass
         prefix = f"{self.stream}:h:"
-        active = {_text(k)[len(prefix):] for k in self.client.scan_iter(match=prefix + "*", count=10_000)}
+        active = {_text(k)[len(prefix):] for k in self._follower.scan_iter(match=prefix + "*", count=10_000)}
         with self._lock:
             self._active = active | (self._active or set())
 
