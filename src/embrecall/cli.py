@@ -282,14 +282,50 @@ def serve(source: Annotated[Path, typer.Option("--bundle", "--registry",
 def publish(bundle: Annotated[Path, typer.Argument(help="The bundle to activate.")],
             registry: Annotated[Path, typer.Option(help="The registry folder.")] = Path("registry"),
             gate: Annotated[Optional[list[str]], typer.Option(
-                help="Metric gate, e.g. 'HR@10>=0.15' or 'popular.HR@10<0.2' (repeatable).")] = None) -> None:
-    """Activate a bundle if its offline metrics pass the gates; serving services follow within a second."""
-    from embrecall.export.registry import Registry, parse_gate
+                help="Metric gate, e.g. 'HR@10>=0.15' or 'popular.HR@10<0.2' (repeatable).")] = None,
+            sigma: Annotated[float, typer.Option(
+                min=0, help="Refuse a ranking metric this many σ below, or a daily data volume this many σ off, the "
+                            "last published versions' mean (0: off).")] = 3.0,
+            window: Annotated[int, typer.Option(min=1, help="Published versions the σ rule compares with.")] = 5,
+            force: Annotated[Optional[str], typer.Option(
+                help="Publish despite gate breaches; the reason is recorded in the registry's history.")] = None,
+            ) -> None:
+    """Activate a bundle if it passes the gates (fixed thresholds, and the 3σ rule against earlier versions);
+    serving services follow within a second.  Every attempt is kept in the registry's HISTORY.json."""
+    from embrecall.export.gate import parse_gate
+    from embrecall.export.registry import Registry
 
     def go() -> None:
-        version = Registry(registry).publish(bundle, [parse_gate(g) for g in gate or []])
-        console.print(f"active version: [bold]{version}[/] ({registry})")
+        version = Registry(registry).publish(bundle, [parse_gate(g) for g in gate or []], sigma=sigma, window=window,
+                                             force=force)
+        console.print(f"active version: [bold]{version}[/] ({registry})" + (f" [yellow]forced: {escape(force)}[/]"
+                                                                            if force else ""))
     _run(go)
+
+
+@app.command()
+def versions(registry: Annotated[Path, typer.Option(help="The registry folder.")] = Path("registry")) -> None:
+    """Every publish attempt, oldest first: its figures, breaches, and whether it went live."""
+    from embrecall.export.registry import Registry
+
+    def go() -> None:
+        reg = Registry(registry)
+        active = reg.state()["active"]
+        table = Table(title=f"versions in {registry}")
+        for col in ("version", "at", "status", "two_tower HR@10", "events/day", "new items", "breaches / reason"):
+            table.add_column(col)
+        for r in reg.history():
+            f = r["figures"]
+            status = ("active" if r["version"] == active else "published") if r.get("published") else "refused"
+            said = "; ".join(r.get("breaches") or []) + (f" — forced: {r['forced']}" if r.get("forced") else "")
+            table.add_row(r["version"], str(r.get("at", "")), status, _figure(f.get("two_tower.HR@10")),
+                          _figure(f.get("events_per_day")), _figure(f.get("new_item_share")), escape(said))
+        console.print(table)
+    _run(go)
+
+
+def _figure(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) else "-"
 
 
 @app.command()

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from embrecall.cli import app
 from embrecall.errors import BundleError
 from embrecall.export import Bundle
-from embrecall.export.registry import Registry, parse_gate
+from embrecall.export.gate import parse_gate
+from embrecall.export.registry import Registry
 from embrecall.pipeline import train
 from embrecall.serve.app import create_app
 from embrecall.serve.state import ServiceState

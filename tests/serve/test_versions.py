@@ -14,7 +14,8 @@ from fastapi.testclient import TestClient
 
 from embrecall import Bundle, train
 from embrecall.errors import BundleError, ConfigError
-from embrecall.export.registry import Registry, parse_gate
+from embrecall.export.gate import parse_gate
+from embrecall.export.registry import Registry
 from embrecall.serve.app import create_app
 from tests.conftest import tiny_config
 

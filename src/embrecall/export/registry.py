@@ -1,53 +1,38 @@
 """Published versions: which bundle is active, and the ones before it for rollback.
 
 The registry is a folder of bundles with an ``ACTIVE`` JSON file naming the active version and
-the history of earlier ones.  ``ACTIVE`` is replaced atomically (write + rename), so a crash at
-any moment leaves exactly one complete active version.  A version is published only if its
-offline metrics pass the gate and every part of it opens and runs.  Every name read from
-``ACTIVE`` or a manifest is a plain version name resolved inside the registry, and a version's
-folder must hold the manifest of that version.
+the history of earlier ones, and ``HISTORY.json``: every publish attempt with the figures the
+gate looked at (ranking metrics, daily data volumes, the share of new items), its breaches,
+and whether it was published or forced (with the reason given).  Both files are replaced
+atomically (write + rename), so a crash at any moment leaves exactly one complete active
+version.  A version is published only if it passes the gates (``embrecall.export.gate``: fixed
+thresholds and the 3σ rule against earlier versions) and every part of it opens and runs.
+Every name read from ``ACTIVE`` or a manifest is a plain version name resolved inside the
+registry, and a version's folder must hold the manifest of that version.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-from dataclasses import dataclass
+import time
+from collections.abc import Sequence
 from pathlib import Path
+
+import pyarrow.parquet as pq
 
 from embrecall.errors import BundleError, ConfigError
 from embrecall.export.bundle import Bundle, plain_name
+from embrecall.export.gate import Gate, flat_metrics, sigma_breaches
 
-__all__ = ["Registry", "Gate", "parse_gate"]
+__all__ = ["Registry"]
 
-_GATE = re.compile(r"^\s*(?:(\w+)\.)?([\w@]+)\s*(>=|<=|>|<)\s*([0-9.eE+-]+)\s*$")
-
-
-@dataclass(frozen=True)
-class Gate:
-    """``channel.metric op value``, e.g. ``two_tower.HR@10 >= 0.15`` (channel defaults to two_tower)."""
-
-    channel: str
-    metric: str
-    op: str
-    value: float
-
-    def check(self, metrics: dict) -> str | None:
-        """None when passed, else why not."""
-        got = metrics.get(self.channel, {}).get(self.metric)
-        if got is None:
-            return f"{self.channel}.{self.metric} is not in the bundle's metrics"
-        ok = {">=": got >= self.value, "<=": got <= self.value, ">": got > self.value, "<": got < self.value}[self.op]
-        return None if ok else f"{self.channel}.{self.metric} = {got:.4f}, gate needs {self.op} {self.value}"
+HISTORY = "HISTORY.json"
 
 
-def parse_gate(text: str) -> Gate:
-    m = _GATE.match(text)
-    if not m:
-        raise ConfigError(f"gate {text!r} is not of the form [channel.]metric >= value, e.g. 'HR@10>=0.15'")
-    return Gate(m.group(1) or "two_tower", m.group(2), m.group(3), float(m.group(4)))
+def _item_ids(folder: Path) -> set[str]:
+    return set(pq.read_table(folder / "items.parquet", columns=["item_id"]).column(0).to_pylist())
 
 
 class Registry:
@@ -83,20 +68,60 @@ class Registry:
         v = self.state()["active"]
         return self.folder(v) if v else None
 
-    def _write(self, state: dict) -> None:
-        tmp = self.root / f".ACTIVE.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(state))
+    def _write(self, state: dict | list, name: str = "ACTIVE") -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / f".{name}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(state, indent=1 if name == HISTORY else None))
         with tmp.open("rb") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, self.pointer)
+        os.replace(tmp, self.root / name)
 
-    def publish(self, bundle_dir: Path | str, gates: list[Gate] = ()) -> str:
-        """Make a bundle the active version (copied into the registry if it lives elsewhere)."""
+    def history(self) -> list[dict]:
+        """Every publish attempt, oldest first (``HISTORY.json``)."""
+        path = self.root / HISTORY
+        if not path.is_file():
+            return []
+        try:
+            records = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise BundleError(f"{path} is not UTF-8 JSON ({err}); restore it or remove it") from None
+        if not isinstance(records, list) or not all(isinstance(r, dict) and isinstance(r.get("figures"), dict)
+                                                    for r in records):
+            raise BundleError(f"{path} must be a list of publish records; restore it or remove it")
+        return records
+
+    def _figures(self, bundle_dir: Path | str, manifest: dict) -> dict[str, float]:
+        """What the gate compares: ranking metrics, daily volumes, and the share of the candidate's
+        items that the active version does not have."""
+        profile = manifest.get("data", {}).get("profile", {})
+        figures = {**flat_metrics(manifest.get("metrics", {})),
+                   **{k: float(v) for k, v in profile.items() if k != "days" and isinstance(v, (int, float))}}
+        active = self.active()
+        if active is not None:
+            mine = _item_ids(Path(bundle_dir))
+            figures["new_item_share"] = len(mine - _item_ids(active)) / max(len(mine), 1)
+        return figures
+
+    def publish(self, bundle_dir: Path | str, gates: Sequence[Gate] = (), sigma: float = 3.0, window: int = 5,
+                force: str | None = None) -> str:
+        """Make a bundle the active version (copied into the registry if it lives elsewhere) if it
+        passes the fixed ``gates`` and, with ``sigma`` > 0, the 3σ rule against the last ``window``
+        published versions; ``force`` (a reason) publishes despite breaches.  Every attempt is
+        recorded in ``HISTORY.json``; a refusal names each breach."""
+        if force is not None and not force.strip():
+            raise ConfigError("--force needs a reason, recorded with the version")
         manifest = Bundle.manifest_of(bundle_dir)  # manifest and every file checked against their hashes
         version = str(manifest["version"])
-        failed = [why for g in gates if (why := g.check(manifest.get("metrics", {})))]
-        if failed:
-            raise BundleError(f"version {version} not published: " + "; ".join(failed))
+        figures = self._figures(bundle_dir, manifest)
+        earlier = [r["figures"] for r in self.history() if r.get("published")][-window:] if window > 0 else []
+        breaches = [why for g in gates if (why := g.check(manifest.get("metrics", {})))]
+        breaches += sigma_breaches(figures, earlier, sigma) if sigma > 0 else []
+        record = {"version": version, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "figures": figures,
+                  "breaches": breaches, "forced": force, "published": not breaches or force is not None}
+        if breaches and force is None:
+            self._write([*self.history(), record], HISTORY)
+            raise BundleError(f"version {version} not published: " + "; ".join(breaches)
+                              + " (publish --force REASON overrides, and records the reason)")
         Bundle.load(bundle_dir, verify=False).check()  # every artifact opened and run once: refused now, not when served
         self.root.mkdir(parents=True, exist_ok=True)
         target = self.root / version
@@ -112,6 +137,7 @@ class Registry:
             state["history"].append(state["active"])
         state["active"] = version
         self._write(state)
+        self._write([*self.history(), record], HISTORY)
         return version
 
     def rollback(self) -> str:

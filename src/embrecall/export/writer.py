@@ -20,6 +20,7 @@ from safetensors.torch import save_model
 from embrecall import __version__
 from embrecall.config import Config
 from embrecall.export.bundle import BUNDLE_FORMAT, MANIFEST_HASH, sha256
+from embrecall.export.gate import data_profile
 from embrecall.export.onnx_towers import export_tower
 from embrecall.features import Encoders
 from embrecall.index import FaissIndex
@@ -85,6 +86,7 @@ def write_bundle(out_root: Path, cfg: Config, model: TwoTower, encoders: Encoder
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "embrecall_version": __version__,
             "data": {"source": source, "fingerprint": fingerprint, "events": int(len(history)),
                      "until": int(history["timestamp"].max()) if len(history) else 0,
+                     "profile": data_profile(history),
                      "users": int(len(user_table)), "items": int(encoders.n_items)},
             "model": {"dim": int(item_vectors.shape[1]), "user_inputs": [f.name for f in cfg.features.user],
                       "item_inputs": [f.name for f in cfg.features.item]},

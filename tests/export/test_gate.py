@@ -1,0 +1,83 @@
+"""The statistical publish gate: a registry walked through versions, each candidate compared
+with the last published ones (3σ), every attempt kept in HISTORY.json and shown by `versions`."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from embrecall import train
+from embrecall.cli import app
+from embrecall.errors import BundleError
+from embrecall.export.bundle import MANIFEST_HASH, sha256
+from embrecall.export.gate import data_profile, sigma_breaches
+from embrecall.export.registry import Registry
+from tests.conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return train(tiny_config(tmp_path_factory.mktemp("gate")), show_progress=False).bundle
+
+
+def _variant(bundle, root, version: str, hr10: float, events_per_day: float):
+    """The bundle under another version name, with these figures in its (re-hashed) manifest."""
+    folder = root / version
+    shutil.copytree(bundle, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["version"] = version
+    manifest["metrics"]["two_tower"]["HR@10"] = hr10
+    manifest["data"]["profile"]["events_per_day"] = events_per_day
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / MANIFEST_HASH).write_text(sha256(folder / "manifest.json"))
+    return folder
+
+
+def test_a_registry_refuses_a_4_sigma_drop_and_half_the_events_and_names_each_breach(bundle, tmp_path):
+    reg, made = Registry(tmp_path / "reg"), tmp_path / "made"
+    for i, (hr, volume) in enumerate([(0.200, 1000), (0.205, 1010), (0.195, 990), (0.202, 1005)]):
+        reg.publish(_variant(bundle, made, f"v{i}", hr, volume))
+    with pytest.raises(BundleError) as drop:  # mean 0.2005, σ 0.0042: 0.18 is 4.9σ below
+        reg.publish(_variant(bundle, made, "v4", 0.180, 1000))
+    assert re.search(r"two_tower\.HR@10 = 0\.18 is 4\.\dσ below the mean 0\.2005 of the last 4 published versions",
+                     str(drop.value))
+    assert "events_per_day" not in str(drop.value)
+    with pytest.raises(BundleError) as half:
+        reg.publish(_variant(bundle, made, "v5", 0.201, 500))
+    assert "events_per_day = 500 is" in str(half.value) and "below the mean 1001" in str(half.value)
+    assert "HR@10" not in str(half.value)
+    assert reg.publish(_variant(bundle, made, "v6", 0.201, 1000)) == "v6"
+    assert reg.state()["active"] == "v6"
+    history = reg.history()
+    assert [(r["version"], r["published"]) for r in history] == [
+        ("v0", True), ("v1", True), ("v2", True), ("v3", True), ("v4", False), ("v5", False), ("v6", True)]
+    assert history[-1]["figures"]["new_item_share"] == 0.0
+    # A forced publish goes live with its reason recorded; `versions` shows all of it.
+    result = CliRunner().invoke(app, ["publish", str(made / "v4"), "--registry", str(reg.root),
+                                      "--force", "metric change expected: new loss"])
+    assert result.exit_code == 0, result.output
+    assert reg.history()[-1]["forced"] == "metric change expected: new loss" and reg.state()["active"] == "v4"
+    shown = CliRunner().invoke(app, ["versions", "--registry", str(reg.root)])
+    assert shown.exit_code == 0 and shown.output.count("refused") == 2 and "forced:" in shown.output
+    assert "metric change expected" in shown.output and "active" in shown.output
+    refused = CliRunner().invoke(app, ["publish", str(made / "v5"), "--registry", str(reg.root)])
+    assert refused.exit_code == 2 and "not published" in refused.output and "Traceback" not in refused.output
+
+
+def test_too_little_history_or_a_flat_one_is_no_breach():
+    assert sigma_breaches({"two_tower.HR@10": 0.1}, [{"two_tower.HR@10": 0.2}] * 2, 3.0) == []
+    flat = [{"two_tower.HR@10": 0.2}] * 5  # identical versions: a 1 % spread is assumed
+    assert sigma_breaches({"two_tower.HR@10": 0.199}, flat, 3.0) == []
+    assert sigma_breaches({"two_tower.HR@10": 0.19}, flat, 3.0)
+    assert sigma_breaches({"two_tower.HR@10": 0.3}, flat, 3.0) == []  # better is never a breach
+
+
+def test_the_data_profile_counts_daily_volumes():
+    import pandas as pd
+    events = pd.DataFrame({"user_id": ["a", "a", "b", "c"], "item_id": ["x", "y", "x", "z"],
+                           "timestamp": [0, 10, 100, 86_400 + 5]})
+    assert data_profile(events) == {"days": 2.0, "events_per_day": 2.0, "users_per_day": 1.5, "items_per_day": 1.5}
