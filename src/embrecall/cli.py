@@ -37,9 +37,10 @@ def _metrics_table(metrics: dict[str, dict[str, Any]], ks: list[int], title: str
     table.add_column("metric")
     for name in metrics:
         table.add_column(name, justify="right")
-    rows = [f"HR@{k}" for k in ks] + [f"NDCG@{k}" for k in ks] + ["MRR"] + [f"coverage@{k}" for k in ks]
+    rows = [f"HR@{k}" for k in ks] + [f"NDCG@{k}" for k in ks] + ["MRR", "avg_position@100"] + \
+        [f"coverage@{k}" for k in ks]
     for r in rows:
-        table.add_row(r, *[f"{m[r]:.4f}" for m in metrics.values()])
+        table.add_row(r, *[f"{m[r]:.4f}" if r in m else "" for m in metrics.values()])
     for key, label, fmt in (("train_seconds", "train time (s)", "{:.1f}"), ("peak_rss_mb", "peak RSS (MB)", "{:.0f}")):
         table.add_row(label, *[fmt.format(m[key]) if key in m else "" for m in metrics.values()])
     return table
@@ -289,17 +290,25 @@ def publish(bundle: Annotated[Path, typer.Argument(help="The bundle to activate.
             window: Annotated[int, typer.Option(min=1, help="Published versions the σ rule compares with.")] = 5,
             force: Annotated[Optional[str], typer.Option(
                 help="Publish despite gate breaches; the reason is recorded in the registry's history.")] = None,
+            drift_users: Annotated[int, typer.Option(
+                min=0, help="Users (and items) sampled for the drift report against the active version (0: none).")
+            ] = 500,
             ) -> None:
     """Activate a bundle if it passes the gates (fixed thresholds, and the 3σ rule against earlier versions);
     serving services follow within a second.  Every attempt is kept in the registry's HISTORY.json."""
+    from embrecall.evaluation.drift import describe_drift
     from embrecall.export.gate import parse_gate
     from embrecall.export.registry import Registry
 
     def go() -> None:
-        version = Registry(registry).publish(bundle, [parse_gate(g) for g in gate or []], sigma=sigma, window=window,
-                                             force=force)
+        reg = Registry(registry)
+        version = reg.publish(bundle, [parse_gate(g) for g in gate or []], sigma=sigma, window=window, force=force,
+                              drift_users=drift_users)
         console.print(f"active version: [bold]{version}[/] ({registry})" + (f" [yellow]forced: {escape(force)}[/]"
                                                                             if force else ""))
+        drift = reg.history()[-1].get("drift")
+        if drift:
+            console.print(escape(describe_drift(drift)), soft_wrap=True)
     _run(go)
 
 

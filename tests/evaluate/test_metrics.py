@@ -24,6 +24,8 @@ def test_worked_example():
     assert m["MRR"] == pytest.approx((1.0 + 1 / 5) / 3)
     assert m["coverage@1"] == pytest.approx(2 / 8)  # a, d
     assert m["coverage@5"] == pytest.approx(4 / 8)  # a, b, c, d
+    assert m["avg_position@100"] == pytest.approx((1 + 5) / 2)  # positions 1 and 5; the miss has none
+    assert ranking_metrics(np.array([-1, 100]), [[]], 8, [1])["avg_position@100"] == 0.0  # no hit in the top 100
 
 
 @given(st.lists(st.integers(-1, 150), min_size=1, max_size=50))

@@ -18,8 +18,10 @@ def ranking_metrics(ranks: np.ndarray, top_lists: Sequence[Sequence[str]], catal
     ranks: (U,) 0-based rank of each user's held-out item in its list, -1 if absent (a miss).
     top_lists: each user's recommended item ids, best first (for coverage).
     HR@K = share of users whose item is in the top K; NDCG@K = mean of 1/log2(rank + 2) over those;
-    MRR = mean of 1/(rank + 1) for ranks below MRR_CUTOFF; coverage@K = distinct items in all top-K
-    lists / catalog size.
+    MRR = mean of 1/(rank + 1) for ranks below MRR_CUTOFF; avg_position@MRR_CUTOFF = mean 1-based
+    position of the held-out item among the users who have it in their top MRR_CUTOFF (58.com's
+    "average position": where in the list a hit lands; 0 when nobody has one); coverage@K =
+    distinct items in all top-K lists / catalog size.
     """
     ranks = np.asarray(ranks)
     hit = ranks >= 0
@@ -31,6 +33,7 @@ def ranking_metrics(ranks: np.ndarray, top_lists: Sequence[Sequence[str]], catal
         out[f"NDCG@{k}"] = float(gains.mean()) if len(ranks) else 0.0
     in_cut = hit & (ranks < MRR_CUTOFF)
     out["MRR"] = float(np.where(in_cut, 1.0 / (np.where(in_cut, ranks, 0) + 1.0), 0.0).mean()) if len(ranks) else 0.0
+    out[f"avg_position@{MRR_CUTOFF}"] = float(ranks[in_cut].mean() + 1.0) if in_cut.any() else 0.0
     for k in ks:
         distinct = {item for items in top_lists for item in items[:k]}
         out[f"coverage@{k}"] = len(distinct) / catalog_size if catalog_size else 0.0

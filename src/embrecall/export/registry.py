@@ -103,11 +103,12 @@ class Registry:
         return figures
 
     def publish(self, bundle_dir: Path | str, gates: Sequence[Gate] = (), sigma: float = 3.0, window: int = 5,
-                force: str | None = None) -> str:
+                force: str | None = None, drift_users: int = 500) -> str:
         """Make a bundle the active version (copied into the registry if it lives elsewhere) if it
         passes the fixed ``gates`` and, with ``sigma`` > 0, the 3σ rule against the last ``window``
         published versions; ``force`` (a reason) publishes despite breaches.  Every attempt is
-        recorded in ``HISTORY.json``; a refusal names each breach."""
+        recorded in ``HISTORY.json``; a refusal names each breach.  A published version's record
+        holds its drift report against the version it replaces (``drift_users`` sampled; 0: none)."""
         if force is not None and not force.strip():
             raise ConfigError("--force needs a reason, recorded with the version")
         manifest = Bundle.manifest_of(bundle_dir)  # manifest and every file checked against their hashes
@@ -123,6 +124,11 @@ class Registry:
             raise BundleError(f"version {version} not published: " + "; ".join(breaches)
                               + " (publish --force REASON overrides, and records the reason)")
         Bundle.load(bundle_dir, verify=False).check()  # every artifact opened and run once: refused now, not when served
+        active = self.active()
+        if active is not None and drift_users > 0:
+            from embrecall.evaluation.drift import drift_report  # the serving side, loaded only to compare
+
+            record["drift"] = drift_report(bundle_dir, active, users=drift_users, items=drift_users)
         self.root.mkdir(parents=True, exist_ok=True)
         target = self.root / version
         if Path(bundle_dir).resolve() != target.resolve():
