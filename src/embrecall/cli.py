@@ -37,7 +37,7 @@ def _metrics_table(metrics: dict[str, dict[str, Any]], ks: list[int], title: str
     table.add_column("metric")
     for name in metrics:
         table.add_column(name, justify="right")
-    rows = [f"HR@{k}" for k in ks] + [f"NDCG@{k}" for k in ks] + ["MRR", "avg_position@100"] + \
+    rows = [f"HR@{k}" for k in ks] + [f"NDCG@{k}" for k in ks] + ["MRR", "AUC", "avg_position@100"] + \
         [f"coverage@{k}" for k in ks]
     for r in rows:
         table.add_row(r, *[f"{m[r]:.4f}" if r in m else "" for m in metrics.values()])

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["ranking_metrics", "MRR_CUTOFF"]
+__all__ = ["ranking_metrics", "auc_against", "MRR_CUTOFF"]
 
 MRR_CUTOFF = 100  # MRR is computed over the top 100 (a miss beyond it scores 0)
 
@@ -38,3 +38,9 @@ def ranking_metrics(ranks: np.ndarray, top_lists: Sequence[Sequence[str]], catal
         distinct = {item for items in top_lists for item in items[:k]}
         out[f"coverage@{k}"] = len(distinct) / catalog_size if catalog_size else 0.0
     return out
+
+
+def auc_against(target: float, negatives: np.ndarray) -> float:
+    """AUC of one positive against negatives: the share it outscores, ties counting half."""
+    negatives = np.asarray(negatives)
+    return float((negatives < target).mean() + 0.5 * (negatives == target).mean())

@@ -6,10 +6,12 @@ import numpy as np
 import pandas as pd
 
 from embrecall.data.split import Split
-from embrecall.evaluation.metrics import MRR_CUTOFF, ranking_metrics
-from embrecall.models.channel import Channel, UserQuery, user_histories
+from embrecall.evaluation.metrics import MRR_CUTOFF, auc_against, ranking_metrics
+from embrecall.models.channel import Channel, Scorer, UserQuery, user_histories
 
-__all__ = ["build_queries", "evaluate_channel"]
+__all__ = ["build_queries", "evaluate_channel", "sampled_auc", "AUC_NEGATIVES"]
+
+AUC_NEGATIVES = 100  # items drawn per target for AUC
 
 
 def build_queries(history: pd.DataFrame, targets: pd.DataFrame) -> tuple[list[UserQuery], list[set[str]]]:
@@ -29,7 +31,8 @@ def build_queries(history: pd.DataFrame, targets: pd.DataFrame) -> tuple[list[Us
 
 def evaluate_channel(channel: Channel, split: Split, ks: list[int], *, on: str = "test",
                      batch_size: int = 1024, cold_items: bool = False) -> dict[str, float]:
-    """HR@K, NDCG@K, MRR and coverage@K of ``channel`` on the test (or validation) targets.
+    """HR@K, NDCG@K, MRR, average position and coverage@K of ``channel`` on the test (or
+    validation) targets, and AUC against sampled negatives when the channel can score items.
 
     On ``test`` the user's history and the catalog are train + validation; on ``valid``, train.
     ``cold_items``: the targets' items (new in the test period) join the catalog, for
@@ -51,9 +54,34 @@ def evaluate_channel(channel: Channel, split: Split, ks: list[int], *, on: str =
     for row, (items, target) in enumerate(zip(top_lists, target_items)):
         if target in catalog and target in items:
             ranks[row] = items.index(target)
-    return {**ranking_metrics(ranks, top_lists, len(catalog), ks),
+    auc = {"AUC": sampled_auc(channel, queries, exclude, target_items, catalog)} if isinstance(channel, Scorer) else {}
+    return {**ranking_metrics(ranks, top_lists, len(catalog), ks), **auc,
             **popularity_profile(top_lists, history["item_id"], max(ks)),
             **reachability(target_items, exclude, catalog)}
+
+
+def sampled_auc(channel: Scorer, queries: list[UserQuery], exclude: list[set[str]], targets: np.ndarray,
+                catalog: set[str], negatives: int = AUC_NEGATIVES, seed: int = 0, batch_size: int = 1024) -> float:
+    """Mean over targets in the catalog of the AUC of the held-out item against ``negatives``
+    catalog items drawn uniformly (never the user's own items or the target): the share of them
+    it outscores, ties counting half (for one user, what ``roc_auc_score`` gives)."""
+    rng = np.random.default_rng(seed)
+    pool = np.asarray(sorted(catalog), dtype=object)
+    rows = [r for r, t in enumerate(targets) if t in catalog]
+    aucs = []
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start:start + batch_size]
+        drawn = []
+        for r in batch:
+            picks: list[str] = []
+            while len(picks) < negatives and len(pool) > len(exclude[r]) + 1:
+                picks += [i for i in pool[rng.integers(0, len(pool), 2 * negatives)]
+                          if i != targets[r] and i not in exclude[r]]
+            drawn.append([targets[r], *picks[:negatives]])
+        for scores in channel.score([queries[r] for r in batch], drawn):
+            if len(scores) > 1:
+                aucs.append(auc_against(scores[0], scores[1:]))
+    return float(np.mean(aucs)) if aucs else 0.0
 
 
 def reachability(targets: np.ndarray, exclude: list[set[str]], catalog: set[str]) -> dict[str, float]:

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 
 __all__ = ["History", "user_histories", "recent_first", "UserQuery", "Candidates", "Channel", "StoredChannel",
-           "take_top", "fetch_depth"]
+           "Scorer", "take_top", "fetch_depth"]
 
 History = tuple[str, ...]
 """A user's items, most recent last: what training examples, evaluation queries, the bundle's
@@ -79,6 +79,16 @@ class StoredChannel(Channel, Protocol):
     @classmethod
     def load(cls, folder: Path, cfg: Any) -> "StoredChannel":
         """Read back what ``save`` wrote; ``cfg`` is the bundle's whole ``Config``."""
+        ...
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """A channel that can score any item for a query (what AUC against sampled negatives needs)."""
+
+    def score(self, queries: Sequence[UserQuery], items: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """Each query's scores of its items, higher ranking first; an item the channel does not know
+        scores -inf."""
         ...
 
 

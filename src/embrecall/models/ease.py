@@ -104,6 +104,16 @@ class Ease:
         return sp.csr_matrix((np.asarray(vals, dtype=np.float32), (rows, cols)),
                              shape=(len(queries), len(self._position)))
 
+    def score(self, queries: Sequence[UserQuery], items: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """EASE's score of each item for each profile (-inf for an item it never saw)."""
+        if self.weights_ is None:
+            raise NotFittedError("Ease is not fitted yet. Call 'fit' with training events first.")
+        out = []
+        for row, wanted in zip(np.asarray(self.profiles(queries) @ self.weights_), items):
+            pos = np.fromiter((self._position.get(i, -1) for i in wanted), dtype=np.int64, count=len(wanted))
+            out.append(np.where(pos >= 0, row[np.maximum(pos, 0)], -np.inf).astype(np.float32))
+        return out
+
     def recommend(self, queries: Sequence[UserQuery], k: int,
                   exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
         if self.weights_ is None or self.item_ids_ is None:

@@ -22,12 +22,14 @@ UserEmbedder = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 class EmbeddingChannel:
     def __init__(self, name: str, encoders: Encoders, users: pd.DataFrame | None, embed_users: UserEmbedder,
-                 index: FaissIndex):
+                 index: FaissIndex, item_vectors: np.ndarray):
+        """``item_vectors``: (n_items, D) in catalog order, what the index holds (for ``score``)."""
         self.name = name
         self.encoders = encoders
         self.users = users
         self.embed_users = embed_users
         self.index = index
+        self.item_vectors = item_vectors
         self._item_ids = np.asarray(encoders.catalog_, dtype=object)
 
     def user_vectors(self, queries: Sequence[UserQuery]) -> np.ndarray:
@@ -37,6 +39,16 @@ class EmbeddingChannel:
         history = self.encoders.history_matrix([q.history for q in queries])
         inputs = self.encoders.encode_users(ids, self.users, context, history)
         return self.embed_users(inputs)
+
+    def score(self, queries: Sequence[UserQuery], items: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """Inner products of each user's vector with its items' vectors (-inf outside the catalog)."""
+        out = []
+        for user, wanted in zip(self.user_vectors(queries), items):
+            pos = self.encoders.catalog_.get_indexer(list(wanted))
+            scores = np.full(len(pos), -np.inf, dtype=np.float32)
+            scores[pos >= 0] = self.item_vectors[pos[pos >= 0]] @ user
+            out.append(scores)
+        return out
 
     def recommend(self, queries: Sequence[UserQuery], k: int,
                   exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:

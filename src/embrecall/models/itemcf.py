@@ -96,17 +96,33 @@ class ItemCF:
             raise NotFittedError("ItemCF is not fitted yet. Call 'fit' with training events first.")
         return self.neighbours_
 
+    def _scores(self, q: UserQuery) -> sp.coo_matrix:
+        """(1, n) summed neighbour lists of the user's recent items, weighted by recency."""
+        nb = self._fitted()
+        recent = recent_first(q.history, self.cfg.history)
+        pos = np.fromiter((self._position.get(i, -1) for i in recent), dtype=np.int64, count=len(recent))
+        weights = self.cfg.decay ** np.arange(len(recent))
+        known = pos >= 0
+        return (sp.csr_matrix((weights[known], (np.zeros(known.sum(), int), pos[known])),
+                              shape=(1, nb.shape[0])) @ nb).tocoo()
+
+    def score(self, queries: Sequence[UserQuery], items: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """Each item's summed similarity to the user's recent items (0 when none is a neighbour; -inf
+        for an item ItemCF never saw)."""
+        out = []
+        for q, wanted in zip(queries, items):
+            row = self._scores(q)
+            dense = np.zeros(self._fitted().shape[0], dtype=np.float32)
+            dense[row.col] = row.data
+            pos = np.fromiter((self._position.get(i, -1) for i in wanted), dtype=np.int64, count=len(wanted))
+            out.append(np.where(pos >= 0, dense[np.maximum(pos, 0)], -np.inf).astype(np.float32))
+        return out
+
     def recommend(self, queries: Sequence[UserQuery], k: int,
                   exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
-        nb = self._fitted()
         out = []
         for i, q in enumerate(queries):
-            recent = recent_first(q.history, self.cfg.history)
-            pos = np.fromiter((self._position.get(i, -1) for i in recent), dtype=np.int64, count=len(recent))
-            weights = self.cfg.decay ** np.arange(len(recent))
-            known = pos >= 0
-            scores = (sp.csr_matrix((weights[known], (np.zeros(known.sum(), int), pos[known])),
-                                    shape=(1, nb.shape[0])) @ nb).tocoo()
+            scores = self._scores(q)
             ex = exclude[i] if exclude is not None else ()
             order = np.argsort(-scores.data, kind="stable")[: fetch_depth(k, len(ex))]
             out.append(take_top(self.item_ids_[scores.col[order]], scores.data[order], k, ex, self.name))

@@ -51,6 +51,12 @@ class Popular:
             raise NotFittedError("Popular is not fitted yet. Call 'fit' with training events first.")
         return self.item_ids_, self.counts_
 
+    def score(self, queries: Sequence[UserQuery], items: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """Each item's interaction count, the same for every user (-inf for an item never seen)."""
+        item_ids, counts = self._fitted()
+        table = pd.Series(counts, index=pd.Index(item_ids, dtype=object))
+        return [table.reindex(list(wanted)).fillna(-np.inf).to_numpy(np.float32) for wanted in items]
+
     def recommend(self, queries: Sequence[UserQuery], k: int,
                   exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
         item_ids, counts = self._fitted()
