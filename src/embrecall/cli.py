@@ -308,7 +308,8 @@ def publish(bundle: Annotated[Path, typer.Argument(help="The bundle to activate.
                                                                             if force else ""))
         drift = reg.history()[-1].get("drift")
         if drift:
-            console.print(escape(describe_drift(drift)), soft_wrap=True)
+            said = f"no drift report: {drift['error']}" if "error" in drift else describe_drift(drift)
+            console.print(escape(said), soft_wrap=True)
     _run(go)
 
 

@@ -81,3 +81,11 @@ def test_the_data_profile_counts_daily_volumes():
     events = pd.DataFrame({"user_id": ["a", "a", "b", "c"], "item_id": ["x", "y", "x", "z"],
                            "timestamp": [0, 10, 100, 86_400 + 5]})
     assert data_profile(events) == {"days": 2.0, "events_per_day": 2.0, "users_per_day": 1.5, "items_per_day": 1.5}
+
+
+def test_a_damaged_active_version_does_not_hold_its_replacement_back(bundle, tmp_path):
+    reg, made = Registry(tmp_path / "reg"), tmp_path / "made"
+    reg.publish(_variant(bundle, made, "v0", 0.2, 1000))
+    (reg.root / "v0" / "manifest.json").unlink()
+    assert reg.publish(_variant(bundle, made, "v1", 0.2, 1000)) == "v1"
+    assert "new_item_share" not in reg.history()[-1]["figures"]

@@ -90,13 +90,13 @@ class Registry:
             raise BundleError(f"{path} must be a list of publish records; restore it or remove it")
         return records
 
-    def _figures(self, bundle_dir: Path | str, manifest: dict) -> dict[str, float]:
+    @staticmethod
+    def _figures(bundle_dir: Path | str, manifest: dict, active: Path | None) -> dict[str, float]:
         """What the gate compares: ranking metrics, daily volumes, and the share of the candidate's
         items that the active version does not have."""
         profile = manifest.get("data", {}).get("profile", {})
         figures = {**flat_metrics(manifest.get("metrics", {})),
                    **{k: float(v) for k, v in profile.items() if k != "days" and isinstance(v, (int, float))}}
-        active = self.active()
         if active is not None:
             mine = _item_ids(Path(bundle_dir))
             figures["new_item_share"] = len(mine - _item_ids(active)) / max(len(mine), 1)
@@ -113,7 +113,11 @@ class Registry:
             raise ConfigError("--force needs a reason, recorded with the version")
         manifest = Bundle.manifest_of(bundle_dir)  # manifest and every file checked against their hashes
         version = str(manifest["version"])
-        figures = self._figures(bundle_dir, manifest)
+        try:
+            active = self.active()
+        except BundleError:  # a damaged active version must not stop its replacement
+            active = None
+        figures = self._figures(bundle_dir, manifest, active)
         earlier = [r["figures"] for r in self.history() if r.get("published")][-window:] if window > 0 else []
         breaches = [why for g in gates if (why := g.check(manifest.get("metrics", {})))]
         breaches += sigma_breaches(figures, earlier, sigma) if sigma > 0 else []
@@ -124,11 +128,13 @@ class Registry:
             raise BundleError(f"version {version} not published: " + "; ".join(breaches)
                               + " (publish --force REASON overrides, and records the reason)")
         Bundle.load(bundle_dir, verify=False).check()  # every artifact opened and run once: refused now, not when served
-        active = self.active()
         if active is not None and drift_users > 0:
             from embrecall.evaluation.drift import drift_report  # the serving side, loaded only to compare
 
-            record["drift"] = drift_report(bundle_dir, active, users=drift_users, items=drift_users)
+            try:
+                record["drift"] = drift_report(bundle_dir, active, users=drift_users, items=drift_users)
+            except Exception as err:  # a report that cannot be made is said, and does not hold the version back
+                record["drift"] = {"error": f"{type(err).__name__}: {err}"}
         self.root.mkdir(parents=True, exist_ok=True)
         target = self.root / version
         if Path(bundle_dir).resolve() != target.resolve():

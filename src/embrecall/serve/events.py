@@ -157,7 +157,7 @@ class RedisHistories:
 
     def recent(self, user_ids: Sequence[str]) -> list[list[Stamped]]:
         with self._lock:
-            found = {u: self._local[u] for u in user_ids if u in self._local}
+            found = {u: list(self._local[u]) for u in user_ids if u in self._local}  # copies: the follower appends
             missing = [u for u in dict.fromkeys(user_ids) if u not in found
                        and (self._active is None or u in self._active)]
         if missing and time.monotonic() >= self._down_until:
@@ -174,7 +174,7 @@ class RedisHistories:
                     found[u] = [self._parse(r) for r in raw]
                     newest = found[u][-1][0] if found[u] else "0-0"
                     if _order(self._latest.get(u, "0-0")) <= _order(newest):  # else read before an event the
-                        self._local[u] = found[u]                                # stream has delivered since
+                        self._local[u] = list(found[u])                          # stream has delivered since
                         self._local.move_to_end(u)
                 while len(self._local) > self.local_users:
                     self._local.popitem(last=False)
