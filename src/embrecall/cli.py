@@ -197,15 +197,13 @@ def recommend(bundle: Annotated[Path, typer.Option(help="A bundle folder written
               k: Annotated[int, typer.Option("-k", min=1, max=10_000)] = 20) -> None:
     """Print the top-k items for a user as the service answers them (the bundle's channels merged by its
     quotas), seen items removed, with the channel that found each and their titles or attributes."""
-    from embrecall.export import Bundle
     from embrecall.pipeline import recommend as run_recommend
 
     def go() -> None:
-        manifest = Bundle.manifest_of(bundle)
         found = run_recommend(bundle, user, k)
         if not found.attrs["known_user"]:
             console.print(f"[yellow]user {user!r} is not in this bundle: recommending from features alone[/]")
-        console.print(_recommendations_table(found, user, manifest["version"]))
+        console.print(_recommendations_table(found, user, found.attrs["version"]))
     _run(go)
 
 

@@ -238,11 +238,12 @@ def recommend(bundle: Path | str | Bundle, user_id: str, k: int = 20,
               context: dict[str, Any] | None = None) -> pd.DataFrame:
     """Top-``k`` items for ``user_id`` as the service answers them (the bundle's channels merged
     by its quotas), seen items removed, with the channel that found each and item attributes."""
-    version = ServingVersion(bundle.path if isinstance(bundle, Bundle) else bundle, VectorCache(size=0))
+    version = ServingVersion(bundle, VectorCache(size=0))
     history = version.history(str(user_id), events=())
     query = UserQuery(str(user_id), history, {"timestamp": int(time.time()), **(context or {})})
     found = ServedChannel(version, version.quotas, "served").recommend([query], k, [set(history)])[0]
     out = pd.DataFrame({"item_id": found.item_ids, "score": found.scores, "channel": found.channels})
     out = out.join(version.bundle.items, on="item_id")
     out.attrs["known_user"] = str(user_id) in version.profiles  # else served from features alone
+    out.attrs["version"] = version.version
     return out

@@ -96,3 +96,9 @@ def test_the_service_imports_no_training_code():
             "print([m for m in ('torch', 'gensim', 'embrecall.training', 'embrecall.pipeline') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_config_names_exactly_the_channels_a_bundle_can_serve():
+    from embrecall.config import SERVED_CHANNELS
+    from embrecall.models.stored import STORED as LOADERS
+    assert set(SERVED_CHANNELS) == {"two_tower", *LOADERS}

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from embrecall.evaluation.protocol import popularity_profile
+from embrecall.export import Bundle
 from embrecall.models.channel import UserQuery
 from embrecall.serve.cache import VectorCache
 from embrecall.serve.service import ServedChannel, ServingVersion
@@ -51,18 +53,15 @@ def _coverage(lists: list[list[str]], version: ServingVersion) -> float:
     return len({i for items in lists for i in items}) / max(len(version.index), 1)
 
 
-def _popularity(version: ServingVersion, lists: list[list[str]]) -> float | None:
+def _popularity(version: ServingVersion, lists: list[list[str]], k: int) -> float | None:
     """Mean popularity percentile (1 = most popular) of the recommended items, by this version's counts."""
     popular = version.bundle.channels.get("popular")
     if popular is None:
         return None
-    ranked = popular.item_ids_  # type: ignore[attr-defined]
-    pct = {item: 1.0 - i / max(len(ranked) - 1, 1) for i, item in enumerate(ranked)}
-    slots = [pct.get(i, 0.0) for items in lists for i in items]
-    return float(np.mean(slots)) if slots else None
+    return popularity_profile(lists, popular.item_ids_, k)[f"popularity_pct@{k}"]  # type: ignore[attr-defined]
 
 
-def drift_report(candidate: Path | str, active: Path | str, users: int = 500, items: int = 500, k: int = 100,
+def drift_report(candidate: Bundle | Path | str, active: Bundle | Path | str, users: int = 500, items: int = 500, k: int = 100,
                  seed: int = 0) -> dict[str, float | int | str | None]:
     """Overlap of the served top-``k`` for up to ``users`` sampled users known to both versions,
     the share of up to ``items`` sampled items whose nearest neighbours changed by more than half,
@@ -80,8 +79,8 @@ def drift_report(candidate: Path | str, active: Path | str, users: int = 500, it
             f"top{k}_overlap": float(np.mean(overlap)) if overlap else None,
             "items": len(picked), "neighbours_changed": float(np.mean(changed)) if changed else None,
             f"coverage@{k}_active": _coverage(old_lists, old), f"coverage@{k}_candidate": _coverage(new_lists, new),
-            f"popularity_pct@{k}_active": _popularity(old, old_lists),
-            f"popularity_pct@{k}_candidate": _popularity(new, new_lists)}
+            f"popularity_pct@{k}_active": _popularity(old, old_lists, k),
+            f"popularity_pct@{k}_candidate": _popularity(new, new_lists, k)}
 
 
 def describe_drift(report: dict) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -56,7 +58,7 @@ def evaluate_channel(channel: Channel, split: Split, ks: list[int], *, on: str =
             ranks[row] = items.index(target)
     auc = {"AUC": sampled_auc(channel, queries, exclude, target_items, catalog)} if isinstance(channel, Scorer) else {}
     return {**ranking_metrics(ranks, top_lists, len(catalog), ks), **auc,
-            **popularity_profile(top_lists, history["item_id"], max(ks)),
+            **popularity_profile(top_lists, history["item_id"].value_counts().index, max(ks)),
             **reachability(target_items, exclude, catalog)}
 
 
@@ -96,14 +98,14 @@ def reachability(targets: np.ndarray, exclude: list[set[str]], catalog: set[str]
             "hit_ceiling": 1.0 - (outside + seen) / n}
 
 
-def popularity_profile(top_lists: list[list[str]], history_items: pd.Series, k: int) -> dict[str, float]:
-    """How popular recommended items are: ``long_tail@k`` is the share of recommended slots
-    outside the head (the most popular items that make up 20 % of the catalog);
-    ``popularity_pct@k`` the mean popularity percentile of recommended items (1 = most popular)."""
-    counts = history_items.value_counts()
-    n = len(counts)
-    pct = pd.Series(1.0 - np.arange(n) / max(n - 1, 1), index=counts.index)
-    head = set(counts.index[: max(1, int(0.2 * n))])
+def popularity_profile(top_lists: list[list[str]], ranked: Sequence[str], k: int) -> dict[str, float]:
+    """How popular recommended items are, given the catalog ``ranked`` most popular first:
+    ``long_tail@k`` is the share of recommended slots outside the head (the most popular items
+    that make up 20 % of the catalog); ``popularity_pct@k`` the mean popularity percentile of
+    recommended items (1 = most popular)."""
+    n = len(ranked)
+    pct = pd.Series(1.0 - np.arange(n) / max(n - 1, 1), index=pd.Index(ranked, dtype=object))
+    head = set(ranked[: max(1, int(0.2 * n))])
     slots = [item for items in top_lists for item in items[:k]]
     if not slots:
         return {f"long_tail@{k}": 0.0, f"popularity_pct@{k}": 0.0}

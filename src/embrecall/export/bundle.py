@@ -199,7 +199,7 @@ class Bundle:
 
     def channel(self) -> EmbeddingChannel:
         """The two-tower channel of this version: ONNX user tower + the bundle's index."""
-        return EmbeddingChannel("two_tower", self.encoders, self.users, self.user_tower, self.index, self.item_vectors())
+        return EmbeddingChannel("two_tower", self.encoders, self.users, self.user_tower, self.index, self.item_vectors)
 
     def query(self, user_id: str, context: dict[str, Any] | None = None) -> UserQuery:
         """The query for a known user from the stored profile (unknown users get an empty history)."""

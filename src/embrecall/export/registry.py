@@ -127,12 +127,13 @@ class Registry:
             self._write([*self.history(), record], HISTORY)
             raise BundleError(f"version {version} not published: " + "; ".join(breaches)
                               + " (publish --force REASON overrides, and records the reason)")
-        Bundle.load(bundle_dir, verify=False).check()  # every artifact opened and run once: refused now, not when served
+        candidate = Bundle.load(bundle_dir, verify=False)
+        candidate.check()  # every artifact opened and run once: refused now, not when served
         if active is not None and drift_users > 0:
             from embrecall.evaluation.drift import drift_report  # the serving side, loaded only to compare
 
             try:
-                record["drift"] = drift_report(bundle_dir, active, users=drift_users, items=drift_users)
+                record["drift"] = drift_report(candidate, active, users=drift_users, items=drift_users)
             except Exception as err:  # a report that cannot be made is said, and does not hold the version back
                 record["drift"] = {"error": f"{type(err).__name__}: {err}"}
         self.root.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ training, the ONNX tower when a bundle is served, so both paths rank the same wa
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -22,14 +23,15 @@ UserEmbedder = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 class EmbeddingChannel:
     def __init__(self, name: str, encoders: Encoders, users: pd.DataFrame | None, embed_users: UserEmbedder,
-                 index: FaissIndex, item_vectors: np.ndarray):
-        """``item_vectors``: (n_items, D) in catalog order, what the index holds (for ``score``)."""
+                 index: FaissIndex, item_vectors: Callable[[], np.ndarray]):
+        """``item_vectors``: gives the (n_items, D) vectors the index holds, in catalog order; called
+        once, when ``score`` first needs them (a bundle reads them from disk only then)."""
         self.name = name
         self.encoders = encoders
         self.users = users
         self.embed_users = embed_users
         self.index = index
-        self.item_vectors = item_vectors
+        self._load_vectors = item_vectors
         self._item_ids = np.asarray(encoders.catalog_, dtype=object)
 
     def user_vectors(self, queries: Sequence[UserQuery]) -> np.ndarray:
@@ -39,6 +41,10 @@ class EmbeddingChannel:
         history = self.encoders.history_matrix([q.history for q in queries])
         inputs = self.encoders.encode_users(ids, self.users, context, history)
         return self.embed_users(inputs)
+
+    @cached_property
+    def item_vectors(self) -> np.ndarray:
+        return self._load_vectors()
 
     def score(self, queries: Sequence[UserQuery], items: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """Inner products of each user's vector with its items' vectors (-inf outside the catalog)."""

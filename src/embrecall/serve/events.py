@@ -32,6 +32,7 @@ import redis
 
 from embrecall.errors import Unavailable
 from embrecall.serve.schemas import UserEvent
+from embrecall.serve.stream_ids import as_text, entry_order
 
 __all__ = ["Histories", "MemoryHistories", "RedisHistories", "Stamped"]
 
@@ -93,15 +94,6 @@ return out
 """
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _order(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
 class RedisHistories:
     """Histories in Redis with local copies kept current by the event stream (see the module)."""
 
@@ -141,7 +133,7 @@ class RedisHistories:
         except (redis.RedisError, OSError) as err:
             self._failed()
             raise Unavailable(f"events cannot be stored now (Redis: {err}); send them again") from err
-        self._apply([(_text(i), e.user_id, ts, e.item_id) for i, e, ts in zip(ids, events, times)])
+        self._apply([(as_text(i), e.user_id, ts, e.item_id) for i, e, ts in zip(ids, events, times)])
         return len(events)
 
     # ------------------------------------------------------------------ reading
@@ -152,7 +144,7 @@ class RedisHistories:
 
     @staticmethod
     def _parse(raw: bytes | str) -> tuple[str, int, str]:
-        entry_id, ts, item = _text(raw).split(" ", 2)
+        entry_id, ts, item = as_text(raw).split(" ", 2)
         return entry_id, int(ts), item
 
     def recent(self, user_ids: Sequence[str]) -> list[list[Stamped]]:
@@ -173,7 +165,7 @@ class RedisHistories:
                 for u, raw in zip(missing, lists):
                     found[u] = [self._parse(r) for r in raw]
                     newest = found[u][-1][0] if found[u] else "0-0"
-                    if _order(self._latest.get(u, "0-0")) <= _order(newest):  # else read before an event the
+                    if entry_order(self._latest.get(u, "0-0")) <= entry_order(newest):  # else read before an event the
                         self._local[u] = list(found[u])                          # stream has delivered since
                         self._local.move_to_end(u)
                 while len(self._local) > self.local_users:
@@ -188,11 +180,11 @@ class RedisHistories:
             for eid, user, ts, item in events:
                 if self._active is not None:
                     self._active.add(user)
-                if _order(eid) > _order(self._latest.get(user, "0-0")):
+                if entry_order(eid) > entry_order(self._latest.get(user, "0-0")):
                     self._latest[user] = eid
                     self._latest.move_to_end(user)
                 held = self._local.get(user)
-                if held is not None and (not held or _order(eid) > _order(held[-1][0])):  # else it holds it
+                if held is not None and (not held or entry_order(eid) > entry_order(held[-1][0])):  # else it holds it
                     held.append((eid, ts, item))
                     del held[:-self.keep]
             while len(self._latest) > self.local_users:
@@ -203,10 +195,10 @@ class RedisHistories:
         out = []
         for entry_id, fields in entries:
             try:
-                out.append((_text(entry_id), _text(fields[b"user_id"]), int(fields[b"timestamp"]),
-                            _text(fields[b"item_id"])))
+                out.append((as_text(entry_id), as_text(fields[b"user_id"]), int(fields[b"timestamp"]),
+                            as_text(fields[b"item_id"])))
             except (KeyError, ValueError, UnicodeDecodeError):
-                log.error("user events: malformed entry %s in %s skipped", _text(entry_id), self.stream)
+                log.error("user events: malformed entry %s in %s skipped", as_text(entry_id), self.stream)
         return out
 
     def poll(self, start: str = ">", block_ms: int | None = 100, count: int = 512) -> int:
@@ -232,7 +224,7 @@ class RedisHistories:
         while self.poll("0", block_ms=None):
             pass
         prefix = f"{self.stream}:h:"
-        active = {_text(k)[len(prefix):] for k in self._follower.scan_iter(match=prefix + "*", count=10_000)}
+        active = {as_text(k)[len(prefix):] for k in self._follower.scan_iter(match=prefix + "*", count=10_000)}
         with self._lock:
             self._active = active | (self._active or set())
 

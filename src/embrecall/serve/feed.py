@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from embrecall.errors import DataError, Unavailable
 from embrecall.serve.schemas import ItemChange
 from embrecall.serve.state import ServiceState
+from embrecall.serve.stream_ids import as_text, entry_order
 
 __all__ = ["ChangeFeed", "send_item_change"]
 
@@ -47,16 +48,6 @@ def send_item_change(client, stream: str, op: str, item_id: str,
     fields = {"op": op, "item_id": item_id, "attributes": json.dumps(dict(attributes or {}))}
     entry = client.xadd(stream, fields)
     return entry.decode() if isinstance(entry, bytes) else entry
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _order(entry_id: bytes | str) -> tuple[int, int]:
-    """A stream entry id as (milliseconds, sequence), to compare ids."""
-    ms, _, seq = _text(entry_id).partition("-")
-    return int(ms), int(seq or 0)
 
 
 class ChangeFeed:
@@ -81,7 +72,7 @@ class ChangeFeed:
     def _parse(self, entry_id: bytes, fields: Mapping[bytes, bytes]) -> ItemChange | None:
         """The entry as a change, or None once a malformed one is set aside."""
         try:
-            raw = {_text(k): _text(v) for k, v in fields.items()}
+            raw = {as_text(k): as_text(v) for k, v in fields.items()}
             change = ItemChange.model_validate({"op": raw.get("op"), "item_id": raw.get("item_id"),
                                                 "attributes": json.loads(raw.get("attributes", "{}"))})
         except (ValueError, UnicodeDecodeError) as err:  # pydantic's ValidationError and JSON errors included
@@ -92,7 +83,7 @@ class ChangeFeed:
         return change
 
     def _set_aside(self, entry_id: bytes, fields: Mapping[bytes, bytes], reason: str) -> None:
-        log.error("bad change-feed entry %s (%s): moved to %s:dead", _text(entry_id), reason, self.stream)
+        log.error("bad change-feed entry %s (%s): moved to %s:dead", as_text(entry_id), reason, self.stream)
         self.client.xadd(f"{self.stream}:dead", {**fields, b"error": reason})
         self.dead += 1
 
@@ -141,14 +132,14 @@ class ChangeFeed:
         ended; returns the entries replayed.  The group sits at the stream's start meanwhile, so no
         replica trims what this one has still to read."""
         self._create_group("0")
-        at = _text(self.client.get(f"{self.stream}:snapshot:at") or "0-0")
-        snapshot = {_text(k): json.loads(v) for k, v in self.client.hgetall(f"{self.stream}:snapshot").items()}
+        at = as_text(self.client.get(f"{self.stream}:snapshot:at") or "0-0")
+        snapshot = {as_text(k): json.loads(v) for k, v in self.client.hgetall(f"{self.stream}:snapshot").items()}
         changes: dict[str, Change] = dict(snapshot)
         self.position, start, replayed = at, "(" + at, 0
         while batch := self.client.xrange(self.stream, min=start, max="+", count=10_000):
             changes.update(self._changes_of(batch))
             replayed += len(batch)
-            self.position = _text(batch[-1][0])
+            self.position = as_text(batch[-1][0])
             start = "(" + self.position
         self._apply(changes)
         self.client.xgroup_setid(self.stream, self.group, self.position)
@@ -174,9 +165,9 @@ class ChangeFeed:
             return 0
         self._apply(self._changes_of(entries))
         self.client.xack(self.stream, self.group, *[entry_id for entry_id, _ in entries])
-        self.position = _text(entries[-1][0])
+        self.position = as_text(entries[-1][0])
         self.applied += len(entries)
-        self.lag_ms = time.time() * 1000 - _order(entries[-1][0])[0]
+        self.lag_ms = time.time() * 1000 - entry_order(entries[-1][0])[0]
         return len(entries)
 
     def compact(self) -> int:
@@ -185,10 +176,10 @@ class ChangeFeed:
         floors = []
         for group in self.client.xinfo_groups(self.stream):
             if group["pending"]:
-                floors.append(_text(self.client.xpending(self.stream, group["name"])["min"]))
+                floors.append(as_text(self.client.xpending(self.stream, group["name"])["min"]))
             else:
-                floors.append(_text(group["last-delivered-id"]))
-        floor = min(floors, key=_order) if floors else None
+                floors.append(as_text(group["last-delivered-id"]))
+        floor = min(floors, key=entry_order) if floors else None
         return int(self.client.xtrim(self.stream, minid=floor, approximate=False)) if floor else 0
 
     def _write_snapshot(self) -> None:
@@ -198,7 +189,7 @@ class ChangeFeed:
             try:
                 pipe.watch(at_key)
                 current = pipe.get(at_key)
-                if current is not None and _order(current) >= _order(self.position):
+                if current is not None and entry_order(current) >= entry_order(self.position):
                     return
                 pipe.multi()
                 pipe.delete(key)

@@ -52,12 +52,12 @@ def _filterable(items: pd.DataFrame) -> list[str]:
 
 
 class ServingVersion:
-    def __init__(self, bundle_path: Path | str, cache: VectorCache | None = None,
+    def __init__(self, bundle: Bundle | Path | str, cache: VectorCache | None = None,
                  quotas: Mapping[str, float] | None = None, milvus_uri: str | None = None,
                  histories: Histories | None = None):
         """``milvus_uri``: serve from a Milvus collection of this version's items (created on first use)
         instead of the in-process FAISS index; ``histories``: users' events since (see ``serve.events``)."""
-        self.bundle = Bundle.load(bundle_path)
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         self.version = self.bundle.version
         self.profiles = UserProfiles(self.bundle.encoders, self.bundle.users)
         catalog = list(self.bundle.encoders.catalog_)

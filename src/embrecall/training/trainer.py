@@ -66,7 +66,7 @@ def two_tower_channel(model: TwoTower, encoders: Encoders, users: pd.DataFrame |
             return model.user({k: torch.from_numpy(v) for k, v in inputs.items()}).numpy()
 
     index = FaissIndex.build(vectors, index_cfg or IndexConfig(kind="flat"))
-    return EmbeddingChannel("two_tower", encoders, users, embed, index, vectors)
+    return EmbeddingChannel("two_tower", encoders, users, embed, index, lambda: vectors)
 
 
 def _mixed_loss(cfg: Config, model: TwoTower, ex: Examples, rows: np.ndarray, user: torch.Tensor,
