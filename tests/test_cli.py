@@ -95,3 +95,28 @@ def test_every_channel_has_validation_figures(tmp_path):
     assert runner.invoke(app, ["evaluate", "--channel", "popular", "--json", str(tmp_path / "t.json"), *TINY]).exit_code == 0
     test = json.loads((tmp_path / "t.json").read_text())
     assert valid["popular"]["HR@10"] != test["popular"]["HR@10"]  # other targets, other history
+
+
+def test_evaluate_per_scene_gives_each_scene_its_row(tmp_path):
+    out = tmp_path / "m.json"
+    result = runner.invoke(app, ["evaluate", "--channel", "popular", "--per", "scene", "--json", str(out),
+                                 "--set", "data.synthetic.scenes=3", *TINY])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    scenes = [name for name in metrics if name.startswith("popular [scene=")]
+    assert scenes == ["popular [scene=s0]", "popular [scene=s1]", "popular [scene=s2]"]
+    assert sum(metrics[s]["targets"] for s in scenes) == metrics["popular"]["targets"]
+    assert "scene=" in result.output  # the column names are text, not rich markup
+    missing = runner.invoke(app, ["evaluate", "--channel", "popular", "--per", "brand", *TINY])
+    assert missing.exit_code == 2 and "evaluate.per names 'brand'" in missing.output
+
+
+def test_evaluate_target_ranks_an_item_attribute(tmp_path):
+    out = tmp_path / "m.json"
+    result = runner.invoke(app, ["evaluate", "--target", "category", "--json", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert list(metrics) == ["two_tower", "history", "popular"] and metrics["popular"]["values"] == 20
+    assert "entity recall of category" in result.output
+    refused = runner.invoke(app, ["evaluate", "--target", "category", "--channel", "itemcf", *TINY])
+    assert refused.exit_code == 2 and "--target" in refused.output

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from embrecall.config import Config, SyntheticConfig, load_config, validated
-from embrecall.errors import EmbrecallError
+from embrecall.errors import ConfigError, EmbrecallError, GateBreach
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Embedding-based candidate retrieval: train two-tower models, index items, evaluate, recommend.")
@@ -36,13 +36,17 @@ def _metrics_table(metrics: dict[str, dict[str, Any]], ks: list[int], title: str
     table = Table(title=title)
     table.add_column("metric")
     for name in metrics:
-        table.add_column(name, justify="right")
-    rows = [f"HR@{k}" for k in ks] + [f"NDCG@{k}" for k in ks] + ["MRR", "AUC", "avg_position@100"] + \
+        table.add_column(escape(name), justify="right")  # "two_tower [scene=s1]" is not markup
+    rows = [f"HR@{k}" for k in ks] + [f"NDCG@{k}" for k in ks] + ["MRR", "AUC", "AUC_shown", "avg_position@100"] + \
         [f"coverage@{k}" for k in ks]
+    if len({m.get("targets") for m in metrics.values()}) > 1:  # rows of a part of the targets (a scene)
+        table.add_row("targets", *[f"{m['targets']:,.0f}" if "targets" in m else "" for m in metrics.values()])
     for r in rows:
-        table.add_row(r, *[f"{m[r]:.4f}" if r in m else "" for m in metrics.values()])
+        if any(r in m for m in metrics.values()):
+            table.add_row(r, *[f"{m[r]:.4f}" if r in m else "" for m in metrics.values()])
     for key, label, fmt in (("train_seconds", "train time (s)", "{:.1f}"), ("peak_rss_mb", "peak RSS (MB)", "{:.0f}")):
-        table.add_row(label, *[fmt.format(m[key]) if key in m else "" for m in metrics.values()])
+        if any(key in m for m in metrics.values()):
+            table.add_row(label, *[fmt.format(m[key]) if key in m else "" for m in metrics.values()])
     return table
 
 
@@ -74,12 +78,13 @@ def _recommendations_table(frame, user_id: str, version: str) -> Table:
 
 
 def _run(fn):
-    """Print embrecall errors as one clear message (exit 2) instead of a traceback."""
+    """Print embrecall errors as one clear message instead of a traceback: exit 3 when a gate
+    refused (downstream tasks should stop), 2 for every other error."""
     try:
         return fn()
     except EmbrecallError as err:
         console.print(f"[bold red]error:[/] {escape(str(err))}", soft_wrap=True)  # '[data]' is text, not markup
-        raise typer.Exit(2) from None
+        raise typer.Exit(3 if isinstance(err, GateBreach) else 2) from None
 
 
 @app.command()
@@ -92,6 +97,8 @@ def train(config: ConfigOpt = None, set: SetOpt = None, out: Annotated[Optional[
     def go() -> None:
         cfg = _config(config, set, **{"out": out, "train.epochs": epochs, "train.seed": seed})
         report = run_train(cfg, show_progress=progress)
+        if report.bundle is None:  # a torchrun rank other than 0: rank 0 reports
+            return
         if report.metrics:
             console.print(_metrics_table(report.metrics, cfg.evaluate.ks, "test metrics (BENCHMARK.md)"))
         console.print(f"best epoch {report.best_epoch}, training {report.seconds:.1f} s")
@@ -109,14 +116,32 @@ def evaluate(config: ConfigOpt = None, set: SetOpt = None,
              cold: Annotated[bool, typer.Option("--cold/--no-cold", help="Add the cold-item evaluation.")] = False,
              on: Annotated[str, typer.Option(help="test, or validation: fitted on train, measured on the validation "
                                                   "targets (to choose settings by).")] = "test",
+             per: Annotated[Optional[list[str]], typer.Option(
+                 help="An event column (such as scene): metrics for each of its values too (evaluate.per); "
+                      "repeatable.")] = None,
+             target: Annotated[str, typer.Option(
+                 help="item, or an item attribute such as category: rank its values for each user (entity "
+                      "recall) against the held-out item's value.")] = "item",
              progress: ProgressOpt = True) -> None:
     """Run the BENCHMARK.md protocol on one or more channels and print a table."""
     from embrecall.evaluation.report import write_report
     from embrecall.pipeline import evaluate as run_evaluate
-    from embrecall.pipeline import evaluate_cold_items
+    from embrecall.pipeline import evaluate_cold_items, evaluate_entity_recall
 
     def go() -> None:
-        cfg = _config(config, set, **{"train.seed": seed})
+        cfg = _config(config, set, **{"train.seed": seed, "evaluate.per": json.dumps(per) if per else None})
+        if target != "item":
+            if channel or cold or report or per:
+                raise ConfigError("--target ranks attribute values with two_tower, history and popular: it takes "
+                                  "no --channel, --cold, --report or --per")
+            found = evaluate_entity_recall(cfg, target, bundle, on=on, show_progress=progress)
+            console.print(f"{on}: {next(iter(found.values()))['targets']:,.0f} targets whose item has a {target}, "
+                          f"{next(iter(found.values()))['values']:,.0f} values of {target}")
+            console.print(_metrics_table(found, cfg.evaluate.ks, f"{on} entity recall of {target} (BENCHMARK.md)"))
+            if json_out:
+                json_out.write_text(json.dumps(found, indent=2))
+                console.print(f"metrics written to {json_out}")
+            return
         metrics = run_evaluate(cfg, channel, bundle, on=on, show_progress=progress)
         console.print(_split_line(next(iter(metrics.values()))).replace("test:", f"{on}:", 1))
         console.print(_metrics_table(metrics, cfg.evaluate.ks, f"{on} metrics (BENCHMARK.md)"))
@@ -171,7 +196,6 @@ def init(data: Annotated[Path, typer.Argument(help="A log (CSV, TSV or Parquet) 
          out: Annotated[Path, typer.Option(help="Where to write the config.")] = Path("embrecall.toml"),
          force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False) -> None:
     """Look at a log and write a commented config that runs as it is."""
-    from embrecall.errors import ConfigError
     from embrecall.starter import starter_config
 
     def go() -> None:
@@ -308,6 +332,26 @@ def publish(bundle: Annotated[Path, typer.Argument(help="The bundle to activate.
         if drift:
             said = f"no drift report: {drift['error']}" if "error" in drift else describe_drift(drift)
             console.print(escape(said), soft_wrap=True)
+    _run(go)
+
+
+@app.command("check-data")
+def check_data(config: ConfigOpt = None, set: SetOpt = None,
+               registry: Annotated[Path, typer.Option(help="The registry folder.")] = Path("registry"),
+               sigma: Annotated[float, typer.Option(min=0, help="Refuse a daily volume this many σ off.")] = 3.0,
+               window: Annotated[int, typer.Option(min=1, help="Published versions to compare with.")] = 5) -> None:
+    """Compare the config's log with the training logs of the last published versions (events, users
+    and items per day; the share of items the active version lacks) before training on it: exit 3
+    with each breach, so that a scheduler halts train and publish."""
+    from embrecall.export.registry import Registry
+    from embrecall.pipeline import read_split
+
+    def go() -> None:
+        cfg = _config(config, set)
+        _, split = read_split(cfg, show_progress=False)  # what a bundle's profile is counted on: train + validation
+        figures = Registry(registry).check_volumes(split.train_full, sigma=sigma, window=window)
+        console.print("data volumes in line with the published versions: "
+                      + ", ".join(f"{k} {v:.4g}" for k, v in figures.items()))
     _run(go)
 
 

@@ -62,6 +62,10 @@ class SyntheticConfig(_Strict):
     categories: int = Field(20, ge=1)
     cities: int = Field(10, ge=1)
     impressions: int = Field(0, ge=0)  # shown-but-not-clicked rows per click (event 'impression'; clicks 'click')
+    # Scenes (an event column 'scene': s0 the largest, each next one ~0.45 times the one before), each
+    # with its own featured categories and its own popular items inside a category; 0: no scene column.
+    scenes: int = Field(0, ge=0, le=26)
+    interests: bool = False  # users get an 'interests' column: their favourite categories and two noise tags
     seed: int = 0
 
     @model_validator(mode="after")
@@ -150,6 +154,10 @@ class CategoricalFeature(_FeatureBase):
     kind: Literal["categorical"]
     min_count: int = Field(1, ge=1)
     source: Literal["table", "event"] = "table"  # event: read from the interaction row (context)
+    # Share of training rows that see the value as unknown: the unknown row then learns the behaviour
+    # over all values, which is what a value too rare for its own row (min_count) or never seen gets
+    # (a small scene served by the global model's behaviour).
+    mask_rate: float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class HashedFeature(_FeatureBase):
@@ -170,12 +178,14 @@ class NumericFeature(_FeatureBase):
 
 
 class MultiFeature(_FeatureBase):
-    """A multi-valued column (genres, tags) separated by ``sep``; embeddings are mean-pooled."""
+    """A multi-valued column (genres, tags) separated by ``sep``; embeddings are mean-pooled, or
+    (``pool = "attention"``) weighted by a learned attention over the values (58.com's interest tags)."""
 
     kind: Literal["multi"]
     sep: str = "|"
     max_len: int = Field(16, ge=1)
     min_count: int = Field(1, ge=1)
+    pool: Literal["mean", "attention"] = "mean"
 
 
 class HistoryFeature(_FeatureBase):
@@ -290,6 +300,9 @@ class ModelConfig(_Strict):
     """Tower shape: per-feature embeddings -> concat -> MLP -> L2-normalised output."""
 
     item_embedding_dim: int = Field(64, ge=1)  # the item-id table shared by item tower and history
+    # Start the item-id table from item2vec vectors of the training events (channels.item2vec's settings,
+    # its dim set to item_embedding_dim): fine-tuned with the rest, or frozen; none: random.
+    pretrained_items: Literal["none", "fine_tune", "frozen"] = "none"
     hidden: list[int] = [256]
     output_dim: int = Field(64, ge=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
@@ -460,6 +473,7 @@ class EvalConfig(_Strict):
 
     ks: list[Annotated[int, Field(ge=1, le=10_000)]] = Field([10, 20, 50, 100], min_length=1)
     cold_quantile: float = Field(0.5, gt=0.0, lt=1.0)  # cold-item evaluation: test period starts at this time quantile
+    per: list[str] = []  # event columns (such as scene) whose every value also gets its own row of metrics
 
 
 class SearchDim(_Strict):

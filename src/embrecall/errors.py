@@ -5,12 +5,13 @@
     ├── ConfigError           the run configuration is invalid (names the field)
     ├── NotFittedError        a model or encoder is used before ``fit``
     ├── BundleError           a bundle on disk is missing, incomplete or incompatible
+    ├── GateBreach            figures out of line with earlier versions: downstream tasks should stop (exit 3)
     └── Unavailable           a backing store (Redis) cannot take a change now; the service answers 503
 """
 
 from __future__ import annotations
 
-__all__ = ["EmbrecallError", "DataError", "ConfigError", "NotFittedError", "BundleError", "Unavailable"]
+__all__ = ["EmbrecallError", "DataError", "ConfigError", "NotFittedError", "BundleError", "GateBreach", "Unavailable"]
 
 
 class EmbrecallError(Exception):
@@ -42,6 +43,15 @@ class NotFittedError(EmbrecallError):
 
 class BundleError(EmbrecallError):
     """A bundle directory cannot be loaded or does not match what it is used with."""
+
+
+class GateBreach(EmbrecallError):
+    """A gate refused (a publish, or an incoming log whose volumes are off): the CLI exits 3, not 2,
+    so a scheduler halts the tasks after it rather than retrying a failure (DeWu's anomaly blocking)."""
+
+    def __init__(self, message: str, breaches: list[str]):
+        self.breaches = breaches
+        super().__init__(message)
 
 
 class Unavailable(EmbrecallError):

@@ -22,11 +22,15 @@ from embrecall.data import Dataset, Split, load_dataset, split_dataset
 from embrecall.data.split import cold_item_split
 from embrecall.errors import ConfigError, DataError
 from embrecall.evaluation import evaluate_channel
+from embrecall.evaluation.entities import evaluate_entities
+from embrecall.evaluation.protocol import split_by
 from embrecall.export import Bundle
 from embrecall.export.writer import write_bundle
 from embrecall.models.channel import Channel, StoredChannel, UserQuery
 from embrecall.models.dither import Dithered
 from embrecall.models.ease import Ease
+from embrecall.models.embedding_channel import EmbeddingChannel
+from embrecall.models.entities import Entities, EntityRecall, HistoryEntities
 from embrecall.models.item2vec import Item2Vec
 from embrecall.models.itemcf import ItemCF
 from embrecall.models.merge import Merged
@@ -35,10 +39,11 @@ from embrecall.models.stored import STORED
 from embrecall.serve.cache import VectorCache
 from embrecall.serve.service import ServedChannel, ServingVersion
 from embrecall.progress import note, step
+from embrecall.training.distributed import join_from_env, leave
 from embrecall.training.examples import Examples
 from embrecall.training.trainer import FitResult, fit_two_tower, item_vectors, two_tower_channel
 
-__all__ = ["TrainReport", "read_split", "train", "evaluate", "evaluate_cold_items", "build_channel", "fit_channel",
+__all__ = ["TrainReport", "read_split", "train", "evaluate", "evaluate_entity_recall", "evaluate_cold_items", "build_channel", "fit_channel",
            "recommend", "CHANNELS"]
 
 CHANNELS = ("two_tower", "popular", "item2vec", "itemcf", "ease", "merged", "served")
@@ -52,7 +57,7 @@ def peak_rss_mb() -> float:
 
 @dataclass
 class TrainReport:
-    bundle: Path
+    bundle: Path | None  # None on the ranks other than 0 of a torchrun (rank 0 writes the bundle)
     metrics: dict[str, dict[str, float]]
     best_epoch: int
     log: list[dict[str, float]] = field(default_factory=list)
@@ -102,16 +107,25 @@ def _fit_protocol(cfg: Config, data: Dataset, split: Split, show_progress: bool)
 def train(cfg: Config, *, show_progress: bool = True) -> TrainReport:
     """Read the data, fit the two-tower model under the protocol, evaluate it and popularity on
     the test targets, and write a bundle under ``cfg.out``.  The bundle's model is the one
-    the metrics describe: trained on train + validation, never on test events."""
+    the metrics describe: trained on train + validation, never on test events.
+
+    Under ``torchrun`` every rank reads the data and trains its slice of each batch
+    (``training.distributed``); then rank 0 alone evaluates and writes the bundle."""
+    r = join_from_env()
+    show_progress = show_progress and r.main
     data, split = read_split(cfg, show_progress)
     fit, seconds = _fit_protocol(cfg, data, split, show_progress)
+    if r.world > 1:
+        leave()
+        if not r.main:
+            return TrainReport(None, {}, fit.best_epoch, fit.log, seconds)
     history = split.train_full if cfg.train.refit else split.train
     metrics: dict[str, dict[str, float]] = {}
     with step("embedding the catalog and evaluating on test", show_progress):
         vectors = item_vectors(fit.model, Examples(history, fit.encoders, data.users, data.items))
         channel = two_tower_channel(fit.model, fit.encoders, data.users, vectors, cfg.index)
         if len(split.test):
-            metrics["two_tower"] = {**evaluate_channel(channel, split, cfg.evaluate.ks),
+            metrics["two_tower"] = {**evaluate_channel(channel, split, cfg.evaluate.ks, exposures=data.exposures),
                                     "train_seconds": seconds, "peak_rss_mb": peak_rss_mb()}
             metrics["popular"] = evaluate_channel(Popular().fit(split.train_full), split, cfg.evaluate.ks)
     served = [n for n in dict.fromkeys([*cfg.channels.serve, cfg.channels.fallback]) if n not in (None, "two_tower")]
@@ -176,7 +190,8 @@ def evaluate(cfg: Config, channels: list[str] | None = None, bundle: Path | None
 
     With ``bundle``, the channels that bundle serves (and ``served``, their quota merge; by default
     just those) run as the service runs them: the version made live, its live index and merge;
-    the others are fitted here under the protocol.  ``on = "validation"``: every channel fitted on train
+    the others are fitted here under the protocol.  Each value of an ``evaluate.per`` column (a
+    scene) adds a row per channel, ``"<channel> [scene=<value>]"``.  ``on = "validation"``: every channel fitted on train
     and measured on the validation targets, the figures to choose settings by.  Each row carries
     its fitting time (for ``merged``, only what was not already fitted for another row) and the
     process's peak memory so far (so it depends on the rows before it); with
@@ -204,8 +219,40 @@ def evaluate(cfg: Config, channels: list[str] | None = None, bundle: Path | None
         if cfg.channels.dither_epsilon > 1:
             channel = Dithered(channel, cfg.channels.dither_epsilon, seed=cfg.train.seed)
         with step(f"evaluating {name}", show_progress):
-            out[name] = {**evaluate_channel(channel, split, cfg.evaluate.ks), "train_seconds": fitted,
-                         "peak_rss_mb": peak_rss_mb()}
+            out[name] = {**evaluate_channel(channel, split, cfg.evaluate.ks, exposures=data.exposures),
+                         "train_seconds": fitted, "peak_rss_mb": peak_rss_mb()}
+            for column in cfg.evaluate.per:
+                for value, part in split_by(split, column).items():
+                    out[f"{name} [{column}={value}]"] = evaluate_channel(channel, part, cfg.evaluate.ks,
+                                                                         exposures=data.exposures)
+    return out
+
+
+def evaluate_entity_recall(cfg: Config, attribute: str, bundle: Path | None = None, *, on: str = "test",
+                           show_progress: bool = True) -> dict[str, dict[str, float]]:
+    """Entity recall (u2c) of an item attribute: the two-tower model's ranking of its values (as
+    the bundle serves it, with ``bundle``) beside the user's own recent values and the most
+    clicked ones, on the held-out item's values (``evaluation.entities``)."""
+    if on not in ("test", "validation"):
+        raise ConfigError(f"evaluate on 'test' or 'validation', not {on!r}")
+    if on == "validation" and bundle is not None:
+        raise ConfigError("a bundle was trained on the validation events: evaluate it on test, or leave --bundle out")
+    data, split = read_split(cfg, show_progress)
+    if on == "validation":
+        split = split.validation_view()
+    if bundle is not None:
+        tower: Channel = ServingVersion(bundle, VectorCache(size=0)).entity_recall(attribute)
+    else:
+        fitted = build_channel("two_tower", cfg, data, split, show_progress=show_progress)
+        assert isinstance(fitted, EmbeddingChannel)
+        entities = Entities.of(attribute, data.items, list(fitted.encoders.catalog_))  # type: ignore[arg-type]
+        tower = EntityRecall(entities, fitted.user_vectors, fitted.item_vectors, cfg.train.temperature)
+    rows = {"two_tower": tower, "history": HistoryEntities(data.items, attribute, split.train_full),
+            "popular": HistoryEntities(data.items, attribute, split.train_full, history=0)}
+    out = {}
+    for name, channel in rows.items():
+        with step(f"evaluating {name} on {attribute}", show_progress):
+            out[name] = evaluate_entities(channel, split, data.items, attribute, cfg.evaluate.ks)
     return out
 
 

@@ -61,3 +61,29 @@ def test_evaluate_reports_auc_for_channels_that_score_and_the_average_position(w
     split = Split(train=train, valid=train.iloc[:0], train_full=train, test=test)
     metrics = evaluate_channel(Popular().fit(train), split, [10, 100])
     assert 0.0 <= metrics["AUC"] <= 1.0 and "avg_position@100" in metrics
+
+
+def test_auc_against_shown_items_takes_what_was_shown_since_the_last_click_and_agrees_with_sklearn():
+    import pandas as pd
+    from embrecall.data.split import Split
+    from embrecall.evaluation.protocol import shown_auc, shown_items
+    train = pd.DataFrame({"user_id": ["u", "u", "v"], "item_id": ["a", "b", "a"], "timestamp": [10, 20, 10]})
+    test = pd.DataFrame({"user_id": ["u", "v"], "item_id": ["t", "t"], "timestamp": [30, 30]})
+    shown = pd.DataFrame({"user_id": ["u", "u", "u", "u", "u", "v", "v"],
+                          "item_id": ["old", "x", "y", "b", "t", "z", "late"],
+                          "timestamp": [15, 25, 29, 25, 30, 12, 31]})
+    queries, exclude = build_queries(train, test)
+    got = shown_items(train, test, shown, exclude)
+    # u: after its last click (20) up to the target (30), less its own item b and the target; v: after 10
+    assert got == [["x", "y"], ["z"]]
+    scores = {"t": 0.5, "x": 0.9, "y": 0.1, "z": 0.2}
+
+    class Scores:
+        def score(self, qs, items):
+            return [np.asarray([scores[i] for i in wanted]) for wanted in items]
+
+    expected = np.mean([roc_auc_score([1, 0, 0], [0.5, 0.9, 0.1]), roc_auc_score([1, 0], [0.5, 0.2])])
+    assert shown_auc(Scores(), queries, test["item_id"].to_numpy(), got) == pytest.approx(expected)
+    split = Split(train=train, valid=train.iloc[:0], train_full=train, test=test)
+    metrics = evaluate_channel(Popular().fit(train), split, [10], exposures=shown)
+    assert "AUC_shown" in metrics and "AUC_shown" not in evaluate_channel(Popular().fit(train), split, [10])

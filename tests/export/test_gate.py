@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from embrecall import train
 from embrecall.cli import app
-from embrecall.errors import BundleError
+from embrecall.errors import GateBreach
 from embrecall.export.bundle import MANIFEST_HASH, sha256
 from embrecall.export.gate import data_profile, sigma_breaches
 from embrecall.export.registry import Registry
@@ -41,12 +41,12 @@ def test_a_registry_refuses_a_4_sigma_drop_and_half_the_events_and_names_each_br
     reg, made = Registry(tmp_path / "reg"), tmp_path / "made"
     for i, (hr, volume) in enumerate([(0.200, 1000), (0.205, 1010), (0.195, 990), (0.202, 1005)]):
         reg.publish(_variant(bundle, made, f"v{i}", hr, volume))
-    with pytest.raises(BundleError) as drop:  # mean 0.2005, σ 0.0042: 0.18 is 4.9σ below
+    with pytest.raises(GateBreach) as drop:  # mean 0.2005, σ 0.0042: 0.18 is 4.9σ below
         reg.publish(_variant(bundle, made, "v4", 0.180, 1000))
     assert re.search(r"two_tower\.HR@10 = 0\.18 is 4\.\dσ below the mean 0\.2005 of the last 4 published versions",
                      str(drop.value))
     assert "events_per_day" not in str(drop.value)
-    with pytest.raises(BundleError) as half:
+    with pytest.raises(GateBreach) as half:
         reg.publish(_variant(bundle, made, "v5", 0.201, 500))
     assert "events_per_day = 500 is" in str(half.value) and "below the mean 1001" in str(half.value)
     assert "HR@10" not in str(half.value)
@@ -65,7 +65,21 @@ def test_a_registry_refuses_a_4_sigma_drop_and_half_the_events_and_names_each_br
     assert shown.exit_code == 0 and shown.output.count("refused") == 2 and "forced:" in shown.output
     assert "metric change expected" in shown.output and "active" in shown.output
     refused = CliRunner().invoke(app, ["publish", str(made / "v5"), "--registry", str(reg.root)])
-    assert refused.exit_code == 2 and "not published" in refused.output and "Traceback" not in refused.output
+    assert refused.exit_code == 3 and "not published" in refused.output and "Traceback" not in refused.output
+
+
+def test_an_incoming_log_with_half_the_events_halts_before_training(bundle, tmp_path):
+    reg, made = Registry(tmp_path / "reg"), tmp_path / "made"
+    usual = json.loads((bundle / "manifest.json").read_text())["data"]["profile"]["events_per_day"]
+    for i, factor in enumerate([1.0, 1.01, 0.99, 1.005]):
+        reg.publish(_variant(bundle, made, f"v{i}", 0.2, usual * factor))
+    tiny = ["--set", "data.synthetic.users=300", "--set", "data.synthetic.items=200", "--registry", str(reg.root)]
+    same = CliRunner().invoke(app, ["check-data", "--set", "data.synthetic.events=6000", *tiny])
+    assert same.exit_code == 0, same.output
+    assert "in line" in same.output
+    half = CliRunner().invoke(app, ["check-data", "--set", "data.synthetic.events=3000", *tiny])
+    assert half.exit_code == 3 and "events_per_day" in half.output and "below the mean" in half.output
+    assert len(reg.history()) == 4  # a check is no publish attempt
 
 
 def test_too_little_history_or_a_flat_one_is_no_breach():

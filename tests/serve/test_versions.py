@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from embrecall import Bundle, train
-from embrecall.errors import BundleError, ConfigError
+from embrecall.errors import BundleError, ConfigError, GateBreach
 from embrecall.export.gate import parse_gate
 from embrecall.export.registry import Registry
 from embrecall.serve.app import create_app
@@ -30,7 +30,7 @@ def bundles(tmp_path_factory):
 
 def test_gate_refuses_a_version_below_the_bar(bundles, tmp_path):
     reg = Registry(tmp_path / "reg")
-    with pytest.raises(BundleError, match=r"not published: two_tower.HR@10 = 0\.\d+, gate needs >= 2.0"):
+    with pytest.raises(GateBreach, match=r"not published: two_tower.HR@10 = 0\.\d+, gate needs >= 2.0"):
         reg.publish(bundles[0], [parse_gate("HR@10>=2.0")])
     assert reg.active() is None
     with pytest.raises(ConfigError, match="is not of the form"):

@@ -3,8 +3,13 @@
 Users have a few favourite categories; items have a category, a city, a price and a title;
 popularity inside a category is Zipf-like (the item of rank r is drawn with probability ~1/r);
 each user's events come in sessions that stay in one category, seconds apart within a session
-and about a day apart between sessions.  Generation is vectorised and goes user chunk by user
-chunk, so ``write_parquet`` makes 10M events over 1M items in bounded memory.
+and about a day apart between sessions.  With ``scenes``, each session happens in one scene (DeWu's
+dozens of scenes served by one model): s0 is the largest, every next one about 0.45 times as large;
+half of a scene's sessions go to its featured categories, and each scene has its own popular items
+inside a category, so the scene changes what a user clicks.  With ``interests``, the user table holds
+each user's favourite categories mixed with a varying number of generic tags that say nothing.
+Generation is vectorised and goes user chunk by user chunk, so ``write_parquet`` makes 10M events
+over 1M items in bounded memory.
 """
 
 from __future__ import annotations
@@ -57,6 +62,13 @@ class _World:
         activity = rng.lognormal(0.0, 1.0, cfg.users)
         extra = max(0, cfg.events - cfg.users)
         self.user_events = 1 + rng.multinomial(extra, activity / activity.sum())
+        if cfg.scenes:  # drawn after everything else, so a log without scenes stays what it was
+            share = 0.45 ** np.arange(cfg.scenes)
+            self.scene_share = share / share.sum()
+            featured = max(1, cfg.categories // cfg.scenes)
+            self.scene_categories = np.stack([rng.choice(cfg.categories, featured, replace=False)
+                                              for _ in range(cfg.scenes)])  # (scenes, featured)
+            self.scene_shift = rng.integers(0, 1 << 30, (cfg.scenes, cfg.categories))  # rotates popularity ranks
 
     def items(self) -> pd.DataFrame:
         return pd.DataFrame({
@@ -68,11 +80,19 @@ class _World:
         })
 
     def users(self) -> pd.DataFrame:
-        return pd.DataFrame({
+        frame = pd.DataFrame({
             "user_id": [f"u{n}" for n in range(self.cfg.users)],
             "city": [f"city{c}" for c in self.user_city],
             "age": self.user_age,
         })
+        if self.cfg.interests:
+            rng = np.random.default_rng(self.cfg.seed + 2)
+            generic = rng.integers(0, 6, self.cfg.users)  # 0..5 tags that carry no signal
+            frame["interests"] = [
+                "|".join(rng.permutation([f"c{c}" for c in dict.fromkeys(favourites)]
+                                         + [f"t{t}" for t in rng.integers(0, 50, g)]))
+                for favourites, g in zip(self.user_interest.tolist(), generic)]
+        return frame
 
     def events(self, first_user: int, last_user: int, rng: np.random.Generator) -> pd.DataFrame:
         users = np.arange(first_user, last_user)
@@ -89,10 +109,16 @@ class _World:
         favourite = self.user_interest[sess_user, rng.integers(0, 3, n_sessions)]
         wander = rng.random(n_sessions) < 0.15
         sess_cat = np.where(wander, rng.integers(0, self.cfg.categories, n_sessions), favourite)
+        if self.cfg.scenes:
+            sess_scene = rng.choice(self.cfg.scenes, n_sessions, p=self.scene_share)
+            picked = self.scene_categories[sess_scene, rng.integers(0, self.scene_categories.shape[1], n_sessions)]
+            sess_cat = np.where(rng.random(n_sessions) < 0.5, picked, sess_cat)
         cat = sess_cat[session]
         # Zipf inside the category: rank = floor(size ** u) - 1 has P(rank < r) = log(r + 1) / log(size).
         size = self.cat_size[cat]
         rank = np.minimum(np.floor(size.astype(np.float64) ** rng.random(total)).astype(np.int64) - 1, size - 1)
+        if self.cfg.scenes:
+            rank = (rank + self.scene_shift[sess_scene[session], cat]) % size
         item = self.cat_start[cat] + rank
         gap = np.where(new_session, rng.exponential(86_400.0, total), rng.exponential(60.0, total))
         t0 = _START + rng.integers(0, 30 * 86_400, len(users))
@@ -103,6 +129,8 @@ class _World:
             "item_id": np.char.add("i", item.astype(str)),
             "timestamp": ts.astype(np.int64),
         })
+        if self.cfg.scenes:
+            frame["scene"] = np.char.add("s", sess_scene[session].astype(str))
         if not self.cfg.impressions:
             return frame
         # Shown but not clicked: other items of the clicked item's category, a second before the click.
@@ -117,6 +145,8 @@ class _World:
             "timestamp": np.repeat(ts, m) - 1,
             "event": "impression",
         })
+        if self.cfg.scenes:
+            shown["scene"] = np.repeat(frame["scene"].to_numpy(), m)
         frame["event"] = "click"
         return pd.concat([frame, shown], ignore_index=True)
 

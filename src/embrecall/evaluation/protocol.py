@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 
 from embrecall.data.split import Split
+from embrecall.errors import DataError
 from embrecall.evaluation.metrics import MRR_CUTOFF, auc_against, ranking_metrics
 from embrecall.models.channel import Channel, Scorer, UserQuery, user_histories
 
-__all__ = ["build_queries", "evaluate_channel", "sampled_auc", "AUC_NEGATIVES"]
+__all__ = ["build_queries", "evaluate_channel", "sampled_auc", "shown_auc", "split_by", "AUC_NEGATIVES"]
 
 AUC_NEGATIVES = 100  # items drawn per target for AUC
 
@@ -32,9 +33,11 @@ def build_queries(history: pd.DataFrame, targets: pd.DataFrame) -> tuple[list[Us
 
 
 def evaluate_channel(channel: Channel, split: Split, ks: list[int], *, on: str = "test",
-                     batch_size: int = 1024, cold_items: bool = False) -> dict[str, float]:
+                     batch_size: int = 1024, cold_items: bool = False,
+                     exposures: pd.DataFrame | None = None) -> dict[str, float]:
     """HR@K, NDCG@K, MRR, average position and coverage@K of ``channel`` on the test (or
-    validation) targets, and AUC against sampled negatives when the channel can score items.
+    validation) targets, and AUC against sampled negatives when the channel can score items
+    (with ``exposures``, also ``AUC_shown``: against the items shown to the user and not clicked).
 
     On ``test`` the user's history and the catalog are train + validation; on ``valid``, train.
     ``cold_items``: the targets' items (new in the test period) join the catalog, for
@@ -56,7 +59,12 @@ def evaluate_channel(channel: Channel, split: Split, ks: list[int], *, on: str =
     for row, (items, target) in enumerate(zip(top_lists, target_items)):
         if target in catalog and target in items:
             ranks[row] = items.index(target)
-    auc = {"AUC": sampled_auc(channel, queries, exclude, target_items, catalog)} if isinstance(channel, Scorer) else {}
+    auc: dict[str, float] = {}
+    if isinstance(channel, Scorer):
+        auc["AUC"] = sampled_auc(channel, queries, exclude, target_items, catalog)
+        shown = None if exposures is None else shown_items(history, targets, exposures, exclude)
+        if shown is not None and any(shown):
+            auc["AUC_shown"] = shown_auc(channel, queries, target_items, shown)
     return {**ranking_metrics(ranks, top_lists, len(catalog), ks), **auc,
             **popularity_profile(top_lists, history["item_id"].value_counts().index, max(ks)),
             **reachability(target_items, exclude, catalog)}
@@ -84,6 +92,49 @@ def sampled_auc(channel: Scorer, queries: list[UserQuery], exclude: list[set[str
             if len(scores) > 1:
                 aucs.append(auc_against(scores[0], scores[1:]))
     return float(np.mean(aucs)) if aucs else 0.0
+
+
+def shown_items(history: pd.DataFrame, targets: pd.DataFrame, exposures: pd.DataFrame,
+                exclude: list[set[str]]) -> list[list[str]]:
+    """Per target row, the items shown to its user after their last history event and up to the
+    target (the impressions the target click was chosen from), less the target and the user's items."""
+    last = history.groupby("user_id")["timestamp"].max()
+    rows = pd.DataFrame({"row": np.arange(len(targets)), "user_id": targets["user_id"].to_numpy(),
+                         "until": targets["timestamp"].to_numpy(),
+                         "since": last.reindex(targets["user_id"]).fillna(-1).to_numpy()})
+    seen = rows.merge(exposures[["user_id", "item_id", "timestamp"]], on="user_id")
+    seen = seen[(seen["timestamp"] > seen["since"]) & (seen["timestamp"] <= seen["until"])]
+    out: list[list[str]] = [[] for _ in range(len(targets))]
+    target_items = targets["item_id"].to_numpy()
+    for row, item in zip(seen["row"].to_numpy(), seen["item_id"].to_numpy()):
+        if item != target_items[row] and item not in exclude[row] and item not in out[row]:
+            out[row].append(item)
+    return out
+
+
+def shown_auc(channel: Scorer, queries: list[UserQuery], targets: np.ndarray, shown: list[list[str]],
+              batch_size: int = 1024) -> float:
+    """Mean over targets with shown-but-not-clicked items of the AUC of the target against them
+    (what the seeds' offline AUC on impressions measures); items the channel does not know score -inf."""
+    rows = [r for r, items in enumerate(shown) if items]
+    aucs = []
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start:start + batch_size]
+        for scores in channel.score([queries[r] for r in batch], [[targets[r], *shown[r]] for r in batch]):
+            aucs.append(auc_against(scores[0], scores[1:]))
+    return float(np.mean(aucs)) if aucs else 0.0
+
+
+def split_by(split: Split, column: str) -> dict[str, Split]:
+    """The split once per value of a target's event ``column`` (a scene): the same histories and
+    catalog, only that value's targets (a target without the value counts under "")."""
+    if column not in split.test.columns:
+        have = [c for c in split.test.columns if c not in ("user_id", "item_id", "timestamp")]
+        raise DataError(f"evaluate.per names '{column}', which the interactions lack (event columns: {have})",
+                        column=column)
+    values = split.test[column].astype(object).where(split.test[column].notna(), "").astype(str)
+    return {value: Split(split.train, split.valid, split.train_full, split.test[(values == value).to_numpy()]
+                         .reset_index(drop=True)) for value in sorted(values.unique())}
 
 
 def reachability(targets: np.ndarray, exclude: list[set[str]], catalog: set[str]) -> dict[str, float]:

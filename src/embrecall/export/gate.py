@@ -2,7 +2,7 @@
 
 * Fixed thresholds: ``--gate "HR@10>=0.15"`` (``Gate``).
 * The 3σ rule (DeWu's anomaly blocking): the candidate against the last ``window`` published
-  versions.  A ranking metric (HR@K, NDCG@K, MRR, AUC of any channel) more than ``sigma`` standard
+  versions.  A ranking metric (HR@K, NDCG@K, MRR, AUC, AUC_shown of any channel) more than ``sigma`` standard
   deviations below their mean, or a data volume (events, users, items per day; the share of
   items new since the active version) more than ``sigma`` off their mean either way, is a
   breach.  With fewer than ``MIN_HISTORY`` earlier versions the rule has nothing to stand on and
@@ -26,7 +26,7 @@ __all__ = ["Gate", "parse_gate", "data_profile", "flat_metrics", "sigma_breaches
 MIN_HISTORY = 3  # earlier published versions needed for a mean and a spread
 MIN_SPREAD = 0.01  # of the mean: the smallest standard deviation the rule uses
 _GATE = re.compile(r"^\s*(?:(\w+)\.)?([\w@]+)\s*(>=|<=|>|<)\s*([0-9.eE+-]+)\s*$")
-_RANKING = re.compile(r"^(HR|NDCG)@\d+$|^MRR$|^AUC$")
+_RANKING = re.compile(r"^(HR|NDCG)@\d+$|^MRR$|^AUC(_shown)?$")
 VOLUMES = ("events_per_day", "users_per_day", "items_per_day", "new_item_share")
 
 

@@ -20,11 +20,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 
-from embrecall.errors import BundleError, ConfigError
+from embrecall.errors import BundleError, ConfigError, GateBreach
 from embrecall.export.bundle import Bundle, plain_name
-from embrecall.export.gate import Gate, flat_metrics, sigma_breaches
+from embrecall.export.gate import VOLUMES, Gate, data_profile, flat_metrics, sigma_breaches
 
 __all__ = ["Registry"]
 
@@ -102,6 +103,26 @@ class Registry:
             figures["new_item_share"] = len(mine - _item_ids(active)) / max(len(mine), 1)
         return figures
 
+    def check_volumes(self, events: pd.DataFrame, sigma: float = 3.0, window: int = 5) -> dict[str, float]:
+        """The daily volumes of an incoming log (and the share of its items the active version
+        lacks) against the last ``window`` published versions' (DeWu watches data fluctuations
+        before anything is trained); raises ``GateBreach`` naming each volume more than ``sigma``
+        off their mean.  Returns the log's figures."""
+        figures = {k: v for k, v in data_profile(events).items() if k in VOLUMES}
+        try:
+            active = self.active()
+        except BundleError:
+            active = None
+        if active is not None:
+            mine = set(events["item_id"].astype(str).unique())
+            figures["new_item_share"] = len(mine - _item_ids(active)) / max(len(mine), 1)
+        earlier = [r["figures"] for r in self.history() if r.get("published")][-window:] if window > 0 else []
+        breaches = sigma_breaches(figures, earlier, sigma)
+        if breaches:
+            raise GateBreach("the incoming log is out of line with the published versions' training logs: "
+                             + "; ".join(breaches), breaches)
+        return figures
+
     def publish(self, bundle_dir: Path | str, gates: Sequence[Gate] = (), sigma: float = 3.0, window: int = 5,
                 force: str | None = None, drift_users: int = 500) -> str:
         """Make a bundle the active version (copied into the registry if it lives elsewhere) if it
@@ -125,8 +146,8 @@ class Registry:
                   "breaches": breaches, "forced": force, "published": not breaches or force is not None}
         if breaches and force is None:
             self._write([*self.history(), record], HISTORY)
-            raise BundleError(f"version {version} not published: " + "; ".join(breaches)
-                              + " (publish --force REASON overrides, and records the reason)")
+            raise GateBreach(f"version {version} not published: " + "; ".join(breaches)
+                             + " (publish --force REASON overrides, and records the reason)", breaches)
         candidate = Bundle.load(bundle_dir, verify=False)
         candidate.check()  # every artifact opened and run once: refused now, not when served
         if active is not None and drift_users > 0:

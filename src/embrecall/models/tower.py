@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embrecall.config import (Feature, HistoryFeature, ItemIdFeature, ModelConfig, MultiFeature, NumericFeature,
+from embrecall.config import (CategoricalFeature, Feature, HistoryFeature, ItemIdFeature, ModelConfig, MultiFeature, NumericFeature,
                               SequenceFeature, TextFeature)
 from embrecall.features.text import WIDTH as TEXT_WIDTH
 
@@ -105,12 +105,37 @@ class _Sequence(nn.Module):
 
 
 class _Multi(nn.Module):
-    def __init__(self, size: int, dim: int):
+    """Mean of a multi-valued feature's embeddings, or an attention-weighted sum: each value's
+    weight is a softmax over ``v . tanh(W e)`` of the values present, so the tower learns which
+    tags speak for the user (a two-tower user side has no item to attend to, so the query is learned)."""
+
+    def __init__(self, size: int, dim: int, pool: str):
         super().__init__()
         self.table = nn.Embedding(size, dim, padding_idx=0)
+        self.attention = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1, bias=False)) \
+            if pool == "attention" else None
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return _masked_mean(self.table(ids), ids)
+        emb = self.table(ids)  # (B, L, D)
+        if self.attention is None:
+            return _masked_mean(emb, ids)
+        logits = self.attention(emb).squeeze(-1).masked_fill(ids == 0, float("-inf"))  # (B, L)
+        weights = torch.softmax(logits, dim=1).nan_to_num(0.0)  # a row without values pools to zero
+        return (weights.unsqueeze(-1) * emb).sum(dim=1)
+
+
+class _Categorical(nn.Embedding):
+    """An id embedding that, while training, reads a ``mask_rate`` share of known values as
+    unknown (row 1), so the unknown row holds the behaviour over all values."""
+
+    def __init__(self, size: int, dim: int, mask_rate: float):
+        super().__init__(size, dim, padding_idx=0)
+        self.mask_rate = mask_rate
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.training and self.mask_rate > 0:
+            ids = torch.where((ids > 0) & (torch.rand(ids.shape) < self.mask_rate), torch.ones_like(ids), ids)
+        return super().forward(ids)
 
 
 class _Numeric(nn.Module):
@@ -139,10 +164,13 @@ class Tower(nn.Module):
                 self.inputs[f.name] = item_table
                 width += item_table.embedding_dim
             elif isinstance(f, MultiFeature):
-                self.inputs[f.name] = _Multi(sizes[f.name], f.dim)
+                self.inputs[f.name] = _Multi(sizes[f.name], f.dim, f.pool)
                 width += f.dim
             elif isinstance(f, TextFeature):
                 self.inputs[f.name] = nn.Linear(TEXT_WIDTH, f.dim)  # (B, 384) sentence embedding -> (B, dim)
+                width += f.dim
+            elif isinstance(f, CategoricalFeature):
+                self.inputs[f.name] = _Categorical(sizes[f.name], f.dim, f.mask_rate)
                 width += f.dim
             elif isinstance(f, NumericFeature) and sizes[f.name] == 0:
                 self.inputs[f.name] = _Numeric()

@@ -32,3 +32,8 @@ class TwoTower(nn.Module):
 
     def item(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.item_tower(inputs)  # (B, D)
+
+    def forward(self, users: dict[str, torch.Tensor], items: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both towers at once: the call ``DistributedDataParallel`` wraps (it syncs gradients of
+        what its forward computed)."""
+        return self.user(users), self.item(items)

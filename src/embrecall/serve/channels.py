@@ -29,11 +29,13 @@ MAX_DEPTH_FACTOR = 16  # a listed channel is asked for at most this many times k
 
 @dataclass
 class Ask:
-    """One request as every channel sees it."""
+    """One request as every channel sees it; ``parallel``: (attribute, groups) for category-parallel
+    recall, which the version turns into one filtered ask per group before any channel runs."""
     query: UserQuery
     k: int
     filters: Filters = field(default_factory=dict)
     exclude: set[str] = field(default_factory=set)
+    parallel: tuple[str, int] | None = None
 
 
 class LiveChannel(Protocol):

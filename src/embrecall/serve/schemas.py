@@ -15,7 +15,7 @@ from typing_extensions import TypedDict
 
 from embrecall.data.timestamps import MAX_TIMESTAMP
 
-__all__ = ["RecallRequest", "BatchRecallRequest", "RecalledItem", "RecallResponse", "BatchRecallResponse",
+__all__ = ["RecallRequest", "Parallel", "BatchRecallRequest", "RecalledItem", "RecallResponse", "BatchRecallResponse",
            "ItemUpsert", "ItemChange", "UserEvent", "UserEvents", "ErrorMessage", "ValidationErrors", "MAX_K", "MAX_BATCH_K", "check_text"]
 
 MAX_K = 1000
@@ -52,6 +52,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+class Parallel(_Strict):
+    """Category-parallel recall (58.com): the user's top ``groups`` values of ``attribute`` by entity
+    recall, each searched on its own, their lists merged in equal shares."""
+
+    attribute: Id = Field(description="A filterable item attribute, such as 'category'.")
+    groups: int = Field(3, ge=1, le=20)
+
+
 class RecallRequest(_Strict):
     user_id: Id
     recent_items: list[Id] = Field(default_factory=list, max_length=500,
@@ -67,12 +75,25 @@ class RecallRequest(_Strict):
         default=None, max_length=8,
         description="Share of the k slots per channel (the channels the version serves: GET /v1/version); "
                     "default: the version's channels.serve.")
+    target: Id = Field("item", description="'item', or a filterable item attribute such as 'category': rank that "
+                                           "attribute's values for the user with the two-tower model (entity "
+                                           "recall); each answer's item_id then holds a value.")
+    parallel: Parallel | None = Field(None, description="Category-parallel recall of items.")
 
     @model_validator(mode="after")
     def _timestamp_is_a_time(self) -> "RecallRequest":
         ts = self.context.get("timestamp")
         if ts is not None and (isinstance(ts, (bool, str)) or not 0 <= ts < MAX_TIMESTAMP):
             raise ValueError(f"context.timestamp must be unix seconds between 0 and {MAX_TIMESTAMP} (1970..2100)")
+        return self
+
+    @model_validator(mode="after")
+    def _entity_target_alone(self) -> "RecallRequest":
+        if self.target != "item":
+            used = [name for name in ("filters", "exclude", "quotas", "parallel") if getattr(self, name)]
+            if used:
+                raise ValueError(f"target '{self.target}' ranks attribute values with the two-tower model: "
+                                 f"{', '.join(used)} apply to target 'item' only")
         return self
 
 

@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from embrecall.index.live import LiveIndex
 from embrecall.index.milvus_index import MilvusIndex
 from embrecall.index.protocol import ItemIndex
 from embrecall.models.channel import Candidates, History, UserQuery
+from embrecall.models.entities import Entities, EntityRecall
 from embrecall.models.merge import merge_by_quota
 from embrecall.serve.cache import VectorCache
 from embrecall.serve.channels import Ask, ListedChannel, LiveChannel, TowerChannel
@@ -79,6 +81,7 @@ class ServingVersion:
         self.quotas = dict(quotas or self.bundle.config.channels.serve)
         self.histories = histories
         self.until = int(self.bundle.manifest["data"].get("until", 0))  # the newest event training saw
+        self._entities: dict[str, EntityRecall] = {}
 
     # ------------------------------------------------------------------ items
 
@@ -103,6 +106,32 @@ class ServingVersion:
         for (item_id, attributes), vector in zip(changes.items(), vectors):
             self.index.upsert(item_id, vector, attributes)
 
+    # ------------------------------------------------------------------ entities
+
+    def entity_recall(self, attribute: str) -> EntityRecall:
+        """Entity recall over an item attribute, over the version's own item vectors and item table
+        (so items changed since it was trained move it only in the next version)."""
+        if attribute not in self._entities:
+            entities = Entities.of(attribute, self.bundle.items, list(self.bundle.encoders.catalog_))
+            tower: TowerChannel = self.channels["two_tower"]  # type: ignore[assignment]
+            self._entities[attribute] = EntityRecall(entities, tower.vectors, self._trained_vectors,
+                                                     self.bundle.config.train.temperature)
+        return self._entities[attribute]
+
+    @cached_property
+    def _trained_vectors(self) -> np.ndarray:
+        """The version's item vectors in catalog order, read once for every attribute's entity recall."""
+        return self.bundle.item_vectors()
+
+    def _parallel(self, ask: Ask) -> list[Ask]:
+        """Category-parallel recall (58.com): the user's top groups of the attribute by entity
+        recall, each asked for on its own (the ask's filters still apply), then the plain ask,
+        which only fills the slots small groups leave empty."""
+        attribute, groups = ask.parallel  # type: ignore[misc]
+        top = self.entity_recall(attribute).recommend([ask.query], groups)[0].item_ids
+        plain = Ask(ask.query, ask.k, ask.filters, ask.exclude)
+        return [*(Ask(ask.query, ask.k, {**ask.filters, attribute: [value]}, ask.exclude) for value in top), plain]
+
     # ------------------------------------------------------------------ recall
 
     def history(self, user_id: str, recent_items: Sequence[str] = (), events: Sequence[Stamped] | None = None) -> History:
@@ -114,22 +143,29 @@ class ServingVersion:
 
     def _plan(self, req: RecallRequest, events: Sequence[Stamped]) -> _Plan:
         """What a request asks for, checked against this version (a DataError says what is wrong)."""
-        unknown = [f for f in req.filters if f not in self.index.filterable]
+        unknown = [f for f in [*req.filters, *([req.parallel.attribute] if req.parallel else [])]
+                   if f not in self.index.filterable]
         if unknown:
             raise DataError(f"cannot filter on {unknown}; filterable attributes: {self.index.filterable}")
+        if req.target != "item" and req.target not in self.index.filterable:
+            raise DataError(f"cannot recall '{req.target}': targets are 'item' or an item attribute of "
+                            f"{self.index.filterable}")
         quotas = dict(req.quotas or self.quotas)
         missing = [c for c, share in quotas.items() if share > 0 and c not in self.channels]
         if missing:
             raise DataError(f"quotas name {missing}; version {self.version} serves {list(self.channels)}")
         history = self.history(req.user_id, req.recent_items, events)
+        parallel = (req.parallel.attribute, req.parallel.groups) if req.parallel else None
         return _Plan(req, Ask(UserQuery(req.user_id, history, req.context), req.k, req.filters,
-                              set(history) | set(req.exclude)), quotas)
+                              set(history) | set(req.exclude), parallel), quotas)
 
     def answer(self, asks: Sequence[Ask], quotas: Sequence[Mapping[str, float]]) -> tuple[list[Candidates], dict]:
         """Each ask's merged list: every channel with a share runs once for all the asks that give
         it one; then the fallback channel fills the slots they left empty (a strict filter, a
         cold user), after everything they found.  Returns the lists and the batch's stage
         timings (ms)."""
+        if any(a.parallel for a in asks):
+            return self._answer_parallel(asks, quotas)
         timings: dict[str, float] = {}
         lists: list[list[tuple[Candidates, float]]] = [[] for _ in asks]
         for name, channel in self.channels.items():
@@ -146,6 +182,22 @@ class ServingVersion:
                 merged[i] = merge_by_quota([c for c, _ in got], [s for _, s in got], asks[i].k)
         timings["merge"] = (time.perf_counter() - t) * 1000
         return merged, timings
+
+    def _answer_parallel(self, asks: Sequence[Ask], quotas: Sequence[Mapping[str, float]]) -> tuple[list[Candidates], dict]:
+        """``answer`` with each category-parallel ask split into its groups' asks, answered together
+        and merged back in equal shares (its plain ask only filling the slots they leave empty)."""
+        t = time.perf_counter()
+        parts = [self._parallel(a) if a.parallel else [a] for a in asks]
+        entities = (time.perf_counter() - t) * 1000
+        flat, shares = [p for ps in parts for p in ps], [q for ps, q in zip(parts, quotas) for _ in ps]
+        found, timings = self.answer(flat, shares)
+        merged, start = [], 0
+        for ask, ps in zip(asks, parts):
+            got = found[start:start + len(ps)]
+            shares = [1.0] * (len(got) - 1) + [BACKFILL if ask.parallel else 1.0]
+            merged.append(merge_by_quota(got, shares, ask.k))
+            start += len(ps)
+        return merged, {"entities": entities, **timings}
 
     def recall(self, req: RecallRequest) -> RecallResponse:
         answer = self.recall_many([req])[0]
@@ -167,7 +219,13 @@ class ServingVersion:
                 plans.append(err)
         good = [p for p in plans if isinstance(p, _Plan)]
         profile = (time.perf_counter() - t0) * 1000
-        merged, timings = self.answer([p.ask for p in good], [p.quotas for p in good])
+        items = [p for p in good if p.req.target == "item"]
+        found, timings = self.answer([p.ask for p in items], [p.quotas for p in items])
+        t, lists = time.perf_counter(), iter(found)
+        merged = [next(lists) if p.req.target == "item" else
+                  self.entity_recall(p.req.target).recommend([p.ask.query], p.req.k)[0] for p in good]
+        if len(items) < len(good):
+            timings["entities"] = timings.get("entities", 0.0) + (time.perf_counter() - t) * 1000
         timings = {"profile": profile, **timings, "total": (time.perf_counter() - t0) * 1000}
         answers = iter(self._response(p, m, timings) for p, m in zip(good, merged))
         return [p if isinstance(p, DataError) else next(answers) for p in plans]
@@ -184,10 +242,13 @@ class ServingVersion:
 class ServedChannel:
     """A served version as a ``Channel`` with fixed quotas: what ``evaluate --bundle`` measures."""
 
-    def __init__(self, version: ServingVersion, quotas: Mapping[str, float], name: str):
-        self.version, self.quotas, self.name = version, dict(quotas), name
+    def __init__(self, version: ServingVersion, quotas: Mapping[str, float], name: str,
+                 parallel: tuple[str, int] | None = None):
+        """``parallel``: (attribute, groups) to answer as category-parallel recall."""
+        self.version, self.quotas, self.name, self.parallel = version, dict(quotas), name, parallel
 
     def recommend(self, queries: Sequence[UserQuery], k: int,
                   exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
-        asks = [Ask(q, k, {}, set(exclude[i]) if exclude is not None else set()) for i, q in enumerate(queries)]
+        asks = [Ask(q, k, {}, set(exclude[i]) if exclude is not None else set(), self.parallel)
+                for i, q in enumerate(queries)]
         return self.version.answer(asks, [self.quotas] * len(asks))[0]

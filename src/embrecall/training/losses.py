@@ -37,22 +37,24 @@ def softmax_loss(user: torch.Tensor, candidates: torch.Tensor, labels: torch.Ten
 
 def sampled_softmax_loss(user: torch.Tensor, item: torch.Tensor, item_idx: torch.Tensor, log_q: torch.Tensor,
                          temperature: float, remove_accidental_hits: bool = True,
-                         label_smoothing: float = 0.0) -> torch.Tensor:
+                         label_smoothing: float = 0.0, offset: int = 0) -> torch.Tensor:
     """Softmax over in-batch items, each user's own item the positive.
 
-    user, item: (B, D); item_idx: (B,) catalog index of each positive; log_q: (B,) log of the
-    probability that each item is drawn as an in-batch negative (its share of training events),
-    already scaled by the correction strength (zeros turn the correction off).  Subtracting it
-    keeps popular items from being pushed down just for appearing in many batches (Yi et al., 2019).
-    Accidental hits — the same item as another row's positive — are masked out as negatives.
+    user: (B, D); item: (C, D) the batch's positives, row ``offset + b`` user b's (C = B, or the
+    positives of every rank's slice under torch.distributed); item_idx: (C,) catalog index of
+    each; log_q: (C,) log of the probability that each item is drawn as an in-batch negative (its
+    share of training events), already scaled by the correction strength (zeros turn it off).
+    Subtracting it keeps popular items from being pushed down just for appearing in many batches
+    (Yi et al., 2019).  Accidental hits — the same item as another row's positive — are masked out.
     """
-    logits = user @ item.T / temperature  # (B, B)
+    logits = user @ item.T / temperature  # (B, C)
     logits = logits - log_q.unsqueeze(0)
+    rows = torch.arange(user.shape[0], device=user.device)
+    labels = rows + offset
     if remove_accidental_hits:
-        same = item_idx.unsqueeze(0) == item_idx.unsqueeze(1)  # (B, B)
-        same.fill_diagonal_(False)
+        same = item_idx.unsqueeze(0) == item_idx[labels].unsqueeze(1)  # (B, C)
+        same[rows, labels] = False
         logits = logits.masked_fill(same, torch.finfo(logits.dtype).min)
-    labels = torch.arange(user.shape[0], device=user.device)
     return _cross_entropy(logits, labels, label_smoothing)
 
 

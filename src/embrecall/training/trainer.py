@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from embrecall.config import Config, IndexConfig
+from embrecall.errors import ConfigError
 from embrecall.data.split import Split
 from embrecall.evaluation.protocol import evaluate_channel
 from embrecall.features import Encoders
@@ -22,6 +23,7 @@ from embrecall.models.embedding_channel import EmbeddingChannel
 from embrecall.models.two_tower import TwoTower
 from embrecall.progress import note, progress_bar
 from embrecall.training.checkpoint import load_latest_checkpoint, save_checkpoint
+from embrecall.training.distributed import Ranks, agree, barrier, gather, mean_over_ranks, my_share, ranks
 from embrecall.training.examples import Examples
 from embrecall.training.losses import bce_loss, mixed_softmax_loss, sampled_softmax_loss, softmax_loss
 from embrecall.training.negatives import MixedNegatives
@@ -83,6 +85,44 @@ def _mixed_loss(cfg: Config, model: TwoTower, ex: Examples, rows: np.ndarray, us
                               t(draw.log_count_batch), t(draw.log_count_row), t(draw.log_weight_batch),
                               t(draw.log_weight_row), cfg.train.temperature, cfg.train.logq_strength,
                               cfg.train.label_smoothing)
+
+
+def pretrain_item_table(cfg: Config, model: TwoTower, encoders: Encoders, events: pd.DataFrame) -> int:
+    """Fill the item-id table with item2vec vectors of ``events`` (58.com's pre-trained word2vec
+    item vectors), each scaled to the random start's typical length, and freeze it if asked.
+    Items item2vec leaves out (rarer than its ``min_count``) keep their random start.  Returns how
+    many items got a vector."""
+    from embrecall.models.item2vec import Item2Vec  # gensim: only when asked for
+
+    table = model.item_table.weight
+    w2v = Item2Vec(cfg.channels.item2vec.model_copy(update={"dim": table.shape[1], "category_column": None})).fit(events)
+    ids, unit = w2v.item_vectors()
+    pos = encoders.positions(pd.Index(ids, dtype=object))
+    keep = (pos >= 0) & (pos < encoders.n_trained_)
+    with torch.no_grad():
+        length = table[1:].norm(dim=1).mean()
+        table[torch.from_numpy(pos[keep] + 1)] = torch.from_numpy(unit[keep]) * length
+    table.requires_grad_(cfg.model.pretrained_items != "frozen")
+    return int(keep.sum())
+
+
+def _gathered_loss(cfg: Config, r: Ranks, net: torch.nn.Module, ex: Examples, rows: np.ndarray) -> torch.Tensor:
+    """The in-batch softmax of this rank's rows against the positives of every rank's slice
+    (item vectors gathered with their gradients), logQ by each item's share of training events."""
+    t = cfg.train
+    idx = torch.from_numpy(ex.item_idx[rows])
+    user, pos = net(ex.user_batch(rows), ex.item_batch(ex.item_idx[rows]))
+    every = gather(idx)
+    return sampled_softmax_loss(user, gather(pos), every, ex.log_q[every] * t.logq_strength, t.temperature,
+                                t.remove_accidental_hits, t.label_smoothing, offset=r.rank * len(rows))
+
+
+def _check_distributable(cfg: Config, windowed: bool, mixed: MixedNegatives) -> None:
+    """Under torchrun the trainer runs the gathered in-batch softmax; what it does not yet gather is refused."""
+    if cfg.train.loss != "sampled_softmax" or windowed or mixed.active:
+        raise ConfigError("training on several ranks (torchrun) takes train.loss = 'sampled_softmax' with in-batch "
+                          "negatives only: no [train.negatives] sources and no sequence feature (their candidates "
+                          "are not gathered across ranks yet); run those on one process")
 
 
 def _steps(ex: Examples, windowed: bool, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -159,6 +199,13 @@ def fit_two_tower(cfg: Config, events: pd.DataFrame, users: pd.DataFrame | None,
                         neg.hard_column if neg.hard_count else None)
     mixed = MixedNegatives(neg, examples.item_counts, examples.groups, examples.exposure)
     model = TwoTower(cfg.features, encoders, cfg.model)
+    r = ranks()
+    show_progress = show_progress and r.main
+    if cfg.model.pretrained_items != "none":
+        found = pretrain_item_table(cfg, model, encoders, events)
+        if show_progress:
+            note(f"{label}: item2vec vectors for {found:,} of {encoders.n_trained_:,} items start the item table "
+                 f"({cfg.model.pretrained_items.replace('_', '-')})")
     optimizer = _optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     result = FitResult(model, encoders, best_epoch=0)
     best_score, best_state, start_epoch = -1.0, None, 1
@@ -174,6 +221,10 @@ def fit_two_tower(cfg: Config, events: pd.DataFrame, users: pd.DataFrame | None,
         validation = validation.sample_validation(t.valid_users, t.seed)
     metric = f"HR@{t.early_stop_k}"
     windowed = examples.sequence is not None
+    net = None
+    if r.world > 1:
+        _check_distributable(cfg, windowed, mixed)
+        net = torch.nn.parallel.DistributedDataParallel(model)
     threads_before = torch.get_num_threads()
     started = time.perf_counter()
     try:
@@ -185,13 +236,18 @@ def fit_two_tower(cfg: Config, events: pd.DataFrame, users: pd.DataFrame | None,
                 torch.manual_seed(t.seed + epoch)
                 gen = torch.Generator().manual_seed(t.seed + epoch)
                 neg_rng = np.random.default_rng([t.seed, epoch])
-                steps = _steps(examples, windowed, t.batch_size, np.random.default_rng(t.seed + epoch))
+                steps = _steps(examples, windowed, t.batch_size * r.world, np.random.default_rng(t.seed + epoch))
+                if r.world > 1:  # every rank walks the same global batches, each taking its slice
+                    steps = [mine for mine in (my_share(s, r) for s in steps) if len(mine)]
                 title = f"{label} epoch {epoch}/{epochs} ({threads} thread{'s' * (threads > 1)})"
                 task = bar.add_task(title, total=len(steps), loss=float("nan"), rate=0.0)
                 tick, total_loss, pairs = time.perf_counter(), 0.0, 0
                 for b, step in enumerate(steps):
-                    user, rows = _user_vectors(model, examples, step, windowed)
-                    loss = _batch_loss(cfg, model, examples, rows, user, windowed, gen, mixed, neg_rng)
+                    if net is not None:
+                        rows, loss = step, _gathered_loss(cfg, r, net, examples, step)
+                    else:
+                        user, rows = _user_vectors(model, examples, step, windowed)
+                        loss = _batch_loss(cfg, model, examples, rows, user, windowed, gen, mixed, neg_rng)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -203,11 +259,12 @@ def fit_two_tower(cfg: Config, events: pd.DataFrame, users: pd.DataFrame | None,
                         note(_estimate(label, len(steps), b + 1, time.perf_counter() - tick, epochs - start_epoch + 1,
                                        None if validation is None else len(validation.valid)))
                 seconds = time.perf_counter() - tick
-                entry = {"epoch": epoch, "loss": total_loss / max(len(steps), 1), "seconds": seconds,
-                         "pairs_per_s": pairs / max(seconds, 1e-9)}
-                if validation is not None:
-                    channel = two_tower_channel(model, encoders, users, item_vectors(model, examples))
-                    entry[metric] = evaluate_channel(channel, validation, [t.early_stop_k], on="valid")[metric]
+                entry = {"epoch": epoch, "loss": mean_over_ranks(total_loss / max(len(steps), 1)), "seconds": seconds,
+                         "pairs_per_s": pairs * r.world / max(seconds, 1e-9)}
+                if validation is not None:  # rank 0 checks; every rank acts on its score
+                    channel = two_tower_channel(model, encoders, users, item_vectors(model, examples)) if r.main else None
+                    entry[metric] = agree(evaluate_channel(channel, validation, [t.early_stop_k], on="valid")[metric]
+                                          if channel is not None else None)
                     bar.update(task, description=f"{title} valid {metric}={entry[metric]:.4f}")
                     if on_epoch is not None:
                         on_epoch(epoch, entry[metric])
@@ -217,13 +274,14 @@ def fit_two_tower(cfg: Config, events: pd.DataFrame, users: pd.DataFrame | None,
                 else:
                     result.best_epoch, best_state = epoch, None  # without validation the last epoch is kept
                 result.log.append(entry)
-                if checkpoint_dir is not None:
+                if checkpoint_dir is not None and r.main:
                     save_checkpoint(checkpoint_dir, epoch, model, optimizer,
                                     {"log": result.log, "best_epoch": result.best_epoch, "best_score": best_score})
+                barrier()  # a rank resumed later finds the epoch every rank finished
                 if validation is not None and epoch - result.best_epoch >= t.patience:
                     break
                 spent = time.perf_counter() - started
-                if validation is not None and t.max_seconds and epoch < epochs and spent + seconds > t.max_seconds:
+                if validation is not None and t.max_seconds and epoch < epochs and agree(spent + seconds > t.max_seconds):
                     note(f"{label}: stopped after epoch {epoch} ({spent:.0f} s): another epoch would pass "
                          f"train.max_seconds = {t.max_seconds:g}")
                     break

@@ -1,0 +1,99 @@
+"""Training on several processes with torch.distributed, as launched by ``torchrun``.
+
+``torchrun --nproc-per-node N embrecall train ...`` (``--nnodes`` and a rendezvous address for
+several machines) starts N copies of the same command; each is one rank of a process group
+(gloo on CPU).  Every rank reads the log and walks the same global order of examples; each global
+batch of ``N * train.batch_size`` rows is cut into N equal slices, one per rank, and the model is
+wrapped in ``DistributedDataParallel``, which averages gradients.  The in-batch softmax gathers the
+item vectors of every rank (with their gradients), so each rank's users are scored against all
+``N * B`` candidates and N ranks train the objective of one rank with batch ``N * B``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+
+__all__ = ["Ranks", "ranks", "join_from_env", "leave", "gather", "my_share", "agree", "mean_over_ranks", "barrier"]
+
+
+@dataclass(frozen=True)
+class Ranks:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        """The rank that validates, checkpoints, evaluates and writes the bundle."""
+        return self.rank == 0
+
+
+def ranks() -> Ranks:
+    """This process's place in the process group (rank 0 of 1 outside one)."""
+    if dist.is_available() and dist.is_initialized():
+        return Ranks(dist.get_rank(), dist.get_world_size())
+    return Ranks()
+
+
+def join_from_env() -> Ranks:
+    """Join the process group torchrun describes (``WORLD_SIZE``, ``RANK``, ``MASTER_ADDR``...); a
+    plain run is rank 0 of 1.  gloo: the trainer runs on CPU."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+    return ranks()
+
+
+def leave() -> None:
+    """Leave the process group (after training: evaluation and the bundle are rank 0's alone)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def gather(tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``tensor`` (the same shape on each) concatenated along dim 0, rank order;
+    floating tensors keep their gradients, which flow back to the rank that made each part."""
+    r = ranks()
+    if r.world == 1:
+        return tensor
+    if tensor.is_floating_point() and tensor.requires_grad:
+        return torch.cat(dist_fn.all_gather(tensor), dim=0)
+    parts = [torch.empty_like(tensor) for _ in range(r.world)]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def my_share(rows: np.ndarray, r: Ranks) -> np.ndarray:
+    """This rank's slice of a global batch: equal slices in rank order; the few rows of a last,
+    uneven batch that do not divide evenly are left out, since every rank must gather the same shape."""
+    per = len(rows) // r.world
+    return rows[r.rank * per:(r.rank + 1) * per]
+
+
+def agree(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (a validation score, a decision to stop)."""
+    if ranks().world == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def mean_over_ranks(value: float) -> float:
+    """The mean of a number over ranks (each rank's epoch loss: the global batch's)."""
+    r = ranks()
+    if r.world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / r.world
+
+
+def barrier() -> None:
+    if ranks().world > 1:
+        dist.barrier()

@@ -1,0 +1,102 @@
+"""Training on two gloo ranks: the in-batch softmax sees every rank's candidates, and two ranks
+with batch B train what one rank with batch 2B trains (`torchrun ... embrecall train`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from embrecall.training.distributed import gather, my_share, ranks
+from embrecall.training.losses import sampled_softmax_loss
+
+B, D = 4, 8
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A global batch of 2B users and their positives (two share an item: an accidental hit)."""
+    g = torch.Generator().manual_seed(0)
+    users = torch.randn(2 * B, D, generator=g)
+    items = torch.randn(2 * B, D, generator=g)
+    idx = torch.tensor([3, 1, 4, 1, 5, 9, 2, 6])
+    return users, items, idx, torch.log(torch.linspace(0.1, 0.8, 2 * B))
+
+
+def _loss(users, items, idx, log_q, offset=0):
+    return sampled_softmax_loss(users, items, idx, log_q, 0.1, True, 0.0, offset=offset)
+
+
+def _rank(rank: int, folder: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{folder}/group", rank=rank, world_size=2)
+    users, items, idx, log_q = _batch()
+    mine = slice(rank * B, (rank + 1) * B)
+    u = users[mine].clone().requires_grad_()
+    i = items[mine].clone().requires_grad_()
+    gathered = gather(i)
+    assert gathered.shape == (2 * B, D)  # this rank's softmax has all 2B candidates
+    loss = _loss(u, gathered, gather(idx[mine]), gather(log_q[mine]), offset=rank * B)
+    loss.backward()
+    grads = torch.cat([u.grad, i.grad], dim=1) / 2  # what DDP's averaging of the two ranks' gradients gives
+    torch.save({"loss": loss.detach(), "grads": grads, "share": my_share(torch.arange(11).numpy(), ranks())},
+               f"{folder}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_each_rank_scores_its_users_against_every_ranks_items(tmp_path):
+    mp.spawn(_rank, args=(str(tmp_path),), nprocs=2)
+    users, items, idx, log_q = _batch()
+    u, i = users.clone().requires_grad_(), items.clone().requires_grad_()
+    whole = _loss(u, i, idx, log_q)  # one rank, batch 2B
+    whole.backward()
+    got = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    torch.testing.assert_close((got[0]["loss"] + got[1]["loss"]) / 2, whole.detach())
+    # rank r's users' gradients, and its items' gradients summed over both ranks' losses, as one rank
+    for r in range(2):
+        mine = slice(r * B, (r + 1) * B)
+        expected = torch.cat([u.grad[mine], i.grad[mine]], dim=1)
+        torch.testing.assert_close(got[r]["grads"], expected, rtol=1e-5, atol=1e-6)
+    assert got[0]["share"].tolist() == [0, 1, 2, 3, 4] and got[1]["share"].tolist() == [5, 6, 7, 8, 9]
+
+
+TINY = ["--set", "data.synthetic.users=300", "--set", "data.synthetic.items=200", "--set", "data.synthetic.events=6000",
+        "--set", "train.epochs=3", "--set", "train.patience=3", "--no-progress"]
+
+
+def _train(tmp: Path, nproc: int, batch: int) -> dict:
+    out = tmp / f"{nproc}-ranks"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
+           "-m", "embrecall.cli", "train", "--out", str(out), "--set", f"train.batch_size={batch}", *TINY]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    bundles = [p for p in out.iterdir() if (p / "manifest.json").is_file()]
+    assert len(bundles) == 1  # rank 0 alone writes it
+    return json.loads((bundles[0] / "manifest.json").read_text())
+
+
+def test_two_ranks_with_batch_b_train_what_one_rank_with_batch_2b_trains(tmp_path):
+    one = _train(tmp_path, 1, 256)
+    two = _train(tmp_path, 2, 128)
+    for a, b in zip(one["training"]["log"], two["training"]["log"]):
+        assert a["epoch"] == b["epoch"]
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-3)  # the same objective, summed in another order
+        if "HR@50" in a:
+            assert b["HR@50"] == pytest.approx(a["HR@50"], abs=0.02)
+    assert len(one["training"]["log"]) == len(two["training"]["log"])
+    assert two["metrics"]["two_tower"]["HR@10"] == pytest.approx(one["metrics"]["two_tower"]["HR@10"], abs=0.03)
+
+
+def test_settings_not_gathered_across_ranks_are_refused_under_torchrun(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "embrecall.cli", "train", "--out", str(tmp_path), "--set", "train.loss=bce", *TINY]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode != 0 and "takes train.loss = 'sampled_softmax'" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout
