@@ -1,6 +1,7 @@
 """item2vec and ItemCF fitted on 10M synthetic events (1M items): time and peak memory.
 
     python bench/channels_scale.py [--events 10000000 --items 1000000 --users 200000]
+                                   [--channels itemcf] [--window 10]
 
 The log is generated to Parquet first; each channel is then fitted in its own process, so the
 peak RSS reported is that channel's alone (reading the Parquet log included).
@@ -9,6 +10,7 @@ Data: synthetic (power-law popularity inside categories, sessions), not a qualit
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -30,23 +32,27 @@ started = time.perf_counter()
 if sys.argv[1] == "item2vec":
     Item2Vec(Item2VecConfig(epochs=3, window=5, session_gap=1800)).fit(events)
 else:
-    ItemCF(ItemCFConfig(window=5)).fit(events)
+    ItemCF(ItemCFConfig(window=int(sys.argv[3]))).fit(events)
 print(f"{time.perf_counter() - started:.1f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
 """
 
 
 def main() -> None:
-    args = size_args(__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--channels", nargs="+", default=["item2vec", "itemcf"], choices=["item2vec", "itemcf"])
+    parser.add_argument("--window", type=int, default=5, help="ItemCF's window")
+    args = size_args(__doc__, parser)
     table = Table(title=f"channel fitting on {args.events:,} synthetic events, {args.items:,} items, "
                         f"{os.cpu_count()} cores")
     for col in ("channel", "settings", "fit s", "wall s (incl. reading)", "peak RSS MB"):
         table.add_column(col, justify="right")
     with tempfile.TemporaryDirectory() as tmp:
         generate(args, tmp)
-        settings = {"item2vec": "skip-gram, 64-d, window 5, 3 epochs, 2 workers", "itemcf": "window 5, top-200"}
-        for name in ("item2vec", "itemcf"):
+        settings = {"item2vec": "skip-gram, 64-d, window 5, 3 epochs, 2 workers",
+                    "itemcf": f"window {args.window}, top-200, float32 blocks"}
+        for name in args.channels:
             started = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-c", FIT, name, str(Path(tmp) / "events.parquet")],
+            proc = subprocess.run([sys.executable, "-c", FIT, name, str(Path(tmp) / "events.parquet"), str(args.window)],
                                   check=True, capture_output=True, text=True)
             wall = time.perf_counter() - started
             fit_s, peak_mb = proc.stdout.strip().splitlines()[-1].split()

@@ -22,9 +22,10 @@ from rich.console import Console
 from rich.table import Table
 
 
-def size_args(doc: str | None) -> argparse.Namespace:
-    """The synthetic log's size from the command line (shared by the scale benchmarks)."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+def size_args(doc: str | None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """The synthetic log's size from the command line (shared by the scale benchmarks), beside
+    the options a benchmark adds to ``parser``."""
+    parser = parser or argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--users", type=int, default=200_000)

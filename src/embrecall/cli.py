@@ -135,9 +135,10 @@ def evaluate(config: ConfigOpt = None, set: SetOpt = None,
                 raise ConfigError("--target ranks attribute values with two_tower, history and popular: it takes "
                                   "no --channel, --cold, --report or --per")
             found = evaluate_entity_recall(cfg, target, bundle, on=on, show_progress=progress)
-            console.print(f"{on}: {next(iter(found.values()))['targets']:,.0f} targets whose item has a {target}, "
-                          f"{next(iter(found.values()))['values']:,.0f} values of {target}")
-            console.print(_metrics_table(found, cfg.evaluate.ks, f"{on} entity recall of {target} (BENCHMARK.md)"))
+            shape = found["two_tower"]
+            console.print(escape(f"{on}: {shape['targets']:,.0f} targets whose item has a {target}, "
+                                 f"{shape['values']:,.0f} values of {target}"))
+            console.print(_metrics_table(found, cfg.evaluate.ks, escape(f"{on} entity recall of {target} (BENCHMARK.md)")))
             if json_out:
                 json_out.write_text(json.dumps(found, indent=2))
                 console.print(f"metrics written to {json_out}")

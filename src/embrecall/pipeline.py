@@ -184,6 +184,14 @@ def build_channel(name: str, cfg: Config, data: Dataset, split: Split, *, bundle
     raise ConfigError(f"unknown channel '{name}'; choose from {list(CHANNELS)}")
 
 
+def _check_on(on: str, bundle: Path | None) -> None:
+    """What an evaluation may be run on: test, or validation when no bundle (trained on it) is given."""
+    if on not in ("test", "validation"):
+        raise ConfigError(f"evaluate on 'test' or 'validation', not {on!r}")
+    if on == "validation" and bundle is not None:
+        raise ConfigError("a bundle was trained on the validation events: evaluate it on test, or leave --bundle out")
+
+
 def evaluate(cfg: Config, channels: list[str] | None = None, bundle: Path | None = None, *,
              on: str = "test", show_progress: bool = True) -> dict[str, dict[str, Any]]:
     """BENCHMARK.md metrics of each channel on the config's data, keyed by channel then metric.
@@ -200,10 +208,7 @@ def evaluate(cfg: Config, channels: list[str] | None = None, bundle: Path | None
     unknown = [c for c in channels or () if c not in CHANNELS]
     if unknown:
         raise ConfigError(f"unknown channel(s) {unknown}; choose from {list(CHANNELS)}")
-    if on not in ("test", "validation"):
-        raise ConfigError(f"evaluate on 'test' or 'validation', not {on!r}")
-    if on == "validation" and bundle is not None:
-        raise ConfigError("a bundle was trained on the validation events: evaluate it on test, or leave --bundle out")
+    _check_on(on, bundle)
     served = None if bundle is None else ServingVersion(bundle, VectorCache(size=0))
     channels = channels or (list(CHANNELS[:-1]) if served is None else [*served.channels, "served"])
     data, split = read_split(cfg, show_progress)
@@ -233,10 +238,7 @@ def evaluate_entity_recall(cfg: Config, attribute: str, bundle: Path | None = No
     """Entity recall (u2c) of an item attribute: the two-tower model's ranking of its values (as
     the bundle serves it, with ``bundle``) beside the user's own recent values and the most
     clicked ones, on the held-out item's values (``evaluation.entities``)."""
-    if on not in ("test", "validation"):
-        raise ConfigError(f"evaluate on 'test' or 'validation', not {on!r}")
-    if on == "validation" and bundle is not None:
-        raise ConfigError("a bundle was trained on the validation events: evaluate it on test, or leave --bundle out")
+    _check_on(on, bundle)
     data, split = read_split(cfg, show_progress)
     if on == "validation":
         split = split.validation_view()

@@ -30,6 +30,20 @@ def test_itemcf_neighbours_and_popularity_normalisation():
     assert rec.item_ids == ["b"]  # only a's neighbours can be scored
 
 
+def test_itemcf_counted_block_by_block_equals_counted_at_once(monkeypatch):
+    from embrecall.data import load_dataset
+    from embrecall.config import load_config
+    from embrecall.models import itemcf
+    events = load_dataset(load_config(None, ["data.synthetic.events=20000"])).events
+    whole = ItemCF(ItemCFConfig(window=4, neighbours=20)).fit(events)
+    monkeypatch.setattr(itemcf, "PAIR_BUDGET", 5_000)  # dozens of blocks
+    assert len(itemcf._blocks(np.bincount([0, 1, 1, 2]) * 8.0, 10)) == 3
+    parts = ItemCF(ItemCFConfig(window=4, neighbours=20)).fit(events)
+    assert whole.neighbours_.dtype == np.float32 and parts.neighbours_.shape == whole.neighbours_.shape
+    assert (parts.neighbours_ != whole.neighbours_).nnz == 0
+    assert np.array_equal(parts.item_ids_, whole.item_ids_)
+
+
 def test_sessions_cut_on_user_change_and_inactivity():
     users = np.array(["u", "u", "u", "v"])
     ts = np.array([0, 10, 5000, 5001])

@@ -25,6 +25,28 @@ from embrecall.models.channel import Candidates, UserQuery, fetch_depth, recent_
 __all__ = ["ItemCF"]
 
 
+PAIR_BUDGET = 20_000_000  # co-occurring pairs counted at a time (about 16 bytes each while counted)
+
+
+def _blocks(load: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Consecutive index ranges whose summed ``load`` stays about ``budget`` (at least one index each)."""
+    ends = np.searchsorted(np.cumsum(load), np.arange(budget, load.sum() + budget, budget), side="right")
+    bounds = np.unique(np.r_[0, np.clip(ends, 1, len(load)), len(load)])
+    return [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def _top_per_row(block: sp.csr_matrix, n_rows: np.ndarray, n_cols: np.ndarray, alpha: float,
+                 keep: int) -> sp.csr_matrix:
+    """``c_ij / (n_i**alpha * n_j**(1 - alpha))`` of a block's counts, each row cut to its ``keep`` best."""
+    co = block.tocoo()
+    sim = (co.data / (n_rows[co.row] ** alpha * n_cols[co.col] ** (1.0 - alpha))).astype(np.float32)
+    order = np.lexsort((-sim, co.row))
+    rows, cols, sim = co.row[order], co.col[order], sim[order]
+    starts = np.searchsorted(rows, np.arange(block.shape[0]))
+    kept = np.arange(len(rows)) - starts[rows] < keep
+    return sp.csr_matrix((sim[kept], (rows[kept], cols[kept])), shape=block.shape)
+
+
 class ItemCF:
     name = "itemcf"
 
@@ -34,31 +56,39 @@ class ItemCF:
         self.neighbours_: sp.csr_matrix | None = None  # row i: the kept neighbours of item i and their sims
 
     def fit(self, events: pd.DataFrame) -> "ItemCF":
+        """Count co-occurrences a block of items at a time (rows of the item x item matrix whose
+        pairs add up to about ``PAIR_BUDGET``), in float32, keeping each block's top neighbours
+        before the next: memory follows the budget, not the log's number of pairs."""
         c = self.cfg
-        ev = sort_events(events)
+        ev = sort_events(events[["user_id", "item_id", "timestamp"]])
         codes, catalog = pd.factorize(ev["item_id"])
+        codes = codes.astype(np.int32)
+        user = pd.factorize(ev["user_id"])[0].astype(np.int32)  # sorted by user: a user's events are adjacent
+        del ev
         n = len(catalog)
-        user = ev["user_id"].to_numpy()
         counts = np.bincount(codes, minlength=n).astype(np.float64)
-        co = sp.csr_matrix((n, n), dtype=np.float64)
-        for d in range(1, c.window + 1):
-            same = user[d:] == user[:-d]
-            a, b = codes[:-d][same], codes[d:][same]
-            keep = a != b
-            a, b = a[keep], b[keep]
-            w = np.full(len(a), c.pair_decay ** (d - 1))
-            co = co + sp.csr_matrix((np.r_[w, w], (np.r_[a, b], np.r_[b, a])), shape=(n, n))
-        co = co.tocoo()
-        sim = co.data / (counts[co.row] ** c.alpha * counts[co.col] ** (1.0 - c.alpha))
-        # Keep the top `neighbours` per row: sort by (row, -sim) and cut each row's run.
-        order = np.lexsort((-sim, co.row))
-        rows, cols, sim = co.row[order], co.col[order], sim[order]
-        starts = np.searchsorted(rows, np.arange(n))
-        rank = np.arange(len(rows)) - starts[rows]
-        kept = rank < c.neighbours
-        self._set(np.asarray(catalog, dtype=object),
-                  sp.csr_matrix((sim[kept], (rows[kept], cols[kept])), shape=(n, n)))
+        blocks = []
+        for lo, hi in _blocks(counts * 2 * c.window, PAIR_BUDGET):
+            block = self._block(codes, user, lo, hi, n)
+            blocks.append(_top_per_row(block, counts[lo:hi], counts, c.alpha, c.neighbours))
+        self._set(np.asarray(catalog, dtype=object), sp.vstack(blocks, format="csr") if blocks
+                  else sp.csr_matrix((0, 0), dtype=np.float32))
         return self
+
+    def _block(self, codes: np.ndarray, user: np.ndarray, lo: int, hi: int, n: int) -> sp.csr_matrix:
+        """Rows ``lo..hi`` of the co-occurrence matrix: every pair up to ``window`` steps apart in a
+        user's history whose first item is in the block, weighted ``pair_decay**(d - 1)``."""
+        rows, cols, weights = [], [], []
+        for d in range(1, self.cfg.window + 1):
+            at = np.flatnonzero(user[d:] == user[:-d])
+            a, b = codes[at], codes[at + d]
+            for x, y in ((a, b), (b, a)):
+                mine = (x >= lo) & (x < hi) & (x != y)
+                rows.append(x[mine] - lo)
+                cols.append(y[mine])
+                weights.append(np.full(int(mine.sum()), self.cfg.pair_decay ** (d - 1), dtype=np.float32))
+        return sp.csr_matrix((np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))),
+                             shape=(hi - lo, n), dtype=np.float32)  # duplicate pairs are summed
 
     def _set(self, item_ids: np.ndarray, neighbours: sp.csr_matrix) -> None:
         self.item_ids_, self.neighbours_ = item_ids, neighbours
