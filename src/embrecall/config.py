@@ -65,7 +65,7 @@ class SyntheticConfig(_Strict):
     # Scenes (an event column 'scene': s0 the largest, each next one ~0.45 times the one before), each
     # with its own featured categories and its own popular items inside a category; 0: no scene column.
     scenes: int = Field(0, ge=0, le=26)
-    interests: bool = False  # users get an 'interests' column: their favourite categories and two noise tags
+    interests: bool = False  # users get an 'interests' column: their favourite categories and 0-5 noise tags
     seed: int = 0
 
     @model_validator(mode="after")

@@ -70,3 +70,15 @@ def test_a_hit_is_any_value_of_the_held_out_item():
     assert m["targets"] == 2 and m["values"] == 2  # a and b were clicked in train + validation
     assert m["HR@1"] == 0.0 and m["HR@2"] == 0.5  # u's best value (b) at rank 2; v's c at rank 3
     assert m["MRR"] == pytest.approx((1 / 2 + 1 / 3) / 2)
+
+
+def test_users_are_scored_a_few_at_a_time_with_the_same_answer(monkeypatch):
+    from embrecall.models import entities as module
+    users = np.random.default_rng(0).normal(size=(7, 2)).astype(np.float32)
+    recall = EntityRecall(Entities.of("genres", ITEMS, list(ITEMS.index)), lambda qs: users[:len(qs)], VECTORS, 0.3)
+    queries = [UserQuery(f"u{i}") for i in range(7)]
+    whole = recall.recommend(queries, 3)
+    monkeypatch.setattr(module, "SCORES_AT_ONCE", 10)  # two users of five items at a time
+    parts = recall.recommend(queries, 3)
+    assert [c.item_ids for c in parts] == [c.item_ids for c in whole]
+    np.testing.assert_allclose(np.stack([c.scores for c in parts]), np.stack([c.scores for c in whole]), rtol=1e-6)

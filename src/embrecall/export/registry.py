@@ -36,6 +36,11 @@ def _item_ids(folder: Path) -> set[str]:
     return set(pq.read_table(folder / "items.parquet", columns=["item_id"]).column(0).to_pylist())
 
 
+def _new_share(items: set[str], active: Path) -> float:
+    """The share of ``items`` the active version does not have."""
+    return len(items - _item_ids(active)) / max(len(items), 1)
+
+
 class Registry:
     def __init__(self, root: Path | str):
         self.root = Path(root)
@@ -99,9 +104,20 @@ class Registry:
         figures = {**flat_metrics(manifest.get("metrics", {})),
                    **{k: float(v) for k, v in profile.items() if k != "days" and isinstance(v, (int, float))}}
         if active is not None:
-            mine = _item_ids(Path(bundle_dir))
-            figures["new_item_share"] = len(mine - _item_ids(active)) / max(len(mine), 1)
+            figures["new_item_share"] = _new_share(_item_ids(Path(bundle_dir)), active)
         return figures
+
+    def _active_if_sound(self) -> Path | None:
+        """The active version's folder; None when there is none or it is damaged (which must not
+        stop a replacement or a check)."""
+        try:
+            return self.active()
+        except BundleError:
+            return None
+
+    def _published(self, window: int) -> list[dict]:
+        """The figures of the last ``window`` published versions, oldest first."""
+        return [r["figures"] for r in self.history() if r.get("published")][-window:] if window > 0 else []
 
     def check_volumes(self, events: pd.DataFrame, sigma: float = 3.0, window: int = 5) -> dict[str, float]:
         """The daily volumes of an incoming log (and the share of its items the active version
@@ -109,15 +125,10 @@ class Registry:
         before anything is trained); raises ``GateBreach`` naming each volume more than ``sigma``
         off their mean.  Returns the log's figures."""
         figures = {k: v for k, v in data_profile(events).items() if k in VOLUMES}
-        try:
-            active = self.active()
-        except BundleError:
-            active = None
+        active = self._active_if_sound()
         if active is not None:
-            mine = set(events["item_id"].astype(str).unique())
-            figures["new_item_share"] = len(mine - _item_ids(active)) / max(len(mine), 1)
-        earlier = [r["figures"] for r in self.history() if r.get("published")][-window:] if window > 0 else []
-        breaches = sigma_breaches(figures, earlier, sigma)
+            figures["new_item_share"] = _new_share(set(events["item_id"].astype(str).unique()), active)
+        breaches = sigma_breaches(figures, self._published(window), sigma)
         if breaches:
             raise GateBreach("the incoming log is out of line with the published versions' training logs: "
                              + "; ".join(breaches), breaches)
@@ -134,12 +145,9 @@ class Registry:
             raise ConfigError("--force needs a reason, recorded with the version")
         manifest = Bundle.manifest_of(bundle_dir)  # manifest and every file checked against their hashes
         version = str(manifest["version"])
-        try:
-            active = self.active()
-        except BundleError:  # a damaged active version must not stop its replacement
-            active = None
+        active = self._active_if_sound()
         figures = self._figures(bundle_dir, manifest, active)
-        earlier = [r["figures"] for r in self.history() if r.get("published")][-window:] if window > 0 else []
+        earlier = self._published(window)
         breaches = [why for g in gates if (why := g.check(manifest.get("metrics", {})))]
         breaches += sigma_breaches(figures, earlier, sigma) if sigma > 0 else []
         record = {"version": version, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "figures": figures,

@@ -21,6 +21,8 @@ from embrecall.models.channel import Candidates, UserQuery, recent_first
 
 __all__ = ["Entities", "EntityRecall", "HistoryEntities", "entity_values"]
 
+SCORES_AT_ONCE = 1 << 24  # user x item scores held at once (64 MB of float32): bounds a batch's memory
+
 
 def entity_values(items: pd.DataFrame | None, column: str, item_ids: Sequence[str], sep: str = "|") -> pd.Series:
     """Each item's entity values, one row per (item, value): index item id, values the entity
@@ -65,10 +67,9 @@ class EntityRecall:
                   exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
         if not queries:
             return []
-        logits = self.embed(queries) @ self.item_vectors.T / self.temperature  # (B, items)
-        top = logits.max(axis=1, keepdims=True)
-        mass = self.entities.members @ np.exp(logits - top).T  # (values, B)
-        scores = (np.log(np.maximum(mass, 1e-30)) + top.T).T.astype(np.float32)  # (B, values)
+        users = self.embed(queries)
+        per = max(1, SCORES_AT_ONCE // max(len(self.item_vectors), 1))  # (users, items) scores held at a time
+        scores = np.concatenate([self._scores(users[s:s + per]) for s in range(0, len(users), per)])
         k = min(k, scores.shape[1])
         out = []
         for row in scores:
@@ -76,6 +77,13 @@ class EntityRecall:
             best = best[np.argsort(-row[best], kind="stable")]
             out.append(Candidates(self.entities.values[best].tolist(), row[best], [self.name] * k))
         return out
+
+    def _scores(self, users: np.ndarray) -> np.ndarray:
+        """(B, values) log of each value's summed exp(score / temperature) over its items."""
+        logits = users @ self.item_vectors.T / self.temperature  # (B, items)
+        top = logits.max(axis=1, keepdims=True)
+        mass = self.entities.members @ np.exp(logits - top).T  # (values, B)
+        return (np.log(np.maximum(mass, 1e-30)) + top.T).T.astype(np.float32)
 
 
 class HistoryEntities:
