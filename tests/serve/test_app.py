@@ -137,6 +137,10 @@ def test_batches_are_bounded_by_their_total_work(client):
     assert r.status_code == 422 and "at most 25,600" in r.text
     batch["requests"] = batch["requests"][:25]
     assert client.post("/v1/recall/batch", json=batch).status_code == 200
+    parallel = {"requests": [{"user_id": f"u{i}", "k": 1000, "parallel": {"attribute": "category", "groups": 4}}
+                             for i in range(6)]}  # each counts five times: its four groups and the plain list
+    r = client.post("/v1/recall/batch", json=parallel)
+    assert r.status_code == 422 and "30,000 items in all" in r.text
 
 
 def test_non_finite_attributes_never_reach_the_index(client):

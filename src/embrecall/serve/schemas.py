@@ -102,10 +102,10 @@ class BatchRecallRequest(_Strict):
 
     @model_validator(mode="after")
     def _bounded_work(self) -> "BatchRecallRequest":
-        total = sum(r.k for r in self.requests)
+        total = sum(r.k * (r.parallel.groups + 1 if r.parallel else 1) for r in self.requests)
         if total > MAX_BATCH_K:
-            raise ValueError(f"the requests ask for {total:,} items in all (the sum of their k); a batch may ask for "
-                             f"at most {MAX_BATCH_K:,}: split it")
+            raise ValueError(f"the requests ask for {total:,} items in all (the sum of their k, times groups + 1 for "
+                             f"category-parallel ones); a batch may ask for at most {MAX_BATCH_K:,}: split it")
         return self
 
 
