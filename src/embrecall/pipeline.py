@@ -214,6 +214,7 @@ def evaluate(cfg: Config, channels: list[str] | None = None, bundle: Path | None
     data, split = read_split(cfg, show_progress)
     if on == "validation":
         split = split.validation_view()
+    parts = {column: split_by(split, column) for column in cfg.evaluate.per}  # a missing column is said first
     built: dict[str, Channel] = {}
     out: dict[str, dict[str, Any]] = {}
     for name in channels:
@@ -226,8 +227,8 @@ def evaluate(cfg: Config, channels: list[str] | None = None, bundle: Path | None
         with step(f"evaluating {name}", show_progress):
             out[name] = {**evaluate_channel(channel, split, cfg.evaluate.ks, exposures=data.exposures),
                          "train_seconds": fitted, "peak_rss_mb": peak_rss_mb()}
-            for column in cfg.evaluate.per:
-                for value, part in split_by(split, column).items():
+            for column, by_value in parts.items():
+                for value, part in by_value.items():
                     out[f"{name} [{column}={value}]"] = evaluate_channel(channel, part, cfg.evaluate.ks,
                                                                          exposures=data.exposures)
     return out

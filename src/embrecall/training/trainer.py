@@ -106,9 +106,10 @@ def pretrain_item_table(cfg: Config, model: TwoTower, encoders: Encoders, events
     return int(keep.sum())
 
 
-def _gathered_loss(cfg: Config, r: Ranks, net: torch.nn.Module, ex: Examples, rows: np.ndarray) -> torch.Tensor:
+def _in_batch_loss(cfg: Config, r: Ranks, net: torch.nn.Module, ex: Examples, rows: np.ndarray) -> torch.Tensor:
     """The in-batch softmax of this rank's rows against the positives of every rank's slice
-    (item vectors gathered with their gradients), logQ by each item's share of training events."""
+    (item vectors gathered with their gradients; one rank: its own batch), logQ by each item's
+    share of training events.  ``net``: the model, or its DistributedDataParallel wrapper."""
     t = cfg.train
     idx = torch.from_numpy(ex.item_idx[rows])
     user, pos = net(ex.user_batch(rows), ex.item_batch(ex.item_idx[rows]))
@@ -117,9 +118,14 @@ def _gathered_loss(cfg: Config, r: Ranks, net: torch.nn.Module, ex: Examples, ro
                                 t.remove_accidental_hits, t.label_smoothing, offset=r.rank * len(rows))
 
 
+def _in_batch_only(cfg: Config, windowed: bool, mixed: MixedNegatives) -> bool:
+    """Whether the loss is the plain in-batch softmax (``_in_batch_loss``), the one ranks can share."""
+    return cfg.train.loss == "sampled_softmax" and not windowed and not mixed.active
+
+
 def _check_distributable(cfg: Config, windowed: bool, mixed: MixedNegatives) -> None:
     """Under torchrun the trainer runs the gathered in-batch softmax; what it does not yet gather is refused."""
-    if cfg.train.loss != "sampled_softmax" or windowed or mixed.active:
+    if not _in_batch_only(cfg, windowed, mixed):
         raise ConfigError("training on several ranks (torchrun) takes train.loss = 'sampled_softmax' with in-batch "
                           "negatives only: no [train.negatives] sources and no sequence feature (their candidates "
                           "are not gathered across ranks yet); run those on one process")
@@ -161,10 +167,6 @@ def _batch_loss(cfg: Config, model: TwoTower, ex: Examples, rows: np.ndarray, us
                             ex.log_inclusion(distinct, len(rows)) * t.logq_strength, t.temperature,
                             t.label_smoothing)
     pos = model.item(ex.item_batch(pos_idx))  # (B, D)
-    if t.loss == "sampled_softmax":
-        idx = torch.from_numpy(pos_idx)
-        return sampled_softmax_loss(user, pos, idx, ex.log_q[idx] * t.logq_strength, t.temperature,
-                                    t.remove_accidental_hits, t.label_smoothing)
     weights = torch.from_numpy(ex.item_counts ** t.negative_alpha).float()
     neg_idx = torch.multinomial(weights, len(rows) * t.num_negatives, replacement=True, generator=gen)
     neg_idx = neg_idx.view(len(rows), t.num_negatives)  # (B, N)
@@ -221,10 +223,11 @@ def fit_two_tower(cfg: Config, events: pd.DataFrame, users: pd.DataFrame | None,
         validation = validation.sample_validation(t.valid_users, t.seed)
     metric = f"HR@{t.early_stop_k}"
     windowed = examples.sequence is not None
-    net = None
+    net: torch.nn.Module = model
     if r.world > 1:
         _check_distributable(cfg, windowed, mixed)
         net = torch.nn.parallel.DistributedDataParallel(model)
+    in_batch = _in_batch_only(cfg, windowed, mixed)
     threads_before = torch.get_num_threads()
     started = time.perf_counter()
     try:
@@ -243,8 +246,8 @@ def fit_two_tower(cfg: Config, events: pd.DataFrame, users: pd.DataFrame | None,
                 task = bar.add_task(title, total=len(steps), loss=float("nan"), rate=0.0)
                 tick, total_loss, pairs = time.perf_counter(), 0.0, 0
                 for b, step in enumerate(steps):
-                    if net is not None:
-                        rows, loss = step, _gathered_loss(cfg, r, net, examples, step)
+                    if in_batch:
+                        rows, loss = step, _in_batch_loss(cfg, r, net, examples, step)
                     else:
                         user, rows = _user_vectors(model, examples, step, windowed)
                         loss = _batch_loss(cfg, model, examples, rows, user, windowed, gen, mixed, neg_rng)
