@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import subprocess
 import sys
 import tempfile
@@ -35,7 +36,9 @@ from embrecall.models.two_tower import TwoTower
 from embrecall.training.examples import Examples
 from embrecall.training.losses import sampled_softmax_loss, softmax_loss
 from embrecall.training.threads import training_threads
-from embrecall.training.trainer import _steps, fit_two_tower
+from embrecall.training.distributed import Ranks
+from embrecall.training.sources import InMemory
+from embrecall.training.trainer import fit_two_tower
 
 ROOT = Path(__file__).resolve().parents[1]
 ML100K = ROOT.parent / "shared" / "datasets" / "ml-100k"
@@ -63,7 +66,8 @@ def floor(cfg: Config, ex: Examples, enc: Encoders, steps: int) -> float:
     opt = torch.optim.Adam(model.parameters(), lr=t.lr)
     windowed = ex.sequence is not None
     batches = []
-    for step in _steps(ex, windowed, t.batch_size, np.random.default_rng(0))[:steps]:
+    _, walk = InMemory(ex, windowed).epoch(np.random.default_rng(0), t.batch_size, Ranks())
+    for _, step in itertools.islice(walk, steps):
         if windowed:
             inputs, at, rows = ex.window_batch(step)
         else:

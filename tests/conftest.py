@@ -66,6 +66,20 @@ def tiny_config(tmp_path: Path, *extra: str) -> Config:
                               "train.epochs=2", "train.batch_size=256", f"out={tmp_path / 'runs'}", *extra])
 
 
+def sharded_config(tmp_path: Path, *extra: str, count: int = 3) -> Config:
+    """``tiny_config``'s synthetic log written to Parquet and read as a sharded table log
+    (``read_rows`` small, so the log is read in several pieces)."""
+    from embrecall.data.synthetic import write_parquet
+
+    base = tiny_config(tmp_path)
+    paths = write_parquet(base.data.synthetic, tmp_path / "log")
+    return load_config(None, [
+        "data.format=table", f"data.path={paths['events']}", f"data.users.path={paths['users']}", "data.users.key=user_id",
+        f"data.items.path={paths['items']}", "data.items.key=item_id", f"data.shards.count={count}",
+        "data.shards.read_rows=1000", "data.shards.eval_users=200", "train.epochs=2", "train.batch_size=256",
+        f"out={tmp_path / 'runs'}", *extra])
+
+
 @pytest.fixture
 def write(tmp_path: Path):
     """Write a text file under tmp_path and return its path."""

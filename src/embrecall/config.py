@@ -75,6 +75,18 @@ class SyntheticConfig(_Strict):
         return self
 
 
+class ShardsConfig(_Strict):
+    """Reading a log larger than memory (``embrecall.data.shards``): the log is streamed once into
+    ``count`` Parquet shards partitioned by user, split shard by shard, and trained on one shard at
+    a time (under torchrun each rank reads its own shards).  Memory follows ``read_rows`` and the
+    shard size (log / count), not the log."""
+
+    count: int = Field(64, ge=1, le=4096)
+    read_rows: int = Field(1_000_000, ge=1_000)  # rows read from the log at a time
+    eval_users: int = Field(20_000, ge=100)  # users sampled from the shards for the test metrics
+    folder: Path | None = None  # where shards are kept (default <out>/shards); shared by every machine
+
+
 class DataConfig(_Strict):
     """Where the interaction log comes from and how to read it."""
 
@@ -92,6 +104,7 @@ class DataConfig(_Strict):
     users: TableConfig | None = None
     items: TableConfig | None = None
     synthetic: SyntheticConfig = SyntheticConfig()
+    shards: ShardsConfig | None = None  # set: read the log out of core (table format, ids and timestamps only)
 
     @model_validator(mode="after")
     def _path_needed(self) -> "DataConfig":
@@ -112,6 +125,22 @@ class DataConfig(_Strict):
                     else "")
             raise ValueError(f"data.format = '{self.format}' does not read data.{', data.'.join(ignored)}{hint}; "
                              "remove them, or use data.format = 'table' to map your own columns and tables")
+        return self
+
+    @model_validator(mode="after")
+    def _shardable(self) -> "DataConfig":
+        """Shards carry user, item and time: a setting that needs more of each row is refused."""
+        if self.shards is None:
+            return self
+        settings = {"columns.event": self.columns.event, "columns.weight": self.columns.weight,
+                    "events": self.events, "exposure_events": self.exposure_events,
+                    "context_columns": self.context_columns, "user_columns": self.user_columns,
+                    "item_columns": self.item_columns}
+        carried = [name for name, value in settings.items() if value]
+        if carried:
+            raise ValueError(f"data.shards reads user, item and timestamp of each row; data.{', data.'.join(carried)} "
+                             "need more of it: put user and item attributes in data.users / data.items tables, or "
+                             "leave data.shards out to read the log into memory")
         return self
 
 
@@ -303,6 +332,10 @@ class ModelConfig(_Strict):
     # Start the item-id table from item2vec vectors of the training events (channels.item2vec's settings,
     # its dim set to item_embedding_dim): fine-tuned with the rest, or frozen; none: random.
     pretrained_items: Literal["none", "fine_tune", "frozen"] = "none"
+    # Lookup tables (item ids, categorical ids) with sparse gradients, stepped by a lazy Adam
+    # (torch's SparseAdam): a step costs the rows it touches, not the whole table.  None: on when
+    # the tables hold more than SPARSE_ABOVE rows (a million items or users), off below.
+    sparse_ids: bool | None = None
     hidden: list[int] = [256]
     output_dim: int = Field(64, ge=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
@@ -350,6 +383,7 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0.0)
     batch_size: int = Field(512, ge=2)  # training pairs per step (sequence windows: whole windows adding up to it)
     epochs: int = Field(10, ge=1)
+    steps_per_epoch: int | None = Field(None, ge=1)  # at most this many steps an epoch (logs too large for whole ones)
     patience: int = Field(2, ge=1)  # epochs without validation gain before stopping
     early_stop_k: int = Field(50, ge=1)  # early stopping watches validation HR@early_stop_k
     valid_users: int | None = Field(10_000, ge=100)  # validation users sampled for each epoch's check; None: all
@@ -405,6 +439,7 @@ class Item2VecConfig(_Strict):
     negative: int = Field(10, ge=1)
     ns_exponent: float = 0.75
     epochs: int = Field(10, ge=1)
+    steps_per_epoch: int | None = Field(None, ge=1)  # at most this many steps an epoch (logs too large for whole ones)
     min_count: int = Field(5, ge=1)  # rarer items get noisy vectors that crowd the top of the ranking
     sample: float = Field(1e-4, ge=0.0)  # word2vec's down-sampling of very frequent items
     session_gap: int = Field(3600, ge=1)  # seconds of inactivity that start a new session
@@ -438,6 +473,7 @@ class EaseConfig(_Strict):
 
 # The channels a bundle can carry into the service (embrecall.models.stored loads all but two_tower).
 SERVED_CHANNELS = ("two_tower", "popular", "itemcf", "item2vec", "ease")
+SHARDED_CHANNELS = ("two_tower", "popular", "item2vec")  # those fitted from a sharded log, shard by shard
 
 
 class ChannelsConfig(_Strict):
@@ -520,6 +556,17 @@ class Config(_Strict):
     channels: ChannelsConfig = ChannelsConfig()
     tune: TuneConfig = TuneConfig()
     out: Path = Path("runs")
+
+    @model_validator(mode="after")
+    def _sharded_channels(self) -> "Config":
+        """A sharded log is never whole in memory: channels that need it so are refused before reading."""
+        if self.data.shards is None:
+            return self
+        whole = sorted((set(self.channels.serve) | {self.channels.fallback}) - {None, *SHARDED_CHANNELS})
+        if whole:
+            raise ValueError(f"channels {whole} need the whole log in memory; with data.shards a bundle serves "
+                             f"{list(SHARDED_CHANNELS)} (set channels.serve and channels.fallback to those)")
+        return self
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "Config":

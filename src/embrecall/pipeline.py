@@ -19,7 +19,10 @@ import pandas as pd
 
 from embrecall.config import Config
 from embrecall.data import Dataset, Split, load_dataset, split_dataset
+from embrecall.data.load import numeric_columns
+from embrecall.data.shards import ShardLog, Shards, prepare_shards, shard_folder
 from embrecall.data.split import cold_item_split
+from embrecall.data.table import read_feature_tables
 from embrecall.errors import ConfigError, DataError
 from embrecall.evaluation import evaluate_channel
 from embrecall.evaluation.entities import evaluate_entities
@@ -39,8 +42,7 @@ from embrecall.models.stored import STORED
 from embrecall.serve.cache import VectorCache
 from embrecall.serve.service import ServedChannel, ServingVersion
 from embrecall.progress import note, step
-from embrecall.training.distributed import join_from_env, leave
-from embrecall.training.examples import Examples
+from embrecall.training.distributed import barrier, join_from_env, leave, ranks
 from embrecall.training.trainer import FitResult, fit_two_tower, item_vectors, two_tower_channel
 
 __all__ = ["TrainReport", "read_split", "train", "evaluate", "evaluate_entity_recall", "evaluate_cold_items", "build_channel", "fit_channel",
@@ -64,7 +66,16 @@ class TrainReport:
     seconds: float = 0.0
 
 
+def _in_memory(cfg: Config) -> None:
+    """Refuse a sharded log where a command needs the whole log in memory."""
+    if cfg.data.shards is not None:
+        raise ConfigError("this command reads the whole log into memory; with data.shards, `embrecall train` reports "
+                          "the test metrics on data.shards.eval_users sampled users (leave data.shards out to run "
+                          "this command in memory)")
+
+
 def read_split(cfg: Config, show_progress: bool = True) -> tuple[Dataset, Split]:
+    _in_memory(cfg)
     with step(f"reading {cfg.data.format} data and splitting ({cfg.split.kind})", show_progress):
         data = load_dataset(cfg)
         split = split_dataset(data, cfg.split)
@@ -77,6 +88,50 @@ def read_split(cfg: Config, show_progress: bool = True) -> tuple[Dataset, Split]
     return data, split
 
 
+@dataclass
+class TrainingData:
+    """What a two-tower fit reads: its two logs (``train`` to choose epochs, ``train_full`` for the
+    final fit), in memory or as parts of a sharded log, the split its validation and test figures
+    come from (every user, or a sample of a sharded log's), and the feature tables."""
+
+    train: pd.DataFrame | ShardLog
+    train_full: pd.DataFrame | ShardLog
+    split: Split
+    users: pd.DataFrame | None
+    items: pd.DataFrame | None
+    exposures: pd.DataFrame | None
+    source: str
+    summary: str
+
+    @classmethod
+    def of(cls, data: Dataset, split: Split) -> "TrainingData":
+        return cls(split.train, split.train_full, split, data.users, data.items, data.exposures, data.source,
+                   split.summary())
+
+
+def read_training_data(cfg: Config, show_progress: bool = True) -> tuple[TrainingData, str]:
+    """The training data and its fingerprint: the log read into memory, or (``data.shards``) its
+    shards, written by rank 0 on first use and opened by every rank."""
+    if cfg.data.shards is None:
+        data, split = read_split(cfg, show_progress)
+        return TrainingData.of(data, split), data.fingerprint()
+    with step(f"reading the log into {cfg.data.shards.count} user shards and splitting ({cfg.split.kind})",
+              show_progress):
+        if ranks().main:
+            prepare_shards(cfg)
+        barrier()
+        shards = Shards.open(shard_folder(cfg))
+        notes: list[str] = []
+        users, items = read_feature_tables(cfg.data, numeric_columns(cfg), notes)
+        sample = shards.sample_split(cfg.data.shards.eval_users, cfg.train.seed)
+    for text in notes:
+        note(text)
+    if show_progress:
+        note(f"{shards.summary()}; validation and test figures on {sample.test['user_id'].nunique():,} sampled users")
+    return TrainingData(shards.log("train"), shards.log("train_full"), sample, users, items, None, str(cfg.data.path),
+                        shards.summary()), shards.folder.name
+
+
 def checkpoint_folder(cfg: Config) -> Path:
     """Where a run keeps its epoch checkpoints: one folder per configuration (seed included), so
     runs started side by side from one folder never touch each other's, and running the same
@@ -86,19 +141,19 @@ def checkpoint_folder(cfg: Config) -> Path:
     return cfg.out / "checkpoints" / key
 
 
-def _fit_protocol(cfg: Config, data: Dataset, split: Split, show_progress: bool) -> tuple[FitResult, float]:
+def _fit_protocol(cfg: Config, td: TrainingData, show_progress: bool) -> tuple[FitResult, float]:
     """Choose the epoch count on validation, then (with ``train.refit``) fit train + validation for it."""
     started = time.perf_counter()
     ckpt = checkpoint_folder(cfg)
-    has_valid = len(split.valid) > 0
-    selected = fit_two_tower(cfg, split.train, data.users, data.items, epochs=cfg.train.epochs,
-                             validation=split if has_valid else None, checkpoint_dir=ckpt / "select",
-                             show_progress=show_progress, label="select", exposures=data.exposures)
+    has_valid = len(td.split.valid) > 0
+    selected = fit_two_tower(cfg, td.train, td.users, td.items, epochs=cfg.train.epochs,
+                             validation=td.split if has_valid else None, checkpoint_dir=ckpt / "select",
+                             show_progress=show_progress, label="select", exposures=td.exposures)
     final = selected
     if cfg.train.refit and has_valid:
-        final = fit_two_tower(cfg, split.train_full, data.users, data.items, epochs=selected.best_epoch,
+        final = fit_two_tower(cfg, td.train_full, td.users, td.items, epochs=selected.best_epoch,
                               checkpoint_dir=ckpt / "final", show_progress=show_progress, label="final",
-                              exposures=data.exposures)
+                              exposures=td.exposures)
         final.log = selected.log + [{**e, "phase_final": 1.0} for e in final.log]
         final.best_epoch = selected.best_epoch
     return final, time.perf_counter() - started
@@ -109,43 +164,48 @@ def train(cfg: Config, *, show_progress: bool = True) -> TrainReport:
     the test targets, and write a bundle under ``cfg.out``.  The bundle's model is the one
     the metrics describe: trained on train + validation, never on test events.
 
-    Under ``torchrun`` every rank reads the data and trains its slice of each batch
-    (``training.distributed``); then rank 0 alone evaluates and writes the bundle."""
+    Under ``torchrun`` every rank trains its part of each step (``training.distributed``); then
+    rank 0 alone evaluates and writes the bundle.  With ``data.shards`` the log is read shard by
+    shard and the test figures are those of ``data.shards.eval_users`` sampled users."""
     r = join_from_env()
     show_progress = show_progress and r.main
-    data, split = read_split(cfg, show_progress)
-    fit, seconds = _fit_protocol(cfg, data, split, show_progress)
+    td, fingerprint = read_training_data(cfg, show_progress)
+    fit, seconds = _fit_protocol(cfg, td, show_progress)
     if r.world > 1:
         leave()
         if not r.main:
             return TrainReport(None, {}, fit.best_epoch, fit.log, seconds)
-    history = split.train_full if cfg.train.refit else split.train
+    history = td.train_full if cfg.train.refit else td.train
     metrics: dict[str, dict[str, float]] = {}
     with step("embedding the catalog and evaluating on test", show_progress):
-        vectors = item_vectors(fit.model, Examples(history, fit.encoders, data.users, data.items))
-        channel = two_tower_channel(fit.model, fit.encoders, data.users, vectors, cfg.index)
-        if len(split.test):
-            metrics["two_tower"] = {**evaluate_channel(channel, split, cfg.evaluate.ks, exposures=data.exposures),
+        vectors = item_vectors(fit.model, fit.catalog)
+        channel = two_tower_channel(fit.model, fit.encoders, td.users, vectors, cfg.index)
+        if len(td.split.test):
+            metrics["two_tower"] = {**evaluate_channel(channel, td.split, cfg.evaluate.ks, exposures=td.exposures),
                                     "train_seconds": seconds, "peak_rss_mb": peak_rss_mb()}
-            metrics["popular"] = evaluate_channel(Popular().fit(split.train_full), split, cfg.evaluate.ks)
+            metrics["popular"] = evaluate_channel(fit_channel("popular", cfg, td.train_full, td.items), td.split,
+                                                  cfg.evaluate.ks)
     served = [n for n in dict.fromkeys([*cfg.channels.serve, cfg.channels.fallback]) if n not in (None, "two_tower")]
-    stored = {name: fit_channel(name, cfg, history, data.items, show_progress) for name in served}
+    stored = {name: fit_channel(name, cfg, history, td.items, show_progress) for name in served}
     with step("writing the bundle (ONNX towers, FAISS index)", show_progress):
-        path = write_bundle(cfg.out, cfg, fit.model, fit.encoders, vectors, split.train_full, data.users,
-                            data.items, fingerprint=data.fingerprint(), source=data.source, metrics=metrics,
+        path = write_bundle(cfg.out, cfg, fit.model, fit.encoders, vectors, td.train_full, td.users,
+                            td.items, fingerprint=fingerprint, source=td.source, metrics=metrics,
                             training={"best_epoch": fit.best_epoch, "seconds": seconds, "log": fit.log,
-                                      "split": split.summary()}, index=channel.index, channels=stored)
+                                      "split": td.summary}, index=channel.index, channels=stored)
     return TrainReport(path, metrics, fit.best_epoch, fit.log, seconds)
 
 
-def fit_channel(name: str, cfg: Config, events: pd.DataFrame, items: pd.DataFrame | None,
+def fit_channel(name: str, cfg: Config, events: pd.DataFrame | ShardLog, items: pd.DataFrame | None,
                 show_progress: bool = True) -> StoredChannel:
-    """One of the channels a bundle can store (all but the two-tower model), fitted on ``events``."""
+    """One of the channels a bundle can store (all but the two-tower model), fitted on ``events``
+    (a log in memory, or a sharded one for the channels in ``SHARDED_CHANNELS``)."""
+    sharded = isinstance(events, ShardLog)
     if name == "popular":
-        return Popular().fit(events)
+        return Popular().fit_counts(events.item_counts()) if sharded else Popular().fit(events)
     if name == "item2vec":
         with step("training item2vec", show_progress):
-            return Item2Vec(cfg.channels.item2vec).fit(events, items)
+            model = Item2Vec(cfg.channels.item2vec)
+            return model.fit_shards(events, items) if sharded else model.fit(events, items)
     if name == "itemcf":
         with step("counting item co-occurrences (ItemCF)", show_progress):
             return ItemCF(cfg.channels.itemcf).fit(events)
@@ -178,8 +238,8 @@ def build_channel(name: str, cfg: Config, data: Dataset, split: Split, *, bundle
         built.update(parts)
         return Merged(parts, cfg.channels.merge, cfg.channels.merge_mode, cfg.channels.merge_depth)
     if name == "two_tower":
-        fit, _ = _fit_protocol(cfg, data, split, show_progress)
-        vectors = item_vectors(fit.model, Examples(split.train_full, fit.encoders, data.users, data.items))
+        fit, _ = _fit_protocol(cfg, TrainingData.of(data, split), show_progress)
+        vectors = item_vectors(fit.model, fit.catalog)
         return two_tower_channel(fit.model, fit.encoders, data.users, vectors, cfg.index)
     raise ConfigError(f"unknown channel '{name}'; choose from {list(CHANNELS)}")
 
@@ -267,6 +327,7 @@ def evaluate_cold_items(cfg: Config, *, show_progress: bool = True) -> dict[str,
     embedded from their attributes); each user's first interaction with an item new in the test
     period is a target, ranked among the training catalog plus those new items.
     """
+    _in_memory(cfg)
     data = load_dataset(cfg)
     test_start = int(np.quantile(data.events["timestamp"].to_numpy(), cfg.evaluate.cold_quantile))
     split = cold_item_split(data.events, test_start)
@@ -276,7 +337,7 @@ def evaluate_cold_items(cfg: Config, *, show_progress: bool = True) -> dict[str,
     cfg = cfg.model_copy(update={"features": cfg.features.model_copy(update={"catalog": "items"})})
     fit = fit_two_tower(cfg, split.train_full, data.users, data.items, epochs=cfg.train.epochs,
                         show_progress=show_progress, label="cold-item fit")
-    vectors = item_vectors(fit.model, Examples(split.train_full, fit.encoders, data.users, data.items))
+    vectors = item_vectors(fit.model, fit.catalog)
     channel = two_tower_channel(fit.model, fit.encoders, data.users, vectors, cfg.index)
     with step("evaluating on cold items", show_progress):
         metrics = evaluate_channel(channel, split, cfg.evaluate.ks, cold_items=True)

@@ -131,7 +131,6 @@ def _current(raw: dict[str, Any], space: dict[str, SearchDim]) -> dict[str, Any]
 def _score(cfg: Config, data: Dataset, split: Split, trial: optuna.Trial) -> float:
     """Fit ``cfg.tune.channel`` on train and return its validation metric."""
     from embrecall.pipeline import build_channel
-    from embrecall.training.examples import Examples
     from embrecall.training.trainer import fit_two_tower, item_vectors, two_tower_channel
 
     view = split.validation_view()
@@ -150,7 +149,7 @@ def _score(cfg: Config, data: Dataset, split: Split, trial: optuna.Trial) -> flo
                         show_progress=False, label=f"trial {trial.number}", exposures=data.exposures,
                         on_epoch=report)
     trial.set_user_attr("best_epoch", fit.best_epoch)
-    vectors = item_vectors(fit.model, Examples(split.train, fit.encoders, data.users, data.items))
+    vectors = item_vectors(fit.model, fit.catalog)
     channel = two_tower_channel(fit.model, fit.encoders, data.users, vectors)
     return evaluate_channel(channel, view, ks)[cfg.tune.metric]
 

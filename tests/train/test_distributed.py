@@ -16,13 +16,15 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from embrecall.config import load_config
-from embrecall.data import load_dataset, split_dataset
+from embrecall.data.load import numeric_columns
+from embrecall.data.shards import prepare_shards
+from embrecall.data.table import read_feature_tables
 from embrecall.errors import ConfigError
-from embrecall.training.distributed import gather, my_share, ranks
+from embrecall.training.distributed import average_sparse_gradients, gather, my_share, ranks
 from embrecall.training.losses import sampled_softmax_loss
 from embrecall.training.negatives import MixedNegatives
 from embrecall.training.trainer import _check_distributable, fit_two_tower
-from tests.conftest import tiny_config
+from tests.conftest import sharded_config
 
 B, D = 4, 8
 
@@ -51,18 +53,32 @@ def _rank(rank: int, folder: str) -> None:
     loss = _loss(u, gathered, gather(idx[mine]), gather(log_q[mine]), offset=rank * B)
     loss.backward()
     grads = torch.cat([u.grad, i.grad], dim=1) / 2  # what DDP's averaging of the two ranks' gradients gives
-    torch.save({"loss": loss.detach(), "grads": grads, "share": my_share(torch.arange(11).numpy(), ranks())},
-               f"{folder}/rank{rank}.pt")
+    torch.manual_seed(0)
+    table = torch.nn.Embedding(10, 3, sparse=True)
+    (table(torch.tensor(SPARSE_ROWS[rank])) * (rank + 1)).sum().backward()
+    average_sparse_gradients(table)
+    torch.save({"loss": loss.detach(), "grads": grads, "share": my_share(torch.arange(11).numpy(), ranks()),
+                "sparse": table.weight.grad.to_dense()}, f"{folder}/rank{rank}.pt")
     dist.destroy_process_group()
 
 
-def test_each_rank_scores_its_users_against_every_ranks_items(tmp_path):
-    mp.spawn(_rank, args=(str(tmp_path),), nprocs=2)
+SPARSE_ROWS = ([1, 2, 2], [2, 7, 9])  # the ranks touch different rows, one shared, not as often
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> list[dict]:
+    """What each of two gloo ranks computed (one spawn for the tests below)."""
+    folder = tmp_path_factory.mktemp("ranks")
+    mp.spawn(_rank, args=(str(folder),), nprocs=2)
+    return [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+def test_each_rank_scores_its_users_against_every_ranks_items(two_ranks):
+    got = two_ranks
     users, items, idx, log_q = _batch()
     u, i = users.clone().requires_grad_(), items.clone().requires_grad_()
     whole = _loss(u, i, idx, log_q)  # one rank, batch 2B
     whole.backward()
-    got = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     torch.testing.assert_close((got[0]["loss"] + got[1]["loss"]) / 2, whole.detach())
     # rank r's users' gradients, and its items' gradients summed over both ranks' losses, as one rank
     for r in range(2):
@@ -72,25 +88,33 @@ def test_each_rank_scores_its_users_against_every_ranks_items(tmp_path):
     assert got[0]["share"].tolist() == [0, 1, 2, 3, 4] and got[1]["share"].tolist() == [5, 6, 7, 8, 9]
 
 
+SHARDED = ["train.batch_size=128", "model.sparse_ids=true"]
+
+
 def _fit_on_two_ranks(rank: int, folder: str, epochs: int, resume: bool, name: str) -> None:
+    """Each rank trains on its own shards of a sharded log, with sparse id tables (SparseAdam)."""
     dist.init_process_group("gloo", init_method=f"file://{folder}/group-{name}", rank=rank, world_size=2)
-    cfg = tiny_config(Path(folder), "train.batch_size=128", f"train.resume={str(resume).lower()}")
-    data = load_dataset(cfg)
-    events = split_dataset(data, cfg.split).train
-    fit = fit_two_tower(cfg, events, data.users, data.items, epochs=epochs, checkpoint_dir=Path(folder) / f"ckpt-{name}",
+    cfg = load_config(Path(folder) / "config.yaml", [f"train.resume={str(resume).lower()}"])
+    log = prepare_shards(cfg).log("train")
+    users, items = read_feature_tables(cfg.data, numeric_columns(cfg), [])
+    fit = fit_two_tower(cfg, log, users, items, epochs=epochs, checkpoint_dir=Path(folder) / f"ckpt-{name}",
                         show_progress=False)
     if rank == 0:
-        torch.save({"state": fit.model.state_dict(), "log": fit.log}, f"{folder}/{name}.pt")
+        torch.save({"state": fit.model.state_dict(), "log": fit.log, "sparse": fit.model.sparse},
+                   f"{folder}/{name}.pt")
     dist.destroy_process_group()
 
 
-def test_two_ranks_resume_from_rank_0s_checkpoint(tmp_path):
+def test_two_ranks_on_their_own_shards_resume_from_rank_0s_checkpoint(tmp_path):
     torch.set_num_threads(1)
+    cfg = sharded_config(tmp_path, *SHARDED)
+    prepare_shards(cfg)  # before the ranks start: they open what is there
+    (tmp_path / "config.yaml").write_text(cfg.model_dump_json())  # JSON is YAML
     mp.spawn(_fit_on_two_ranks, args=(str(tmp_path), 2, False, "straight"), nprocs=2)
     mp.spawn(_fit_on_two_ranks, args=(str(tmp_path), 1, False, "resumed"), nprocs=2)  # stopped after epoch 1
     mp.spawn(_fit_on_two_ranks, args=(str(tmp_path), 2, True, "resumed"), nprocs=2)
     straight, resumed = (torch.load(tmp_path / f"{n}.pt", weights_only=False) for n in ("straight", "resumed"))
-    assert [e["epoch"] for e in resumed["log"]] == [1, 2]
+    assert [e["epoch"] for e in resumed["log"]] == [1, 2] and resumed["sparse"]
     assert any((tmp_path / "ckpt-resumed").iterdir())  # rank 0's epoch checkpoints, read back by both ranks
     for (name, a), b in zip(straight["state"].items(), resumed["state"].values()):
         torch.testing.assert_close(a, b, msg=f"{name} differs after resuming on two ranks")
@@ -131,3 +155,13 @@ def test_settings_not_gathered_across_ranks_are_refused_with_a_message():
     for cfg, windowed in ((load_config(None, ["train.loss=bce"]), False), (plain, True)):
         with pytest.raises(ConfigError, match="takes train.loss = 'sampled_softmax'"):
             _check_distributable(cfg, windowed=windowed, mixed=none)
+
+
+
+def test_sparse_table_gradients_are_averaged_over_ranks_as_ddp_averages_dense_ones(two_ranks):
+    expected = torch.zeros(10, 3)
+    for rank, rows in enumerate(SPARSE_ROWS):
+        for row in rows:
+            expected[row] += (rank + 1) / 2
+    for got in two_ranks:
+        torch.testing.assert_close(got["sparse"], expected)

@@ -55,7 +55,7 @@ def test_mixed_negatives_with_impressions_train_and_beat_popularity(tmp_path):
                         exposures=data.exposures)
     assert all(np.isfinite(e["loss"]) for e in fit.log)
     ex = Examples(split.train_full, fit.encoders, data.users, data.items)
-    channel = two_tower_channel(fit.model, fit.encoders, data.users, item_vectors(fit.model, ex))
+    channel = two_tower_channel(fit.model, fit.encoders, data.users, item_vectors(fit.model, ex.catalog))
     ours = evaluate_channel(channel, split, [50])["HR@50"]
     assert ours > 1.2 * evaluate_channel(Popular().fit(split.train_full), split, [50])["HR@50"]
 

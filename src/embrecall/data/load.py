@@ -9,10 +9,10 @@ from embrecall.data.synthetic import generate
 from embrecall.data.table import read_table_dataset
 from embrecall.errors import DataError
 
-__all__ = ["load_dataset"]
+__all__ = ["load_dataset", "numeric_columns"]
 
 
-def _numeric_columns(cfg: Config) -> dict[str, list[str]]:
+def numeric_columns(cfg: Config) -> dict[str, list[str]]:
     """Which columns must hold numbers, per table, from the numeric features of the spec."""
     out: dict[str, list[str]] = {"events": [], "users": [], "items": []}
     for side, feats in (("users", cfg.features.user), ("items", cfg.features.item)):
@@ -56,7 +56,7 @@ def load_dataset(cfg: Config) -> Dataset:
     elif d.format == "movielens":
         data = read_movielens(d.path)  # type: ignore[arg-type]
     else:
-        data = read_table_dataset(d, _numeric_columns(cfg))
+        data = read_table_dataset(d, numeric_columns(cfg))
     data = _select_events(data, cfg)
     if len(data.events) == 0:
         raise DataError("no interactions left to train on", file=data.source)

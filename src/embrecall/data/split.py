@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -29,11 +29,21 @@ class Split:
     valid: pd.DataFrame
     train_full: pd.DataFrame
     test: pd.DataFrame
+    # A split of some users of a larger log (``Shards.sample_split``): the whole log's events per
+    # item of ``train`` and ``train_full``, most first, so the catalog is the log's, not the sample's.
+    item_counts: dict[str, pd.Series] | None = field(default=None, repr=False)
+
+    def ranked_items(self, history: str) -> pd.Index:
+        """The items of ``history`` (``train`` or ``train_full``), the most frequent first."""
+        if self.item_counts is not None:
+            return self.item_counts[history].index
+        return getattr(self, history)["item_id"].value_counts().index
 
     def validation_view(self) -> "Split":
         """The split as a tuner must see it: fitted on ``train`` only, its "test" targets the
         validation ones, so that nothing chosen with it has looked at a test event."""
-        return Split(train=self.train, valid=self.valid, train_full=self.train, test=self.valid)
+        counts = None if self.item_counts is None else {**self.item_counts, "train_full": self.item_counts["train"]}
+        return Split(train=self.train, valid=self.valid, train_full=self.train, test=self.valid, item_counts=counts)
 
     def sample_validation(self, users: int, seed: int) -> "Split":
         """The split with the validation targets of ``users`` users drawn at random (fixed by
@@ -42,7 +52,7 @@ class Split:
             return self
         rows = np.sort(np.random.default_rng(seed).choice(len(self.valid), users, replace=False))
         return Split(train=self.train, valid=self.valid.iloc[rows].reset_index(drop=True),
-                     train_full=self.train_full, test=self.test)
+                     train_full=self.train_full, test=self.test, item_counts=self.item_counts)
 
     def summary(self) -> str:
         return (f"train {len(self.train):,} events, validation {len(self.valid):,} users, "

@@ -16,7 +16,7 @@ from embrecall.data.dataset import Dataset
 from embrecall.data.timestamps import parse_timestamps
 from embrecall.errors import DataError
 
-__all__ = ["read_frame", "read_table_dataset", "check_numeric"]
+__all__ = ["read_frame", "read_table_dataset", "read_feature_tables", "check_numeric", "check_ids"]
 
 
 def _cut_short(path: Path, delimiter: str, columns: int) -> bool:
@@ -73,7 +73,7 @@ def _require(frame: pd.DataFrame, columns: list[str], file: Path, role: str) -> 
                         "(set the names in the [data] section of the config)", file=str(file))
 
 
-def _ids(frame: pd.DataFrame, column: str, file: Path, first_line: int) -> np.ndarray:
+def check_ids(frame: pd.DataFrame, column: str, file: Path, first_line: int) -> np.ndarray:
     values = frame[column].astype(str).str.strip()
     empty = (values == "") | frame[column].isna() | (values.str.lower() == "nan")
     if empty.any():
@@ -99,7 +99,7 @@ def _feature_table(cfg: TableConfig, numeric: list[str], delimiter: str, header:
                    notes: list[str]) -> pd.DataFrame:
     frame, first_line = read_frame(cfg.path, notes, delimiter=delimiter, header=header)
     _require(frame, [cfg.key], cfg.path, "key")
-    keys = _ids(frame, cfg.key, cfg.path, first_line)
+    keys = check_ids(frame, cfg.key, cfg.path, first_line)
     dup = pd.Series(keys).duplicated(keep=False).to_numpy()
     if dup.any():
         rows = np.flatnonzero(dup)[:2] + first_line
@@ -125,6 +125,22 @@ def _carried_table(events: pd.DataFrame, key: str, columns: list[str], notes: li
     return latest.set_index(key)[columns]
 
 
+def read_feature_tables(cfg: DataConfig, numeric: dict[str, list[str]],
+                        notes: list[str]) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """The user and item feature tables ``cfg`` names (None where it names none), indexed by id."""
+    users = items = None
+    if cfg.users is not None:
+        users = _feature_table(cfg.users, numeric.get("users", []), cfg.delimiter, cfg.header, notes)
+    if cfg.items is not None:
+        items = _feature_table(cfg.items, numeric.get("items", []), cfg.delimiter, cfg.header, notes)
+        if cfg.items.title and cfg.items.title not in items.columns:
+            raise DataError(f"title column '{cfg.items.title}' not found; the file has {list(items.columns)}",
+                            file=str(cfg.items.path))
+        if cfg.items.title:
+            items = items.rename(columns={cfg.items.title: "title"})
+    return users, items
+
+
 def read_table_dataset(cfg: DataConfig, numeric: dict[str, list[str]]) -> Dataset:
     """Read ``cfg.path`` with ``cfg.columns``; ``numeric`` names the numeric columns per table
     (``events``, ``users``, ``items``) so bad values are refused here, with their line."""
@@ -138,8 +154,8 @@ def read_table_dataset(cfg: DataConfig, numeric: dict[str, list[str]]) -> Datase
     _require(frame, extra, path, "configured")
 
     events = pd.DataFrame({
-        "user_id": _ids(frame, cols.user, path, first_line),
-        "item_id": _ids(frame, cols.item, path, first_line),
+        "user_id": check_ids(frame, cols.user, path, first_line),
+        "item_id": check_ids(frame, cols.item, path, first_line),
         "timestamp": parse_timestamps(frame[cols.timestamp], cfg.timestamp_format, file=str(path),
                                       column=cols.timestamp, first_line=first_line),
     })
@@ -153,17 +169,11 @@ def read_table_dataset(cfg: DataConfig, numeric: dict[str, list[str]]) -> Datase
 
     users = _carried_table(events, "user_id", cfg.user_columns, notes) if cfg.user_columns else None
     items = _carried_table(events, "item_id", cfg.item_columns, notes) if cfg.item_columns else None
-    if cfg.users is not None:
-        table = _feature_table(cfg.users, numeric.get("users", []), cfg.delimiter, cfg.header, notes)
-        users = table if users is None else users.join(table, how="outer")
-    if cfg.items is not None:
-        table = _feature_table(cfg.items, numeric.get("items", []), cfg.delimiter, cfg.header, notes)
-        if cfg.items.title and cfg.items.title not in table.columns:
-            raise DataError(f"title column '{cfg.items.title}' not found; the file has {list(table.columns)}",
-                            file=str(cfg.items.path))
-        if cfg.items.title:
-            table = table.rename(columns={cfg.items.title: "title"})
-        items = table if items is None else items.join(table, how="outer")
+    user_table, item_table = read_feature_tables(cfg, numeric, notes)
+    if user_table is not None:
+        users = user_table if users is None else users.join(user_table, how="outer")
+    if item_table is not None:
+        items = item_table if items is None else items.join(item_table, how="outer")
 
     for side, table, col in (("user", users, "user_id"), ("item", items, "item_id")):
         if table is None:

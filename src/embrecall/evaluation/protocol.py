@@ -45,7 +45,8 @@ def evaluate_channel(channel: Channel, split: Split, ks: list[int], *, on: str =
     """
     history = split.train_full if on == "test" else split.train
     targets = split.test if on == "test" else split.valid
-    catalog = set(history["item_id"].unique())
+    ranked = split.ranked_items("train_full" if on == "test" else "train")
+    catalog = set(ranked)
     if cold_items:
         catalog |= set(targets["item_id"].unique())
     queries, exclude = build_queries(history, targets)
@@ -66,7 +67,7 @@ def evaluate_channel(channel: Channel, split: Split, ks: list[int], *, on: str =
         if shown is not None and any(shown):
             auc["AUC_shown"] = shown_auc(channel, queries, target_items, shown)
     return {**ranking_metrics(ranks, top_lists, len(catalog), ks), **auc,
-            **popularity_profile(top_lists, history["item_id"].value_counts().index, max(ks)),
+            **popularity_profile(top_lists, ranked, max(ks)),
             **reachability(target_items, exclude, catalog)}
 
 
@@ -134,7 +135,7 @@ def split_by(split: Split, column: str) -> dict[str, Split]:
                         column=column)
     values = split.test[column].astype(object).where(split.test[column].notna(), "").astype(str)
     return {value: Split(split.train, split.valid, split.train_full, split.test[(values == value).to_numpy()]
-                         .reset_index(drop=True)) for value in sorted(values.unique())}
+                         .reset_index(drop=True), split.item_counts) for value in sorted(values.unique())}
 
 
 def reachability(targets: np.ndarray, exclude: list[set[str]], catalog: set[str]) -> dict[str, float]:

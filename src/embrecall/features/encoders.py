@@ -114,13 +114,18 @@ class Encoders:
     def fit(self, events: pd.DataFrame, users: pd.DataFrame | None, items: pd.DataFrame | None) -> "Encoders":
         """Fit on training ``events``; the catalog is every item they contain, then (with
         ``features.catalog = "items"``) the item table's other items."""
+        return self.fit_ids(pd.Index(pd.unique(events["item_id"]), dtype=object),
+                            pd.Index(pd.unique(events["user_id"]), dtype=object), events, users, items)
+
+    def fit_ids(self, trained: pd.Index, user_ids: pd.Index, events: pd.DataFrame, users: pd.DataFrame | None,
+                items: pd.DataFrame | None) -> "Encoders":
+        """Fit on the ``trained`` items (catalog order) and ``user_ids`` of a training log, and on
+        ``events`` for event-sourced features: a sharded log passes its ids without its rows."""
         self._check_columns(events, users, items)
-        trained = pd.Index(pd.unique(events["item_id"]), dtype=object)
         self.n_trained_ = len(trained)
         if self.spec.catalog == "items" and items is not None:
             trained = trained.append(items.index.difference(trained, sort=False).astype(object))
         self.catalog_ = trained
-        user_ids = pd.Index(pd.unique(events["user_id"]), dtype=object)
         state: dict[str, dict[str, Any]] = {}
         for side, feats, table, ids in (("user", self.spec.user, users, user_ids),
                                         ("item", self.spec.item, items, self.catalog_)):

@@ -11,8 +11,9 @@ proportional to the category's recency weight (per-category parallel recall).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 import faiss
 import numpy as np
@@ -25,7 +26,24 @@ from embrecall.errors import DataError, NotFittedError
 from embrecall.models.channel import Candidates, UserQuery, fetch_depth, recent_first, take_top
 from embrecall.models.merge import merge_by_quota
 
+if TYPE_CHECKING:
+    from embrecall.data.shards import ShardLog
+
 __all__ = ["Item2Vec", "session_starts"]
+
+
+_NO_SESSION = ("item2vec found no session with two or more items; increase channels.item2vec.session_gap or "
+               "check the timestamps")
+
+
+def _write_sessions(fh: TextIO, sequences: Iterable[np.ndarray]) -> int:
+    """Append each sequence of two or more items to a corpus file, one line each; returns how many."""
+    written = 0
+    for seq in sequences:
+        if len(seq) >= 2:
+            fh.write(" ".join(map(str, seq.tolist())) + "\n")
+            written += 1
+    return written
 
 
 def session_starts(users: np.ndarray, timestamps: np.ndarray, gap: int) -> np.ndarray:
@@ -54,24 +72,48 @@ class Item2Vec:
         self.spaces_: dict[str | None, _Space] | None = None
         self.category_: dict[str, str] | None = None  # item -> its first category value
 
-    def _train(self, sequences: list[np.ndarray], catalog: np.ndarray) -> _Space | None:
-        """Word2vec over sequences of catalog positions (written as a corpus file for gensim's fast path)."""
+    def _word2vec(self, corpus: Path, catalog: np.ndarray) -> _Space:
+        """Word2vec over a corpus file of sessions (catalog positions), gensim's fast path: the
+        sentences stream from disk, so a log of any size costs the model's memory only."""
         from gensim.models import Word2Vec  # training only: a served bundle reads the vectors
 
         c = self.cfg
-        useful = [s for s in sequences if len(s) >= 2]
-        if not useful:
-            return None
+        model = Word2Vec(corpus_file=str(corpus), vector_size=c.dim, window=c.window, min_count=c.min_count,
+                         sg=1, sample=c.sample, negative=c.negative, ns_exponent=c.ns_exponent, epochs=c.epochs,
+                         workers=2, seed=c.seed)
+        tokens = np.asarray(model.wv.index_to_key, dtype=np.int64)
+        return _Space(catalog[tokens], model.wv.vectors.astype(np.float32))
+
+    def _train(self, sequences: list[np.ndarray], catalog: np.ndarray) -> _Space | None:
+        """Word2vec over sequences of catalog positions; None when no sequence has two items."""
         with tempfile.TemporaryDirectory() as tmp:
             corpus = Path(tmp) / "sessions.txt"
             with corpus.open("w") as fh:
-                for seq in useful:
-                    fh.write(" ".join(map(str, seq.tolist())) + "\n")
-            model = Word2Vec(corpus_file=str(corpus), vector_size=c.dim, window=c.window, min_count=c.min_count,
-                             sg=1, sample=c.sample, negative=c.negative, ns_exponent=c.ns_exponent, epochs=c.epochs, workers=2,
-                             seed=c.seed)
-        tokens = np.asarray(model.wv.index_to_key, dtype=np.int64)
-        return _Space(catalog[tokens], model.wv.vectors.astype(np.float32))
+                if not _write_sessions(fh, sequences):
+                    return None
+            return self._word2vec(corpus, catalog)
+
+    def fit_shards(self, log: ShardLog, items: pd.DataFrame | None = None) -> "Item2Vec":
+        """Fit on a sharded log: each shard's sessions appended to one corpus file, shard by shard."""
+        if self.cfg.group_column:
+            raise DataError("channels.item2vec.group_column needs an event column, which a sharded log does not "
+                            "keep; leave group_column out or data.shards out", column=self.cfg.group_column)
+        catalog, _ = log.items()
+        written = 0
+        with tempfile.TemporaryDirectory() as tmp:
+            corpus = Path(tmp) / "sessions.txt"
+            with corpus.open("w") as fh:
+                for shard in range(log.shards.count):
+                    ev = log.read(shard)
+                    codes = catalog.get_indexer(ev["item_id"])
+                    starts = session_starts(ev["user_id"].to_numpy(), ev["timestamp"].to_numpy(), self.cfg.session_gap)
+                    bounds = np.r_[np.flatnonzero(starts), len(ev)]
+                    written += _write_sessions(fh, [codes[a:b] for a, b in zip(bounds[:-1], bounds[1:])])
+            if not written:
+                raise DataError(_NO_SESSION)
+            self.spaces_ = {None: self._word2vec(corpus, catalog.to_numpy(dtype=object))}
+        self._categories(items)
+        return self
 
     def fit(self, events: pd.DataFrame, items: pd.DataFrame | None = None) -> "Item2Vec":
         c = self.cfg
@@ -91,8 +133,7 @@ class Item2Vec:
         spaces: dict[str | None, _Space] = {}
         everything = self._train(sessions, catalog)
         if everything is None:
-            raise DataError("item2vec found no session with two or more items; increase "
-                            "channels.item2vec.session_gap or check the timestamps")
+            raise DataError(_NO_SESSION)
         spaces[None] = everything
         if groups is not None:
             session_group = groups[bounds[:-1]]
@@ -100,13 +141,18 @@ class Item2Vec:
                 space = self._train([s for s, g in zip(sessions, session_group) if g == value], catalog)
                 if space is not None:
                     spaces[str(value)] = space
+        self._categories(items)
+        self.spaces_ = spaces
+        return self
+
+    def _categories(self, items: pd.DataFrame | None) -> None:
+        """Each item's first category value, for per-category recall (``category_column``)."""
+        c = self.cfg
         if c.category_column:
             if items is None or c.category_column not in items.columns:
                 raise DataError(f"channels.item2vec.category_column '{c.category_column}' is not an item "
                                 "attribute", column=c.category_column)
             self.category_ = items[c.category_column].astype(str).str.split("|").str[0].to_dict()
-        self.spaces_ = spaces
-        return self
 
     def item_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """Item ids and unit vectors of the all-events model (a pretrained feature for other models)."""

@@ -25,7 +25,10 @@ class Popular:
         self.counts_: np.ndarray | None = None
 
     def fit(self, events: pd.DataFrame) -> "Popular":
-        counts = events["item_id"].value_counts(sort=False)  # first-appearance order
+        return self.fit_counts(events["item_id"].value_counts(sort=False))  # first-appearance order
+
+    def fit_counts(self, counts: pd.Series) -> "Popular":
+        """Fit on events per item (item id -> count); ties keep the order given."""
         order = np.argsort(-counts.to_numpy(), kind="stable")
         self.item_ids_ = counts.index.to_numpy(dtype=object)[order]
         self.counts_ = counts.to_numpy()[order].astype(np.float32)

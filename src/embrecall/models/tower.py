@@ -41,7 +41,8 @@ class _History(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         weights = F.softplus(self.position_logits[: ids.shape[1]]) * (ids > 0)  # (B, L)
         # One fused gather-and-sum: no (B, L, D) tensor, forward or backward (half the time of a bmm here).
-        pooled = F.embedding_bag(ids, self.table.weight, per_sample_weights=weights, mode="sum")
+        pooled = F.embedding_bag(ids, self.table.weight, per_sample_weights=weights, mode="sum",
+                                 sparse=self.table.sparse)
         return pooled / weights.sum(dim=1, keepdim=True).clamp_min(1e-6)  # (B, D)
 
 
@@ -109,9 +110,9 @@ class _Multi(nn.Module):
     weight is a softmax over ``v . tanh(W e)`` of the values present, so the tower learns which
     tags speak for the user (a two-tower user side has no item to attend to, so the query is learned)."""
 
-    def __init__(self, size: int, dim: int, pool: str):
+    def __init__(self, size: int, dim: int, pool: str, sparse: bool = False):
         super().__init__()
-        self.table = nn.Embedding(size, dim, padding_idx=0)
+        self.table = nn.Embedding(size, dim, padding_idx=0, sparse=sparse)
         self.attention = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1, bias=False)) \
             if pool == "attention" else None
 
@@ -128,8 +129,8 @@ class _Categorical(nn.Embedding):
     """An id embedding that, while training, reads a ``mask_rate`` share of known values as
     unknown (row 1), so the unknown row holds the behaviour over all values."""
 
-    def __init__(self, size: int, dim: int, mask_rate: float):
-        super().__init__(size, dim, padding_idx=0)
+    def __init__(self, size: int, dim: int, mask_rate: float, sparse: bool = False):
+        super().__init__(size, dim, padding_idx=0, sparse=sparse)
         self.mask_rate = mask_rate
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -144,9 +145,11 @@ class _Numeric(nn.Module):
 
 
 class Tower(nn.Module):
-    """Maps one side's feature dict to a (B, output_dim) unit vector."""
+    """Maps one side's feature dict to a (B, output_dim) unit vector; ``sparse``: its lookup
+    tables give sparse gradients (``model.sparse_ids``)."""
 
-    def __init__(self, features: list[Feature], sizes: dict[str, int], item_table: nn.Embedding, cfg: ModelConfig):
+    def __init__(self, features: list[Feature], sizes: dict[str, int], item_table: nn.Embedding, cfg: ModelConfig,
+                 sparse: bool = False):
         super().__init__()
         self.names = [f.name for f in features]
         self.sequence: str | None = None  # the SequenceFeature's name, if any
@@ -164,19 +167,19 @@ class Tower(nn.Module):
                 self.inputs[f.name] = item_table
                 width += item_table.embedding_dim
             elif isinstance(f, MultiFeature):
-                self.inputs[f.name] = _Multi(sizes[f.name], f.dim, f.pool)
+                self.inputs[f.name] = _Multi(sizes[f.name], f.dim, f.pool, sparse)
                 width += f.dim
             elif isinstance(f, TextFeature):
                 self.inputs[f.name] = nn.Linear(TEXT_WIDTH, f.dim)  # (B, 384) sentence embedding -> (B, dim)
                 width += f.dim
             elif isinstance(f, CategoricalFeature):
-                self.inputs[f.name] = _Categorical(sizes[f.name], f.dim, f.mask_rate)
+                self.inputs[f.name] = _Categorical(sizes[f.name], f.dim, f.mask_rate, sparse)
                 width += f.dim
             elif isinstance(f, NumericFeature) and sizes[f.name] == 0:
                 self.inputs[f.name] = _Numeric()
                 width += 1
             else:
-                self.inputs[f.name] = nn.Embedding(sizes[f.name], f.dim, padding_idx=0)
+                self.inputs[f.name] = nn.Embedding(sizes[f.name], f.dim, padding_idx=0, sparse=sparse)
                 width += f.dim
         layers: list[nn.Module] = []
         for hidden in cfg.hidden:

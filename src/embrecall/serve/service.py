@@ -43,7 +43,7 @@ class _Plan:
     quotas: dict[str, float]
 
 
-def _filterable(items: pd.DataFrame) -> list[str]:
+def filterable_columns(items: pd.DataFrame) -> list[str]:
     """Text attribute columns with few enough values to filter on (not titles)."""
     cols = []
     for c in items.columns:
@@ -63,7 +63,7 @@ class ServingVersion:
         self.version = self.bundle.version
         self.profiles = UserProfiles(self.bundle.encoders, self.bundle.users)
         catalog = list(self.bundle.encoders.catalog_)
-        filterable = _filterable(self.bundle.items)
+        filterable = filterable_columns(self.bundle.items)
         self.index: ItemIndex
         if milvus_uri:
             collection = "embrecall_" + re.sub(r"\W", "_", self.version)

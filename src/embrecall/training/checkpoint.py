@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from embrecall.errors import BundleError
+from embrecall.training.optimizer import Optimizer
 
 __all__ = ["save_checkpoint", "load_latest_checkpoint"]
 
@@ -34,7 +35,7 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], plain: dict[str, Any]
     return {"state": state, "param_groups": plain["param_groups"]}
 
 
-def save_checkpoint(folder: Path, epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+def save_checkpoint(folder: Path, epoch: int, model: torch.nn.Module, optimizer: Optimizer,
                     meta: dict[str, Any]) -> Path:
     """Write ``epoch-NNN.model.safetensors``, ``.optim.safetensors`` and ``.json`` into ``folder``
     (the JSON last, so a checkpoint counts only once it is complete)."""
@@ -48,7 +49,7 @@ def save_checkpoint(folder: Path, epoch: int, model: torch.nn.Module, optimizer:
 
 
 def load_latest_checkpoint(folder: Path, model: torch.nn.Module,
-                           optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+                           optimizer: Optimizer) -> dict[str, Any] | None:
     """Restore the newest checkpoint in ``folder`` into model and optimiser; its metadata, or None."""
     metas = sorted(folder.glob("epoch-*.json")) if folder.is_dir() else []
     if not metas:

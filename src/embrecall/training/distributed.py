@@ -2,9 +2,11 @@
 
 ``torchrun --nproc-per-node N embrecall train ...`` (``--nnodes`` and a rendezvous address for
 several machines) starts N copies of the same command; each is one rank of a process group
-(gloo on CPU).  Every rank reads the log and walks the same global order of examples; each global
-batch of ``N * train.batch_size`` rows is cut into N equal slices, one per rank, and the model is
-wrapped in ``DistributedDataParallel``, which averages gradients.  The in-batch softmax gathers the
+(gloo on CPU).  A log in memory: every rank reads it and walks the same global order of examples;
+each global batch of ``N * train.batch_size`` rows is cut into N equal slices, one per rank.  A
+sharded log (``data.shards``): each rank reads its own shards, ``train.batch_size`` rows a step, all
+ranks taking the same number of steps.  The model is wrapped in ``DistributedDataParallel``, which
+averages gradients.  The in-batch softmax gathers the
 item vectors of every rank (with their gradients), so each rank's users are scored against all
 ``N * B`` candidates and N ranks train the objective of one rank with batch ``N * B``.
 """
@@ -20,7 +22,8 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 
-__all__ = ["Ranks", "ranks", "join_from_env", "leave", "gather", "my_share", "agree", "mean_over_ranks", "barrier"]
+__all__ = ["Ranks", "ranks", "join_from_env", "leave", "gather", "my_share", "agree", "mean_over_ranks", "smallest",
+           "barrier", "data_parallel", "average_sparse_gradients"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,50 @@ def mean_over_ranks(value: float) -> float:
     t = torch.tensor([value], dtype=torch.float64)
     dist.all_reduce(t)
     return float(t.item()) / r.world
+
+
+def data_parallel(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` in ``DistributedDataParallel`` for its dense parameters; tables with sparse
+    gradients are left out of it (``average_sparse_gradients`` averages theirs): gloo's own
+    sparse all-reduce, which DDP would run, crashed this trainer (SIGSEGV in the next collective
+    after a thousand or so steps of two ranks on the 10M-event log)."""
+    sparse = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Embedding) and m.sparse]
+    torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+        model, [f"{name}.weight" for name in sparse])
+    return torch.nn.parallel.DistributedDataParallel(model)
+
+
+def average_sparse_gradients(model: torch.nn.Module) -> None:
+    """Replace each sparse table's gradient by its mean over ranks, as DDP does for dense ones:
+    every rank's (row, value) pairs gathered, padded to the longest, and summed."""
+    world = ranks().world
+    if world == 1:
+        return
+    tables = {id(m.weight): m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse}
+    for weight in tables.values():
+        grad = weight.grad.coalesce() if weight.grad is not None else torch.sparse_coo_tensor(
+            torch.zeros((1, 0), dtype=torch.int64), weight.new_zeros((0, weight.shape[1])), weight.shape)
+        rows, values = grad.indices()[0], grad.values()
+        longest = torch.tensor([len(rows)])
+        dist.all_reduce(longest, op=dist.ReduceOp.MAX)
+        pad = int(longest.item()) - len(rows)  # padding adds zeros to row 0, the padding row
+        rows = torch.cat([rows, rows.new_zeros(pad)])
+        values = torch.cat([values, values.new_zeros((pad, values.shape[1]))])
+        every_rows, every_values = [torch.empty_like(rows) for _ in range(world)], [torch.empty_like(values)
+                                                                                   for _ in range(world)]
+        dist.all_gather(every_rows, rows)
+        dist.all_gather(every_values, values)
+        weight.grad = torch.sparse_coo_tensor(torch.cat(every_rows)[None], torch.cat(every_values) / world,
+                                              weight.shape).coalesce()
+
+
+def smallest(value: int) -> int:
+    """The least of a number over ranks (the steps every rank can take from its own shards)."""
+    if ranks().world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
 
 
 def barrier() -> None:

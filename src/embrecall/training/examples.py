@@ -13,17 +13,35 @@ from embrecall.errors import DataError
 from embrecall.features import Encoders
 from embrecall.training.negatives import ExposureSampler
 
-__all__ = ["Examples"]
+__all__ = ["Catalog", "Examples"]
+
+
+class Catalog:
+    """The item side of a fit: tower inputs of every catalog item and its training events, shared
+    by all examples (a sharded log's shards each bring their own examples, never their own counts)."""
+
+    def __init__(self, encoders: Encoders, items: pd.DataFrame | None, counts: np.ndarray):
+        self.item_inputs = {k: torch.from_numpy(v) for k, v in encoders.encode_items(items).items()}
+        self.item_counts = np.zeros(encoders.n_items)
+        self.item_counts[:len(counts)] = counts
+        self.events = max(float(counts.sum()), 1.0)
+        self.log_q = torch.from_numpy(np.log(np.maximum(self.item_counts, 1.0) / self.events)).float()  # (n_items,)
+
+    def item_batch(self, item_idx: np.ndarray) -> dict[str, torch.Tensor]:
+        idx = torch.from_numpy(item_idx)
+        return {k: v[idx] for k, v in self.item_inputs.items()}
+
 
 
 class Examples:
-    """All training examples of one fit, with the item tower inputs of the whole catalog."""
+    """Training examples of a log (or of one shard of it), with the item side of the whole catalog."""
 
     def __init__(self, events: pd.DataFrame, encoders: Encoders, users: pd.DataFrame | None,
-                 items: pd.DataFrame | None, exposures: pd.DataFrame | None = None, group_column: str | None = None):
+                 items: pd.DataFrame | None, exposures: pd.DataFrame | None = None, group_column: str | None = None,
+                 catalog: Catalog | None = None):
         ev = sort_events(events)
-        catalog = encoders.catalog_
-        self.item_idx = catalog.get_indexer(ev["item_id"]).astype(np.int64)  # type: ignore[union-attr]
+        index = encoders.catalog_
+        self.item_idx = index.get_indexer(ev["item_id"]).astype(np.int64)  # type: ignore[union-attr]
         self.seq = self.item_idx + 1  # history ids
         user = ev["user_id"].to_numpy()
         new_user = np.r_[True, user[1:] != user[:-1]]
@@ -34,13 +52,13 @@ class Examples:
         self.user_inputs = encoders.encode_users(pd.Index(user, dtype=object), users, ev, history=None)
         self.history_features = [(f.name, f.max_len) for f in encoders.spec.user if isinstance(f, ITEM_HISTORY)]
         self.sequence = next(((f.name, f.max_len) for f in encoders.spec.user if isinstance(f, SequenceFeature)), None)
-        self.item_inputs = {k: torch.from_numpy(v) for k, v in encoders.encode_items(items).items()}
-        counts = np.bincount(self.item_idx, minlength=encoders.n_items).astype(np.float64)
-        self.log_q = torch.from_numpy(np.log(np.maximum(counts, 1.0) / len(ev))).float()  # (n_items,)
-        self.item_counts = counts
+        self.catalog = catalog or Catalog(encoders, items, np.bincount(self.item_idx, minlength=encoders.n_items))
+        c = self.catalog
+        self.item_inputs, self.item_counts, self.log_q, self.item_batch = (c.item_inputs, c.item_counts, c.log_q,
+                                                                           c.item_batch)
         self.user_code, user_index = pd.factorize(ev["user_id"])
-        self.groups = self._groups(items, group_column, catalog) if group_column else None
-        self.exposure = self._exposure(ev, exposures, pd.Index(user_index, dtype=object), catalog)
+        self.groups = self._groups(items, group_column, index) if group_column else None
+        self.exposure = self._exposure(ev, exposures, pd.Index(user_index, dtype=object), index)
 
     @staticmethod
     def _groups(items: pd.DataFrame | None, column: str, catalog: pd.Index) -> np.ndarray:
@@ -73,7 +91,7 @@ class Examples:
     def log_inclusion(self, item_idx: np.ndarray, draws: int) -> torch.Tensor:
         """Log of each item's chance to be among ``draws`` positives drawn by training frequency
         (the logQ correction when every distinct positive of a batch is one candidate)."""
-        q = self.item_counts[item_idx] / len(self)
+        q = self.item_counts[item_idx] / self.catalog.events
         return torch.from_numpy(np.log(-np.expm1(draws * np.log1p(-np.minimum(q, 1.0 - 1e-12))))).float()
 
     def __len__(self) -> int:
@@ -123,6 +141,3 @@ class Examples:
         batch[name] = torch.from_numpy(ids)
         return batch, torch.from_numpy(at), rows
 
-    def item_batch(self, item_idx: np.ndarray) -> dict[str, torch.Tensor]:
-        idx = torch.from_numpy(item_idx)
-        return {k: v[idx] for k, v in self.item_inputs.items()}

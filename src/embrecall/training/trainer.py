@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from embrecall.config import Config, IndexConfig
+from embrecall.config import Config, IndexConfig, SequenceFeature
 from embrecall.errors import ConfigError
+from embrecall.data.shards import ShardLog
 from embrecall.data.split import Split
 from embrecall.evaluation.protocol import evaluate_channel
 from embrecall.features import Encoders
@@ -23,10 +24,13 @@ from embrecall.models.embedding_channel import EmbeddingChannel
 from embrecall.models.two_tower import TwoTower
 from embrecall.progress import note, progress_bar
 from embrecall.training.checkpoint import load_latest_checkpoint, save_checkpoint
-from embrecall.training.distributed import Ranks, agree, barrier, gather, mean_over_ranks, my_share, ranks
-from embrecall.training.examples import Examples
+from embrecall.training.distributed import (Ranks, agree, average_sparse_gradients, barrier, data_parallel, gather,
+                                            mean_over_ranks, ranks)
+from embrecall.training.examples import Catalog, Examples
 from embrecall.training.losses import bce_loss, mixed_softmax_loss, sampled_softmax_loss, softmax_loss
 from embrecall.training.negatives import MixedNegatives
+from embrecall.training.optimizer import make_optimizer
+from embrecall.training.sources import FromShards, InMemory
 from embrecall.training.threads import training_threads
 
 __all__ = ["FitResult", "fit_two_tower", "two_tower_channel", "item_vectors"]
@@ -36,25 +40,18 @@ __all__ = ["FitResult", "fit_two_tower", "two_tower_channel", "item_vectors"]
 class FitResult:
     model: TwoTower
     encoders: Encoders
+    catalog: Catalog
     best_epoch: int
     log: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
 
 
-def _optimizer(cfg: Config, params) -> torch.optim.Optimizer:
-    t = cfg.train
-    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
-             "adagrad": torch.optim.Adagrad}
-    # fused: one kernel over all parameters (a third of the per-tensor loop's time on ml-100k's model)
-    return kinds[t.optimizer](params, lr=t.lr, weight_decay=t.weight_decay, fused=True)
-
-
 @torch.no_grad()
-def item_vectors(model: TwoTower, examples: Examples, batch_size: int = 65_536) -> np.ndarray:
+def item_vectors(model: TwoTower, catalog: Catalog, batch_size: int = 65_536) -> np.ndarray:
     """(n_items, D) item-tower vectors of the whole catalog, in item_idx order."""
     model.eval()
-    n = len(next(iter(examples.item_inputs.values())))
-    parts = [model.item(examples.item_batch(np.arange(s, min(n, s + batch_size)))).numpy()
+    n = len(catalog.item_counts)
+    parts = [model.item(catalog.item_batch(np.arange(s, min(n, s + batch_size)))).numpy()
              for s in range(0, n, batch_size)]
     return np.concatenate(parts).astype(np.float32)
 
@@ -87,7 +84,7 @@ def _mixed_loss(cfg: Config, model: TwoTower, ex: Examples, rows: np.ndarray, us
                               cfg.train.label_smoothing)
 
 
-def pretrain_item_table(cfg: Config, model: TwoTower, encoders: Encoders, events: pd.DataFrame) -> int:
+def pretrain_item_table(cfg: Config, model: TwoTower, encoders: Encoders, events: pd.DataFrame | ShardLog) -> int:
     """Fill the item-id table with item2vec vectors of ``events`` (58.com's pre-trained word2vec
     item vectors), each scaled to the random start's typical length, and freeze it if asked.
     Items item2vec leaves out (rarer than its ``min_count``) keep their random start.  Returns how
@@ -95,7 +92,8 @@ def pretrain_item_table(cfg: Config, model: TwoTower, encoders: Encoders, events
     from embrecall.models.item2vec import Item2Vec  # gensim: only when asked for
 
     table = model.item_table.weight
-    w2v = Item2Vec(cfg.channels.item2vec.model_copy(update={"dim": table.shape[1], "category_column": None})).fit(events)
+    w2v = Item2Vec(cfg.channels.item2vec.model_copy(update={"dim": table.shape[1], "category_column": None}))
+    w2v = w2v.fit_shards(events) if isinstance(events, ShardLog) else w2v.fit(events)
     ids, unit = w2v.item_vectors()
     pos = encoders.positions(pd.Index(ids, dtype=object))
     keep = (pos >= 0) & (pos < encoders.n_trained_)
@@ -129,15 +127,6 @@ def _check_distributable(cfg: Config, windowed: bool, mixed: MixedNegatives) -> 
         raise ConfigError("training on several ranks (torchrun) takes train.loss = 'sampled_softmax' with in-batch "
                           "negatives only: no [train.negatives] sources and no sequence feature (their candidates "
                           "are not gathered across ranks yet); run those on one process")
-
-
-def _steps(ex: Examples, windowed: bool, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """One epoch in random order: event rows per step, or (with a sequence feature) window starts
-    adding up to about ``batch_size`` target pairs per step."""
-    units = ex.windows() if windowed else np.arange(len(ex))
-    per_step = max(1, round(batch_size * len(units) / max(len(ex), 1)))
-    order = units[rng.permutation(len(units))]
-    return [order[s:s + per_step] for s in range(0, len(order), per_step)]
 
 
 def _user_vectors(model: TwoTower, ex: Examples, step: np.ndarray,
@@ -185,31 +174,49 @@ def _estimate(label: str, steps: int, timed: int, seconds: float, epochs: int, v
             f"batches); up to {epochs} epoch{'s' * (epochs > 1)}: about {per_epoch * epochs / 60:,.1f} min of training")
 
 
-def fit_two_tower(cfg: Config, events: pd.DataFrame, users: pd.DataFrame | None, items: pd.DataFrame | None, *,
-                  epochs: int, validation: Split | None = None, checkpoint_dir: Path | None = None,
-                  show_progress: bool = True, label: str = "train",
-                  exposures: pd.DataFrame | None = None,
-                  on_epoch: Callable[[int, float], None] | None = None) -> FitResult:
-    """Fit on ``events``; with ``validation``, watch HR@early_stop_k on its validation targets each
-    epoch, stop after ``patience`` epochs without gain and return the best epoch's weights.
-    ``on_epoch(epoch, score)`` hears each validation score (a tuner prunes poor trials with it)."""
-    t = cfg.train
-    torch.manual_seed(t.seed)
+def _source(cfg: Config, events: pd.DataFrame | ShardLog, users: pd.DataFrame | None, items: pd.DataFrame | None,
+            exposures: pd.DataFrame | None, r: Ranks) -> tuple[Encoders, InMemory | FromShards]:
+    """The fitted encoders and where the examples come from: the log in memory, or its shards."""
+    neg = cfg.train.negatives
+    windowed = any(isinstance(f, SequenceFeature) for f in cfg.features.user)
+    if isinstance(events, ShardLog):
+        if windowed or neg.hard_count or neg.exposure_count:
+            raise ConfigError("a sharded log (data.shards) trains on event rows with in-batch, uniform or popular "
+                              "negatives: a sequence feature's windows and hard or exposure negatives need the whole "
+                              "log in memory; leave data.shards out for them")
+        trained, _ = events.items()
+        encoders = Encoders(cfg.features).fit_ids(trained, events.user_ids(), pd.DataFrame(), users, items)
+        return encoders, FromShards(events, encoders, users, items, r)
     encoders = Encoders(cfg.features).fit(events, users, items)
-    neg = t.negatives
     examples = Examples(events, encoders, users, items, exposures if neg.exposure_count else None,
                         neg.hard_column if neg.hard_count else None)
-    mixed = MixedNegatives(neg, examples.item_counts, examples.groups, examples.exposure)
-    model = TwoTower(cfg.features, encoders, cfg.model)
+    return encoders, InMemory(examples, windowed)
+
+
+def fit_two_tower(cfg: Config, events: pd.DataFrame | ShardLog, users: pd.DataFrame | None,
+                  items: pd.DataFrame | None, *, epochs: int, validation: Split | None = None,
+                  checkpoint_dir: Path | None = None, show_progress: bool = True, label: str = "train",
+                  exposures: pd.DataFrame | None = None,
+                  on_epoch: Callable[[int, float], None] | None = None) -> FitResult:
+    """Fit on ``events`` (a log in memory, or one part of a sharded log); with ``validation``, watch
+    HR@early_stop_k on its validation targets each epoch, stop after ``patience`` epochs without
+    gain and return the best epoch's weights.  ``on_epoch(epoch, score)`` hears each validation
+    score (a tuner prunes poor trials with it)."""
+    t = cfg.train
+    torch.manual_seed(t.seed)
     r = ranks()
+    encoders, source = _source(cfg, events, users, items, exposures, r)
+    catalog = source.catalog
+    mixed = MixedNegatives(t.negatives, catalog.item_counts, source.groups, source.exposure)
+    model = TwoTower(cfg.features, encoders, cfg.model)
     show_progress = show_progress and r.main
     if cfg.model.pretrained_items != "none":
         found = pretrain_item_table(cfg, model, encoders, events)
         if show_progress:
             note(f"{label}: item2vec vectors for {found:,} of {encoders.n_trained_:,} items start the item table "
                  f"({cfg.model.pretrained_items.replace('_', '-')})")
-    optimizer = _optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
-    result = FitResult(model, encoders, best_epoch=0)
+    optimizer = make_optimizer(cfg, model)
+    result = FitResult(model, encoders, catalog, best_epoch=0)
     best_score, best_state, start_epoch = -1.0, None, 1
     if checkpoint_dir is not None and not t.resume:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # stale epochs must not be resumed later
@@ -222,11 +229,11 @@ def fit_two_tower(cfg: Config, events: pd.DataFrame, users: pd.DataFrame | None,
     if validation is not None and t.valid_users is not None:
         validation = validation.sample_validation(t.valid_users, t.seed)
     metric = f"HR@{t.early_stop_k}"
-    windowed = examples.sequence is not None
+    windowed = source.windowed
     net: torch.nn.Module = model
     if r.world > 1:
         _check_distributable(cfg, windowed, mixed)
-        net = torch.nn.parallel.DistributedDataParallel(model)
+        net = data_parallel(model)
     in_batch = _in_batch_only(cfg, windowed, mixed)
     threads_before = torch.get_num_threads()
     started = time.perf_counter()
@@ -239,33 +246,34 @@ def fit_two_tower(cfg: Config, events: pd.DataFrame, users: pd.DataFrame | None,
                 torch.manual_seed(t.seed + epoch)
                 gen = torch.Generator().manual_seed(t.seed + epoch)
                 neg_rng = np.random.default_rng([t.seed, epoch])
-                steps = _steps(examples, windowed, t.batch_size * r.world, np.random.default_rng(t.seed + epoch))
-                if r.world > 1:  # every rank walks the same global batches, each taking its slice
-                    steps = [mine for mine in (my_share(s, r) for s in steps) if len(mine)]
+                rng = np.random.default_rng(t.seed + epoch)
+                steps, walk = source.epoch(rng, t.batch_size, r, t.steps_per_epoch)
                 title = f"{label} epoch {epoch}/{epochs} ({threads} thread{'s' * (threads > 1)})"
-                task = bar.add_task(title, total=len(steps), loss=float("nan"), rate=0.0)
+                task = bar.add_task(title, total=steps, loss=float("nan"), rate=0.0)
                 tick, total_loss, pairs = time.perf_counter(), 0.0, 0
-                for b, step in enumerate(steps):
+                for b, (ex, step) in enumerate(walk):
                     if in_batch:
-                        rows, loss = step, _in_batch_loss(cfg, r, net, examples, step)
+                        rows, loss = step, _in_batch_loss(cfg, r, net, ex, step)
                     else:
-                        user, rows = _user_vectors(model, examples, step, windowed)
-                        loss = _batch_loss(cfg, model, examples, rows, user, windowed, gen, mixed, neg_rng)
+                        user, rows = _user_vectors(model, ex, step, windowed)
+                        loss = _batch_loss(cfg, model, ex, rows, user, windowed, gen, mixed, neg_rng)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
+                    average_sparse_gradients(model)
                     optimizer.step()
                     total_loss += loss.item()
                     pairs += len(rows)
                     rate = pairs / max(time.perf_counter() - tick, 1e-9)
                     bar.update(task, advance=1, loss=total_loss / (b + 1), rate=rate)
-                    if show_progress and epoch == start_epoch and b == min(len(steps) - 1, ESTIMATE_AFTER):
-                        note(_estimate(label, len(steps), b + 1, time.perf_counter() - tick, epochs - start_epoch + 1,
+                    if show_progress and epoch == start_epoch and b == min(steps - 1, ESTIMATE_AFTER):
+                        note(_estimate(label, steps, b + 1, time.perf_counter() - tick, epochs - start_epoch + 1,
                                        None if validation is None else len(validation.valid)))
                 seconds = time.perf_counter() - tick
-                entry = {"epoch": epoch, "loss": mean_over_ranks(total_loss / max(len(steps), 1)), "seconds": seconds,
+                entry = {"epoch": epoch, "loss": mean_over_ranks(total_loss / max(steps, 1)), "seconds": seconds,
                          "pairs_per_s": pairs * r.world / max(seconds, 1e-9)}
                 if validation is not None:  # rank 0 checks; every rank acts on its score
-                    channel = two_tower_channel(model, encoders, users, item_vectors(model, examples)) if r.main else None
+                    vectors = item_vectors(model, catalog) if r.main else None
+                    channel = two_tower_channel(model, encoders, users, vectors) if vectors is not None else None
                     entry[metric] = agree(evaluate_channel(channel, validation, [t.early_stop_k], on="valid")[metric]
                                           if channel is not None else None)
                     bar.update(task, description=f"{title} valid {metric}={entry[metric]:.4f}")

@@ -1,0 +1,118 @@
+"""Milvus beside FAISS at a million items, in one run: build time, recall@100 against exact
+search, and per-request latency of the search alone and of the whole served answer.
+
+    python bench/milvus_scale.py [--bundle DIR] [--users 300] [--milvus /tmp/bench-milvus.db]
+
+The bundle is bench/serve.py's 1M-item one (built once when none is given).  Both backends are
+built from the bundle's item vectors with its index settings (IVF over 8-bit scalar codes, the
+same lists and nprobe); ``--milvus`` takes a milvus-lite file path (default: a temporary one) or
+a Milvus server's ``http://host:19530``, the same code either way.  Searches run one
+query at a time on one thread, as the service searches.  End to end: ``ServingVersion``'s answer
+for one user (profile, user tower, search without the user's seen items, channel merge), the
+path every recall request takes.  Recall@100: the share of the exact top 100 found (judged by
+score, so ties at the 100th place cannot count against it).  Data: synthetic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve import _bundle, user_queries  # the bundle bench/serve.py builds, its users' vectors
+
+from embrecall.export import Bundle
+from embrecall.index import FaissIndex
+from embrecall.index.milvus_index import MilvusIndex
+from embrecall.models.channel import UserQuery
+from embrecall.serve.cache import VectorCache
+from embrecall.serve.profiles import UserProfiles
+from embrecall.serve.service import ServedChannel, ServingVersion, filterable_columns
+
+
+def _searches(search, queries: np.ndarray, hundredth: np.ndarray, ids: np.ndarray,
+              vectors: np.ndarray) -> tuple[float, list[float]]:
+    """Recall@100 and per-query ms of ``search(q) -> (ids, scores)``."""
+    found, times = [], []
+    position = {item: i for i, item in enumerate(ids)}
+    for q, bar in zip(queries, hundredth):
+        started = time.perf_counter()
+        got, _ = search(q)
+        times.append((time.perf_counter() - started) * 1000)
+        rows = np.fromiter((position[i] for i in got), dtype=np.int64)
+        found.append(float(np.sum(q @ vectors[rows].T >= bar - 1e-6)) / 100)
+    return float(np.mean(found)), times
+
+
+def _answers(version: ServingVersion, users: list[str]) -> list[float]:
+    """Per-request ms of the served answer (every channel of the version, merged)."""
+    served = ServedChannel(version, version.quotas, "served")
+    times = []
+    for user in users:
+        history = version.history(user, events=())
+        query = UserQuery(user, history, {"timestamp": int(time.time())})
+        started = time.perf_counter()
+        served.recommend([query], 100, [set(history)])
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def _ms(times: list[float]) -> str:
+    return f"{np.percentile(times, 50):.2f} / {np.percentile(times, 99):.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", type=Path)
+    parser.add_argument("--users", type=int, default=300)
+    parser.add_argument("--milvus", default=None, help="a milvus-lite file (default: a temporary one) or a server URI")
+    args = parser.parse_args()
+    bundle = Bundle.load(_bundle(args.bundle))
+    vectors = np.ascontiguousarray(bundle.item_vectors(), dtype=np.float32)
+    ids = np.asarray(bundle.encoders.catalog_, dtype=object)
+    cfg = bundle.config.index
+    profiles = UserProfiles(bundle.encoders, bundle.users)
+    queries, hundredth = user_queries(bundle, profiles, vectors, args.users)
+    users = [str(u) for u in bundle.users.index[:args.users]]
+    kind = cfg.kind if cfg.kind in ("flat", "hnsw") else f"{cfg.kind} ({cfg.ivf_nlist or 'auto'} lists, nprobe {cfg.nprobe})"
+    table = Table(title=f"{len(ids):,} items, {vectors.shape[1]}-d, {kind}, {args.users} users, one query at a time")
+    for col in ("backend", "build s", "recall@100", "search p50 / p99 ms", "served answer p50 / p99 ms"):
+        table.add_column(col, justify="right")
+
+    started = time.perf_counter()
+    faiss_index = FaissIndex.build(vectors, cfg)
+    built = time.perf_counter() - started
+    recall, times = _searches(lambda q: _faiss_ids(faiss_index, ids, q), queries, hundredth, ids, vectors)
+    answer = _answers(ServingVersion(bundle, VectorCache(size=0)), users)
+    table.add_row(f"FAISS {cfg.kind}", f"{built:.0f}", f"{recall:.3f}", _ms(times), _ms(answer))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = args.milvus or str(Path(tmp) / "milvus.db")
+        started = time.perf_counter()
+        collection = "embrecall_" + re.sub(r"\W", "_", bundle.version)  # the one the served version opens
+        milvus = MilvusIndex.build(uri, collection, list(ids), vectors, bundle.items,
+                                   filterable_columns(bundle.items), cfg=cfg, batch=20_000)
+        built = time.perf_counter() - started
+        recall, times = _searches(lambda q: milvus.search(q, 100), queries, hundredth, ids, vectors)
+        answer = _answers(ServingVersion(bundle, VectorCache(size=0), milvus_uri=uri), users)
+        table.add_row(f"Milvus {cfg.kind} ({'milvus-lite' if '://' not in uri else uri})", f"{built:.0f}",
+                      f"{recall:.3f}", _ms(times), _ms(answer))
+    Console(width=160).print(table)
+
+
+def _faiss_ids(index: FaissIndex, ids: np.ndarray, q: np.ndarray) -> tuple[list[str], np.ndarray]:
+    scores, rows = index.search(q[None], 100)
+    keep = rows[0] >= 0
+    return list(ids[rows[0][keep]]), scores[0][keep]
+
+
+if __name__ == "__main__":
+    main()

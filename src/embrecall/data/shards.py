@@ -1,0 +1,357 @@
+"""A log larger than memory: streamed once into Parquet shards partitioned by user, split shard by shard.
+
+A user's events all land in one shard (by a fixed hash of the user id), so every per-user step of
+the protocol (leave-last-out, the time split's first target, histories) runs on one shard at a
+time and never crosses shards.  Two passes, each bounded by settings rather than by the log:
+
+1. *partition*: pyarrow reads ``data.shards.read_rows`` rows at a time, checks ids and timestamps
+   (errors name the file line) and appends each row to its user's shard;
+2. *split*: each shard is read alone, sorted and split by ``split_dataset``; it is written back as
+   the train + validation events (with ``in_train``) and its targets, and its item counts are
+   added to the catalog's.
+
+Everything is kept under a folder named after the log file (path, size, modification time) and
+the settings, so later runs and every rank of a torchrun reuse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from embrecall.config import Config, DataConfig
+from embrecall.data.dataset import Dataset
+from embrecall.data.split import Split, split_dataset
+from embrecall.data.table import check_ids
+from embrecall.data.timestamps import parse_timestamps
+from embrecall.errors import DataError
+
+__all__ = ["Shards", "ShardLog", "prepare_shards", "shard_folder"]
+
+FORMAT = 1
+_PARTS = ("train", "train_full")
+
+
+def shard_folder(cfg: Config) -> Path:
+    """Where the shards of ``cfg``'s log live: one folder per log file state and settings."""
+    d, s = cfg.data, cfg.data.shards
+    assert d.path is not None and s is not None  # DataConfig validation
+    stat = Path(d.path).stat()
+    key = json.dumps([FORMAT, str(Path(d.path).resolve()), stat.st_size, stat.st_mtime_ns,
+                      d.columns.model_dump(), d.timestamp_format, d.delimiter, d.header, s.count,
+                      cfg.split.model_dump(mode="json")], sort_keys=True)
+    return (s.folder or cfg.out / "shards") / hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def _source(d: DataConfig) -> tuple[pads.Dataset, dict[str, str]]:
+    """The log as a pyarrow dataset, and the dataset column of each configured one."""
+    path = Path(d.path)  # type: ignore[arg-type]
+    if not path.is_file():
+        raise DataError("file not found", file=str(path))
+    wanted = [d.columns.user, d.columns.item, d.columns.timestamp]
+    if path.suffix.lower() in (".parquet", ".pq"):
+        fmt: pads.FileFormat = pads.ParquetFileFormat()
+        names = {c: c for c in wanted}
+    else:
+        names = {c: c if d.header else f"f{c}" for c in wanted}  # pyarrow names headerless columns f0, f1, ...
+        fmt = pads.CsvFileFormat(parse_options=pacsv.ParseOptions(delimiter=d.delimiter),
+                                 read_options=pacsv.ReadOptions(autogenerate_column_names=not d.header,
+                                                                encoding="utf8"),
+                                 convert_options=pacsv.ConvertOptions(column_types={n: pa.string()
+                                                                                    for n in names.values()}))
+    try:
+        dataset = pads.dataset(path, format=fmt)
+        have = dataset.schema.names
+    except (pa.ArrowInvalid, OSError) as err:
+        raise DataError(f"cannot read the log: {err}", file=str(path)) from None
+    missing = [c for c, n in names.items() if n not in have]
+    if missing:
+        raise DataError(f"missing interaction column(s) {missing}; the file has {have} "
+                        "(set the names in the [data] section of the config)", file=str(path))
+    return dataset, names
+
+
+def _batches(d: DataConfig, rows: int) -> Iterator[pd.DataFrame]:
+    """The log ``rows`` at a time as checked events (string ids, unix seconds, file ``row``)."""
+    dataset, names = _source(d)
+    path, cols = str(d.path), d.columns
+    first_line = 2 if d.header and not str(d.path).lower().endswith((".parquet", ".pq")) else 1
+    done = 0
+    scanner = dataset.scanner(columns=list(names.values()), batch_size=rows)
+    try:
+        for batch in scanner.to_batches():
+            if batch.num_rows == 0:
+                continue
+            frame = batch.to_pandas().rename(columns={n: c for c, n in names.items()})
+            line = first_line + done
+            yield pd.DataFrame({
+                "user_id": check_ids(frame, cols.user, Path(path), line),
+                "item_id": check_ids(frame, cols.item, Path(path), line),
+                "timestamp": parse_timestamps(frame[cols.timestamp], d.timestamp_format, file=path,
+                                              column=cols.timestamp, first_line=line),
+                "row": np.arange(done, done + len(frame), dtype=np.int64),
+            })
+            done += len(frame)
+    except (pa.ArrowInvalid, UnicodeDecodeError) as err:
+        raise DataError(f"cannot read the log after line {first_line + done - 1}: {err}", file=path) from None
+    if done == 0:
+        raise DataError("the file has no data rows", file=path)
+
+
+def _within(values: pd.Series | pd.Index | np.ndarray, pool: pd.Index | pd.Series | np.ndarray) -> np.ndarray:
+    """Whether each value is in ``pool`` (distinct ids), by hash lookup: ``isin`` on pandas' Arrow
+    strings builds a Python object per pool value, seconds per call at a million ids."""
+    return pd.Index(np.asarray(pool, dtype=object)).get_indexer(np.asarray(values, dtype=object)) >= 0
+
+
+def _shard_of(users: np.ndarray, count: int) -> np.ndarray:
+    """A user's shard: a fixed hash of the id (the same in every process and on every machine)."""
+    return (pd.util.hash_array(users) % np.uint64(count)).astype(np.int64)
+
+
+def _partition(d: DataConfig, folder: Path, count: int) -> int:
+    """Pass 1: every row of the log appended to its user's raw shard; returns the rows read."""
+    writers: dict[int, pq.ParquetWriter] = {}
+    total = 0
+    try:
+        for frame in _batches(d, d.shards.read_rows):  # type: ignore[union-attr]
+            shard = _shard_of(frame["user_id"].to_numpy(), count)
+            order = np.argsort(shard, kind="stable")
+            bounds = np.r_[0, np.cumsum(np.bincount(shard, minlength=count))]
+            table = pa.Table.from_pandas(frame.iloc[order], preserve_index=False)
+            for s in np.flatnonzero(np.diff(bounds)):
+                part = table.slice(bounds[s], bounds[s + 1] - bounds[s])
+                if s not in writers:
+                    writers[s] = pq.ParquetWriter(folder / f"raw-{s:05d}.parquet", part.schema)
+                writers[s].write_table(part)
+            total += len(frame)
+    finally:
+        for w in writers.values():
+            w.close()
+    return total
+
+
+def _add(total: pd.Series | None, counts: pd.Series) -> pd.Series:
+    return counts if total is None else total.add(counts, fill_value=0)
+
+
+class _DailyVolumes:
+    """``data_profile`` of a log seen shard by shard: events and users per day add up across
+    shards (a user lives in one), distinct items per day are kept as (day, item) keys, merged
+    whenever those waiting pass ``merge_at`` (memory: the log's distinct day-item pairs)."""
+
+    def __init__(self, merge_at: int = 20_000_000):
+        self.events: pd.Series | None = None
+        self.users: pd.Series | None = None
+        self.items = pd.Index([], dtype=object)  # every item seen so far: its position is its code
+        self.pairs = np.zeros(0, dtype=np.int64)
+        self.waiting: list[np.ndarray] = []
+        self.merge_at = merge_at
+
+    def add(self, events: pd.DataFrame) -> None:
+        day = events["timestamp"].to_numpy() // 86_400
+        self.events = _add(self.events, pd.Series(day).value_counts())
+        self.users = _add(self.users, pd.DataFrame({"d": day, "u": events["user_id"].to_numpy()})
+                          .drop_duplicates()["d"].value_counts())
+        uniques = pd.unique(events["item_id"])
+        self.items = self.items.append(pd.Index(uniques[~_within(uniques, self.items)], dtype=object))
+        self.waiting.append(np.unique(day * (1 << 32) + self.items.get_indexer(events["item_id"])))
+        if sum(map(len, self.waiting)) > self.merge_at:
+            self._merge()
+
+    def _merge(self) -> None:
+        self.pairs = np.unique(np.concatenate([self.pairs, *self.waiting]))
+        self.waiting = []
+
+    def profile(self) -> dict[str, float]:
+        self._merge()
+        if self.events is None or not len(self.events):
+            return {"days": 0.0, "events_per_day": 0.0, "users_per_day": 0.0, "items_per_day": 0.0}
+        items = np.bincount(np.unique(self.pairs >> 32, return_inverse=True)[1])
+        return {"days": float(len(self.events)), "events_per_day": float(self.events.mean()),
+                "users_per_day": float(self.users.mean()), "items_per_day": float(items.mean())}
+
+
+def _split_shards(folder: Path, count: int, cfg: Config) -> dict:
+    """Pass 2: each raw shard sorted, split and written back; returns the catalog's counts and
+    each shard's sizes."""
+    counts: dict[str, pd.Series | None] = {p: None for p in _PARTS}
+    sizes, users, until, targets = [], [], 0, {"valid": 0, "test": 0}
+    daily = _DailyVolumes()
+    for s in range(count):
+        raw = folder / f"raw-{s:05d}.parquet"
+        events = pd.read_parquet(raw) if raw.is_file() else pd.DataFrame(
+            {"user_id": pd.Series(dtype=object), "item_id": pd.Series(dtype=object),
+             "timestamp": pd.Series(dtype=np.int64), "row": pd.Series(dtype=np.int64)})
+        split = split_dataset(Dataset(events), cfg.split)
+        in_train = np.isin(split.train_full["row"].to_numpy(), split.train["row"].to_numpy())
+        full = split.train_full.assign(in_train=in_train)
+        full.drop(columns="row").to_parquet(folder / f"shard-{s:05d}.parquet", index=False)
+        pd.concat([split.valid.assign(part="valid"), split.test.assign(part="test")], ignore_index=True
+                  ).drop(columns="row").to_parquet(folder / f"targets-{s:05d}.parquet", index=False)
+        raw.unlink(missing_ok=True)
+        counts["train"] = _add(counts["train"], split.train["item_id"].value_counts())
+        counts["train_full"] = _add(counts["train_full"], full["item_id"].value_counts())
+        sizes.append({"train": len(split.train), "train_full": len(full)})
+        users.append(pd.DataFrame({"user_id": full["user_id"].unique()}).assign(
+            in_train=lambda u: _within(u["user_id"], pd.unique(split.train["user_id"]))))
+        until = max(until, int(full["timestamp"].max()) if len(full) else 0)
+        daily.add(full)
+        targets["valid"] += len(split.valid)
+        targets["test"] += len(split.test)
+    train = counts["train"] if counts["train"] is not None else pd.Series(dtype=np.int64)
+    full = counts["train_full"] if counts["train_full"] is not None else pd.Series(dtype=np.int64)
+    ranked = lambda c: c.sort_index().sort_values(ascending=False, kind="stable")  # noqa: E731  count, then id
+    only_full = ranked(full[~_within(full.index, train.index)])
+    catalog = pd.DataFrame({"item_id": np.r_[ranked(train).index.to_numpy(object), only_full.index.to_numpy(object)]})
+    catalog["train"] = train.reindex(catalog["item_id"]).fillna(0).to_numpy(np.int64)
+    catalog["train_full"] = full.reindex(catalog["item_id"]).fillna(0).to_numpy(np.int64)
+    catalog.to_parquet(folder / "catalog.parquet", index=False)
+    pd.concat(users, ignore_index=True).to_parquet(folder / "users.parquet", index=False)
+    return {"sizes": sizes, "n_train_items": int(len(train)), "until": until, "targets": targets,
+            "profile": daily.profile()}
+
+
+@dataclass
+class Shards:
+    """The shards of one log: per-shard events sorted by user then time, the catalog (train's
+    items first, by count, then those only validation adds) and its counts per part."""
+
+    folder: Path
+    meta: dict
+
+    @classmethod
+    def open(cls, folder: Path) -> "Shards":
+        meta = json.loads((folder / "shards.json").read_text())
+        if meta.get("format") != FORMAT:
+            raise DataError(f"shards written with format {meta.get('format')}, this embrecall reads format {FORMAT}; "
+                            "delete the folder to write them again", file=str(folder))
+        return cls(folder, meta)
+
+    @property
+    def count(self) -> int:
+        return len(self.meta["sizes"])
+
+    @property
+    def events(self) -> int:
+        return int(self.meta["events"])
+
+    def log(self, part: str) -> "ShardLog":
+        """The training log of one part: ``train`` (choosing epochs) or ``train_full`` (the final fit)."""
+        return ShardLog(self, part)
+
+    def catalog(self) -> pd.DataFrame:
+        return pd.read_parquet(self.folder / "catalog.parquet")
+
+    def read(self, shard: int) -> pd.DataFrame:
+        return pd.read_parquet(self.folder / f"shard-{shard:05d}.parquet")
+
+    def sample_split(self, users: int, seed: int) -> Split:
+        """The split of ``users`` users drawn at random from the shards that hold targets (all
+        their events, so histories are whole), with the whole catalog's counts for evaluation."""
+        rng = np.random.default_rng(seed)
+        targets = [self.folder / f"targets-{s:05d}.parquet" for s in range(self.count)]
+        pool = pd.concat([pd.read_parquet(t, columns=["user_id"]).drop_duplicates() for t in targets],
+                         ignore_index=True)["user_id"]
+        chosen = pool.iloc[rng.choice(len(pool), min(users, len(pool)), replace=False)]
+        frames, wanted = [], []
+        for s, path in enumerate(targets):
+            t = pd.read_parquet(path)
+            if _within(t["user_id"], chosen).any():
+                ev = self.read(s)
+                frames.append(ev[_within(ev["user_id"], chosen)])
+                wanted.append(t[_within(t["user_id"], chosen)])
+        events = pd.concat(frames, ignore_index=True)
+        aims = pd.concat(wanted, ignore_index=True)
+        catalog = self.catalog().set_index("item_id")
+        counts = {p: catalog[p][catalog[p] > 0].sort_values(ascending=False, kind="stable") for p in _PARTS}
+        cols = ["user_id", "item_id", "timestamp"]
+        return Split(train=events[events["in_train"]][cols].reset_index(drop=True),
+                     valid=aims[aims["part"] == "valid"][cols].reset_index(drop=True),
+                     train_full=events[cols].reset_index(drop=True),
+                     test=aims[aims["part"] == "test"][cols].reset_index(drop=True), item_counts=counts)
+
+    def summary(self) -> str:
+        m = self.meta
+        return (f"{m['events']:,} events in {self.count} shards: train {sum(s['train'] for s in m['sizes']):,} "
+                f"events, validation {m['targets']['valid']:,} users, train+validation "
+                f"{sum(s['train_full'] for s in m['sizes']):,} events, test {m['targets']['test']:,} users")
+
+
+@dataclass
+class ShardLog:
+    """One part of a sharded log as training reads it: shard by shard, each rank its own shards."""
+
+    shards: Shards
+    part: str
+
+    def items(self) -> tuple[pd.Index, np.ndarray]:
+        """The catalog of this part (item ids in catalog order) and each item's training events."""
+        table = self.shards.catalog()
+        n = self.shards.meta["n_train_items"] if self.part == "train" else len(table)
+        return pd.Index(table["item_id"].iloc[:n], dtype=object), table[self.part].to_numpy(np.float64)[:n]
+
+    def item_counts(self) -> pd.Series:
+        """Training events per item of this part, the most first."""
+        ids, counts = self.items()
+        return pd.Series(counts, index=ids)[counts > 0].sort_values(ascending=False, kind="stable")
+
+    def user_ids(self) -> pd.Index:
+        users = pd.read_parquet(self.shards.folder / "users.parquet")
+        return pd.Index(users["user_id"][users["in_train"]] if self.part == "train" else users["user_id"], dtype=object)
+
+    def rows(self, shard: int) -> int:
+        return int(self.shards.meta["sizes"][shard][self.part])
+
+    def mine(self, rank: int, world: int) -> list[int]:
+        """The shards a rank reads: every ``world``-th, starting at its rank."""
+        return list(range(rank, self.shards.count, world))
+
+    def read(self, shard: int) -> pd.DataFrame:
+        """This part's events of one shard, sorted by user then time."""
+        events = self.shards.read(shard)
+        if self.part == "train":
+            events = events[events["in_train"].to_numpy()]
+        return events.drop(columns="in_train").reset_index(drop=True)
+
+    def __len__(self) -> int:
+        return sum(self.rows(s) for s in range(self.shards.count))
+
+
+def prepare_shards(cfg: Config) -> Shards:
+    """The shards of ``cfg``'s log, written now unless an earlier run left them complete."""
+    folder = shard_folder(cfg)
+    if (folder / "shards.json").is_file():
+        return Shards.open(folder)
+    tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        count = cfg.data.shards.count  # type: ignore[union-attr]
+        started = time.perf_counter()
+        events = _partition(cfg.data, tmp, count)
+        partitioned = time.perf_counter()
+        meta = {"format": FORMAT, "source": str(cfg.data.path), "events": events, **_split_shards(tmp, count, cfg)}
+        meta["seconds"] = {"partition": partitioned - started, "split": time.perf_counter() - partitioned}
+        (tmp / "shards.json").write_text(json.dumps(meta))
+        if folder.exists():  # another process finished first: keep its shards
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Shards.open(folder)

@@ -1,0 +1,122 @@
+"""A log read out of core into user shards: the same split as in memory, errors with their line,
+each rank its own shards, and `embrecall train` on shards writing a bundle that serves."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from embrecall import Bundle, recommend
+from embrecall.config import load_config
+from embrecall.data import load_dataset, split_dataset
+from embrecall.data.load import numeric_columns
+from embrecall.data.shards import prepare_shards, shard_folder
+from embrecall.data.table import read_feature_tables
+from embrecall.errors import ConfigError, DataError
+from embrecall.features import Encoders
+from embrecall.models.item2vec import Item2Vec
+from embrecall.pipeline import evaluate, train
+from embrecall.training.distributed import Ranks
+from embrecall.training.sources import FromShards
+from tests.conftest import sharded_config
+
+KEY = ["user_id", "item_id", "timestamp"]
+
+
+def _rows(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[KEY].astype({"user_id": object, "item_id": object}).sort_values(KEY).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("split", [[], ["split.kind=time", "split.valid_start='1702000000'",
+                                        "split.test_start='1702500000'"]], ids=["leave_last_out", "time"])
+def test_shards_hold_the_split_the_log_in_memory_gives(tmp_path, split):
+    cfg = sharded_config(tmp_path, *split)
+    shards = prepare_shards(cfg)
+    memory = split_dataset(load_dataset(cfg.model_copy(update={"data": cfg.data.model_copy(update={"shards": None})})),
+                           cfg.split)
+    parts = [shards.read(s) for s in range(shards.count)]
+    users = [set(p["user_id"]) for p in parts]
+    assert sum(map(len, users)) == len(set().union(*users))  # a user's events all in one shard
+    everything = pd.concat(parts, ignore_index=True)
+    pd.testing.assert_frame_equal(_rows(everything), _rows(memory.train_full))
+    pd.testing.assert_frame_equal(_rows(everything[everything["in_train"]]), _rows(memory.train))
+    targets = pd.concat([pd.read_parquet(shards.folder / f"targets-{s:05d}.parquet") for s in range(shards.count)])
+    for part, expected in (("valid", memory.valid), ("test", memory.test)):
+        pd.testing.assert_frame_equal(_rows(targets[targets["part"] == part]), _rows(expected))
+    catalog = shards.catalog().set_index("item_id")
+    counts = memory.train_full["item_id"].value_counts()
+    assert (catalog["train_full"].reindex(counts.index) == counts).all()
+    assert shards.meta["events"] == 6000 and shards.meta["until"] == int(memory.train_full["timestamp"].max())
+    assert prepare_shards(cfg).folder == shards.folder  # written once, then reused
+
+
+def test_a_bad_row_is_named_with_its_line_in_the_file(tmp_path, write):
+    rows = [f"u{i % 50},i{i % 70},{1_700_000_000 + i}" for i in range(2_500)]
+    rows[1_700] = "u3,,1700001700"  # file line 1,702 (the header is line 1), in the second piece read
+    path = write("log.csv", "user_id,item_id,timestamp\n" + "\n".join(rows) + "\n")
+    cfg = load_config(None, ["data.format=table", f"data.path={path}", "data.shards.read_rows=1000",
+                             f"out={tmp_path / 'runs'}"])
+    with pytest.raises(DataError, match=r"row 1702, column 'item_id': empty id"):
+        prepare_shards(cfg)
+    assert not (tmp_path / "runs" / "shards").exists() or not any((tmp_path / "runs" / "shards").iterdir())
+    with pytest.raises(DataError, match="missing interaction column"):
+        prepare_shards(cfg.model_copy(update={"data": cfg.data.model_copy(
+            update={"columns": cfg.data.columns.model_copy(update={"user": "uid"})})}))
+
+
+def test_each_rank_reads_its_own_shards_in_steps_of_exactly_one_batch(tmp_path):
+    cfg = sharded_config(tmp_path, count=5)
+    log = prepare_shards(cfg).log("train")
+    trained, _ = log.items()
+    users, items = read_feature_tables(cfg.data, numeric_columns(cfg), [])
+    enc = Encoders(cfg.features).fit_ids(trained, log.user_ids(), pd.DataFrame(), users, items)
+    seen = []
+    for rank in range(2):
+        source = FromShards(log, enc, users, items, Ranks(rank, 2))
+        steps, walk = source.epoch(np.random.default_rng(0), 64, Ranks(rank, 2))
+        mine = set().union(*(set(log.read(s)["user_id"]) for s in source.mine))
+        batches = list(walk)
+        assert len(batches) == steps == sum(log.rows(s) // 64 for s in source.mine)  # no process group: its own count
+        assert all(len(rows) == 64 for _, rows in batches)
+        assert {id(ex) for ex, _ in batches} and all(len(ex) <= max(log.rows(s) for s in source.mine)
+                                                    for ex, _ in batches)  # one shard's examples at a time
+        seen.append(mine)
+    assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == len(log.user_ids())
+
+
+def test_training_on_shards_writes_a_bundle_that_serves(tmp_path):
+    cfg = sharded_config(tmp_path, "channels.serve.two_tower=0.7", "channels.serve.item2vec=0.3")
+    report = train(cfg, show_progress=False)
+    manifest = json.loads((report.bundle / "manifest.json").read_text())
+    shards = prepare_shards(cfg)
+    assert manifest["data"]["events"] == sum(s["train_full"] for s in shards.meta["sizes"])
+    assert manifest["data"]["profile"]["events_per_day"] > 0
+    m = report.metrics
+    assert m["two_tower"]["HR@50"] > m["popular"]["HR@50"]
+    bundle = Bundle.load(report.bundle)
+    assert len(bundle.users) == len(prepare_shards(cfg).log("train_full").user_ids())
+    served = recommend(report.bundle, bundle.users.index[0], k=10)
+    assert len(served) == 10 and set(served["channel"]) <= {"two_tower", "item2vec", "popular"}
+
+
+def test_item2vec_on_shards_learns_the_items_it_learns_in_memory(tmp_path):
+    cfg = sharded_config(tmp_path)
+    log = prepare_shards(cfg).log("train_full")
+    events = pd.concat([log.read(s) for s in range(log.shards.count)], ignore_index=True)
+    streamed = Item2Vec(cfg.channels.item2vec).fit_shards(log).item_vectors()[0]
+    whole = Item2Vec(cfg.channels.item2vec).fit(events).item_vectors()[0]
+    assert set(streamed) == set(whole)  # the same sessions, so the same vocabulary
+
+
+def test_what_a_sharded_log_cannot_do_is_refused_before_reading(tmp_path):
+    base = ["data.format=table", f"data.path={tmp_path / 'log.csv'}", "data.shards.count=4"]
+    with pytest.raises(ConfigError, match="data.context_columns need more of it"):
+        load_config(None, [*base, "data.context_columns=[scene]"])
+    with pytest.raises(ConfigError, match=r"channels \['itemcf'\] need the whole log"):
+        load_config(None, [*base, "channels.serve.itemcf=0.2"])
+    with pytest.raises(ConfigError, match="embrecall train` reports the test metrics"):
+        evaluate(sharded_config(tmp_path), ["popular"], show_progress=False)
+    assert shard_folder(sharded_config(tmp_path)) != shard_folder(sharded_config(tmp_path, "data.shards.count=4"))
