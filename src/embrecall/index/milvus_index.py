@@ -105,6 +105,7 @@ class MilvusIndex:
                 end = min(start + batch, len(item_ids))
                 index.client.upsert(collection, [index._row(item_ids[i], vectors[i], records[i])
                                                  for i in range(start, end)])
+            index.client.flush(collection)  # sealed rows are searched through the index, growing ones one by one
         return index
 
     def _row(self, item_id: str, vector: np.ndarray, attributes: Mapping[str, object]) -> dict:
