@@ -57,26 +57,29 @@ def _sharded_user_table(cfg: Config, log: ShardLog, users: pd.DataFrame | None, 
     """``users.parquet`` of a sharded log, written shard by shard (each user's last
     ``HISTORY_KEPT`` events), then the user table's users without events; returns the users
     written and the first shard's events (a sample for the ONNX export)."""
-    writer, written, first = None, 0, pd.DataFrame()
-    seen: list[pd.Index] = []
-    try:
-        for shard in range(log.shards.count):
-            ev = log.read(shard)
-            ev = ev[(ev.groupby("user_id", sort=False).cumcount(ascending=False) < HISTORY_KEPT).to_numpy()]
-            table = _user_table(cfg, ev, users, how="left")
-            if users is not None and shard == log.shards.count - 1:
-                seen.append(table.index)
-                rest = users.index.difference(pd.Index(np.concatenate([i.to_numpy(object) for i in seen])))
-                table = pd.concat([table, _user_table(cfg, ev.iloc[:0], users.loc[rest], how="outer")])
-            seen.append(table.index)
-            if not len(table):
-                continue
+    writer: pq.ParquetWriter | None = None
+    written, seen, first = 0, [], pd.DataFrame()
+
+    def write(table: pd.DataFrame) -> None:
+        nonlocal writer, written
+        if len(table):
             frame = pa.Table.from_pandas(table.reset_index(), preserve_index=False,
                                          schema=writer.schema if writer else None)
             writer = writer or pq.ParquetWriter(path, frame.schema)
             writer.write_table(frame)
             written += len(table)
+
+    try:
+        for shard in range(log.shards.count):
+            ev = log.read(shard)
             first = first if len(first) else ev
+            ev = ev[(ev.groupby("user_id", sort=False).cumcount(ascending=False) < HISTORY_KEPT).to_numpy()]
+            table = _user_table(cfg, ev, users, how="left")
+            seen.append(table.index.to_numpy(object))
+            write(table)
+        if users is not None:
+            rest = users.index.difference(pd.Index(np.concatenate(seen) if seen else [], dtype=object))
+            write(_user_table(cfg, first.iloc[:0], users.loc[rest]))
     finally:
         if writer is not None:
             writer.close()
@@ -101,8 +104,8 @@ def write_bundle(out_root: Path, cfg: Config, model: TwoTower, encoders: Encoder
         save_model(model, str(tmp / "weights.safetensors"))
         if isinstance(history, ShardLog):
             n_users, sample = _sharded_user_table(cfg, history, users, tmp / "users.parquet")
-            log = history.shards.meta  # a bundle's history is train + validation: the figures shards.json keeps
-            log = {"events": len(history), "until": log["until"], "profile": log["profile"]}
+            meta = history.shards.meta  # a bundle's history is train + validation: the figures shards.json keeps
+            log = {"events": len(history), "until": meta["until"], "profile": meta["profile"]}
         else:
             user_table = _user_table(cfg, history, users)
             user_table.reset_index().to_parquet(tmp / "users.parquet", index=False)
