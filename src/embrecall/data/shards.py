@@ -22,7 +22,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -232,6 +232,7 @@ class Shards:
 
     folder: Path
     meta: dict
+    _catalog: pd.DataFrame | None = field(default=None, repr=False)
 
     @classmethod
     def open(cls, folder: Path) -> "Shards":
@@ -254,7 +255,10 @@ class Shards:
         return ShardLog(self, part)
 
     def catalog(self) -> pd.DataFrame:
-        return pd.read_parquet(self.folder / "catalog.parquet")
+        """Item ids in catalog order and their counts per part, read once (a fit asks several times)."""
+        if self._catalog is None:
+            self._catalog = pd.read_parquet(self.folder / "catalog.parquet")
+        return self._catalog
 
     def read(self, shard: int) -> pd.DataFrame:
         return pd.read_parquet(self.folder / f"shard-{shard:05d}.parquet")
