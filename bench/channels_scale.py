@@ -20,19 +20,23 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
-from synthetic_scale import generate, size_args  # bench/ is on sys.path when run as a script
+from synthetic_scale import (  # bench/ is on sys.path when run as a script
+    generate,
+    size_args,
+)
 
 FIT = """
 import resource, sys, time, pandas as pd
 from embrecall.config import Item2VecConfig, ItemCFConfig
 from embrecall.models.item2vec import Item2Vec
 from embrecall.models.itemcf import ItemCF
+from embrecall.data.log import MemoryLog
 events = pd.read_parquet(sys.argv[2])
 started = time.perf_counter()
 if sys.argv[1] == "item2vec":
-    Item2Vec(Item2VecConfig(epochs=3, window=5, session_gap=1800)).fit(events)
+    Item2Vec(Item2VecConfig(epochs=3, window=5, session_gap=1800)).fit(MemoryLog(events))
 else:
-    ItemCF(ItemCFConfig(window=int(sys.argv[3]))).fit(events)
+    ItemCF(ItemCFConfig(window=int(sys.argv[3]))).fit(MemoryLog(events))
 print(f"{time.perf_counter() - started:.1f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
 """
 

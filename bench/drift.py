@@ -4,7 +4,7 @@
 
 Trains `configs/ml100k.toml` four times — seed 0, seed 0 again, seed 1, and seed 0 on the log
 without its last day (a copy of ../shared/datasets/ml-100k in a temporary folder, deleted
-afterwards) — and prints the drift report (`embrecall.evaluation.drift`) of each candidate
+afterwards) — and prints the drift report (`embrecall.serve.drift`) of each candidate
 against its predecessor: the overlap of the served top 100 of sampled users, the share of
 sampled items whose 10 nearest items changed by more than half, coverage and popularity.
 """
@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from embrecall import load_config, train
-from embrecall.evaluation.drift import drift_report
+from embrecall.serve.drift import drift_report
 
 ROOT = Path(__file__).resolve().parents[1]
 ML100K = ROOT.parent / "shared" / "datasets" / "ml-100k"

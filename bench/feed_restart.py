@@ -23,7 +23,11 @@ import httpx
 import redis
 from rich.console import Console
 from rich.table import Table
-from serve import REDIS, _port, _wait_ready  # bench/ is on sys.path when run as a script
+from serve import (  # bench/ is on sys.path when run as a script
+    REDIS,
+    _port,
+    _wait_ready,
+)
 from soak import _bundle
 
 from embrecall.serve.feed import send_item_change

@@ -28,15 +28,19 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve import _bundle, user_queries  # the bundle bench/serve.py builds, its users' vectors
+from serve import (  # the bundle bench/serve.py builds, its users' vectors
+    _bundle,
+    user_queries,
+)
 
 from embrecall.export import Bundle
+from embrecall.features.profiles import UserProfiles
 from embrecall.index import FaissIndex
 from embrecall.index.milvus_index import MilvusIndex
 from embrecall.models.channel import UserQuery
 from embrecall.serve.cache import VectorCache
-from embrecall.serve.profiles import UserProfiles
-from embrecall.serve.service import ServedChannel, ServingVersion, filterable_columns
+from embrecall.index.protocol import filterable_columns
+from embrecall.serve.service import ServedChannel, ServingVersion
 
 
 def _searches(search, queries: np.ndarray, hundredth: np.ndarray, ids: np.ndarray,

@@ -41,7 +41,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from embrecall.export import Bundle
-    from embrecall.serve.profiles import UserProfiles
+    from embrecall.features.profiles import UserProfiles
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "serve-bundles"
@@ -301,7 +301,7 @@ def _wait_replicas(url: str, n: int, proc: subprocess.Popen, timeout: float = 30
 def _user_vectors(bundle: Path, n: int) -> np.ndarray:
     """The first ``n`` users' vectors as the service computes them (what the floor endpoint is sent)."""
     from embrecall.export import Bundle
-    from embrecall.serve.profiles import UserProfiles
+    from embrecall.features.profiles import UserProfiles
     b = Bundle.load(bundle, verify=False)
     profiles = UserProfiles(b.encoders, b.users)
     users = list(b.users.index[:n])

@@ -23,10 +23,13 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve import _bundle, user_queries  # the bundle bench/serve.py builds, its users' vectors
+from serve import (  # the bundle bench/serve.py builds, its users' vectors
+    _bundle,
+    user_queries,
+)
 
 from embrecall.export import Bundle
-from embrecall.serve.profiles import UserProfiles
+from embrecall.features.profiles import UserProfiles
 
 
 def _measure(index: faiss.Index, items: np.ndarray, queries: np.ndarray, hundredth: np.ndarray,

@@ -27,7 +27,12 @@ import aiohttp
 import redis
 from rich.console import Console
 from rich.table import Table
-from serve import REDIS, _pct, _port, _wait_ready  # bench/ is on sys.path when run as a script
+from serve import (  # bench/ is on sys.path when run as a script
+    REDIS,
+    _pct,
+    _port,
+    _wait_ready,
+)
 
 from embrecall.serve.feed import send_item_change
 

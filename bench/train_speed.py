@@ -31,13 +31,14 @@ from rich.table import Table
 from embrecall import evaluate
 from embrecall.config import Config, config_from_dict, load_config, set_field
 from embrecall.data import load_dataset, split_dataset
+from embrecall.data.log import MemoryLog
 from embrecall.features import Encoders
 from embrecall.models.two_tower import TwoTower
+from embrecall.training.distributed import Ranks
 from embrecall.training.examples import Examples
 from embrecall.training.losses import sampled_softmax_loss, softmax_loss
-from embrecall.training.threads import training_threads
-from embrecall.training.distributed import Ranks
 from embrecall.training.sources import InMemory
+from embrecall.training.threads import training_threads
 from embrecall.training.trainer import fit_two_tower
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +103,7 @@ def measure(name: str, cfg: Config, threads: int | None, busy: bool, steps: int)
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"threads": threads})})
     with busy_core(busy):
         n = training_threads(threads)  # what the trainer will pick, decided under the same load
-        fit = fit_two_tower(cfg, events, data.users, data.items, epochs=1, show_progress=False)
+        fit = fit_two_tower(cfg, MemoryLog(events), data.users, data.items, epochs=1, show_progress=False)
         trainer = fit.log[0]["pairs_per_s"]
         before = torch.get_num_threads()
         torch.set_num_threads(n)

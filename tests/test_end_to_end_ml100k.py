@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from embrecall import Bundle, evaluate, load_config, train
+from embrecall import evaluate, load_config, recommend, train
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ml100k.toml"
 
@@ -22,5 +22,5 @@ def test_ml100k_two_tower_beats_popularity_by_far(ml100k, tmp_path):
     # The bundle, served through ONNX + FAISS, ranks as the in-memory model did.
     served = evaluate(cfg, ["two_tower"], bundle=report.bundle, show_progress=False)["two_tower"]
     assert abs(served["HR@10"] - tt["HR@10"]) < 0.005
-    recs = Bundle.load(report.bundle).recommend("196", k=10)
+    recs = recommend(report.bundle, "196", k=10)
     assert recs["title"].notna().all() and len(recs) == 10

@@ -219,7 +219,9 @@ def init(data: Annotated[Path, typer.Argument(help="A log (CSV, TSV or Parquet) 
 @app.command()
 def recommend(bundle: Annotated[Path, typer.Option(help="A bundle folder written by `embrecall train`.")],
               user: Annotated[str, typer.Option(help="The user id, as in the data.")],
-              k: Annotated[int, typer.Option("-k", min=1, max=10_000)] = 20) -> None:
+              k: Annotated[int, typer.Option("-k", min=1, max=10_000)] = 20,
+              json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the list as JSON.")] = None
+              ) -> None:
     """Print the top-k items for a user as the service answers them (the bundle's channels merged by its
     quotas), seen items removed, with the channel that found each and their titles or attributes."""
     from embrecall.pipeline import recommend as run_recommend
@@ -229,6 +231,8 @@ def recommend(bundle: Annotated[Path, typer.Option(help="A bundle folder written
         if not found.attrs["known_user"]:
             console.print(f"[yellow]user {user!r} is not in this bundle: recommending from features alone[/]")
         console.print(_recommendations_table(found, user, found.attrs["version"]))
+        if json_out is not None:
+            json_out.write_text(found.to_json(orient="records"))
     _run(go)
 
 
@@ -236,8 +240,9 @@ def recommend(bundle: Annotated[Path, typer.Option(help="A bundle folder written
 def demo(out: Annotated[Path, typer.Option(help="Folder for the demo bundle.")] = Path("runs/demo"),
          progress: ProgressOpt = True) -> None:
     """Synthetic data -> train -> index -> evaluate -> sample recommendations, with nothing downloaded."""
-    from embrecall.export import Bundle
-    from embrecall.pipeline import train as run_train
+    from embrecall.pipeline import recommend as run_recommend, train as run_train
+    from embrecall.serve.cache import VectorCache
+    from embrecall.serve.service import ServingVersion
 
     def go() -> None:
         cfg = _config(None, None, out=out)
@@ -246,11 +251,12 @@ def demo(out: Annotated[Path, typer.Option(help="Folder for the demo bundle.")] 
                       f"{s.items:,} items in {s.categories} categories")
         report = run_train(cfg, show_progress=progress)
         console.print(_metrics_table(report.metrics, cfg.evaluate.ks, "test metrics (BENCHMARK.md protocol)"))
-        b = Bundle.load(report.bundle)
-        for user in list(b.users.index[:2]):
-            console.print(_recommendations_table(b.recommend(user, 5), user, b.version))
+        version = ServingVersion(report.bundle, VectorCache(size=0))
+        users = list(version.bundle.users.index[:2])
+        for user in users:  # the lists `embrecall recommend` and the service answer with
+            console.print(_recommendations_table(run_recommend(version, str(user), 5), user, version.version))
         console.print(f"bundle: [bold]{report.bundle}[/]  — try: embrecall recommend --bundle {report.bundle} "
-                      f"--user {b.users.index[0]} -k 20")
+                      f"--user {users[0]} -k 20")
     _run(go)
 
 
@@ -319,14 +325,15 @@ def publish(bundle: Annotated[Path, typer.Argument(help="The bundle to activate.
             ) -> None:
     """Activate a bundle if it passes the gates (fixed thresholds, and the 3σ rule against earlier versions);
     serving services follow within a second.  Every attempt is kept in the registry's HISTORY.json."""
-    from embrecall.evaluation.drift import describe_drift
     from embrecall.export.gate import parse_gate
     from embrecall.export.registry import Registry
+    from embrecall.serve.drift import describe_drift, drift_report
 
     def go() -> None:
         reg = Registry(registry)
+        compare = (lambda new, old: drift_report(new, old, users=drift_users, items=drift_users)) if drift_users else None
         version = reg.publish(bundle, [parse_gate(g) for g in gate or []], sigma=sigma, window=window, force=force,
-                              drift_users=drift_users)
+                              compare=compare)
         console.print(f"active version: [bold]{version}[/] ({registry})" + (f" [yellow]forced: {escape(force)}[/]"
                                                                             if force else ""))
         drift = reg.history()[-1].get("drift")

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from embrecall.channel_table import CHANNELS, STORED
 from embrecall.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
@@ -24,7 +25,7 @@ __all__ = [
     "NumericFeature", "MultiFeature", "HistoryFeature", "SequenceFeature", "ITEM_HISTORY", "TimeFeature",
     "TextFeature",
     "ModelConfig", "TrainConfig", "NegativesConfig", "IndexConfig", "EvalConfig", "Item2VecConfig",
-    "ItemCFConfig", "EaseConfig", "TuneConfig", "SearchDim", "ChannelsConfig", "load_config", "apply_overrides",
+    "ItemCFConfig", "SwingConfig", "EaseConfig", "TuneConfig", "SearchDim", "ChannelsConfig", "load_config", "apply_overrides",
     "set_field", "get_field",
 ]
 
@@ -462,6 +463,17 @@ class ItemCFConfig(_Strict):
     decay: float = Field(0.8, gt=0.0, le=1.0)
 
 
+class SwingConfig(_Strict):
+    """Swing item-to-item similarity (see ``embrecall.models.swing``)."""
+
+    alpha: float = Field(1.0, gt=0.0)  # sim sums w_u w_v / (alpha + |I_u & I_v|) over user pairs
+    max_users: int = Field(50, ge=2)  # each item's latest users counted (the work grows with its square)
+    max_items: int = Field(50, ge=2)  # each user's latest distinct items counted
+    neighbours: int = Field(200, ge=1)  # kept per item (the inverted lists)
+    history: int = Field(10, ge=1)  # last N items score the candidates
+    decay: float = Field(0.8, gt=0.0, le=1.0)
+
+
 class EaseConfig(_Strict):
     """EASE, closed form, scored from a recency-weighted recent profile (see ``embrecall.models.ease``)."""
 
@@ -471,16 +483,12 @@ class EaseConfig(_Strict):
     max_items: int = Field(20_000, ge=1)  # a dense item x item matrix: larger catalogs are refused
 
 
-# The channels a bundle can carry into the service (embrecall.models.stored loads all but two_tower).
-SERVED_CHANNELS = ("two_tower", "popular", "itemcf", "item2vec", "ease")
-SHARDED_CHANNELS = ("two_tower", "popular", "item2vec")  # those fitted from a sharded log, shard by shard
-
-
 class ChannelsConfig(_Strict):
     """The recall channels besides the two-tower model, and how they are merged."""
 
     item2vec: Item2VecConfig = Item2VecConfig()
     itemcf: ItemCFConfig = ItemCFConfig()
+    swing: SwingConfig = SwingConfig()
     ease: EaseConfig = EaseConfig()
     merge: dict[str, float] = {"two_tower": 2.0, "itemcf": 1.0}  # weight (rrf) or slot share (quota)
     merge_mode: Literal["quota", "rrf"] = "rrf"
@@ -495,12 +503,12 @@ class ChannelsConfig(_Strict):
     def _quotas(self) -> "ChannelsConfig":
         if not self.merge or any(v <= 0 for v in self.merge.values()):
             raise ValueError("channels.merge needs at least one channel with a positive quota share")
-        unknown = sorted(set(self.serve) - set(SERVED_CHANNELS))
+        unknown = sorted(set(self.serve) - set(CHANNELS))
         if unknown or not self.serve or any(v < 0 for v in self.serve.values()):
-            raise ValueError(f"channels.serve maps channels {list(SERVED_CHANNELS)} to non-negative slot shares; "
+            raise ValueError(f"channels.serve maps channels {list(CHANNELS)} to non-negative slot shares; "
                              f"got {self.serve}")
-        if self.fallback is not None and self.fallback not in SERVED_CHANNELS[1:]:
-            raise ValueError(f"channels.fallback is one of {list(SERVED_CHANNELS[1:])} or none; got {self.fallback!r}")
+        if self.fallback is not None and self.fallback not in STORED:
+            raise ValueError(f"channels.fallback is one of {list(STORED)} or none; got {self.fallback!r}")
         return self
 
 
@@ -556,17 +564,6 @@ class Config(_Strict):
     channels: ChannelsConfig = ChannelsConfig()
     tune: TuneConfig = TuneConfig()
     out: Path = Path("runs")
-
-    @model_validator(mode="after")
-    def _sharded_channels(self) -> "Config":
-        """A sharded log is never whole in memory: channels that need it so are refused before reading."""
-        if self.data.shards is None:
-            return self
-        whole = sorted((set(self.channels.serve) | {self.channels.fallback}) - {None, *SHARDED_CHANNELS})
-        if whole:
-            raise ValueError(f"channels {whole} need the whole log in memory; with data.shards a bundle serves "
-                             f"{list(SHARDED_CHANNELS)} (set channels.serve and channels.fallback to those)")
-        return self
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "Config":

@@ -17,10 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from embrecall.channel_table import CHANNELS, EVALUATED, STORED
 from embrecall.config import Config
 from embrecall.data import Dataset, Split, load_dataset, split_dataset
 from embrecall.data.load import numeric_columns
-from embrecall.data.shards import ShardLog, Shards, prepare_shards, shard_folder
+from embrecall.data.log import EventLog, MemoryLog
+from embrecall.data.shards import Shards, prepare_shards, shard_folder
 from embrecall.data.split import cold_item_split
 from embrecall.data.table import read_feature_tables
 from embrecall.errors import ConfigError, DataError
@@ -31,14 +33,8 @@ from embrecall.export import Bundle
 from embrecall.export.writer import write_bundle
 from embrecall.models.channel import Channel, StoredChannel, UserQuery
 from embrecall.models.dither import Dithered
-from embrecall.models.ease import Ease
-from embrecall.models.embedding_channel import EmbeddingChannel
 from embrecall.models.entities import Entities, EntityRecall, HistoryEntities
-from embrecall.models.item2vec import Item2Vec
-from embrecall.models.itemcf import ItemCF
 from embrecall.models.merge import Merged
-from embrecall.models.popular import Popular
-from embrecall.models.stored import STORED
 from embrecall.serve.cache import VectorCache
 from embrecall.serve.service import ServedChannel, ServingVersion
 from embrecall.progress import note, step
@@ -46,10 +42,7 @@ from embrecall.training.distributed import barrier, join_from_env, leave, ranks
 from embrecall.training.trainer import FitResult, fit_two_tower, item_vectors, two_tower_channel
 
 __all__ = ["TrainReport", "read_split", "train", "evaluate", "evaluate_entity_recall", "evaluate_cold_items", "build_channel", "fit_channel",
-           "recommend", "CHANNELS"]
-
-CHANNELS = ("two_tower", "popular", "item2vec", "itemcf", "ease", "merged", "served")
-# "served": a bundle's channels merged by its channels.serve quotas, through the service's own objects.
+           "recommend"]
 
 
 def peak_rss_mb() -> float:
@@ -94,8 +87,8 @@ class TrainingData:
     final fit), in memory or as parts of a sharded log, the split its validation and test figures
     come from (every user, or a sample of a sharded log's), and the feature tables."""
 
-    train: pd.DataFrame | ShardLog
-    train_full: pd.DataFrame | ShardLog
+    train: EventLog
+    train_full: EventLog
     split: Split
     users: pd.DataFrame | None
     items: pd.DataFrame | None
@@ -105,7 +98,7 @@ class TrainingData:
 
     @classmethod
     def of(cls, data: Dataset, split: Split) -> "TrainingData":
-        return cls(split.train, split.train_full, split, data.users, data.items, data.exposures, data.source,
+        return cls(MemoryLog(split.train), MemoryLog(split.train_full), split, data.users, data.items, data.exposures, data.source,
                    split.summary())
 
 
@@ -176,43 +169,43 @@ def train(cfg: Config, *, show_progress: bool = True) -> TrainReport:
         if not r.main:
             return TrainReport(None, {}, fit.best_epoch, fit.log, seconds)
     history = td.train_full if cfg.train.refit else td.train
-    metrics: dict[str, dict[str, float]] = {}
-    with step("embedding the catalog and evaluating on test", show_progress):
-        vectors = item_vectors(fit.model, fit.catalog)
-        channel = two_tower_channel(fit.model, fit.encoders, td.users, vectors, cfg.index)
-        if len(td.split.test):
-            metrics["two_tower"] = {**evaluate_channel(channel, td.split, cfg.evaluate.ks, exposures=td.exposures),
-                                    "train_seconds": seconds, "peak_rss_mb": peak_rss_mb()}
-            metrics["popular"] = evaluate_channel(fit_channel("popular", cfg, td.train_full, td.items), td.split,
-                                                  cfg.evaluate.ks)
     served = [n for n in dict.fromkeys([*cfg.channels.serve, cfg.channels.fallback]) if n not in (None, "two_tower")]
     stored = {name: fit_channel(name, cfg, history, td.items, show_progress) for name in served}
-    with step("writing the bundle (ONNX towers, FAISS index)", show_progress):
-        path = write_bundle(cfg.out, cfg, fit.model, fit.encoders, vectors, td.train_full, td.users,
-                            td.items, fingerprint=fingerprint, source=td.source, metrics=metrics,
+    metrics: dict[str, dict[str, float]] = {}
+
+    def measure(folder: Path) -> dict[str, dict[str, float]]:
+        """The test figures of the bundle in ``folder`` as the service answers with it (what
+        ``evaluate --bundle`` measures, and what the gate reads)."""
+        if not len(td.split.test):
+            return {}
+        version = ServingVersion(folder, VectorCache(size=0))
+        ks, exposures = cfg.evaluate.ks, td.exposures
+        metrics["two_tower"] = {**evaluate_channel(version.tower, td.split, ks, exposures=exposures),
+                                "train_seconds": seconds, "peak_rss_mb": peak_rss_mb()}
+        if len(version.channels) > 1:
+            metrics["served"] = evaluate_channel(ServedChannel(version, version.quotas, "served"), td.split, ks,
+                                                 exposures=exposures)
+        metrics["popular"] = evaluate_channel(fit_channel("popular", cfg, td.train_full, td.items), td.split, ks)
+        return metrics
+
+    with step("writing the bundle (ONNX towers, FAISS index) and evaluating it on test", show_progress):
+        path = write_bundle(cfg.out, cfg, fit.model, fit.encoders, item_vectors(fit.model, fit.catalog), td.train_full,
+                            td.users, td.items, fingerprint=fingerprint, source=td.source, measure=measure,
                             training={"best_epoch": fit.best_epoch, "seconds": seconds, "log": fit.log,
-                                      "split": td.summary}, index=channel.index, channels=stored)
+                                      "split": td.summary}, channels=stored)
     return TrainReport(path, metrics, fit.best_epoch, fit.log, seconds)
 
 
-def fit_channel(name: str, cfg: Config, events: pd.DataFrame | ShardLog, items: pd.DataFrame | None,
+def fit_channel(name: str, cfg: Config, log: EventLog, items: pd.DataFrame | None,
                 show_progress: bool = True) -> StoredChannel:
-    """One of the channels a bundle can store (all but the two-tower model), fitted on ``events``
-    (a log in memory, or a sharded one for the channels in ``SHARDED_CHANNELS``)."""
-    sharded = isinstance(events, ShardLog)
-    if name == "popular":
-        return Popular().fit_counts(events.item_counts()) if sharded else Popular().fit(events)
-    if name == "item2vec":
-        with step("training item2vec", show_progress):
-            model = Item2Vec(cfg.channels.item2vec)
-            return model.fit_shards(events, items) if sharded else model.fit(events, items)
-    if name == "itemcf":
-        with step("counting item co-occurrences (ItemCF)", show_progress):
-            return ItemCF(cfg.channels.itemcf).fit(events)
-    if name == "ease":
-        with step("solving EASE", show_progress):
-            return Ease(cfg.channels.ease).fit(events)
-    raise ConfigError(f"unknown channel '{name}'; choose from {list(CHANNELS)}")
+    """One of the channels a bundle can store (all but the two-tower model), fitted on ``log``."""
+    if name not in STORED:
+        raise ConfigError(f"'{name}' is not a channel a bundle stores; choose from {list(STORED)}")
+    kind = CHANNELS[name]
+    cls = kind.load_class()
+    model = cls(getattr(cfg.channels, kind.section)) if kind.section else cls()
+    with step(kind.fitting, show_progress):
+        return model.fit(log, items)
 
 
 def build_channel(name: str, cfg: Config, data: Dataset, split: Split, *, bundle: ServingVersion | None = None,
@@ -226,12 +219,14 @@ def build_channel(name: str, cfg: Config, data: Dataset, split: Split, *, bundle
     built = built if built is not None else {}
     if name in built:
         return built[name]
-    if bundle is not None and (name in bundle.channels or name == "served"):
-        return ServedChannel(bundle, bundle.quotas if name == "served" else {name: 1.0}, name)
+    if bundle is not None and name in bundle.channels:
+        return bundle.channels[name]
+    if bundle is not None and name == "served":
+        return ServedChannel(bundle, bundle.quotas, name)
     if name == "served":
         raise ConfigError("the 'served' channel is a bundle's: pass --bundle")
     if name in STORED:
-        return fit_channel(name, cfg, split.train_full, data.items, show_progress)
+        return fit_channel(name, cfg, MemoryLog(split.train_full), data.items, show_progress)
     if name == "merged":
         parts = {c: build_channel(c, cfg, data, split, bundle=bundle, built=built, show_progress=show_progress)
                  for c in cfg.channels.merge}
@@ -239,9 +234,9 @@ def build_channel(name: str, cfg: Config, data: Dataset, split: Split, *, bundle
         return Merged(parts, cfg.channels.merge, cfg.channels.merge_mode, cfg.channels.merge_depth)
     if name == "two_tower":
         fit, _ = _fit_protocol(cfg, TrainingData.of(data, split), show_progress)
-        vectors = item_vectors(fit.model, fit.catalog)
-        return two_tower_channel(fit.model, fit.encoders, data.users, vectors, cfg.index)
-    raise ConfigError(f"unknown channel '{name}'; choose from {list(CHANNELS)}")
+        return two_tower_channel(fit.model, fit.encoders, data.users, item_vectors(fit.model, fit.catalog), cfg.index,
+                                 data.items)
+    raise ConfigError(f"unknown channel '{name}'; choose from {list(EVALUATED)}")
 
 
 def _check_on(on: str, bundle: Path | None) -> None:
@@ -265,12 +260,12 @@ def evaluate(cfg: Config, channels: list[str] | None = None, bundle: Path | None
     process's peak memory so far (so it depends on the rows before it); with
     ``channels.dither_epsilon`` > 1 every channel's output is dithered.
     """
-    unknown = [c for c in channels or () if c not in CHANNELS]
+    unknown = [c for c in channels or () if c not in EVALUATED]
     if unknown:
-        raise ConfigError(f"unknown channel(s) {unknown}; choose from {list(CHANNELS)}")
+        raise ConfigError(f"unknown channel(s) {unknown}; choose from {list(EVALUATED)}")
     _check_on(on, bundle)
     served = None if bundle is None else ServingVersion(bundle, VectorCache(size=0))
-    channels = channels or (list(CHANNELS[:-1]) if served is None else [*served.channels, "served"])
+    channels = channels or ([c for c in EVALUATED if c != "served"] if served is None else [*served.channels, "served"])
     data, split = read_split(cfg, show_progress)
     if on == "validation":
         split = split.validation_view()
@@ -306,10 +301,11 @@ def evaluate_entity_recall(cfg: Config, attribute: str, bundle: Path | None = No
     if bundle is not None:
         tower: Channel = ServingVersion(bundle, VectorCache(size=0)).entity_recall(attribute)
     else:
-        fitted = build_channel("two_tower", cfg, data, split, show_progress=show_progress)
-        assert isinstance(fitted, EmbeddingChannel)
-        entities = Entities.of(attribute, data.items, list(fitted.encoders.catalog_))  # type: ignore[arg-type]
-        tower = EntityRecall(entities, fitted.user_vectors, fitted.item_vectors, cfg.train.temperature)
+        fit, _ = _fit_protocol(cfg, TrainingData.of(data, split), show_progress)
+        vectors = item_vectors(fit.model, fit.catalog)
+        fitted = two_tower_channel(fit.model, fit.encoders, data.users, vectors)
+        entities = Entities.of(attribute, data.items, list(fit.encoders.catalog_))  # type: ignore[arg-type]
+        tower = EntityRecall(entities, fitted.user_vectors, vectors, cfg.train.temperature)
     rows = {"two_tower": tower, "history": HistoryEntities(data.items, attribute, split.train_full),
             "popular": HistoryEntities(data.items, attribute, split.train_full, history=0)}
     out = {}
@@ -335,21 +331,21 @@ def evaluate_cold_items(cfg: Config, *, show_progress: bool = True) -> dict[str,
         raise DataError("no interaction with a new item after the cold-item cut-off; "
                         "lower evaluate.cold_quantile", file=data.source)
     cfg = cfg.model_copy(update={"features": cfg.features.model_copy(update={"catalog": "items"})})
-    fit = fit_two_tower(cfg, split.train_full, data.users, data.items, epochs=cfg.train.epochs,
+    fit = fit_two_tower(cfg, MemoryLog(split.train_full), data.users, data.items, epochs=cfg.train.epochs,
                         show_progress=show_progress, label="cold-item fit")
     vectors = item_vectors(fit.model, fit.catalog)
-    channel = two_tower_channel(fit.model, fit.encoders, data.users, vectors, cfg.index)
+    channel = two_tower_channel(fit.model, fit.encoders, data.users, vectors, cfg.index, data.items)
     with step("evaluating on cold items", show_progress):
         metrics = evaluate_channel(channel, split, cfg.evaluate.ks, cold_items=True)
     return {**metrics, "targets": len(split.test), "new_items": int(split.test["item_id"].nunique()),
             "train_seconds": fit.seconds}
 
 
-def recommend(bundle: Path | str | Bundle, user_id: str, k: int = 20,
+def recommend(bundle: Path | str | Bundle | ServingVersion, user_id: str, k: int = 20,
               context: dict[str, Any] | None = None) -> pd.DataFrame:
     """Top-``k`` items for ``user_id`` as the service answers them (the bundle's channels merged
     by its quotas), seen items removed, with the channel that found each and item attributes."""
-    version = ServingVersion(bundle, VectorCache(size=0))
+    version = bundle if isinstance(bundle, ServingVersion) else ServingVersion(bundle, VectorCache(size=0))
     history = version.history(str(user_id), events=())
     query = UserQuery(str(user_id), history, {"timestamp": int(time.time()), **(context or {})})
     found = ServedChannel(version, version.quotas, "served").recommend([query], k, [set(history)])[0]

@@ -20,7 +20,9 @@ import optuna
 import yaml
 
 from embrecall.config import LOSS_SETTINGS, Config, SearchDim, TrainConfig, config_from_dict, get_field, set_field
+from embrecall.channel_table import CHANNELS
 from embrecall.data import Dataset, Split
+from embrecall.data.log import MemoryLog
 from embrecall.errors import ConfigError, EmbrecallError
 from embrecall.evaluation import evaluate_channel
 from embrecall.progress import note
@@ -28,44 +30,11 @@ from embrecall.progress import note
 __all__ = ["DEFAULT_SPACES", "TuneResult", "tune", "search_space"]
 
 
-def _dim(**kw: Any) -> SearchDim:
-    return SearchDim(**kw)
-
-
-# What tunes each channel when the config declares no [tune.space]: the settings that moved
-# validation metrics most on the shared logs, over ranges wide enough for logs of other sizes.
+# What tunes each channel when the config declares no [tune.space] (the channel table's spaces):
+# the settings that moved validation metrics most on the shared logs, over ranges wide enough
+# for logs of other sizes.
 DEFAULT_SPACES: dict[str, dict[str, SearchDim]] = {
-    "two_tower": {
-        "train.loss": _dim(choices=["sampled_softmax", "full_softmax"]),
-        "train.lr": _dim(low=3e-4, high=1e-2, log=True),
-        "train.temperature": _dim(low=0.02, high=0.3, log=True),
-        "train.logq_strength": _dim(low=0.0, high=1.0),  # how far popularity is corrected away
-        "train.batch_size": _dim(choices=[256, 512, 1024, 2048]),
-        "train.weight_decay": _dim(choices=[0.0, 1e-6, 1e-5]),
-        "train.label_smoothing": _dim(low=0.0, high=0.3),
-        "model.dropout": _dim(low=0.0, high=0.5),
-    },
-    "ease": {
-        "channels.ease.l2": _dim(low=10.0, high=1e4, log=True),
-        "channels.ease.decay": _dim(low=0.5, high=1.0),
-        "channels.ease.history": _dim(low=5, high=200, int=True, log=True),
-    },
-    "itemcf": {
-        "channels.itemcf.window": _dim(low=1, high=50, int=True, log=True),
-        "channels.itemcf.alpha": _dim(low=0.0, high=1.0),
-        "channels.itemcf.pair_decay": _dim(low=0.5, high=1.0),
-        "channels.itemcf.history": _dim(low=1, high=50, int=True, log=True),
-        "channels.itemcf.decay": _dim(low=0.3, high=1.0),
-    },
-    "item2vec": {
-        "channels.item2vec.window": _dim(low=2, high=50, int=True, log=True),
-        "channels.item2vec.min_count": _dim(low=1, high=20, int=True, log=True),
-        "channels.item2vec.ns_exponent": _dim(low=-0.5, high=1.0),
-        "channels.item2vec.history": _dim(low=1, high=50, int=True, log=True),
-        "channels.item2vec.decay": _dim(low=0.3, high=1.0),
-        "channels.item2vec.session_gap": _dim(low=600, high=2_592_000, int=True, log=True),
-    },
-}
+    name: {path: SearchDim(**dim) for path, dim in kind.space.items()} for name, kind in CHANNELS.items() if kind.space}
 
 
 @dataclass
@@ -145,7 +114,7 @@ def _score(cfg: Config, data: Dataset, split: Split, trial: optuna.Trial) -> flo
         if trial.should_prune():
             raise optuna.TrialPruned(f"validation HR@{cfg.train.early_stop_k} {score:.4f} at epoch {epoch}")
 
-    fit = fit_two_tower(cfg, split.train, data.users, data.items, epochs=cfg.train.epochs, validation=split,
+    fit = fit_two_tower(cfg, MemoryLog(split.train), data.users, data.items, epochs=cfg.train.epochs, validation=split,
                         show_progress=False, label=f"trial {trial.number}", exposures=data.exposures,
                         on_epoch=report)
     trial.set_user_attr("best_epoch", fit.best_epoch)

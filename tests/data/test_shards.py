@@ -13,14 +13,16 @@ from embrecall import Bundle, recommend
 from embrecall.config import load_config
 from embrecall.data import load_dataset, split_dataset
 from embrecall.data.load import numeric_columns
+from embrecall.data.log import MemoryLog
 from embrecall.data.shards import prepare_shards, shard_folder
 from embrecall.data.table import read_feature_tables
 from embrecall.errors import ConfigError, DataError
 from embrecall.features import Encoders
 from embrecall.models.item2vec import Item2Vec
-from embrecall.pipeline import evaluate, train
+from embrecall.models.channel import UserQuery
+from embrecall.pipeline import evaluate, fit_channel, train
 from embrecall.training.distributed import Ranks
-from embrecall.training.sources import FromShards
+from embrecall.training.sources import FromParts
 from tests.conftest import sharded_config
 
 KEY = ["user_id", "item_id", "timestamp"]
@@ -70,12 +72,12 @@ def test_a_bad_row_is_named_with_its_line_in_the_file(tmp_path, write):
 def test_each_rank_reads_its_own_shards_in_steps_of_exactly_one_batch(tmp_path):
     cfg = sharded_config(tmp_path, count=5)
     log = prepare_shards(cfg).log("train")
-    trained, _ = log.items()
+    counts = log.item_counts()
     users, items = read_feature_tables(cfg.data, numeric_columns(cfg), [])
-    enc = Encoders(cfg.features).fit_ids(trained, log.user_ids(), pd.DataFrame(), users, items)
+    enc = Encoders(cfg.features).fit_ids(counts.index, log.user_ids(), pd.DataFrame(), users, items)
     seen = []
     for rank in range(2):
-        source = FromShards(log, enc, users, items, Ranks(rank, 2))
+        source = FromParts(log, enc, users, items, counts, Ranks(rank, 2))
         steps, walk = source.epoch(np.random.default_rng(0), 64, Ranks(rank, 2))
         mine = set().union(*(set(log.read(s)["user_id"]) for s in source.mine))
         batches = list(walk)
@@ -106,8 +108,8 @@ def test_item2vec_on_shards_learns_the_items_it_learns_in_memory(tmp_path):
     cfg = sharded_config(tmp_path)
     log = prepare_shards(cfg).log("train_full")
     events = pd.concat([log.read(s) for s in range(log.shards.count)], ignore_index=True)
-    streamed = Item2Vec(cfg.channels.item2vec).fit_shards(log).item_vectors()[0]
-    whole = Item2Vec(cfg.channels.item2vec).fit(events).item_vectors()[0]
+    streamed = Item2Vec(cfg.channels.item2vec).fit(log).item_vectors()[0]
+    whole = Item2Vec(cfg.channels.item2vec).fit(MemoryLog(events)).item_vectors()[0]
     assert set(streamed) == set(whole)  # the same sessions, so the same vocabulary
 
 
@@ -115,8 +117,19 @@ def test_what_a_sharded_log_cannot_do_is_refused_before_reading(tmp_path):
     base = ["data.format=table", f"data.path={tmp_path / 'log.csv'}", "data.shards.count=4"]
     with pytest.raises(ConfigError, match="data.context_columns need more of it"):
         load_config(None, [*base, "data.context_columns=[scene]"])
-    with pytest.raises(ConfigError, match=r"channels \['itemcf'\] need the whole log"):
-        load_config(None, [*base, "channels.serve.itemcf=0.2"])
     with pytest.raises(ConfigError, match="embrecall train` reports the test metrics"):
         evaluate(sharded_config(tmp_path), ["popular"], show_progress=False)
     assert shard_folder(sharded_config(tmp_path)) != shard_folder(sharded_config(tmp_path, "data.shards.count=4"))
+
+
+@pytest.mark.parametrize("name", ["popular", "itemcf", "swing", "ease"])
+def test_channels_fitted_from_shards_equal_the_same_channel_fitted_in_memory(tmp_path, name):
+    cfg = sharded_config(tmp_path, count=4)
+    log = prepare_shards(cfg).log("train_full")
+    events = pd.concat(list(log.parts()), ignore_index=True)
+    sharded = fit_channel(name, cfg, log, None, show_progress=False)
+    whole = fit_channel(name, cfg, MemoryLog(events), None, show_progress=False)
+    queries = [UserQuery(str(u), tuple(h)) for u, h in events.groupby("user_id")["item_id"].agg(tuple).head(50).items()]
+    for a, b in zip(sharded.recommend(queries, 20), whole.recommend(queries, 20)):
+        assert a.item_ids == b.item_ids
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)

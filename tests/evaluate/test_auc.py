@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
+from embrecall.data.log import MemoryLog
 from embrecall.evaluation.metrics import auc_against
 from embrecall.evaluation.protocol import build_queries, evaluate_channel, sampled_auc
 from embrecall.models.popular import Popular
@@ -59,12 +60,13 @@ def test_evaluate_reports_auc_for_channels_that_score_and_the_average_position(w
                          columns=["user_id", "item_id", "timestamp"])
     test = pd.DataFrame({"user_id": [q.user_id for q in queries], "item_id": targets, "timestamp": 999})
     split = Split(train=train, valid=train.iloc[:0], train_full=train, test=test)
-    metrics = evaluate_channel(Popular().fit(train), split, [10, 100])
+    metrics = evaluate_channel(Popular().fit(MemoryLog(train)), split, [10, 100])
     assert 0.0 <= metrics["AUC"] <= 1.0 and "avg_position@100" in metrics
 
 
 def test_auc_against_shown_items_takes_what_was_shown_since_the_last_click_and_agrees_with_sklearn():
     import pandas as pd
+
     from embrecall.data.split import Split
     from embrecall.evaluation.protocol import shown_auc, shown_items
     train = pd.DataFrame({"user_id": ["u", "u", "v"], "item_id": ["a", "b", "a"], "timestamp": [10, 20, 10]})
@@ -85,5 +87,5 @@ def test_auc_against_shown_items_takes_what_was_shown_since_the_last_click_and_a
     expected = np.mean([roc_auc_score([1, 0, 0], [0.5, 0.9, 0.1]), roc_auc_score([1, 0], [0.5, 0.2])])
     assert shown_auc(Scores(), queries, test["item_id"].to_numpy(), got) == pytest.approx(expected)
     split = Split(train=train, valid=train.iloc[:0], train_full=train, test=test)
-    metrics = evaluate_channel(Popular().fit(train), split, [10], exposures=shown)
-    assert "AUC_shown" in metrics and "AUC_shown" not in evaluate_channel(Popular().fit(train), split, [10])
+    metrics = evaluate_channel(Popular().fit(MemoryLog(train)), split, [10], exposures=shown)
+    assert "AUC_shown" in metrics and "AUC_shown" not in evaluate_channel(Popular().fit(MemoryLog(train)), split, [10])

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from embrecall.data.log import MemoryLog
 from embrecall.data.movielens import read_movielens
 from embrecall.data.split import leave_last_out
 from embrecall.evaluation import evaluate_channel, ranking_metrics
@@ -60,7 +61,7 @@ def test_ml100k_conformance(ml100k):
     assert len(split.test) == 943
     assert split.train_full["item_id"].nunique() == 1679
     assert int((~split.test["item_id"].isin(split.train_full["item_id"])).sum()) == 3
-    m = evaluate_channel(Popular().fit(split.train_full), split, [10, 100])
+    m = evaluate_channel(Popular().fit(MemoryLog(split.train_full)), split, [10, 100])
     assert round(m["HR@10"], 4) == 0.0859
     assert round(m["NDCG@10"], 4) == 0.0449
     assert 0.318 <= m["HR@100"] <= 0.319

@@ -14,7 +14,8 @@ from embrecall import train
 from embrecall.cli import app
 from embrecall.errors import GateBreach
 from embrecall.export.bundle import MANIFEST_HASH, sha256
-from embrecall.export.gate import data_profile, sigma_breaches
+from embrecall.data.log import data_profile
+from embrecall.export.gate import sigma_breaches
 from embrecall.export.registry import Registry
 from tests.conftest import tiny_config
 

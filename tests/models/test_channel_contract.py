@@ -6,13 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from embrecall.channel_table import CHANNELS
 from embrecall.data import load_dataset, split_dataset
 from embrecall.evaluation import build_queries
 from embrecall.models.dither import Dithered
 from embrecall.pipeline import build_channel
 from tests.conftest import tiny_config
 
-NAMES = ["popular", "itemcf", "item2vec", "ease", "two_tower", "merged"]
+NAMES = [*CHANNELS, "merged"]  # every channel of the table
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from embrecall.config import EaseConfig
+from embrecall.data.log import MemoryLog
 from embrecall.errors import ConfigError
 from embrecall.models.channel import UserQuery
 from embrecall.models.ease import Ease, ease_weights
@@ -28,7 +29,7 @@ def test_closed_form_equals_a_direct_constrained_solve():
 def test_recent_items_weigh_more_and_seen_items_are_excluded():
     events = pd.DataFrame({"user_id": ["a", "a", "b", "b", "c", "c"],
                            "item_id": ["x", "y", "x", "z", "y", "w"]})
-    model = Ease(EaseConfig(l2=0.5, decay=0.5)).fit(events)
+    model = Ease(EaseConfig(l2=0.5, decay=0.5)).fit(MemoryLog(events))
     profile = model.profiles([UserQuery("q", ("x", "y"))]).toarray()[0]
     assert profile[model._position["y"]] == 1.0 and profile[model._position["x"]] == 0.5
     top = model.recommend([UserQuery("q", ("x", "y"))], 2, [{"x", "y"}])[0]
@@ -38,7 +39,7 @@ def test_recent_items_weigh_more_and_seen_items_are_excluded():
 def test_catalog_too_large_for_a_dense_matrix_is_refused():
     events = pd.DataFrame({"user_id": ["a"] * 5, "item_id": list("abcde")})
     with pytest.raises(ConfigError, match="channels.ease.max_items"):
-        Ease(EaseConfig(max_items=4)).fit(events)
+        Ease(EaseConfig(max_items=4)).fit(MemoryLog(events))
 
 
 def test_in_place_cholesky_inverse_matches_numpy_beyond_one_block():

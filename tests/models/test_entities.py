@@ -61,7 +61,7 @@ def test_a_hit_is_any_value_of_the_held_out_item():
     class Fixed:
         name = "fixed"
 
-        def recommend(self, queries, k, exclude=None):
+        def recommend(self, queries, k, exclude=None, filters=None, timings=None):
             from embrecall.models.channel import Candidates
             lists = {"u": ["c", "b", "a"], "v": ["a", "b", "c"]}
             return [Candidates(lists[q.user_id][:k], np.zeros(3), ["fixed"] * 3) for q in queries]

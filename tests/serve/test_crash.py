@@ -18,7 +18,8 @@ import redis
 from embrecall import Bundle, train
 from embrecall.export.registry import Registry
 from embrecall.serve.feed import send_item_change
-from tests.conftest import REDIS_URL as URL, requires_redis, tiny_config, wait_ready
+from tests.conftest import REDIS_URL as URL
+from tests.conftest import requires_redis, tiny_config, wait_ready
 
 pytestmark = requires_redis
 

@@ -73,3 +73,21 @@ def test_entity_recall_is_evaluated_beside_its_baselines(served):
     assert list(rows) == ["two_tower", "history", "popular"]
     for m in rows.values():
         assert 0 < m["HR@10"] <= 1 and m["values"] == 20
+
+
+def test_category_parallel_recall_keeps_the_requests_own_filters(served):
+    cfg, path = served
+    with TestClient(create_app(path)) as client:
+        version = client.app.state.service.current
+        items = version.bundle.items
+        user = str(version.bundle.users.index[0])
+        wanted = items["category"].value_counts().index[-1]  # the smallest category: the groups alone cannot fill k
+        body = client.post("/v1/recall", json={"user_id": user, "k": 20, "filters": {"category": [wanted]},
+                                               "parallel": {"attribute": "category", "groups": 3}})
+        assert body.status_code == 200, body.text
+        ids = [i["item_id"] for i in body.json()["items"]]
+        assert ids and {items.at[i, "category"] for i in ids} == {wanted}
+        # a filter no item passes gets no items, not another category's
+        city = client.post("/v1/recall", json={"user_id": user, "k": 20, "filters": {"category": ["no-such"]},
+                                               "parallel": {"attribute": "category", "groups": 3}})
+        assert city.status_code == 200 and city.json()["items"] == []

@@ -17,8 +17,15 @@ from fastapi.testclient import TestClient
 
 from embrecall import Bundle, train
 from embrecall.serve.app import create_app
-from tests.conftest import (REDIS_URL, free_port, needs_redis_server, redis_server, requires_redis, tiny_config,
-                            wait_ready)
+from tests.conftest import (
+    REDIS_URL,
+    free_port,
+    needs_redis_server,
+    redis_server,
+    requires_redis,
+    tiny_config,
+    wait_ready,
+)
 
 CLIENT, ADMIN = "client-token", "admin-token"
 AS_CLIENT = {"Authorization": f"Bearer {CLIENT}"}

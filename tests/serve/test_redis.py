@@ -13,7 +13,14 @@ from embrecall import Bundle, train
 from embrecall.serve.cache import RedisVectorCache
 from embrecall.serve.feed import ChangeFeed, send_item_change
 from embrecall.serve.state import ServiceState
-from tests.conftest import REDIS_URL as URL, free_port, needs_redis_server, redis_server, requires_redis, tiny_config
+from tests.conftest import REDIS_URL as URL
+from tests.conftest import (
+    free_port,
+    needs_redis_server,
+    redis_server,
+    requires_redis,
+    tiny_config,
+)
 
 pytestmark = requires_redis
 

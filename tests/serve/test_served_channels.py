@@ -3,6 +3,7 @@ service answers exactly what ``embrecall evaluate --bundle`` measures."""
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from embrecall import train
+from embrecall.channel_table import STORED
 from embrecall.evaluation import build_queries
 from embrecall.models.channel import UserQuery
 from embrecall.pipeline import build_channel, evaluate, read_split
@@ -21,13 +23,12 @@ from tests.conftest import tiny_config
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-STORED = ["popular", "itemcf", "item2vec", "ease"]
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    cfg = tiny_config(tmp_path_factory.mktemp("served"),
-                      "channels.serve={two_tower: 0.4, itemcf: 0.2, item2vec: 0.2, ease: 0.1, popular: 0.1}",
+    shares = ", ".join(f"{name}: 0.1" for name in STORED)  # every channel the table says a bundle stores
+    cfg = tiny_config(tmp_path_factory.mktemp("served"), f"channels.serve={{two_tower: 0.4, {shares}}}",
                       "channels.item2vec.min_count=1", "channels.item2vec.epochs=3")
     return cfg, train(cfg, show_progress=False).bundle
 
@@ -98,7 +99,37 @@ def test_the_service_imports_no_training_code():
     assert out.strip() == "[]"
 
 
-def test_the_config_names_exactly_the_channels_a_bundle_can_serve():
-    from embrecall.config import SERVED_CHANNELS
-    from embrecall.models.stored import STORED as LOADERS
-    assert set(SERVED_CHANNELS) == {"two_tower", *LOADERS}
+def test_every_channel_name_comes_from_the_channel_table():
+    from embrecall.channel_table import CHANNELS
+
+    assert set(CHANNELS) == {"two_tower", *STORED}
+    for name in STORED:  # each stored class is the table's, named as the table names it
+        assert CHANNELS[name].load_class().name == name
+
+
+def test_demo_recommend_and_the_service_give_a_user_the_same_list(served, tmp_path):
+    from typer.testing import CliRunner
+
+    from embrecall.cli import app
+    from embrecall.pipeline import recommend
+
+    cfg, path = served
+    version = ServingVersion(path, VectorCache(size=0))
+    user = str(version.bundle.users.index[0])
+    shown = recommend(version, user, 20)  # what `embrecall demo` prints
+    out = CliRunner().invoke(app, ["recommend", "--bundle", str(path), "--user", user, "-k", "20",
+                                   "--json", str(tmp_path / "r.json")])
+    assert out.exit_code == 0, out.output
+    cli = [row["item_id"] for row in json.loads((tmp_path / "r.json").read_text())]
+    with TestClient(create_app(path)) as client:
+        body = client.post("/v1/recall", json={"user_id": user, "k": 20}).json()
+    assert list(shown["item_id"]) == cli == [i["item_id"] for i in body["items"]]
+
+
+def test_the_gates_figures_are_what_evaluate_bundle_measures(served):
+    cfg, path = served
+    manifest = json.loads((path / "manifest.json").read_text())
+    measured = evaluate(cfg, ["two_tower", "served"], bundle=path, show_progress=False)
+    for name in ("two_tower", "served"):
+        for metric in ("HR@10", "NDCG@10", "HR@100", "MRR"):
+            assert manifest["metrics"][name][metric] == measured[name][metric], (name, metric)

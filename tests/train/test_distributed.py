@@ -20,7 +20,12 @@ from embrecall.data.load import numeric_columns
 from embrecall.data.shards import prepare_shards
 from embrecall.data.table import read_feature_tables
 from embrecall.errors import ConfigError
-from embrecall.training.distributed import average_sparse_gradients, gather, my_share, ranks
+from embrecall.training.distributed import (
+    average_sparse_gradients,
+    gather,
+    my_share,
+    ranks,
+)
 from embrecall.training.losses import sampled_softmax_loss
 from embrecall.training.negatives import MixedNegatives
 from embrecall.training.trainer import _check_distributable, fit_two_tower

@@ -7,7 +7,12 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from embrecall.training.losses import bce_loss, mixed_softmax_loss, sampled_softmax_loss, softmax_loss
+from embrecall.training.losses import (
+    bce_loss,
+    mixed_softmax_loss,
+    sampled_softmax_loss,
+    softmax_loss,
+)
 
 
 @settings(max_examples=30, deadline=None)

@@ -7,7 +7,12 @@ import torch
 
 from embrecall.config import NegativesConfig
 from embrecall.training.losses import mixed_softmax_loss, sampled_softmax_loss
-from embrecall.training.negatives import ExposureSampler, GroupSampler, MixedNegatives, PopularitySampler
+from embrecall.training.negatives import (
+    ExposureSampler,
+    GroupSampler,
+    MixedNegatives,
+    PopularitySampler,
+)
 
 COUNTS = np.array([100, 50, 25, 10, 5, 0, 1], dtype=float)
 

@@ -7,6 +7,7 @@ import pandas as pd
 import torch
 
 from embrecall.data import load_dataset, split_dataset
+from embrecall.data.log import MemoryLog
 from embrecall.models.item2vec import Item2Vec
 from embrecall.training import trainer
 from tests.conftest import tiny_config
@@ -26,12 +27,12 @@ def test_frozen_item2vec_vectors_start_and_stay_in_the_item_table(tmp_path, monk
         return found
 
     monkeypatch.setattr(trainer, "pretrain_item_table", pretrain)
-    fit = trainer.fit_two_tower(cfg, events, data.users, data.items, epochs=2, show_progress=False)
+    fit = trainer.fit_two_tower(cfg, MemoryLog(events), data.users, data.items, epochs=2, show_progress=False)
     table = fit.model.item_table.weight.detach()
     assert not fit.model.item_table.weight.requires_grad
     assert torch.equal(table, started[0])  # two epochs left it as item2vec set it
     # gensim trains on two threads (not bit-reproducible): another run's vectors point the same way
-    ids, unit = Item2Vec(cfg.channels.item2vec.model_copy(update={"dim": 16})).fit(events).item_vectors()
+    ids, unit = Item2Vec(cfg.channels.item2vec.model_copy(update={"dim": 16})).fit(MemoryLog(events)).item_vectors()
     rows = fit.encoders.positions(pd.Index(ids, dtype=object)) + 1
     got = table.numpy()[rows] / np.linalg.norm(table.numpy()[rows], axis=1, keepdims=True)
     assert np.mean(np.sum(got * unit, axis=1)) > 0.9
@@ -45,7 +46,7 @@ def test_fine_tuned_item2vec_vectors_move_with_training(tmp_path):
                       "channels.item2vec.epochs=2")
     data = load_dataset(cfg)
     events = split_dataset(data, cfg.split).train
-    one = trainer.fit_two_tower(cfg, events, data.users, data.items, epochs=1, show_progress=False)
-    two = trainer.fit_two_tower(cfg, events, data.users, data.items, epochs=2, show_progress=False)
+    one = trainer.fit_two_tower(cfg, MemoryLog(events), data.users, data.items, epochs=1, show_progress=False)
+    two = trainer.fit_two_tower(cfg, MemoryLog(events), data.users, data.items, epochs=2, show_progress=False)
     assert one.model.item_table.weight.requires_grad
     assert not torch.allclose(one.model.item_table.weight, two.model.item_table.weight)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from embrecall.data import load_dataset, split_dataset
+from embrecall.data.log import MemoryLog
 from embrecall.training.trainer import fit_two_tower
 from tests.conftest import tiny_config
 
@@ -16,11 +17,11 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path):
     cfg = tiny_config(tmp_path, "train.epochs=2")
     data = load_dataset(cfg)
     events = split_dataset(data, cfg.split).train
-    straight = fit_two_tower(cfg, events, data.users, data.items, epochs=2, show_progress=False)
+    straight = fit_two_tower(cfg, MemoryLog(events), data.users, data.items, epochs=2, show_progress=False)
     ckpt = tmp_path / "ckpt"
-    fit_two_tower(cfg, events, data.users, data.items, epochs=1, checkpoint_dir=ckpt, show_progress=False)
+    fit_two_tower(cfg, MemoryLog(events), data.users, data.items, epochs=1, checkpoint_dir=ckpt, show_progress=False)
     resumed_cfg = tiny_config(tmp_path, "train.epochs=2", "train.resume=true")
-    resumed = fit_two_tower(resumed_cfg, events, data.users, data.items, epochs=2, checkpoint_dir=ckpt,
+    resumed = fit_two_tower(resumed_cfg, MemoryLog(events), data.users, data.items, epochs=2, checkpoint_dir=ckpt,
                             show_progress=False)
     assert [e["epoch"] for e in resumed.log] == [1, 2]
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
@@ -31,7 +32,7 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
     cfg = tiny_config(tmp_path, "train.epochs=6", "train.patience=1")
     data = load_dataset(cfg)
     split = split_dataset(data, cfg.split)
-    fit = fit_two_tower(cfg, split.train, data.users, data.items, epochs=6, validation=split, show_progress=False)
+    fit = fit_two_tower(cfg, MemoryLog(split.train), data.users, data.items, epochs=6, validation=split, show_progress=False)
     scores = [e["HR@50"] for e in fit.log]
     assert fit.best_epoch == 1 + int(np.argmax(scores))
     assert len(fit.log) == 6 or len(fit.log) - fit.best_epoch == 1  # stopped one epoch after the best
@@ -51,13 +52,13 @@ def test_mixed_negatives_with_impressions_train_and_beat_popularity(tmp_path):
     assert data.exposures is not None and set(data.exposures["event"]) == {"impression"}
     assert set(data.events["event"]) == {"click"}
     split = split_dataset(data, cfg.split)
-    fit = fit_two_tower(cfg, split.train_full, data.users, data.items, epochs=3, show_progress=False,
+    fit = fit_two_tower(cfg, MemoryLog(split.train_full), data.users, data.items, epochs=3, show_progress=False,
                         exposures=data.exposures)
     assert all(np.isfinite(e["loss"]) for e in fit.log)
     ex = Examples(split.train_full, fit.encoders, data.users, data.items)
     channel = two_tower_channel(fit.model, fit.encoders, data.users, item_vectors(fit.model, ex.catalog))
     ours = evaluate_channel(channel, split, [50])["HR@50"]
-    assert ours > 1.2 * evaluate_channel(Popular().fit(split.train_full), split, [50])["HR@50"]
+    assert ours > 1.2 * evaluate_channel(Popular().fit(MemoryLog(split.train_full)), split, [50])["HR@50"]
 
 
 def test_runs_side_by_side_keep_their_own_checkpoints(tmp_path):
@@ -78,7 +79,7 @@ def test_a_wall_time_budget_stops_choosing_epochs(tmp_path):
     cfg = tiny_config(tmp_path, "train.epochs=6", "train.patience=6", "train.max_seconds=0.001")
     data = load_dataset(cfg)
     split = split_dataset(data, cfg.split)
-    fit = fit_two_tower(cfg, split.train, data.users, data.items, epochs=6, validation=split, show_progress=False)
+    fit = fit_two_tower(cfg, MemoryLog(split.train), data.users, data.items, epochs=6, validation=split, show_progress=False)
     assert len(fit.log) == 1  # the first epoch runs; the next would pass the budget
 
 

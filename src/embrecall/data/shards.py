@@ -23,6 +23,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -320,9 +321,19 @@ class ShardLog:
     def rows(self, shard: int) -> int:
         return int(self.shards.meta["sizes"][shard][self.part])
 
-    def mine(self, rank: int, world: int) -> list[int]:
-        """The shards a rank reads: every ``world``-th, starting at its rank."""
-        return list(range(rank, self.shards.count, world))
+    @property
+    def part_count(self) -> int:
+        return self.shards.count
+
+    def parts(self) -> Iterator[pd.DataFrame]:
+        return (self.read(shard) for shard in range(self.shards.count))
+
+    def whole(self) -> None:
+        return None  # never whole in memory
+
+    def summary(self) -> dict[str, Any]:
+        meta = self.shards.meta  # a bundle's history is train + validation: the figures shards.json keeps
+        return {"events": len(self), "until": meta["until"], "profile": meta["profile"]}
 
     def read(self, shard: int) -> pd.DataFrame:
         """This part's events of one shard, sorted by user then time."""

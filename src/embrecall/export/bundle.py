@@ -15,8 +15,8 @@
                                  the other channels the config serves, each written by its own ``save``
 
 The manifest's ``channels`` names every channel the version serves and the files each reads
-(``two_tower``: the towers, index and tables above); ``embrecall.models.stored.STORED`` says
-which class loads each.
+(``two_tower``: the towers, index and tables above); ``embrecall.channel_table`` says which
+class loads each.
 
 A bundle is written to a temporary folder and renamed into place, so a crashed run never
 leaves a half-written version behind.  Reading one trusts nothing in it: the manifest must match
@@ -44,9 +44,9 @@ from embrecall.errors import BundleError
 from embrecall.export.onnx_runtime import OnnxTower
 from embrecall.features import Encoders
 from embrecall.index import FaissIndex
-from embrecall.models.channel import Channel, UserQuery
-from embrecall.models.embedding_channel import EmbeddingChannel
-from embrecall.models.stored import STORED
+from embrecall.features.profiles import UserProfiles
+from embrecall.models.channel import StoredChannel, UserQuery
+from embrecall.channel_table import CHANNELS, STORED
 
 __all__ = ["Bundle", "plain_name", "sha256", "BUNDLE_FORMAT", "MANIFEST_HASH"]
 
@@ -97,7 +97,7 @@ class Bundle:
     users: pd.DataFrame
     user_tower: OnnxTower
     item_tower: OnnxTower
-    channels: dict[str, Channel]  # besides two_tower, which the fields above make up
+    channels: dict[str, StoredChannel]  # besides two_tower, which the fields above make up
 
     @property
     def version(self) -> str:
@@ -159,12 +159,12 @@ class Bundle:
                    cls._channels(path, manifest, config))
 
     @staticmethod
-    def _channels(path: Path, manifest: dict[str, Any], config: Config) -> dict[str, Channel]:
+    def _channels(path: Path, manifest: dict[str, Any], config: Config) -> dict[str, StoredChannel]:
         """The stored channels the manifest lists, each read by its own class."""
         listed = manifest.get("channels")
         if not isinstance(listed, dict) or "two_tower" not in listed:
             raise BundleError(f"{path / 'manifest.json'} has no 'channels' table naming two_tower; re-run `embrecall train`")
-        out: dict[str, Channel] = {}
+        out: dict[str, StoredChannel] = {}
         for name, files in listed.items():
             if name == "two_tower":
                 continue
@@ -173,21 +173,23 @@ class Bundle:
                                   "upgrade embrecall or re-run `embrecall train`")
             if not isinstance(files, list) or not files or not all(f in manifest["files"] for f in files):
                 raise BundleError(f"{path / 'manifest.json'}: channel {name!r} lists files the manifest does not hash")
-            out[name] = _opened(path, files[0], lambda _, n=name: STORED[n].load(path, config))
+            out[name] = _opened(path, files[0], lambda _, n=name: CHANNELS[n].load_class().load(path, config))
         return out
 
     def check(self) -> None:
         """Run every part once (user tower, item tower, index search, each channel), so that a file which
         opens but does not fit the others is refused before the version is published."""
         try:
-            if len(self.users):
-                self.recommend(str(self.users.index[0]), k=1)
+            query = self.query(str(self.users.index[0])) if len(self.users) else UserQuery("")
+            user = self.user_tower(UserProfiles(self.encoders, self.users).inputs([query.user_id], [query.history],
+                                                                                  [query.context]))
             vector = self.item_tower(self.encoders.encode_items(self.items, self.encoders.catalog_[:1]))
-            if vector.shape != (1, self.index.dim):
-                raise ValueError(f"the item tower gives vectors of shape {vector.shape[1:]}, the index holds "
-                                 f"dim={self.index.dim}")
+            if vector.shape != (1, self.index.dim) or user.shape != (1, self.index.dim):
+                raise ValueError(f"the towers give vectors of shapes {user.shape[1:]} and {vector.shape[1:]}, the "
+                                 f"index holds dim={self.index.dim}")
+            self.index.search(user, 1)
             for channel in self.channels.values():
-                channel.recommend([self.query(str(self.users.index[0])) if len(self.users) else UserQuery("")], 1)
+                channel.recommend([query], 1)
         except Exception as err:
             raise BundleError(f"{self.path}: the bundle's parts do not work together ({type(err).__name__}: "
                               f"{err}); re-run `embrecall train`") from err
@@ -197,20 +199,8 @@ class Bundle:
         with safe_open(str(self.path / "item_vectors.safetensors"), framework="numpy") as f:
             return f.get_tensor("vectors")
 
-    def channel(self) -> EmbeddingChannel:
-        """The two-tower channel of this version: ONNX user tower + the bundle's index."""
-        return EmbeddingChannel("two_tower", self.encoders, self.users, self.user_tower, self.index, self.item_vectors)
-
     def query(self, user_id: str, context: dict[str, Any] | None = None) -> UserQuery:
         """The query for a known user from the stored profile (unknown users get an empty history)."""
         items = tuple(self.users.at[user_id, "items"]) if user_id in self.users.index else ()
         ctx = {"timestamp": int(time.time()), **(context or {})}
         return UserQuery(str(user_id), items, ctx)
-
-    def recommend(self, user_id: str, k: int = 20, context: dict[str, Any] | None = None,
-                  exclude_seen: bool = True) -> pd.DataFrame:
-        """Top-``k`` items for a user, with their attributes (title, genres...)."""
-        q = self.query(user_id, context)
-        found = self.channel().recommend([q], k, [set(q.history)] if exclude_seen else None)[0]
-        out = pd.DataFrame({"item_id": found.item_ids, "score": found.scores})
-        return out.join(self.items, on="item_id")

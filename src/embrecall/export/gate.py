@@ -17,11 +17,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from embrecall.errors import ConfigError
 
-__all__ = ["Gate", "parse_gate", "data_profile", "flat_metrics", "sigma_breaches", "MIN_HISTORY", "MIN_SPREAD"]
+__all__ = ["Gate", "parse_gate", "flat_metrics", "sigma_breaches", "MIN_HISTORY", "MIN_SPREAD"]
 
 MIN_HISTORY = 3  # earlier published versions needed for a mean and a spread
 MIN_SPREAD = 0.01  # of the mean: the smallest standard deviation the rule uses
@@ -53,16 +52,6 @@ def parse_gate(text: str) -> Gate:
     if not m:
         raise ConfigError(f"gate {text!r} is not of the form [channel.]metric >= value, e.g. 'HR@10>=0.15'")
     return Gate(m.group(1) or "two_tower", m.group(2), m.group(3), float(m.group(4)))
-
-
-def data_profile(events: pd.DataFrame) -> dict[str, float]:
-    """Mean daily volumes of a training log (UTC days it has events on): what the 3σ rule watches."""
-    if not len(events):
-        return {"days": 0.0, "events_per_day": 0.0, "users_per_day": 0.0, "items_per_day": 0.0}
-    daily = events.groupby(events["timestamp"].to_numpy() // 86_400).agg(
-        events=("item_id", "size"), users=("user_id", "nunique"), items=("item_id", "nunique"))
-    return {"days": float(len(daily)), "events_per_day": float(daily["events"].mean()),
-            "users_per_day": float(daily["users"].mean()), "items_per_day": float(daily["items"].mean())}
 
 
 def flat_metrics(metrics: Mapping[str, Mapping[str, object]]) -> dict[str, float]:

@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -25,7 +25,8 @@ import pyarrow.parquet as pq
 
 from embrecall.errors import BundleError, ConfigError, GateBreach
 from embrecall.export.bundle import Bundle, plain_name
-from embrecall.export.gate import VOLUMES, Gate, data_profile, flat_metrics, sigma_breaches
+from embrecall.data.log import data_profile
+from embrecall.export.gate import VOLUMES, Gate, flat_metrics, sigma_breaches
 
 __all__ = ["Registry"]
 
@@ -135,12 +136,13 @@ class Registry:
         return figures
 
     def publish(self, bundle_dir: Path | str, gates: Sequence[Gate] = (), sigma: float = 3.0, window: int = 5,
-                force: str | None = None, drift_users: int = 500) -> str:
+                force: str | None = None, compare: Callable[[Bundle, Bundle], dict] | None = None) -> str:
         """Make a bundle the active version (copied into the registry if it lives elsewhere) if it
         passes the fixed ``gates`` and, with ``sigma`` > 0, the 3σ rule against the last ``window``
         published versions; ``force`` (a reason) publishes despite breaches.  Every attempt is
         recorded in ``HISTORY.json``; a refusal names each breach.  A published version's record
-        holds its drift report against the version it replaces (``drift_users`` sampled; 0: none)."""
+        holds ``compare(candidate, active)``, its drift report against the version it replaces (the
+        service's ``serve.drift.drift_report``: this package reads bundles and serves none)."""
         if force is not None and not force.strip():
             raise ConfigError("--force needs a reason, recorded with the version")
         manifest = Bundle.manifest_of(bundle_dir)  # manifest and every file checked against their hashes
@@ -158,11 +160,9 @@ class Registry:
                              + " (publish --force REASON overrides, and records the reason)", breaches)
         candidate = Bundle.load(bundle_dir, verify=False)
         candidate.check()  # every artifact opened and run once: refused now, not when served
-        if active is not None and drift_users > 0:
-            from embrecall.evaluation.drift import drift_report  # the serving side, loaded only to compare
-
+        if active is not None and compare is not None:
             try:
-                record["drift"] = drift_report(candidate, active, users=drift_users, items=drift_users)
+                record["drift"] = compare(candidate, active)
             except Exception as err:  # a report that cannot be made is said, and does not hold the version back
                 record["drift"] = {"error": f"{type(err).__name__}: {err}"}
         self.root.mkdir(parents=True, exist_ok=True)

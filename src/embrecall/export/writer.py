@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +21,12 @@ from safetensors.torch import save_model
 
 from embrecall import __version__
 from embrecall.config import Config
-from embrecall.data.shards import ShardLog
+from embrecall.data.log import EventLog
 from embrecall.export.bundle import BUNDLE_FORMAT, MANIFEST_HASH, sha256
-from embrecall.export.gate import data_profile
 from embrecall.export.onnx_towers import export_tower
 from embrecall.features import Encoders
 from embrecall.index import FaissIndex
-from embrecall.models.channel import StoredChannel, UserQuery, user_histories
+from embrecall.models.channel import History, StoredChannel, UserQuery, user_histories
 from embrecall.models.two_tower import TwoTower
 
 __all__ = ["write_bundle", "TWO_TOWER_FILES"]
@@ -36,27 +35,23 @@ TWO_TOWER_FILES = ["encoders.json", "weights.safetensors", "user_tower.onnx", "i
                    "item_vectors.safetensors", "index.faiss", "items.parquet", "users.parquet"]
 
 
-# A sharded log's bundle keeps each user's last events only, as many as the events stream keeps per user.
-HISTORY_KEPT = 200
+HISTORY_KEPT = 1_000  # a user's last events a bundle keeps: what the service excludes and the towers read
 
 
-def _user_table(cfg: Config, history: pd.DataFrame, users: pd.DataFrame | None, how: str = "outer") -> pd.DataFrame:
-    """Per user: the profile columns the user tower reads, and the user's ``History``; ``how``
-    "left" keeps the users of ``history`` only (one shard's)."""
-    seen = user_histories(history)
-    table = pd.DataFrame({"items": pd.Series(list(map(list, seen.values())), index=list(seen), dtype=object)})
+def _user_table(cfg: Config, histories: dict[str, History], users: pd.DataFrame | None) -> pd.DataFrame:
+    """Per user: the user's ``History`` and the profile columns the user tower reads."""
+    table = pd.DataFrame({"items": pd.Series(list(map(list, histories.values())), index=list(histories), dtype=object)})
     cols = [f.input_column for f in cfg.features.user if Encoders.is_profile(f) and f.input_column != "user_id"]
     if users is not None and cols:
-        table = table.join(users[cols].astype(str).where(users[cols].notna(), None), how=how)
-        table["items"] = table["items"].apply(lambda v: v if isinstance(v, list) else [])
+        table = table.join(users[cols].astype(str).where(users[cols].notna(), None), how="left")
     table.index.name = "user_id"
     return table
 
 
-def _sharded_user_table(cfg: Config, log: ShardLog, users: pd.DataFrame | None, path: Path) -> tuple[int, pd.DataFrame]:
-    """``users.parquet`` of a sharded log, written shard by shard (each user's last
-    ``HISTORY_KEPT`` events), then the user table's users without events; returns the users
-    written and the first shard's events (a sample for the ONNX export)."""
+def _write_user_table(cfg: Config, log: EventLog, users: pd.DataFrame | None, path: Path) -> tuple[int, pd.DataFrame]:
+    """``users.parquet``, written part by part (each user's last ``HISTORY_KEPT`` events), then the
+    user table's users without events; returns the users written and the first part's events
+    (a sample for the ONNX export)."""
     writer: pq.ParquetWriter | None = None
     written, seen, first = 0, [], pd.DataFrame()
 
@@ -70,29 +65,35 @@ def _sharded_user_table(cfg: Config, log: ShardLog, users: pd.DataFrame | None, 
             written += len(table)
 
     try:
-        for shard in range(log.shards.count):
-            ev = log.read(shard)
+        for ev in log.parts():
             first = first if len(first) else ev
             ev = ev[(ev.groupby("user_id", sort=False).cumcount(ascending=False) < HISTORY_KEPT).to_numpy()]
-            table = _user_table(cfg, ev, users, how="left")
+            table = _user_table(cfg, user_histories(ev), users)
             seen.append(table.index.to_numpy(object))
             write(table)
         if users is not None:
             rest = users.index.difference(pd.Index(np.concatenate(seen) if seen else [], dtype=object))
-            write(_user_table(cfg, first.iloc[:0], users.loc[rest]))
+            write(_user_table(cfg, {u: () for u in rest}, users))
     finally:
         if writer is not None:
             writer.close()
     return written, first
 
 
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    (folder / MANIFEST_HASH).write_text(sha256(folder / "manifest.json") + "\n")
+
+
 def write_bundle(out_root: Path, cfg: Config, model: TwoTower, encoders: Encoders, item_vectors: np.ndarray,
-                 history: pd.DataFrame | ShardLog, users: pd.DataFrame | None, items: pd.DataFrame | None,
-                 *, fingerprint: str, source: str, metrics: dict[str, Any], training: dict[str, Any],
-                 index: FaissIndex | None = None, channels: Mapping[str, StoredChannel] | None = None) -> Path:
-    """Write a new version under ``out_root`` and return its folder; ``index``: the index already
-    built over ``item_vectors`` (the one the metrics were measured with), else one is built;
-    ``channels``: fitted channels the service serves beside the two towers, by name."""
+                 history: EventLog, users: pd.DataFrame | None, items: pd.DataFrame | None,
+                 *, fingerprint: str, source: str, training: dict[str, Any],
+                 channels: Mapping[str, StoredChannel] | None = None,
+                 measure: Callable[[Path], dict[str, Any]] | None = None) -> Path:
+    """Write a new version under ``out_root`` and return its folder; ``channels``: fitted channels
+    the service serves beside the two towers, by name; ``measure``: the version's metrics, given
+    its folder once every file is there (before it is renamed into place, so a version is never
+    seen without them)."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     digest = hashlib.sha256(f"{fingerprint}{cfg.model_dump_json()}{time.time_ns()}".encode()).hexdigest()[:6]
     version = f"{stamp}-{digest}"
@@ -102,16 +103,7 @@ def write_bundle(out_root: Path, cfg: Config, model: TwoTower, encoders: Encoder
     try:
         (tmp / "encoders.json").write_text(json.dumps(encoders.to_json()))
         save_model(model, str(tmp / "weights.safetensors"))
-        if isinstance(history, ShardLog):
-            n_users, sample = _sharded_user_table(cfg, history, users, tmp / "users.parquet")
-            meta = history.shards.meta  # a bundle's history is train + validation: the figures shards.json keeps
-            log = {"events": len(history), "until": meta["until"], "profile": meta["profile"]}
-        else:
-            user_table = _user_table(cfg, history, users)
-            user_table.reset_index().to_parquet(tmp / "users.parquet", index=False)
-            n_users, sample = len(user_table), history
-            log = {"events": len(history), "until": int(history["timestamp"].max()) if len(history) else 0,
-                   "profile": data_profile(history)}
+        n_users, sample = _write_user_table(cfg, history, users, tmp / "users.parquet")
         sample = sample[sample["user_id"].isin(pd.unique(sample["user_id"])[:4])]
         sample_q = [UserQuery(str(u), h) for u, h in user_histories(sample).items()]
         ctx = encoders.context_frame(sample.reindex(columns=encoders.context_columns).tail(len(sample_q))
@@ -123,7 +115,7 @@ def write_bundle(out_root: Path, cfg: Config, model: TwoTower, encoders: Encoder
         export_tower(model.item_tower, item_inputs, tmp / "item_tower.onnx")
         save_numpy({"vectors": np.ascontiguousarray(item_vectors, dtype=np.float32)},
                    str(tmp / "item_vectors.safetensors"))
-        (index or FaissIndex.build(item_vectors, cfg.index)).save(tmp / "index.faiss")
+        FaissIndex.build(item_vectors, cfg.index).save(tmp / "index.faiss")
         catalog = pd.DataFrame(index=pd.Index(encoders.catalog_, name="item_id"))
         if items is not None:
             catalog = catalog.join(items)
@@ -133,17 +125,18 @@ def write_bundle(out_root: Path, cfg: Config, model: TwoTower, encoders: Encoder
         manifest = {
             "format": "embrecall-bundle", "format_version": BUNDLE_FORMAT, "version": version,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "embrecall_version": __version__,
-            "data": {"source": source, "fingerprint": fingerprint, **log, "users": n_users,
+            "data": {"source": source, "fingerprint": fingerprint, **history.summary(), "users": n_users,
                      "items": int(encoders.n_items)},
             "model": {"dim": int(item_vectors.shape[1]), "user_inputs": [f.name for f in cfg.features.user],
                       "item_inputs": [f.name for f in cfg.features.item]},
             "index": {"kind": cfg.index.kind, "size": int(len(item_vectors))},
-            "training": training, "metrics": metrics, "channels": {"two_tower": TWO_TOWER_FILES, **stored},
+            "training": training, "metrics": {}, "channels": {"two_tower": TWO_TOWER_FILES, **stored},
             "config": cfg.model_dump(mode="json"),
             "files": {name: sha256(tmp / name) for name in files},
         }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        (tmp / MANIFEST_HASH).write_text(sha256(tmp / "manifest.json") + "\n")
+        _write_manifest(tmp, manifest)
+        if measure is not None:
+            _write_manifest(tmp, {**manifest, "metrics": measure(tmp)})
         final = out_root / version
         os.replace(tmp, final)
     except BaseException:

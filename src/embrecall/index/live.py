@@ -29,14 +29,14 @@ from safetensors.numpy import load_file as load_numpy, save_file as save_numpy
 from embrecall.config import IndexConfig
 from embrecall.errors import BundleError
 from embrecall.index.faiss_index import FaissIndex
-from embrecall.index.protocol import Filters, attribute_values
-from embrecall.models.channel import fetch_depth
+from embrecall.index.protocol import Filters, attribute_values, fetch_depth
 
 __all__ = ["LiveIndex"]
 
 EXACT_BELOW = 20_000  # eligible items below which exact scoring beats an ANN search with a selector
 _MAX_LISTED = 50_000  # retired slots up to which an unfiltered search lists them instead of using a bitmap
 _MAX_FETCHED = 1_000  # excluded items up to which an unfiltered search fetches more instead of using a bitmap
+EXACT_BLOCK = 1 << 24  # scores (queries x slots) held at a time when several queries are scored exactly
 COMPACT_ABOVE = 1_024  # retired slots below which no compaction runs (rebuilding a tiny index each change is waste)
 
 
@@ -253,6 +253,14 @@ class LiveIndex:
         mask[slots] = False
         return mask
 
+    def vectors(self, item_ids: Sequence[str]) -> np.ndarray:
+        """(n, D) vectors of ``item_ids`` (NaN rows for items not in the index)."""
+        with self._lock:
+            slots = np.fromiter((self._slot.get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
+            out = self._vectors[np.maximum(slots, 0)] if len(slots) else np.zeros((0, self.dim), np.float32)
+        out[slots < 0] = np.nan
+        return out
+
     def select(self, item_ids: Sequence[str], filters: Filters | None = None,
                exclude: Collection[str] = ()) -> np.ndarray:
         """Positions in ``item_ids`` of the items in the index that pass the filters and are not excluded."""
@@ -295,15 +303,37 @@ class LiveIndex:
             for i, row in zip(ann, slots):
                 row = row[row >= 0]
                 found[i] = _without(row, skipped[i])
-        results = []
+        results: list[tuple[list[str], np.ndarray]] = [([], np.zeros(0, np.float32))] * len(ks)
+        short = []
         for i, k in enumerate(ks):
-            if k <= 0:
-                results.append(([], np.zeros(0, np.float32)))
-            elif i in found and len(found[i]) >= k:
-                results.append(self._rerank(q[i], found[i], k))
-            else:
-                results.append(self._search_masked(q[i], k, None, excludes[i]))
+            if k > 0 and i in found and len(found[i]) >= k:
+                results[i] = self._rerank(q[i], found[i], k)
+            elif k > 0:
+                short.append(i)
+        exact = [i for i in short if self._exact(live - len(skipped[i]))]
+        for i, got in zip(exact, self._best_many(q[exact], [ks[i] for i in exact], [skipped[i] for i in exact])):
+            results[i] = got
+        for i in sorted(set(short) - set(exact)):  # the ANN search came up short: a bitmap of the eligible
+            results[i] = self._search_masked(q[i], ks[i], None, excludes[i])
         return results
+
+    def _best_many(self, q: np.ndarray, ks: Sequence[int], skipped: Sequence[np.ndarray]) -> list[tuple[list[str], np.ndarray]]:
+        """Exact top-k of unfiltered queries: one matrix product per block of queries (what a flat
+        index or an evaluation of thousands of users needs), retired and excluded slots scored -inf.
+        ``ks`` never exceed the eligible items."""
+        with self._lock:  # compaction replaces these arrays: keep the ones of one moment
+            vectors, ids, n = self._vectors, self._ids, self._n
+            dead = np.flatnonzero(~self._alive[:n])
+        rows = max(1, EXACT_BLOCK // max(n, 1))
+        out = []
+        for start in range(0, len(ks), rows):
+            scores = q[start:start + rows] @ vectors[:n].T  # (b, n)
+            scores[:, dead] = -np.inf
+            for j, row in enumerate(scores, start):
+                row[skipped[j]] = -np.inf
+                top = _best(row, ks[j])
+                out.append((ids[top].tolist(), row[top].astype(np.float32)))
+        return out
 
     def _search_masked(self, q: np.ndarray, k: int, filters: Filters | None,
                        exclude: Collection[str]) -> tuple[list[str], np.ndarray]:

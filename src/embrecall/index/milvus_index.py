@@ -169,6 +169,16 @@ class MilvusIndex:
         """One Milvus search per query: each carries its own exclusion expression."""
         return [self.search(q, k, None, ex) for q, k, ex in zip(np.asarray(queries), ks, excludes)]
 
+    def vectors(self, item_ids: Sequence[str]) -> np.ndarray:
+        wanted = [str(i) for i in item_ids]
+        out = np.full((len(wanted), self.dim), np.nan, dtype=np.float32)
+        if wanted:
+            rows = self.client.get(self.collection, ids=wanted, output_fields=[_VECTOR_FIELD])
+            at = {i: p for p, i in enumerate(wanted)}
+            for row in rows:
+                out[at[row[_ID_FIELD]]] = row[_VECTOR_FIELD]
+        return out
+
     def select(self, item_ids: Sequence[str], filters: Filters | None = None,
                exclude: Collection[str] = ()) -> np.ndarray:
         wanted = [str(i) for i in item_ids]

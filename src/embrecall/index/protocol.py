@@ -12,10 +12,28 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import pandas as pd
 
-__all__ = ["ItemIndex", "Filters", "attribute_values"]
+__all__ = ["ItemIndex", "Filters", "attribute_values", "fetch_depth", "filterable_columns"]
 
 Filters = Mapping[str, Collection[str]]  # attribute -> accepted values (any one matches)
+
+
+def fetch_depth(k: int, excluded: int, filtered: bool = False) -> int:
+    """How many items to ask a list for so that ``k`` survive: everything excluded may be among
+    them, and a filter may drop most of the rest (callers that still come up short ask again
+    for four times as many)."""
+    return (4 * k if filtered else k) + excluded
+
+
+def filterable_columns(items: pd.DataFrame | None) -> list[str]:
+    """Text attribute columns with few enough values to filter on (not titles)."""
+    cols: list[str] = []
+    for c in items.columns if items is not None else ():
+        values = items[c].dropna().astype(str)
+        if c != "title" and not pd.api.types.is_numeric_dtype(items[c]) and values.nunique() <= max(1000, len(items) // 10):
+            cols.append(c)
+    return cols
 
 
 def attribute_values(value: object) -> list[str]:
@@ -49,6 +67,9 @@ class ItemIndex(Protocol):
                     excludes: Sequence[Collection[str]]) -> list[tuple[list[str], np.ndarray]]:
         """``search`` without filters for each of (n, D) queries, its own k and exclusions:
         what a batch of requests needs, in as few backend calls as the backend allows."""
+
+    def vectors(self, item_ids: Sequence[str]) -> np.ndarray:
+        """(n, D) vectors of ``item_ids`` as the index holds them; NaN rows for items it does not hold."""
 
     def select(self, item_ids: Sequence[str], filters: Filters | None = None,
                exclude: Collection[str] = ()) -> np.ndarray:

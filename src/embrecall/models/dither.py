@@ -12,7 +12,8 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 
-from embrecall.models.channel import Candidates, Channel, UserQuery
+from embrecall.index.protocol import Filters
+from embrecall.models.channel import Candidates, Channel, Timings, UserQuery
 
 __all__ = ["Dithered"]
 
@@ -25,9 +26,9 @@ class Dithered:
         self.oversample = oversample
         self.rng = np.random.default_rng(seed)
 
-    def recommend(self, queries: Sequence[UserQuery], k: int,
-                  exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
-        found = self.channel.recommend(queries, k * self.oversample, exclude)
+    def recommend(self, queries: Sequence[UserQuery], k: int, exclude: Sequence[Collection[str]] | None = None,
+                  filters: Sequence[Filters] | None = None, timings: Timings | None = None) -> list[Candidates]:
+        found = self.channel.recommend(queries, k * self.oversample, exclude, filters, timings)
         out = []
         for c in found:
             key = np.log(np.arange(1, len(c.item_ids) + 1)) + self.rng.normal(0.0, self.sigma, len(c.item_ids))

@@ -20,8 +20,10 @@ from safetensors.numpy import load_file as load_numpy, save_file as save_numpy
 from scipy.linalg import get_lapack_funcs
 
 from embrecall.config import Config, EaseConfig
+from embrecall.data.log import EventLog
 from embrecall.errors import ConfigError, NotFittedError
-from embrecall.models.channel import Candidates, UserQuery, fetch_depth, recent_first, take_top
+from embrecall.index.protocol import fetch_depth
+from embrecall.models.channel import Candidates, Listed, UserQuery, recent_first, take_top
 
 __all__ = ["Ease", "ease_weights"]
 
@@ -48,7 +50,7 @@ def ease_weights(gram: np.ndarray, l2: float) -> np.ndarray:
     return p
 
 
-class Ease:
+class Ease(Listed):
     name = "ease"
 
     def __init__(self, cfg: EaseConfig | None = None):
@@ -56,19 +58,23 @@ class Ease:
         self.item_ids_: np.ndarray | None = None
         self.weights_: np.ndarray | None = None
 
-    def fit(self, events: pd.DataFrame) -> "Ease":
-        users, _ = pd.factorize(events["user_id"])
-        items, catalog = pd.factorize(events["item_id"])
+    def fit(self, log: EventLog, items: pd.DataFrame | None = None) -> "Ease":
+        """The Gram matrix X^T X summed part by part (a part holds whole users), then EASE's closed form."""
+        catalog = log.item_counts().index
         n = len(catalog)
         if n > self.cfg.max_items:
             gib = n * n * 4 * 2 / 2**30
             raise ConfigError(f"the ease channel holds a dense item x item matrix: {n:,} items need about "
                               f"{gib:.1f} GiB (over channels.ease.max_items = {self.cfg.max_items:,}); raise "
                               "channels.ease.max_items if the memory is there, or use itemcf")
-        x = sp.csr_matrix((np.ones(len(items), dtype=np.float32), (users, items)), shape=(users.max() + 1, n))
-        x.data[:] = 1.0  # repeated events count once: X is binary
         dtype = np.float64 if n <= 10_000 else np.float32  # float32 halves the memory of large catalogs
-        gram = (x.T @ x).toarray().astype(dtype, copy=False)
+        gram = np.zeros((n, n), dtype=dtype)
+        for events in log.parts():
+            users = pd.factorize(events["user_id"])[0]
+            x = sp.csr_matrix((np.ones(len(users), dtype=np.float32), (users, catalog.get_indexer(events["item_id"]))),
+                              shape=(users.max() + 1 if len(users) else 0, n))
+            x.data[:] = 1.0  # repeated events count once: X is binary
+            gram += (x.T @ x).toarray()
         self._set(np.asarray(catalog, dtype=object), ease_weights(gram, self.cfg.l2).astype(np.float32, copy=False))
         return self
 
@@ -114,8 +120,8 @@ class Ease:
             out.append(np.where(pos >= 0, row[np.maximum(pos, 0)], -np.inf).astype(np.float32))
         return out
 
-    def recommend(self, queries: Sequence[UserQuery], k: int,
-                  exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
+    def ranked(self, queries: Sequence[UserQuery], k: int,
+               exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
         if self.weights_ is None or self.item_ids_ is None:
             raise NotFittedError("Ease is not fitted yet. Call 'fit' with training events first.")
         if not queries:

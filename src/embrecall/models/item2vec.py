@@ -11,9 +11,10 @@ proportional to the category's recency weight (per-category parallel recall).
 from __future__ import annotations
 
 import tempfile
+from contextlib import ExitStack
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 import faiss
 import numpy as np
@@ -21,13 +22,11 @@ import pandas as pd
 from safetensors.numpy import load_file as load_numpy, save_file as save_numpy
 
 from embrecall.config import Config, Item2VecConfig
-from embrecall.data.split import sort_events
+from embrecall.data.log import EventLog
 from embrecall.errors import DataError, NotFittedError
-from embrecall.models.channel import Candidates, UserQuery, fetch_depth, recent_first, take_top
+from embrecall.index.protocol import fetch_depth
+from embrecall.models.channel import Candidates, Listed, UserQuery, recent_first, take_top
 from embrecall.models.merge import merge_by_quota
-
-if TYPE_CHECKING:
-    from embrecall.data.shards import ShardLog
 
 __all__ = ["Item2Vec", "session_starts"]
 
@@ -64,7 +63,7 @@ class _Space:
         self.index.add(np.ascontiguousarray(self.vectors, dtype=np.float32))
 
 
-class Item2Vec:
+class Item2Vec(Listed):
     name = "item2vec"
 
     def __init__(self, cfg: Item2VecConfig | None = None):
@@ -84,66 +83,53 @@ class Item2Vec:
         tokens = np.asarray(model.wv.index_to_key, dtype=np.int64)
         return _Space(catalog[tokens], model.wv.vectors.astype(np.float32))
 
-    def _train(self, sequences: list[np.ndarray], catalog: np.ndarray) -> _Space | None:
-        """Word2vec over sequences of catalog positions; None when no sequence has two items."""
-        with tempfile.TemporaryDirectory() as tmp:
-            corpus = Path(tmp) / "sessions.txt"
-            with corpus.open("w") as fh:
-                if not _write_sessions(fh, sequences):
-                    return None
-            return self._word2vec(corpus, catalog)
-
-    def fit_shards(self, log: ShardLog, items: pd.DataFrame | None = None) -> "Item2Vec":
-        """Fit on a sharded log: each shard's sessions appended to one corpus file, shard by shard."""
-        if self.cfg.group_column:
-            raise DataError("channels.item2vec.group_column needs an event column, which a sharded log does not "
-                            "keep; leave group_column out or data.shards out", column=self.cfg.group_column)
-        catalog, _ = log.items()
-        written = 0
-        with tempfile.TemporaryDirectory() as tmp:
-            corpus = Path(tmp) / "sessions.txt"
-            with corpus.open("w") as fh:
-                for shard in range(log.shards.count):
-                    ev = log.read(shard)
-                    codes = catalog.get_indexer(ev["item_id"])
-                    starts = session_starts(ev["user_id"].to_numpy(), ev["timestamp"].to_numpy(), self.cfg.session_gap)
-                    bounds = np.r_[np.flatnonzero(starts), len(ev)]
-                    written += _write_sessions(fh, [codes[a:b] for a, b in zip(bounds[:-1], bounds[1:])])
-            if not written:
-                raise DataError(_NO_SESSION)
-            self.spaces_ = {None: self._word2vec(corpus, catalog.to_numpy(dtype=object))}
-        self._categories(items)
-        return self
-
-    def fit(self, events: pd.DataFrame, items: pd.DataFrame | None = None) -> "Item2Vec":
+    def fit(self, log: EventLog, items: pd.DataFrame | None = None) -> "Item2Vec":
+        """Sessions written part by part to one corpus file (and, with ``group_column``, each to
+        its group's file too), then word2vec over each file: a log of any size costs the model's
+        memory only."""
         c = self.cfg
-        ev = sort_events(events)
-        codes, catalog = pd.factorize(ev["item_id"])
-        catalog = np.asarray(catalog, dtype=object)
-        starts = session_starts(ev["user_id"].to_numpy(), ev["timestamp"].to_numpy(), c.session_gap)
-        groups = None
-        if c.group_column:
-            if c.group_column not in ev.columns:
-                raise DataError(f"channels.item2vec.group_column '{c.group_column}' is not an event column; "
-                                f"add it to data.context_columns", column=c.group_column)
-            groups = ev[c.group_column].astype(str).to_numpy()
-            starts |= np.r_[True, groups[1:] != groups[:-1]]
-        bounds = np.r_[np.flatnonzero(starts), len(ev)]
-        sessions = [codes[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-        spaces: dict[str | None, _Space] = {}
-        everything = self._train(sessions, catalog)
-        if everything is None:
-            raise DataError(_NO_SESSION)
-        spaces[None] = everything
-        if groups is not None:
-            session_group = groups[bounds[:-1]]
-            for value in np.unique(session_group):
-                space = self._train([s for s, g in zip(sessions, session_group) if g == value], catalog)
-                if space is not None:
-                    spaces[str(value)] = space
+        catalog = log.item_counts().index
+        with tempfile.TemporaryDirectory() as tmp, ExitStack() as files:
+            corpora: dict[str | None, tuple[Path, TextIO]] = {}
+            written: dict[str | None, int] = {}
+
+            def corpus(group: str | None) -> TextIO:
+                if group not in corpora:
+                    path = Path(tmp) / f"sessions-{len(corpora)}.txt"
+                    corpora[group] = (path, files.enter_context(path.open("w")))
+                return corpora[group][1]
+
+            for ev in log.parts():
+                codes = catalog.get_indexer(ev["item_id"])
+                starts = session_starts(ev["user_id"].to_numpy(), ev["timestamp"].to_numpy(), c.session_gap)
+                groups = self._groups(ev)
+                if groups is not None:
+                    starts |= np.r_[True, groups[1:] != groups[:-1]]
+                bounds = np.r_[np.flatnonzero(starts), len(ev)]
+                sessions = [codes[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+                written[None] = written.get(None, 0) + _write_sessions(corpus(None), sessions)
+                if groups is not None:
+                    for session, group in zip(sessions, groups[bounds[:-1]]):
+                        written[group] = written.get(group, 0) + _write_sessions(corpus(group), [session])
+            if not written.get(None):
+                raise DataError(_NO_SESSION)
+            for _, fh in corpora.values():
+                fh.close()
+            ids = catalog.to_numpy(dtype=object)
+            self.spaces_ = {group: self._word2vec(path, ids) for group, (path, _) in corpora.items() if written.get(group)}
         self._categories(items)
-        self.spaces_ = spaces
         return self
+
+    def _groups(self, events: pd.DataFrame) -> np.ndarray | None:
+        """Each event's ``group_column`` value (sessions never span two), or None without one."""
+        column = self.cfg.group_column
+        if not column:
+            return None
+        if column not in events.columns:
+            raise DataError(f"channels.item2vec.group_column '{column}' is not an event column; add it to "
+                            "data.context_columns (a sharded log keeps none: leave group_column out there)",
+                            column=column)
+        return events[column].astype(str).to_numpy()
 
     def _categories(self, items: pd.DataFrame | None) -> None:
         """Each item's first category value, for per-category recall (``category_column``)."""
@@ -227,7 +213,7 @@ class Item2Vec:
                  for row, s in zip(idx, scores)]
         return merge_by_quota(lists, quotas, k)
 
-    def recommend(self, queries: Sequence[UserQuery], k: int,
-                  exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
+    def ranked(self, queries: Sequence[UserQuery], k: int,
+               exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
         return [self._one(q, k, exclude[i] if exclude is not None else ()) for i, q in enumerate(queries)]
 

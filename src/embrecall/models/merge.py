@@ -16,7 +16,8 @@ from functools import lru_cache
 import numpy as np
 
 from embrecall.errors import ConfigError
-from embrecall.models.channel import Candidates, Channel, UserQuery
+from embrecall.index.protocol import Filters
+from embrecall.models.channel import Candidates, Channel, Timings, UserQuery
 
 __all__ = ["Merged", "merge_by_quota"]
 
@@ -35,9 +36,9 @@ class Merged:
         self.mode = mode
         self.depth = depth if mode == "rrf" else 1
 
-    def recommend(self, queries: Sequence[UserQuery], k: int,
-                  exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
-        per_channel = [c.recommend(queries, k * self.depth, exclude) for c in self.channels.values()]
+    def recommend(self, queries: Sequence[UserQuery], k: int, exclude: Sequence[Collection[str]] | None = None,
+                  filters: Sequence[Filters] | None = None, timings: Timings | None = None) -> list[Candidates]:
+        per_channel = [c.recommend(queries, k * self.depth, exclude, filters, timings) for c in self.channels.values()]
         merge = merge_by_quota if self.mode == "quota" else merge_by_rrf
         return [merge([lists[i] for lists in per_channel], self.shares, k) for i in range(len(queries))]
 

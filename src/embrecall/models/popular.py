@@ -9,13 +9,15 @@ import numpy as np
 import pandas as pd
 
 from embrecall.config import Config
+from embrecall.data.log import EventLog
 from embrecall.errors import NotFittedError
-from embrecall.models.channel import Candidates, UserQuery, fetch_depth, take_top
+from embrecall.index.protocol import fetch_depth
+from embrecall.models.channel import Candidates, Listed, UserQuery, take_top
 
 __all__ = ["Popular"]
 
 
-class Popular:
+class Popular(Listed):
     """Items ranked by interaction count; ties keep the order in which items first appear."""
 
     name = "popular"
@@ -24,14 +26,11 @@ class Popular:
         self.item_ids_: np.ndarray | None = None
         self.counts_: np.ndarray | None = None
 
-    def fit(self, events: pd.DataFrame) -> "Popular":
-        return self.fit_counts(events["item_id"].value_counts(sort=False))  # first-appearance order
-
-    def fit_counts(self, counts: pd.Series) -> "Popular":
-        """Fit on events per item (item id -> count); ties keep the order given."""
-        order = np.argsort(-counts.to_numpy(), kind="stable")
-        self.item_ids_ = counts.index.to_numpy(dtype=object)[order]
-        self.counts_ = counts.to_numpy()[order].astype(np.float32)
+    def fit(self, log: EventLog, items: pd.DataFrame | None = None) -> "Popular":
+        """The log's events per item (its catalog order: the most first, ties as the log keeps them)."""
+        counts = log.item_counts()
+        self.item_ids_ = counts.index.to_numpy(dtype=object)
+        self.counts_ = counts.to_numpy().astype(np.float32)
         return self
 
     def save(self, folder: Path) -> list[str]:
@@ -60,8 +59,8 @@ class Popular:
         table = pd.Series(counts, index=pd.Index(item_ids, dtype=object))
         return [table.reindex(list(wanted)).fillna(-np.inf).to_numpy(np.float32) for wanted in items]
 
-    def recommend(self, queries: Sequence[UserQuery], k: int,
-                  exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
+    def ranked(self, queries: Sequence[UserQuery], k: int,
+               exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
         item_ids, counts = self._fitted()
         out = []
         for i, _ in enumerate(queries):

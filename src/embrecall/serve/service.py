@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -20,19 +20,43 @@ from embrecall.errors import DataError
 from embrecall.export import Bundle
 from embrecall.index.live import LiveIndex
 from embrecall.index.milvus_index import MilvusIndex
-from embrecall.index.protocol import ItemIndex
-from embrecall.models.channel import Candidates, History, UserQuery
+from embrecall.index.protocol import Filters, filterable_columns
+from embrecall.models.channel import Candidates, Channel, History, Timings, UserQuery
+from embrecall.models.tower_channel import TowerChannel
 from embrecall.models.entities import Entities, EntityRecall
 from embrecall.models.merge import merge_by_quota
 from embrecall.serve.cache import VectorCache
-from embrecall.serve.channels import Ask, ListedChannel, LiveChannel, TowerChannel
 from embrecall.serve.events import Histories, Stamped
-from embrecall.serve.profiles import UserProfiles
+from embrecall.features.profiles import UserProfiles
 from embrecall.serve.schemas import RecallRequest, RecallResponse
 
-__all__ = ["ServingVersion", "ServedChannel"]
+__all__ = ["ServingVersion", "ServedChannel", "Ask"]
 
 BACKFILL = 1e-9  # the fallback channel's share in a list left short: it only fills the empty slots
+
+
+@dataclass
+class Ask:
+    """One request as the version's channels see it; ``parallel``: (attribute, groups) for
+    category-parallel recall, which the version turns into one filtered ask per group before any
+    channel runs."""
+    query: UserQuery
+    k: int
+    filters: Filters = field(default_factory=dict)
+    exclude: set[str] = field(default_factory=set)
+    parallel: tuple[str, int] | None = None
+
+
+def _recommend(channel: Channel, asks: Sequence[Ask], timings: Timings) -> list[Candidates]:
+    """Each ask's list from one channel: one call per distinct k (a batch's requests may differ)."""
+    out: list[Candidates | None] = [None] * len(asks)
+    for k in sorted({a.k for a in asks}):
+        group = [i for i, a in enumerate(asks) if a.k == k]
+        found = channel.recommend([asks[i].query for i in group], k, [asks[i].exclude for i in group],
+                                  [asks[i].filters for i in group], timings)
+        for i, c in zip(group, found):
+            out[i] = c
+    return out  # type: ignore[return-value]
 
 
 @dataclass
@@ -41,16 +65,6 @@ class _Plan:
     req: RecallRequest
     ask: Ask
     quotas: dict[str, float]
-
-
-def filterable_columns(items: pd.DataFrame) -> list[str]:
-    """Text attribute columns with few enough values to filter on (not titles)."""
-    cols = []
-    for c in items.columns:
-        values = items[c].dropna().astype(str)
-        if c != "title" and not pd.api.types.is_numeric_dtype(items[c]) and values.nunique() <= max(1000, len(items) // 10):
-            cols.append(c)
-    return cols
 
 
 class ServingVersion:
@@ -64,7 +78,7 @@ class ServingVersion:
         self.profiles = UserProfiles(self.bundle.encoders, self.bundle.users)
         catalog = list(self.bundle.encoders.catalog_)
         filterable = filterable_columns(self.bundle.items)
-        self.index: ItemIndex
+        self.index: LiveIndex | MilvusIndex
         if milvus_uri:
             collection = "embrecall_" + re.sub(r"\W", "_", self.version)
             self.index = MilvusIndex.build(milvus_uri, collection, catalog, self.bundle.item_vectors(),
@@ -73,9 +87,9 @@ class ServingVersion:
             self.index = LiveIndex(catalog, self.bundle.item_vectors(), self.bundle.items, self.bundle.config.index,
                                    filterable, index=self.bundle.index.index)
         self.cache = cache or VectorCache()
-        self.channels: dict[str, LiveChannel] = {
-            "two_tower": TowerChannel(self.version, self.profiles, self.bundle.user_tower, self.index, self.cache),
-            **{name: ListedChannel(name, c, self.index) for name, c in self.bundle.channels.items()}}
+        self.tower = TowerChannel(self.profiles, self.bundle.user_tower, self.index, self.cache, self.version)
+        self.channels: dict[str, Channel] = {"two_tower": self.tower,
+                                             **{name: c.over(self.index) for name, c in self.bundle.channels.items()}}
         fallback = self.bundle.config.channels.fallback
         self.fallback = fallback if fallback in self.channels else None
         self.quotas = dict(quotas or self.bundle.config.channels.serve)
@@ -113,8 +127,7 @@ class ServingVersion:
         (so items changed since it was trained move it only in the next version)."""
         if attribute not in self._entities:
             entities = Entities.of(attribute, self.bundle.items, list(self.bundle.encoders.catalog_))
-            tower: TowerChannel = self.channels["two_tower"]  # type: ignore[assignment]
-            self._entities[attribute] = EntityRecall(entities, tower.vectors, self._trained_vectors,
+            self._entities[attribute] = EntityRecall(entities, self.tower.user_vectors, self._trained_vectors,
                                                      self.bundle.config.train.temperature)
         return self._entities[attribute]
 
@@ -125,10 +138,14 @@ class ServingVersion:
 
     def _parallel(self, ask: Ask) -> list[Ask]:
         """Category-parallel recall (58.com): the user's top groups of the attribute by entity
-        recall, each asked for on its own (the ask's filters still apply), then the plain ask,
-        which only fills the slots small groups leave empty."""
+        recall, each asked for on its own, then the plain ask, which only fills the slots small
+        groups leave empty.  The ask's own filters apply to every part: on the parallel attribute
+        itself, only the groups it accepts are asked for."""
         attribute, groups = ask.parallel  # type: ignore[misc]
-        top = self.entity_recall(attribute).recommend([ask.query], groups)[0].item_ids
+        accepted = set(ask.filters.get(attribute, ()))
+        recall = self.entity_recall(attribute)
+        ranked = recall.recommend([ask.query], len(recall.entities.values) if accepted else groups)[0].item_ids
+        top = [value for value in ranked if not accepted or value in accepted][:groups]
         plain = Ask(ask.query, ask.k, ask.filters, ask.exclude)
         return [*(Ask(ask.query, ask.k, {**ask.filters, attribute: [value]}, ask.exclude) for value in top), plain]
 
@@ -170,13 +187,13 @@ class ServingVersion:
         lists: list[list[tuple[Candidates, float]]] = [[] for _ in asks]
         for name, channel in self.channels.items():
             wanted = [i for i, share in enumerate(quotas) if share.get(name, 0) > 0]
-            for i, found in zip(wanted, channel.recall([asks[i] for i in wanted], timings) if wanted else ()):
+            for i, found in zip(wanted, _recommend(channel, [asks[i] for i in wanted], timings) if wanted else ()):
                 lists[i].append((found, quotas[i][name]))
         t = time.perf_counter()
         merged = [merge_by_quota([c for c, _ in got], [s for _, s in got], ask.k) for got, ask in zip(lists, asks)]
         short = [i for i, m in enumerate(merged) if len(m.item_ids) < asks[i].k] if self.fallback else []
         if short:
-            filled = self.channels[self.fallback].recall([asks[i] for i in short], timings)  # type: ignore[index]
+            filled = _recommend(self.channels[self.fallback], [asks[i] for i in short], timings)  # type: ignore[index]
             for i, found in zip(short, filled):
                 got = [*lists[i], (found, BACKFILL)]
                 merged[i] = merge_by_quota([c for c, _ in got], [s for _, s in got], asks[i].k)
@@ -240,15 +257,19 @@ class ServingVersion:
 
 
 class ServedChannel:
-    """A served version as a ``Channel`` with fixed quotas: what ``evaluate --bundle`` measures."""
+    """A served version as a ``Channel`` with fixed quotas: what ``evaluate --bundle``, ``recommend``
+    and the gate's figures measure."""
 
     def __init__(self, version: ServingVersion, quotas: Mapping[str, float], name: str,
                  parallel: tuple[str, int] | None = None):
         """``parallel``: (attribute, groups) to answer as category-parallel recall."""
         self.version, self.quotas, self.name, self.parallel = version, dict(quotas), name, parallel
 
-    def recommend(self, queries: Sequence[UserQuery], k: int,
-                  exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
-        asks = [Ask(q, k, {}, set(exclude[i]) if exclude is not None else set(), self.parallel)
-                for i, q in enumerate(queries)]
-        return self.version.answer(asks, [self.quotas] * len(asks))[0]
+    def recommend(self, queries: Sequence[UserQuery], k: int, exclude: Sequence[Collection[str]] | None = None,
+                  filters: Sequence[Filters] | None = None, timings: Timings | None = None) -> list[Candidates]:
+        asks = [Ask(q, k, dict(filters[i]) if filters is not None else {},
+                    set(exclude[i]) if exclude is not None else set(), self.parallel) for i, q in enumerate(queries)]
+        found, spent = self.version.answer(asks, [self.quotas] * len(asks))
+        if timings is not None:
+            timings.update(spent)
+        return found

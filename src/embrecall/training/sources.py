@@ -1,5 +1,5 @@
-"""Where a fit's training examples come from, epoch by epoch: a log held in memory, or a sharded
-log read one shard at a time (under torchrun, each rank its own shards)."""
+"""Where a fit's training examples come from, epoch by epoch: a log held in memory, or a log
+read one part at a time (a sharded log; under torchrun, each rank its own parts)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
-from embrecall.data.shards import ShardLog
+from embrecall.data.log import EventLog
 from embrecall.features import Encoders
 from embrecall.training.distributed import Ranks, my_share, smallest
 from embrecall.training.examples import Catalog, Examples
 
-__all__ = ["Epoch", "InMemory", "FromShards"]
+__all__ = ["Epoch", "InMemory", "FromParts"]
 
 Epoch = tuple[int, Iterator[tuple[Examples, np.ndarray]]]  # steps, then each step's examples and rows
 
@@ -40,19 +40,21 @@ class InMemory:
         return len(steps), ((ex, s) for s in steps)
 
 
-class FromShards:
-    """A sharded log: this rank's shards in a new random order each epoch, one in memory at a
-    time, its rows shuffled into steps of exactly ``batch_size`` (a shard's last partial step is
-    left out); every rank takes as many steps as the rank with the fewest rows can.  Event rows
-    only: no sequence windows, no hard or exposure negatives (they need the whole log)."""
+class FromParts:
+    """A log read part by part: this rank's parts (every ``world``-th, from its rank) in a new
+    random order each epoch, one in memory at a time, its rows shuffled into steps of exactly
+    ``batch_size`` (a part's last partial step is left out); every rank takes as many steps as
+    the rank with the fewest rows can.  Event rows only: no sequence windows, no hard or exposure
+    negatives (they need the whole log)."""
 
     windowed, groups, exposure = False, None, None
 
-    def __init__(self, log: ShardLog, encoders: Encoders, users: pd.DataFrame | None, items: pd.DataFrame | None,
-                 r: Ranks):
+    def __init__(self, log: EventLog, encoders: Encoders, users: pd.DataFrame | None, items: pd.DataFrame | None,
+                 counts: pd.Series, r: Ranks):
+        """``counts``: the log's ``item_counts``, in the encoders' catalog order."""
         self.log, self.encoders, self.users, self.items = log, encoders, users, items
-        self.catalog = Catalog(encoders, items, log.items()[1])
-        self.mine = log.mine(r.rank, r.world)
+        self.catalog = Catalog(encoders, items, counts.to_numpy(np.float64))
+        self.mine = list(range(r.rank, log.part_count, r.world))
 
     def epoch(self, rng: np.random.Generator, batch_size: int, r: Ranks, limit: int | None = None) -> Epoch:
         steps = smallest(sum(self.log.rows(s) // batch_size for s in self.mine))

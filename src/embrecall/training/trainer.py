@@ -15,12 +15,14 @@ import torch
 
 from embrecall.config import Config, IndexConfig, SequenceFeature
 from embrecall.errors import ConfigError
-from embrecall.data.shards import ShardLog
+from embrecall.data.log import EventLog
 from embrecall.data.split import Split
 from embrecall.evaluation.protocol import evaluate_channel
 from embrecall.features import Encoders
-from embrecall.index import FaissIndex
-from embrecall.models.embedding_channel import EmbeddingChannel
+from embrecall.features.profiles import UserProfiles
+from embrecall.index.live import LiveIndex
+from embrecall.index.protocol import filterable_columns
+from embrecall.models.tower_channel import TowerChannel
 from embrecall.models.two_tower import TwoTower
 from embrecall.progress import note, progress_bar
 from embrecall.training.checkpoint import load_latest_checkpoint, save_checkpoint
@@ -30,7 +32,7 @@ from embrecall.training.examples import Catalog, Examples
 from embrecall.training.losses import bce_loss, mixed_softmax_loss, sampled_softmax_loss, softmax_loss
 from embrecall.training.negatives import MixedNegatives
 from embrecall.training.optimizer import make_optimizer
-from embrecall.training.sources import FromShards, InMemory
+from embrecall.training.sources import FromParts, InMemory
 from embrecall.training.threads import training_threads
 
 __all__ = ["FitResult", "fit_two_tower", "two_tower_channel", "item_vectors"]
@@ -57,15 +59,17 @@ def item_vectors(model: TwoTower, catalog: Catalog, batch_size: int = 65_536) ->
 
 
 def two_tower_channel(model: TwoTower, encoders: Encoders, users: pd.DataFrame | None, vectors: np.ndarray,
-                      index_cfg: IndexConfig | None = None) -> EmbeddingChannel:
-    """The in-memory channel of a PyTorch model (exact search unless an index config is given)."""
+                      index_cfg: IndexConfig | None = None, items: pd.DataFrame | None = None) -> TowerChannel:
+    """The channel of a PyTorch model over a live index of its item vectors, as a bundle of it would
+    serve them (exact search unless an index config is given; ``items``: attributes to filter on)."""
     def embed(inputs: dict[str, np.ndarray]) -> np.ndarray:
         model.eval()
         with torch.no_grad():
             return model.user({k: torch.from_numpy(v) for k, v in inputs.items()}).numpy()
 
-    index = FaissIndex.build(vectors, index_cfg or IndexConfig(kind="flat"))
-    return EmbeddingChannel("two_tower", encoders, users, embed, index, lambda: vectors)
+    index = LiveIndex(list(encoders.catalog_), vectors, items, index_cfg or IndexConfig(kind="flat"),
+                      filterable_columns(items))
+    return TowerChannel(UserProfiles(encoders, users), embed, index)
 
 
 def _mixed_loss(cfg: Config, model: TwoTower, ex: Examples, rows: np.ndarray, user: torch.Tensor,
@@ -84,8 +88,8 @@ def _mixed_loss(cfg: Config, model: TwoTower, ex: Examples, rows: np.ndarray, us
                               cfg.train.label_smoothing)
 
 
-def pretrain_item_table(cfg: Config, model: TwoTower, encoders: Encoders, events: pd.DataFrame | ShardLog) -> int:
-    """Fill the item-id table with item2vec vectors of ``events`` (58.com's pre-trained word2vec
+def pretrain_item_table(cfg: Config, model: TwoTower, encoders: Encoders, log: EventLog) -> int:
+    """Fill the item-id table with item2vec vectors of the log (58.com's pre-trained word2vec
     item vectors), each scaled to the random start's typical length, and freeze it if asked.
     Items item2vec leaves out (rarer than its ``min_count``) keep their random start.  Returns how
     many items got a vector."""
@@ -93,8 +97,7 @@ def pretrain_item_table(cfg: Config, model: TwoTower, encoders: Encoders, events
 
     table = model.item_table.weight
     w2v = Item2Vec(cfg.channels.item2vec.model_copy(update={"dim": table.shape[1], "category_column": None}))
-    w2v = w2v.fit_shards(events) if isinstance(events, ShardLog) else w2v.fit(events)
-    ids, unit = w2v.item_vectors()
+    ids, unit = w2v.fit(log).item_vectors()
     pos = encoders.positions(pd.Index(ids, dtype=object))
     keep = (pos >= 0) & (pos < encoders.n_trained_)
     with torch.no_grad():
@@ -174,44 +177,45 @@ def _estimate(label: str, steps: int, timed: int, seconds: float, epochs: int, v
             f"batches); up to {epochs} epoch{'s' * (epochs > 1)}: about {per_epoch * epochs / 60:,.1f} min of training")
 
 
-def _source(cfg: Config, events: pd.DataFrame | ShardLog, users: pd.DataFrame | None, items: pd.DataFrame | None,
-            exposures: pd.DataFrame | None, r: Ranks) -> tuple[Encoders, InMemory | FromShards]:
-    """The fitted encoders and where the examples come from: the log in memory, or its shards."""
+def _source(cfg: Config, log: EventLog, users: pd.DataFrame | None, items: pd.DataFrame | None,
+            exposures: pd.DataFrame | None, r: Ranks) -> tuple[Encoders, InMemory | FromParts]:
+    """The fitted encoders and where the examples come from: the whole log in memory, or its parts."""
     neg = cfg.train.negatives
     windowed = any(isinstance(f, SequenceFeature) for f in cfg.features.user)
-    if isinstance(events, ShardLog):
+    events = log.whole()
+    if events is None:
         if windowed or neg.hard_count or neg.exposure_count:
             raise ConfigError("a sharded log (data.shards) trains on event rows with in-batch, uniform or popular "
                               "negatives: a sequence feature's windows and hard or exposure negatives need the whole "
                               "log in memory; leave data.shards out for them")
-        trained, _ = events.items()
-        encoders = Encoders(cfg.features).fit_ids(trained, events.user_ids(), pd.DataFrame(), users, items)
-        return encoders, FromShards(events, encoders, users, items, r)
+        counts = log.item_counts()
+        encoders = Encoders(cfg.features).fit_ids(counts.index, log.user_ids(), pd.DataFrame(), users, items)
+        return encoders, FromParts(log, encoders, users, items, counts, r)
     encoders = Encoders(cfg.features).fit(events, users, items)
     examples = Examples(events, encoders, users, items, exposures if neg.exposure_count else None,
                         neg.hard_column if neg.hard_count else None)
     return encoders, InMemory(examples, windowed)
 
 
-def fit_two_tower(cfg: Config, events: pd.DataFrame | ShardLog, users: pd.DataFrame | None,
+def fit_two_tower(cfg: Config, log: EventLog, users: pd.DataFrame | None,
                   items: pd.DataFrame | None, *, epochs: int, validation: Split | None = None,
                   checkpoint_dir: Path | None = None, show_progress: bool = True, label: str = "train",
                   exposures: pd.DataFrame | None = None,
                   on_epoch: Callable[[int, float], None] | None = None) -> FitResult:
-    """Fit on ``events`` (a log in memory, or one part of a sharded log); with ``validation``, watch
+    """Fit on ``log`` (in memory, or sharded); with ``validation``, watch
     HR@early_stop_k on its validation targets each epoch, stop after ``patience`` epochs without
     gain and return the best epoch's weights.  ``on_epoch(epoch, score)`` hears each validation
     score (a tuner prunes poor trials with it)."""
     t = cfg.train
     torch.manual_seed(t.seed)
     r = ranks()
-    encoders, source = _source(cfg, events, users, items, exposures, r)
+    encoders, source = _source(cfg, log, users, items, exposures, r)
     catalog = source.catalog
     mixed = MixedNegatives(t.negatives, catalog.item_counts, source.groups, source.exposure)
     model = TwoTower(cfg.features, encoders, cfg.model)
     show_progress = show_progress and r.main
     if cfg.model.pretrained_items != "none":
-        found = pretrain_item_table(cfg, model, encoders, events)
+        found = pretrain_item_table(cfg, model, encoders, log)
         if show_progress:
             note(f"{label}: item2vec vectors for {found:,} of {encoders.n_trained_:,} items start the item table "
                  f"({cfg.model.pretrained_items.replace('_', '-')})")

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from embrecall import train
 from embrecall.cli import app
-from embrecall.evaluation.drift import drift_report
+from embrecall.serve.drift import drift_report
 from embrecall.export.registry import Registry
 from tests.conftest import tiny_config
 

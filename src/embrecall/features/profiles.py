@@ -1,4 +1,4 @@
-"""User-tower inputs for serving: the stored profile of every known user encoded once at load,
+"""User-tower inputs: the stored profile of every known user encoded once at load,
 so that a request pays a dict lookup, its own real-time features and one tower run, not pandas
 lookups over the user table (which cost milliseconds per request at scale)."""
 
@@ -18,8 +18,10 @@ _UNKNOWN = "\x00unknown-user"  # a row no user table holds: every profile featur
 
 
 class UserProfiles:
-    def __init__(self, encoders: Encoders, users: pd.DataFrame):
-        """``users``: the bundle's user table, indexed by user id, with each user's ``items`` (oldest first)."""
+    def __init__(self, encoders: Encoders, users: pd.DataFrame | None):
+        """``users``: the user table, indexed by user id (a bundle's has each user's ``items``,
+        oldest first); None: no user table, every profile feature missing."""
+        users = users if users is not None else pd.DataFrame(index=pd.Index([], dtype=object, name="user_id"))
         self.encoders = encoders
         encoders.item_lookup()  # built now, not in the first request
         self.row = {user: i for i, user in enumerate(users.index)}

@@ -1,0 +1,105 @@
+"""An event log as every fitting step reads it, whether it is in memory or sharded on disk.
+
+A log is a sequence of parts, each holding whole users (a user's events never span parts),
+sorted by user then time.  A log in memory is one part; a sharded log (``data.shards``) is one
+part per shard.  Whatever sums over users (item counts, co-occurrences, Gram matrices, sessions,
+histories) is summed part by part, so every channel fits a log larger than memory the same way
+it fits a small one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pandas as pd
+
+from embrecall.data.split import sort_events
+
+__all__ = ["EventLog", "MemoryLog", "data_profile"]
+
+
+def data_profile(events: pd.DataFrame) -> dict[str, float]:
+    """Mean daily volumes of a training log (UTC days it has events on): what the 3σ rule watches."""
+    if not len(events):
+        return {"days": 0.0, "events_per_day": 0.0, "users_per_day": 0.0, "items_per_day": 0.0}
+    daily = events.groupby(events["timestamp"].to_numpy() // 86_400).agg(
+        events=("item_id", "size"), users=("user_id", "nunique"), items=("item_id", "nunique"))
+    return {"days": float(len(daily)), "events_per_day": float(daily["events"].mean()),
+            "users_per_day": float(daily["users"].mean()), "items_per_day": float(daily["items"].mean())}
+
+
+class EventLog(Protocol):
+    @property
+    def part_count(self) -> int:
+        """How many parts ``read`` takes."""
+
+    def read(self, part: int) -> pd.DataFrame:
+        """One part's events (user_id, item_id, timestamp and whatever columns the log keeps),
+        sorted by user then time."""
+
+    def parts(self) -> Iterator[pd.DataFrame]:
+        """Every part's events in turn."""
+
+    def rows(self, part: int) -> int:
+        """How many events ``read(part)`` holds (known without reading it)."""
+
+    def item_counts(self) -> pd.Series:
+        """Events per item (item id -> count), the most first; the catalog every fit shares."""
+
+    def user_ids(self) -> pd.Index:
+        """Every user with an event in the log."""
+
+    def summary(self) -> dict[str, Any]:
+        """What a bundle's manifest says of the log it was trained on: ``events``, ``until`` (the
+        newest timestamp) and ``profile`` (``data_profile``'s daily volumes)."""
+
+    def whole(self) -> pd.DataFrame | None:
+        """The whole log as one frame when it is in memory (what steps that reach across users at
+        random, such as sequence windows or hard negatives, need), else None."""
+
+    def __len__(self) -> int: ...
+
+
+@dataclass
+class MemoryLog:
+    """A log held in memory: one part."""
+
+    events: pd.DataFrame
+    _sorted: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def part_count(self) -> int:
+        return 1
+
+    def read(self, part: int) -> pd.DataFrame:
+        if part != 0:
+            raise IndexError(f"a log in memory has one part, not part {part}")
+        if self._sorted is None:  # a log without times (enough for counts) is sorted by user alone
+            self._sorted = (sort_events(self.events) if "timestamp" in self.events
+                            else self.events.sort_values("user_id", kind="stable").reset_index(drop=True))
+        return self._sorted
+
+    def parts(self) -> Iterator[pd.DataFrame]:
+        yield self.read(0)
+
+    def rows(self, part: int) -> int:
+        return len(self.events)
+
+    def user_ids(self) -> pd.Index:
+        return pd.Index(pd.unique(self.events["user_id"]), dtype=object)
+
+    def summary(self) -> dict[str, Any]:
+        until = int(self.events["timestamp"].max()) if len(self.events) else 0
+        return {"events": len(self.events), "until": until, "profile": data_profile(self.events)}
+
+    def item_counts(self) -> pd.Series:
+        counts = self.events["item_id"].value_counts(sort=False)  # first-appearance order breaks ties
+        return counts.iloc[(-counts.to_numpy()).argsort(kind="stable")]
+
+    def whole(self) -> pd.DataFrame:
+        return self.events
+
+    def __len__(self) -> int:
+        return len(self.events)

@@ -1,0 +1,93 @@
+"""The two-tower channel: a user tower embeds each query, an item index returns its nearest items.
+
+One class for every path: while training (the PyTorch tower, an index built from the freshly
+computed item vectors), in evaluation, and in the service (the ONNX tower, the version's live
+index, a user-vector cache), so a figure measured anywhere is the figure the service answers with.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from embrecall.features.profiles import UserProfiles
+from embrecall.index.protocol import Filters, ItemIndex
+from embrecall.models.channel import Candidates, Timings, UserQuery
+
+__all__ = ["TowerChannel", "UserEmbedder", "VectorStore"]
+
+UserEmbedder = Callable[[dict[str, np.ndarray]], np.ndarray]
+"""Encoded user-tower inputs -> (B, D) user vectors: the PyTorch tower or its ONNX export."""
+
+
+class VectorStore(Protocol):
+    """Where computed user vectors are kept between requests (the service's cache)."""
+
+    def get(self, key: tuple) -> np.ndarray | None: ...
+
+    def put(self, key: tuple, vector: np.ndarray) -> None: ...
+
+
+class TowerChannel:
+    name = "two_tower"
+
+    def __init__(self, profiles: UserProfiles, embed_users: UserEmbedder, index: ItemIndex,
+                 cache: VectorStore | None = None, version: str = ""):
+        """``version``: part of every cache key, so that a cache shared by versions never mixes them."""
+        self.profiles, self.embed_users, self.index, self.cache, self.version = profiles, embed_users, index, cache, version
+        self.history_len = profiles.encoders.history_len()  # what the tower reads: all the cache key needs
+
+    def key(self, q: UserQuery) -> tuple:
+        """The user-vector cache key: everything the tower reads of the query."""
+        recent = q.history[-self.history_len:] if self.history_len else ()
+        return (self.version, q.user_id, recent, tuple(sorted(q.context.items())))
+
+    def user_vectors(self, queries: Sequence[UserQuery]) -> np.ndarray:
+        """(B, D) user vectors: from the cache where it has them, the rest in one tower run."""
+        keys = [self.key(q) for q in queries] if self.cache is not None else []
+        found: list[np.ndarray | None] = [self.cache.get(key) for key in keys] if self.cache is not None \
+            else [None] * len(queries)
+        todo = [i for i, v in enumerate(found) if v is None]
+        if todo:
+            fresh = self.embed_users(self.profiles.inputs([queries[i].user_id for i in todo],
+                                                          [queries[i].history for i in todo],
+                                                          [queries[i].context for i in todo]))
+            for i, vector in zip(todo, fresh):
+                found[i] = vector
+                if self.cache is not None:
+                    self.cache.put(keys[i], vector)
+        return np.stack(found) if found else np.zeros((0, 0), np.float32)  # type: ignore[arg-type]
+
+    def score(self, queries: Sequence[UserQuery], items: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """Inner products of each user's vector with its items' vectors (-inf for items the index lacks)."""
+        out = []
+        for user, wanted in zip(self.user_vectors(queries), items):
+            scores = self.index.vectors(list(wanted)) @ user
+            out.append(np.where(np.isnan(scores), -np.inf, scores).astype(np.float32))
+        return out
+
+    def recommend(self, queries: Sequence[UserQuery], k: int, exclude: Sequence[Collection[str]] | None = None,
+                  filters: Sequence[Filters] | None = None, timings: Timings | None = None) -> list[Candidates]:
+        """One index search for the unfiltered queries together, one per filtered query."""
+        if not queries:
+            return []
+        timings = timings if timings is not None else {}
+        t = time.perf_counter()
+        vectors = self.user_vectors(queries)
+        timings["embed"] = timings.get("embed", 0.0) + (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
+        excluded: list[Collection[str]] = list(exclude) if exclude is not None else [()] * len(queries)
+        wants: list[Filters] = list(filters) if filters is not None else [{}] * len(queries)
+        plain = [i for i, f in enumerate(wants) if not f]
+        found: dict[int, tuple[list[str], np.ndarray]] = {}
+        if plain:
+            found.update(zip(plain, self.index.search_many(vectors[plain], [k] * len(plain),
+                                                           [excluded[i] for i in plain])))
+        for i, f in enumerate(wants):
+            if f:
+                found[i] = self.index.search(vectors[i], k, f, excluded[i])
+        timings["search"] = timings.get("search", 0.0) + (time.perf_counter() - t) * 1000
+        return [Candidates(ids, scores, [self.name] * len(ids)) for ids, scores in (found[i] for i in range(len(queries)))]
