@@ -37,7 +37,8 @@ def _start(bundle, stream: str) -> tuple[subprocess.Popen, str, float]:
     port = _port()
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "embrecall.cli", "serve", "--bundle", str(bundle), "--port",
-                             str(port), "--feed", REDIS, "--feed-stream", stream, "--feed-max-len", "1000"])
+                             str(port), "--feed", REDIS],
+                            env={**os.environ, "EMBRECALL_FEED__STREAM": stream, "EMBRECALL_FEED__MAX_LEN": "1000"})
     base = f"http://127.0.0.1:{port}"
     _wait_ready(base + "/readyz", proc)
     return proc, base, time.perf_counter() - t

@@ -59,10 +59,11 @@ import sys, numpy as np, uvicorn
 from fastapi import Request, Response
 from threadpoolctl import threadpool_limits
 from embrecall.serve.app import create_app
+from embrecall.serve.settings import ServeConfig
 threadpool_limits(1)  # as `embrecall serve` does
 bundle, port, feed, events, consumer = sys.argv[1:6]
-app = create_app(bundle, feed_url=feed, feed_stream="embrecall:bench", feed_consumer=consumer, events_url=events,
-                 events_stream="embrecall:bench-events")
+app = create_app(ServeConfig(source=bundle, replica=consumer, feed={"url": feed, "stream": "embrecall:bench"},
+                             events={"url": events, "stream": "embrecall:bench-events"}))
 @app.post("/floor")
 async def floor(request: Request) -> Response:
     # The least a recall can do: parse a user vector, search the live index for 100, write the ids and scores.
@@ -357,9 +358,10 @@ def main() -> None:
         server.wait(timeout=30)
         started = time.perf_counter()
         server = subprocess.Popen([sys.executable, "-m", "embrecall.cli", "serve", "--bundle", str(bundle), "--port",
-                                   str(port2), "--workers", "2", "--feed", REDIS, "--feed-stream", "embrecall:bench",
-                                   "--events", REDIS, "--events-stream", "embrecall:bench-events",
-                                   "--feed-consumer", f"bench-{port2}"], env=env)
+                                   str(port2), "--workers", "2", "--feed", REDIS, "--events", REDIS,
+                                   "--replica", f"bench-{port2}"],
+                                  env={**env, "EMBRECALL_FEED__STREAM": "embrecall:bench",
+                                       "EMBRECALL_EVENTS__STREAM": "embrecall:bench-events"})
         _wait_replicas(f"{base2}/healthz", 2, server)
         start_s[2], rss[2] = time.perf_counter() - started, _rss_mb(server.pid)
         asyncio.run(_open_loop(f"{base2}/v1/recall", bodies, 100, 3))  # warm-up

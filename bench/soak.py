@@ -155,8 +155,9 @@ def main() -> None:
     users, items = [str(u) for u in b.users.index[:2000]], [str(i) for i in b.encoders.catalog_[:5000]]
     stream, port = f"embrecall:soak:{uuid.uuid4().hex[:8]}", _port()
     server = subprocess.Popen([sys.executable, "-m", "embrecall.cli", "serve", "--bundle", str(bundle), "--port",
-                               str(port), "--feed", REDIS, "--feed-stream", stream, "--feed-max-len", "1000"],
-                              env={**os.environ, "EMBRECALL_ADMIN_TOKEN": TOKEN})
+                               str(port), "--feed", REDIS],
+                              env={**os.environ, "EMBRECALL_ADMIN_TOKEN": TOKEN, "EMBRECALL_FEED__STREAM": stream,
+                                   "EMBRECALL_FEED__MAX_LEN": "1000"})
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(base + "/readyz", server)

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from embrecall.channel_table import EVALUATED
 from embrecall.config import Config, SyntheticConfig, load_config, validated
 from embrecall.errors import ConfigError, EmbrecallError, GateBreach
 
@@ -110,7 +111,7 @@ def train(config: ConfigOpt = None, set: SetOpt = None, out: Annotated[Optional[
 def evaluate(config: ConfigOpt = None, set: SetOpt = None,
              seed: Annotated[Optional[int], typer.Option(help="Training seed (train.seed).")] = None,
              bundle: Annotated[Optional[Path], typer.Option(help="Evaluate the channels this bundle serves, as the service runs them.")] = None,
-             channel: Annotated[Optional[list[str]], typer.Option(help="two_tower, popular, item2vec, itemcf, ease, merged, served (with --bundle: its channels merged as served); repeatable; default all.")] = None,
+             channel: Annotated[Optional[list[str]], typer.Option(help=f"{', '.join(EVALUATED)} (served: a --bundle's channels merged as served); repeatable; default all.")] = None,
              json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics as JSON.")] = None,
              report: Annotated[Optional[Path], typer.Option(help="Write a Markdown report with plots here.")] = None,
              cold: Annotated[bool, typer.Option("--cold/--no-cold", help="Add the cold-item evaluation.")] = False,
@@ -261,50 +262,48 @@ def demo(out: Annotated[Path, typer.Option(help="Folder for the demo bundle.")] 
 
 
 @app.command()
-def serve(source: Annotated[Path, typer.Option("--bundle", "--registry",
-                                               help="A bundle, or a registry whose active version is followed.")],
-          host: str = "127.0.0.1", port: int = 8000,
+def serve(config: Annotated[Optional[Path], typer.Option(
+              "--config", "-c", help="A serve config (TOML): every setting below and more (see the README's Serving).")
+          ] = None,
+          source: Annotated[Optional[Path], typer.Option(
+              "--bundle", "--registry", help="A bundle, or a registry whose active version is followed.")] = None,
+          host: Annotated[Optional[str], typer.Option(help="Address to listen on [default: 127.0.0.1].")] = None,
+          port: Annotated[Optional[int], typer.Option(help="Port [default: 8000].")] = None,
+          workers: Annotated[Optional[int], typer.Option(
+              min=1, help="Processes serving on the port (each loads the version; more than one needs --feed and "
+                          "--events for the tokens that are set) [default: 1].")] = None,
           redis: Annotated[Optional[str], typer.Option(help="Redis URL for a shared user-vector cache.")] = None,
-          cache_ttl: Annotated[float, typer.Option(help="User-vector cache TTL in seconds.")] = 60.0,
           feed: Annotated[Optional[str], typer.Option(help="Redis URL of the item change stream.")] = None,
-          feed_stream: str = "embrecall:items",
-          feed_consumer: Annotated[str, typer.Option(
-              help="This replica's name on the change feed and the events stream (its consumer groups); keep it "
-                   "across restarts.")
-          ] = "embrecall-1",
-          feed_max_len: Annotated[int, typer.Option(
-              min=100, help="Stream entries above which a snapshot is written and acknowledged entries trimmed.")
-          ] = 10_000,
-          milvus: Annotated[Optional[str], typer.Option(
-              help="Keep item vectors in Milvus: a milvus-lite file or a server URI like http://host:19530.")] = None,
           events: Annotated[Optional[str], typer.Option(
               help="Redis URL keeping users' events (POST /v1/events), shared by replicas; default: in process.")
           ] = None,
-          events_stream: str = "embrecall:events",
-          workers: Annotated[int, typer.Option(
-              min=1, help="Processes serving on the port (each loads the version; more than one needs --feed and "
-                          "--events for the tokens that are set).")] = 1,
+          replica: Annotated[Optional[str], typer.Option(
+              help="This replica's name on the change feed and the events stream (its consumer groups); keep it "
+                   "across restarts [default: embrecall-1].")] = None,
+          milvus: Annotated[Optional[str], typer.Option(
+              help="Keep item vectors in Milvus: a milvus-lite file or a server URI like http://host:19530.")] = None,
           ) -> None:
-    """Serve recall over HTTP (OpenAPI docs at /docs); item changes need $EMBRECALL_ADMIN_TOKEN, user events
-    $EMBRECALL_CLIENT_TOKEN."""
+    """Serve recall over HTTP (OpenAPI docs at /docs).  Settings come from flags, then EMBRECALL_* environment
+    variables, then --config; item changes need $EMBRECALL_ADMIN_TOKEN, user events $EMBRECALL_CLIENT_TOKEN."""
     import uvicorn
     from threadpoolctl import threadpool_limits
 
     from embrecall.serve.app import create_app
+    from embrecall.serve.settings import ServeConfig
     from embrecall.serve.workers import run
 
-    options = dict(source=source, redis_url=redis, cache_ttl_s=cache_ttl, feed_url=feed, feed_stream=feed_stream,
-                   feed_consumer=feed_consumer, feed_max_len=feed_max_len, milvus_uri=milvus, events_url=events,
-                   events_stream=events_stream)
-
     def go() -> None:
-        if workers > 1:
-            return run(options, host, port, workers)
+        settings = ServeConfig.load(config, source=source, host=host, port=port, workers=workers, replica=replica,
+                                    cache={"redis": redis} if redis else None, feed={"url": feed} if feed else None,
+                                    events={"url": events} if events else None,
+                                    index={"backend": "milvus", "uri": milvus} if milvus else None)
+        if settings.workers > 1:
+            return run(settings)
         # Requests are many and small: a second BLAS or OpenMP thread inside one only spins against the
         # event loop and the other requests (it took more CPU than the requests themselves at 100/s).
         threadpool_limits(1)
         # create_app loads the bundle: a bad bundle or registry fails here with its message, before the server starts
-        uvicorn.run(create_app(**options), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
     _run(go)
 
 
@@ -415,8 +414,19 @@ def generate(out: Annotated[Path, typer.Option(help="Folder for events/users/ite
     _run(go)
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app(sys.argv[1:])
+TRAINING_ONLY = ("torch", "gensim", "optuna", "matplotlib", "onnx", "onnxscript")  # the `train` extra
+
+
+def main() -> None:
+    """The console entry point: a command that needs what the serving install leaves out says so."""
+    try:
+        app(sys.argv[1:])
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] not in TRAINING_ONLY:
+            raise
+        console.print(f"[bold red]error:[/] this command needs {err.name}, which the serving install leaves out: "
+                      + escape("pip install 'embrecall[train]'"), soft_wrap=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m embrecall.cli`

@@ -20,6 +20,7 @@ from embrecall.export.gate import parse_gate
 from embrecall.export.registry import Registry
 from embrecall.pipeline import train
 from embrecall.serve.app import create_app
+from embrecall.serve.settings import ServeConfig
 from embrecall.serve.state import ServiceState
 from tests.conftest import tiny_config
 
@@ -125,7 +126,7 @@ def test_a_folder_not_named_after_its_version_is_refused_once(original, tmp_path
     """Not reloaded every second forever: refused, counted and logged once, the old version serving on."""
     reg = Registry(tmp_path / "reg")
     version = reg.publish(original)
-    with TestClient(create_app(reg.root, watch_interval=0.02)) as client:
+    with TestClient(create_app(ServeConfig(source=reg.root, watch_interval_s=0.02))) as client:
         shutil.copytree(reg.root / version, reg.root / "renamed")
         reg.pointer.write_text(json.dumps({"active": "renamed", "history": [version]}))
         time.sleep(0.5)  # some 25 checks of ACTIVE

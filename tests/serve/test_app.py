@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from embrecall import Bundle, train
-from embrecall.serve.app import MAX_BODY, create_app
+from embrecall.serve.app import create_app
+from embrecall.serve.settings import ServeConfig
 from tests.conftest import tiny_config
 
 TOKEN = "s3cret"
@@ -28,7 +29,7 @@ def client(request, bundle, tmp_path_factory):
     if request.param == "milvus":
         pytest.importorskip("milvus_lite", reason="the Milvus backend tests need pip install 'embrecall[milvus]'")
         milvus = str(tmp_path_factory.mktemp("milvus") / "items.db")
-    with TestClient(create_app(bundle, admin_token=TOKEN, milvus_uri=milvus)) as c:
+    with TestClient(create_app(ServeConfig(source=bundle, admin_token=TOKEN, index={"backend": "milvus", "uri": milvus} if milvus else {}))) as c:
         yield c
 
 
@@ -105,7 +106,7 @@ def test_bad_requests_get_4xx_with_a_reason(client):
     assert r.status_code == 422 and "less than or equal to 1000" in r.text
     r = client.post("/v1/recall", json={"user_id": "u1", "filters": {"colour": ["red"]}})
     assert r.status_code == 422 and "cannot filter on ['colour']" in r.text
-    r = client.post("/v1/recall", content=b"x" * (MAX_BODY + 1), headers={"content-type": "application/json"})
+    r = client.post("/v1/recall", content=b"x" * ((1 << 20) + 1), headers={"content-type": "application/json"})
     assert r.status_code == 413
     assert client.post("/v1/recall", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
 

@@ -15,7 +15,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 from embrecall import train  # noqa: E402
-from embrecall.serve.app import create_app  # noqa: E402
+from embrecall.serve.app import create_app
+from embrecall.serve.settings import ServeConfig  # noqa: E402
 from tests.conftest import tiny_config  # noqa: E402
 
 TOKEN = "s3cret"
@@ -24,7 +25,7 @@ TOKEN = "s3cret"
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
     bundle = train(tiny_config(tmp_path_factory.mktemp("contract")), show_progress=False).bundle
-    app = create_app(bundle, admin_token=TOKEN)
+    app = create_app(ServeConfig(source=bundle, admin_token=TOKEN))
     with TestClient(app):  # runs the lifespan: the service is loaded while schemathesis calls the app
         yield schemathesis.openapi.from_asgi("/openapi.json", app)
 

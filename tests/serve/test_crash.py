@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+from pathlib import Path
 import sys
 import time
 import uuid
@@ -30,10 +31,12 @@ def bundles(tmp_path_factory):
     return [train(tiny_config(root, f"train.seed={s}"), show_progress=False).bundle for s in (0, 1)]
 
 
-def _serve(registry, port: int, stream: str, *extra: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "embrecall.cli", "serve", "--registry", str(registry),
-                             "--port", str(port), "--feed", URL, "--feed-stream", stream, "--feed-consumer", "crash-1",
-                             *extra])
+def _serve(registry, port: int, stream: str, max_len: int = 10_000) -> subprocess.Popen:
+    """`embrecall serve` from a serve config file, as a deployment would run it."""
+    config = Path(registry).parent / f"serve-{port}.toml"
+    config.write_text(f'source = "{registry}"\nport = {port}\nreplica = "crash-1"\n\n'
+                      f'[feed]\nurl = "{URL}"\nstream = "{stream}"\nmax_len = {max_len}\n')
+    proc = subprocess.Popen([sys.executable, "-m", "embrecall.cli", "serve", "--config", str(config)])
     return wait_ready(proc, port)
 
 
@@ -113,7 +116,7 @@ def test_a_restart_after_a_long_stream_is_ready_only_when_current(bundles, tmp_p
                 send_item_change(pipe, stream, "upsert", item, {"category": "final" if last else f"r{r}"})
     pipe.execute()
     port = _port()
-    proc = _serve(registry.root, port, stream, "--feed-max-len", "1000")
+    proc = _serve(registry.root, port, stream, max_len=1000)
     try:
         assert _found(port, user, "final") == set(items) - deleted  # right at ready: nothing stale
         assert _found(port, user, "r98") == set()
@@ -125,7 +128,7 @@ def test_a_restart_after_a_long_stream_is_ready_only_when_current(bundles, tmp_p
         proc.wait()
         for item in items[:50]:  # the tail, sent while it is down
             send_item_change(client, stream, "upsert", item, {"category": "tail"})
-        proc = _serve(registry.root, port, stream, "--feed-max-len", "1000")
+        proc = _serve(registry.root, port, stream, max_len=1000)
         assert _found(port, user, "tail") == set(items[:50])
         assert _found(port, user, "final") == set(items[50:]) - deleted
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text

@@ -9,6 +9,7 @@ from embrecall import train
 from embrecall.models.channel import UserQuery
 from embrecall.pipeline import evaluate_entity_recall
 from embrecall.serve.app import create_app
+from embrecall.serve.settings import ServeConfig
 from embrecall.serve.service import ServedChannel
 from tests.conftest import tiny_config
 
@@ -21,7 +22,7 @@ def served(tmp_path_factory):
 
 def test_categories_are_recalled_for_a_user_with_the_same_user_vector(served):
     cfg, path = served
-    with TestClient(create_app(path)) as client:
+    with TestClient(create_app(ServeConfig(source=path))) as client:
         version = client.app.state.service.current
         user = str(version.bundle.users.index[0])
         body = client.post("/v1/recall", json={"user_id": user, "k": 5, "target": "category",
@@ -42,7 +43,7 @@ def test_categories_are_recalled_for_a_user_with_the_same_user_vector(served):
 
 def test_category_parallel_recall_searches_the_users_top_categories(served):
     cfg, path = served
-    with TestClient(create_app(path)) as client:
+    with TestClient(create_app(ServeConfig(source=path))) as client:
         version = client.app.state.service.current
         for user in map(str, version.bundle.users.index[:50]):  # one whose top categories each have 4 items left
             top = version.entity_recall("category").recommend([UserQuery(user, version.history(user))], 3)[0].item_ids
@@ -77,7 +78,7 @@ def test_entity_recall_is_evaluated_beside_its_baselines(served):
 
 def test_category_parallel_recall_keeps_the_requests_own_filters(served):
     cfg, path = served
-    with TestClient(create_app(path)) as client:
+    with TestClient(create_app(ServeConfig(source=path))) as client:
         version = client.app.state.service.current
         items = version.bundle.items
         user = str(version.bundle.users.index[0])

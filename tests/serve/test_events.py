@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from embrecall import Bundle, train
 from embrecall.serve.app import create_app
+from embrecall.serve.settings import ServeConfig
 from tests.conftest import (
     REDIS_URL,
     free_port,
@@ -50,7 +51,7 @@ def _history(client: TestClient, user: str) -> list[str]:
 def test_a_click_changes_the_next_recall_and_needs_the_client_token(bundle):
     b = Bundle.load(bundle)
     user = str(b.users.index[0])
-    with TestClient(create_app(bundle, admin_token=ADMIN, client_token=CLIENT)) as client:
+    with TestClient(create_app(ServeConfig(source=bundle, admin_token=ADMIN, client_token=CLIENT))) as client:
         before = _items(client, user)
         click = {"events": [{"user_id": user, "item_id": before[0]}]}
         assert client.post("/v1/events", json=click).status_code == 401
@@ -60,14 +61,14 @@ def test_a_click_changes_the_next_recall_and_needs_the_client_token(bundle):
         assert _history(client, user)[-1] == before[0]
         after = _items(client, user)
         assert before[0] not in after and after != before[1:]  # the clicked item is seen; the tower saw it too
-    with TestClient(create_app(bundle, client_token="")) as client:
+    with TestClient(create_app(ServeConfig(source=bundle, client_token=""))) as client:
         assert client.post("/v1/events", json=click, headers=AS_CLIENT).status_code == 403
 
 
 def test_a_user_never_seen_in_training_is_served_from_their_events(bundle):
     b = Bundle.load(bundle)
     clicked = list(b.users.at[b.users.index[0], "items"][-5:])
-    with TestClient(create_app(bundle, client_token=CLIENT)) as client:
+    with TestClient(create_app(ServeConfig(source=bundle, client_token=CLIENT))) as client:
         cold = client.post("/v1/recall", json={"user_id": "new-user", "k": 20}).json()
         assert cold["cold_start"] is True
         events = [{"user_id": "new-user", "item_id": i} for i in clicked]
@@ -80,7 +81,7 @@ def test_a_user_never_seen_in_training_is_served_from_their_events(bundle):
 def test_events_before_the_bundle_was_trained_are_in_its_profile_already(bundle):
     b = Bundle.load(bundle)
     user = str(b.users.index[0])
-    with TestClient(create_app(bundle, admin_token=ADMIN, client_token=CLIENT)) as client:
+    with TestClient(create_app(ServeConfig(source=bundle, admin_token=ADMIN, client_token=CLIENT))) as client:
         stored = _history(client, user)
         old = {"user_id": user, "item_id": "old-item", "timestamp": int(b.manifest["data"]["until"])}
         assert client.post("/v1/events", json={"events": [old]}, headers=AS_CLIENT).status_code == 202
@@ -94,10 +95,10 @@ def test_events_before_the_bundle_was_trained_are_in_its_profile_already(bundle)
 def test_an_event_sent_to_one_replica_reaches_the_other(bundle):
     stream = f"embrecall:test-events:{uuid.uuid4().hex[:8]}"
     user = str(Bundle.load(bundle).users.index[1])
-    a = create_app(bundle, admin_token=ADMIN, client_token=CLIENT, events_url=REDIS_URL, events_stream=stream,
-                   feed_consumer="replica-a")
-    b = create_app(bundle, admin_token=ADMIN, client_token=CLIENT, events_url=REDIS_URL, events_stream=stream,
-                   feed_consumer="replica-b")
+    a = create_app(ServeConfig(source=bundle, admin_token=ADMIN, client_token=CLIENT, replica="replica-a",
+                               events={"url": REDIS_URL, "stream": stream}))
+    b = create_app(ServeConfig(source=bundle, admin_token=ADMIN, client_token=CLIENT, replica="replica-b",
+                               events={"url": REDIS_URL, "stream": stream}))
     with TestClient(a) as ca, TestClient(b) as cb:
         shown = _items(cb, user)  # replica b now holds a local copy of the user's history
         assert ca.post("/v1/events", json={"events": [{"user_id": user, "item_id": shown[0]}]},
@@ -115,7 +116,7 @@ def test_redis_down_refuses_events_and_recall_still_answers(bundle):
     server = redis_server(port)
     user = str(Bundle.load(bundle).users.index[2])
     try:
-        app = create_app(bundle, client_token=CLIENT, events_url=f"redis://127.0.0.1:{port}/0")
+        app = create_app(ServeConfig(source=bundle, client_token=CLIENT, events={"url": f"redis://127.0.0.1:{port}/0"}))
         with TestClient(app) as client:
             click = {"events": [{"user_id": user, "item_id": "i1"}]}
             assert client.post("/v1/events", json=click, headers=AS_CLIENT).status_code == 202
@@ -133,10 +134,10 @@ def test_redis_down_refuses_events_and_recall_still_answers(bundle):
 
 
 def _serve(bundle, port: int, stream: str) -> subprocess.Popen:
-    env = {**os.environ, "EMBRECALL_CLIENT_TOKEN": CLIENT, "EMBRECALL_ADMIN_TOKEN": ADMIN}
+    env = {**os.environ, "EMBRECALL_CLIENT_TOKEN": CLIENT, "EMBRECALL_ADMIN_TOKEN": ADMIN,
+           "EMBRECALL_EVENTS__STREAM": stream}  # a nested setting from the environment
     proc = subprocess.Popen([sys.executable, "-m", "embrecall.cli", "serve", "--bundle", str(bundle), "--port",
-                             str(port), "--events", REDIS_URL, "--events-stream", stream, "--feed-consumer", "kill-1"],
-                            env=env)
+                             str(port), "--events", REDIS_URL, "--replica", "kill-1"], env=env)
     return wait_ready(proc, port)
 
 

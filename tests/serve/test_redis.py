@@ -43,13 +43,14 @@ def test_requests_are_served_while_redis_goes_down(bundle):
     from fastapi.testclient import TestClient
 
     from embrecall.serve.app import create_app
+    from embrecall.serve.settings import ServeConfig
 
     port = free_port()
     server = redis_server(port)
     try:
         url = f"redis://127.0.0.1:{port}/0"
         users = Bundle.load(bundle).users.index[:20].tolist()
-        with TestClient(create_app(bundle, redis_url=url)) as client:
+        with TestClient(create_app(ServeConfig(source=bundle, cache={"redis": url}))) as client:
             for u in users[:10]:
                 assert client.post("/v1/recall", json={"user_id": u, "k": 10}).status_code == 200
             server.kill()

@@ -17,6 +17,7 @@ from embrecall.evaluation import build_queries
 from embrecall.models.channel import UserQuery
 from embrecall.pipeline import build_channel, evaluate, read_split
 from embrecall.serve.app import create_app
+from embrecall.serve.settings import ServeConfig
 from embrecall.serve.cache import VectorCache
 from embrecall.serve.service import ServingVersion
 from tests.conftest import tiny_config
@@ -41,10 +42,15 @@ def _milvus(backend: str, tmp_path) -> str | None:
     return str(tmp_path / "items.db")
 
 
+def _index(backend: str, tmp_path) -> dict:
+    uri = _milvus(backend, tmp_path)
+    return {"backend": "milvus", "uri": uri} if uri else {}
+
+
 @pytest.mark.parametrize("name", STORED)
 def test_each_stored_channel_is_served_with_filters_and_live_changes(served, name):
     cfg, path = served
-    with TestClient(create_app(path, admin_token=TOKEN)) as client:
+    with TestClient(create_app(ServeConfig(source=path, admin_token=TOKEN))) as client:
         version = client.app.state.service.current
         assert set(version.channels) == {"two_tower", *STORED}
         user = str(version.bundle.users.index[0])
@@ -76,7 +82,7 @@ def test_the_http_answer_is_the_list_evaluate_bundle_measures(served, backend, t
     version = ServingVersion(path, VectorCache(size=0), milvus_uri=_milvus(backend, tmp_path / "eval"))
     evaluated = build_channel("served", cfg, data, split, bundle=version, show_progress=False).recommend(
         [queries[r] for r in rows], 100, [exclude[r] for r in rows])
-    with TestClient(create_app(path, milvus_uri=_milvus(backend, tmp_path / "serve"))) as client:
+    with TestClient(create_app(ServeConfig(source=path, index=_index(backend, tmp_path / "serve")))) as client:
         for r, expected in zip(rows, evaluated):
             q = queries[r]
             context = {k: (v.item() if hasattr(v, "item") else v) for k, v in q.context.items()}
@@ -121,7 +127,7 @@ def test_demo_recommend_and_the_service_give_a_user_the_same_list(served, tmp_pa
                                    "--json", str(tmp_path / "r.json")])
     assert out.exit_code == 0, out.output
     cli = [row["item_id"] for row in json.loads((tmp_path / "r.json").read_text())]
-    with TestClient(create_app(path)) as client:
+    with TestClient(create_app(ServeConfig(source=path))) as client:
         body = client.post("/v1/recall", json={"user_id": user, "k": 20}).json()
     assert list(shown["item_id"]) == cli == [i["item_id"] for i in body["items"]]
 

@@ -17,6 +17,7 @@ from embrecall.errors import BundleError, ConfigError, GateBreach
 from embrecall.export.gate import parse_gate
 from embrecall.export.registry import Registry
 from embrecall.serve.app import create_app
+from embrecall.serve.settings import ServeConfig
 from tests.conftest import tiny_config
 
 AUTH = {"Authorization": "Bearer t"}
@@ -51,7 +52,7 @@ def test_publish_and_rollback(bundles, tmp_path):
 def test_service_follows_the_registry_and_keeps_item_changes(bundles, tmp_path):
     reg = Registry(tmp_path / "reg")
     a = reg.publish(bundles[0])
-    with TestClient(create_app(reg.root, admin_token="t", watch_interval=0.05)) as client:
+    with TestClient(create_app(ServeConfig(source=reg.root, admin_token="t", watch_interval_s=0.05))) as client:
         assert client.get("/v1/version").json()["version"] == a
         item = {"category": "c-new", "city": "city1", "price": 3.0, "title": "t"}
         assert client.put("/v1/items/fresh", json={"attributes": item}, headers=AUTH).status_code == 200

@@ -31,11 +31,11 @@ def _get(url: str, **kw) -> httpx.Response:
 
 def test_two_workers_share_item_changes_and_user_events(bundle):
     port, tag = free_port(), uuid.uuid4().hex[:8]
-    env = {**os.environ, "EMBRECALL_ADMIN_TOKEN": ADMIN, "EMBRECALL_CLIENT_TOKEN": CLIENT}
+    env = {**os.environ, "EMBRECALL_ADMIN_TOKEN": ADMIN, "EMBRECALL_CLIENT_TOKEN": CLIENT,
+           "EMBRECALL_FEED__STREAM": f"test-items-{tag}", "EMBRECALL_EVENTS__STREAM": f"test-events-{tag}"}
     proc = subprocess.Popen([sys.executable, "-m", "embrecall.cli", "serve", "--bundle", str(bundle), "--port",
-                             str(port), "--workers", "2", "--feed", REDIS_URL, "--feed-stream", f"test-items-{tag}",
-                             "--events", REDIS_URL, "--events-stream", f"test-events-{tag}",
-                             "--feed-consumer", f"w-{tag}"], env=env)
+                             str(port), "--workers", "2", "--feed", REDIS_URL, "--events", REDIS_URL,
+                             "--replica", f"w-{tag}"], env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         replicas: set[str] = set()

@@ -11,7 +11,7 @@
         index.faiss              the ANN index over those vectors
         items.parquet            item attributes in item_idx order (shown with recommendations)
         users.parquet            user attributes and each user's history (its items, most recent last)
-        popular.parquet, itemcf.*, item2vec.*, ease.*
+        <channel>.* files
                                  the other channels the config serves, each written by its own ``save``
 
 The manifest's ``channels`` names every channel the version serves and the files each reads

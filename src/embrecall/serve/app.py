@@ -2,7 +2,7 @@
 
 Errors in a request come back as 4xx with a message saying what is wrong (422: a list of
 problems, each with its location; other codes: one ``detail`` string), as the OpenAPI document
-says; bodies over ``MAX_BODY`` bytes are refused with 413 (counted as read, chunked bodies too);
+says; bodies over ``max_body_bytes`` (1 MiB unless set) are refused with 413 (counted as read, chunked bodies too);
 admin endpoints need ``Authorization: Bearer <admin token>``, user events a client token.
 """
 
@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import threading
 import time
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Annotated
 
 import anyio
@@ -33,13 +31,13 @@ from embrecall.serve.feed import ChangeFeed
 from embrecall.serve.schemas import (BatchRecallRequest, BatchRecallResponse, ErrorMessage, ItemUpsert, RecallRequest,
                                      RecallResponse, UserEvents, ValidationErrors, check_text)
 from embrecall.serve.service import ServingVersion
+from embrecall.serve.settings import ServeConfig
 from embrecall.serve.state import ServiceState
 
-__all__ = ["create_app", "MAX_BODY"]
+__all__ = ["create_app"]
 
-MAX_BODY = 1 << 20  # bytes
 PathId = Annotated[str, PathParam(min_length=1, max_length=256), AfterValidator(check_text)]  # an item or user id
-_REFUSED = {413: {"model": ErrorMessage, "description": "The body is larger than MAX_BODY"},
+_REFUSED = {413: {"model": ErrorMessage, "description": "The body is larger than the service's max_body_bytes"},
             422: {"model": ValidationErrors, "description": "The request cannot be used as given"},
             503: {"model": ErrorMessage, "description": "The active version or the event store cannot answer"}}
 _ADMIN = {401: {"model": ErrorMessage, "description": "Missing or wrong bearer token"},
@@ -144,35 +142,27 @@ def _bearer(token: str | None, what: str, variable: str):
     return check
 
 
-def create_app(source: Path | str, admin_token: str | None = None, watch_interval: float = 1.0,
-               redis_url: str | None = None, cache_ttl_s: float = 60.0, feed_url: str | None = None,
-               feed_stream: str = "embrecall:items", feed_consumer: str = "embrecall-1", feed_max_len: int = 10_000,
-               milvus_uri: str | None = None, client_token: str | None = None, events_url: str | None = None,
-               events_stream: str = "embrecall:events") -> FastAPI:
-    """The service over ``source`` (a bundle, or a registry whose active version is followed);
-    ``admin_token`` (default ``$EMBRECALL_ADMIN_TOKEN``) unlocks item changes; ``redis_url``
-    adds a Redis user-vector cache shared by replicas; ``feed_url`` consumes item changes from
-    the Redis Stream ``feed_stream`` (see ``embrecall.serve.feed``; above ``feed_max_len`` entries it
-    is snapshotted and trimmed); ``milvus_uri`` keeps item vectors in Milvus instead of in process;
-    ``client_token`` (default ``$EMBRECALL_CLIENT_TOKEN``) unlocks ``POST /v1/events``, whose events
-    are kept in Redis (``events_url``, stream ``events_stream``, followed as ``feed_consumer``) or
-    in this process.
-    The active version is loaded here, so a bad bundle fails before a server starts; the feed
-    catches up before the service says it is ready."""
-    token = admin_token if admin_token is not None else os.environ.get("EMBRECALL_ADMIN_TOKEN")
-    client = client_token if client_token is not None else os.environ.get("EMBRECALL_CLIENT_TOKEN")
+def create_app(config: ServeConfig) -> FastAPI:
+    """The service ``config`` describes (see ``serve.settings``): its source's active version
+    loaded here, so a bad bundle fails before a server starts; the feed catches up before the
+    service says it is ready."""
+    token, client = config.secret("admin_token"), config.secret("client_token")
     metrics = _Metrics()
-    cache = RedisVectorCache(redis_url, ttl_s=cache_ttl_s) if redis_url else VectorCache(ttl_s=cache_ttl_s)
-    histories: Histories = RedisHistories(events_url, events_stream, feed_consumer) if events_url else MemoryHistories()
-    state = ServiceState(source, cache, milvus_uri=milvus_uri, histories=histories)
+    cache = (RedisVectorCache(config.cache.redis, ttl_s=config.cache.ttl_s, size=config.cache.size) if config.cache.redis
+             else VectorCache(size=config.cache.size, ttl_s=config.cache.ttl_s))
+    histories: Histories = (RedisHistories(config.events.url, config.events.stream, config.replica) if config.events.url
+                            else MemoryHistories())
+    milvus_uri = config.index.uri if config.index.backend == "milvus" else None
+    state = ServiceState(config.source, cache, milvus_uri=milvus_uri, histories=histories)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.service = state
         metrics.version.labels(state.current.version).set(1)
         feed = None
-        if feed_url:
-            feed = ChangeFeed(state, feed_url, feed_stream, consumer=feed_consumer, max_len=feed_max_len)
+        if config.feed.url:
+            feed = ChangeFeed(state, config.feed.url, config.feed.stream, consumer=config.replica,
+                              max_len=config.feed.max_len)
             feed.start()
         app.state.feed = feed
         if isinstance(histories, RedisHistories):
@@ -180,7 +170,7 @@ def create_app(source: Path | str, admin_token: str | None = None, watch_interva
         stop = threading.Event()
         watcher = None
         if state.registry is not None:
-            watcher = threading.Thread(target=_watch, args=(state, stop, watch_interval, metrics), daemon=True)
+            watcher = threading.Thread(target=_watch, args=(state, stop, config.watch_interval_s, metrics), daemon=True)
             watcher.start()
         yield
         stop.set()
@@ -191,7 +181,7 @@ def create_app(source: Path | str, admin_token: str | None = None, watch_interva
         if isinstance(histories, RedisHistories):
             histories.stop()
 
-    app = FastAPI(title="embrecall", version="1", lifespan=lifespan, max_body_size=MAX_BODY,
+    app = FastAPI(title="embrecall", version="1", lifespan=lifespan, max_body_size=config.max_body_bytes,
                   description="Candidate recall: a user in, a few hundred items out.")
 
     app.add_middleware(_CountErrors, counter=metrics.errors)
@@ -276,7 +266,7 @@ def create_app(source: Path | str, admin_token: str | None = None, watch_interva
 
     @app.get("/healthz")
     def healthz() -> dict:
-        return {"status": "ok", "replica": feed_consumer}
+        return {"status": "ok", "replica": config.replica}
 
     @app.get("/readyz")
     def readyz(request: Request) -> JSONResponse:
