@@ -33,8 +33,9 @@ class ChannelKind:
     fitting: str = ""
     space: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
-    def load_class(self) -> type:
-        """The channel's class (imported now: the table itself imports no model code)."""
+    def load_class(self) -> Any:
+        """The channel's class, a ``models.channel.StoredChannel`` (imported now: the table itself
+        imports no model code)."""
         if self.path is None:
             raise ValueError(f"the {self.name} channel is the bundle's own towers and index, not a stored class")
         module, name = self.path.split(":")

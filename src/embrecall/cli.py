@@ -251,6 +251,8 @@ def demo(out: Annotated[Path, typer.Option(help="Folder for the demo bundle.")] 
         console.print(f"[bold]embrecall demo[/]: synthetic log of {s.events:,} events, {s.users:,} users, "
                       f"{s.items:,} items in {s.categories} categories")
         report = run_train(cfg, show_progress=progress)
+        if report.bundle is None:  # a torchrun rank other than 0
+            return
         console.print(_metrics_table(report.metrics, cfg.evaluate.ks, "test metrics (BENCHMARK.md protocol)"))
         version = ServingVersion(report.bundle, VectorCache(size=0))
         users = list(version.bundle.users.index[:2])

@@ -592,7 +592,7 @@ def validated(model: type[M], raw: Any, origin: str) -> M:
         raise _format_validation(err, origin) from None
 
 
-def config_from_dict(raw: dict[str, Any], origin: str = "config") -> Config:
+def config_from_dict(raw: Any, origin: str = "config") -> Config:
     """Validate a plain dict (as read from TOML/YAML) into a Config, with field-named errors."""
     return validated(Config, raw, origin)
 

@@ -33,7 +33,7 @@ from embrecall.export import Bundle
 from embrecall.export.writer import write_bundle
 from embrecall.models.channel import Channel, StoredChannel, UserQuery
 from embrecall.models.dither import Dithered
-from embrecall.models.entities import Entities, EntityRecall, HistoryEntities
+from embrecall.models.entities import Entities, EntityRanker, EntityRecall, HistoryEntities
 from embrecall.models.merge import Merged
 from embrecall.serve.cache import VectorCache
 from embrecall.serve.service import ServedChannel, ServingVersion
@@ -299,14 +299,14 @@ def evaluate_entity_recall(cfg: Config, attribute: str, bundle: Path | None = No
     if on == "validation":
         split = split.validation_view()
     if bundle is not None:
-        tower: Channel = ServingVersion(bundle, VectorCache(size=0)).entity_recall(attribute)
+        tower: EntityRanker = ServingVersion(bundle, VectorCache(size=0)).entity_recall(attribute)
     else:
         fit, _ = _fit_protocol(cfg, TrainingData.of(data, split), show_progress)
         vectors = item_vectors(fit.model, fit.catalog)
         fitted = two_tower_channel(fit.model, fit.encoders, data.users, vectors)
-        entities = Entities.of(attribute, data.items, list(fit.encoders.catalog_))  # type: ignore[arg-type]
+        entities = Entities.of(attribute, data.items, list(fit.encoders.catalog))
         tower = EntityRecall(entities, fitted.user_vectors, vectors, cfg.train.temperature)
-    rows = {"two_tower": tower, "history": HistoryEntities(data.items, attribute, split.train_full),
+    rows: dict[str, EntityRanker] = {"two_tower": tower, "history": HistoryEntities(data.items, attribute, split.train_full),
             "popular": HistoryEntities(data.items, attribute, split.train_full, history=0)}
     out = {}
     for name, channel in rows.items():

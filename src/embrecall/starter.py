@@ -172,6 +172,13 @@ def _side_table(log: Path, side: str, key: str, config_dir: Path, said: list[str
     return None
 
 
+def _features(columns: list[str], table: pd.DataFrame | None, said: list[str], side: str) -> list[str]:
+    """The feature blocks of a side's columns (its table holds them), each said in ``said``."""
+    if table is None:
+        return []
+    return [f for c in columns if (f := _feature(c, table[c], len(table), said, side)) is not None]
+
+
 def _history_features(events_per_user: float, said: list[str]) -> list[str]:
     out = ['kind = "history"\nname = "last_item"\nmax_len = 1',
            'kind = "history"\nname = "recent"\nmax_len = 20\ndecay = 0.8']
@@ -259,12 +266,7 @@ def starter_config(source: Path, config_dir: Path) -> Starter:
     per_user = float(events.groupby("user_id").size().median())
     user = [f'kind = "categorical"\nname = "user_id"\ndim = 32\nmin_count = {1 if per_user >= 10 else 2}']
     said.append(f"user_id: categorical (ids seen once {'kept' if per_user >= 10 else 'share one vector: min_count 2'})")
-    for c in user_cols:
-        if (f := _feature(c, user_table[c], len(user_table), said, "user")) is not None:
-            user.append(f)
+    user += _features(user_cols, user_table, said, "user")
     user += _history_features(per_user, said)
-    item = ['kind = "item_id"']
-    for c in item_cols:
-        if (f := _feature(c, item_table[c], len(item_table), said, "item")) is not None:
-            item.append(f)
+    item = ['kind = "item_id"', *_features(item_cols, item_table, said, "item")]
     return Starter(_toml(lines, user, item, said), said, left_out)

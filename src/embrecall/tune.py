@@ -159,7 +159,7 @@ def tune(cfg: Config, data: Dataset, split: Split, out: Path, *, show_progress: 
             outcome = f"pruned at epoch {epoch} (validation HR@k {trial.intermediate_values[epoch]:.4f})"
         else:
             outcome = trial.state.name.lower()
-        done = [x.value for x in study.trials if x.state == optuna.trial.TrialState.COMPLETE]
+        done = [x.value for x in study.trials if x.state == optuna.trial.TrialState.COMPLETE and x.value is not None]
         best = f"{max(done):.4f}" if done else "none yet"
         note(f"trial {trial.number}: {outcome}; best {best}; {trial.params}")
 
@@ -174,4 +174,4 @@ def tune(cfg: Config, data: Dataset, split: Split, out: Path, *, show_progress: 
     path.write_text(f"# embrecall tune: best of {len(done)} trials, validation {t.metric} = {best.value:.4f}\n"
                     f"# tuned: {best.params}\n" + yaml.safe_dump(with_params(raw, best.params), sort_keys=False))
     pruned = sum(x.state == optuna.trial.TrialState.PRUNED for x in study.trials)
-    return TuneResult(float(best.value), dict(best.params), path, len(study.trials), pruned)
+    return TuneResult(float(study.best_value), dict(best.params), path, len(study.trials), pruned)

@@ -133,7 +133,7 @@ def _partition(d: DataConfig, folder: Path, count: int) -> int:
             order = np.argsort(shard, kind="stable")
             bounds = np.r_[0, np.cumsum(np.bincount(shard, minlength=count))]
             table = pa.Table.from_pandas(frame.iloc[order], preserve_index=False)
-            for s in np.flatnonzero(np.diff(bounds)):
+            for s in np.flatnonzero(np.diff(bounds)).tolist():
                 part = table.slice(bounds[s], bounds[s + 1] - bounds[s])
                 if s not in writers:
                     writers[s] = pq.ParquetWriter(folder / f"raw-{s:05d}.parquet", part.schema)
@@ -179,7 +179,7 @@ class _DailyVolumes:
 
     def profile(self) -> dict[str, float]:
         self._merge()
-        if self.events is None or not len(self.events):
+        if self.events is None or self.users is None or not len(self.events):
             return {"days": 0.0, "events_per_day": 0.0, "users_per_day": 0.0, "items_per_day": 0.0}
         items = np.bincount(np.unique(self.pairs >> 32, return_inverse=True)[1])
         return {"days": float(len(self.events)), "events_per_day": float(self.events.mean()),

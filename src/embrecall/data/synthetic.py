@@ -63,8 +63,8 @@ class _World:
         extra = max(0, cfg.events - cfg.users)
         self.user_events = 1 + rng.multinomial(extra, activity / activity.sum())
         if cfg.scenes:  # drawn after everything else, so a log without scenes stays what it was
-            share = 0.45 ** np.arange(cfg.scenes)
-            self.scene_share = share / share.sum()
+            weight = 0.45 ** np.arange(cfg.scenes)
+            self.scene_share = weight / weight.sum()
             featured = max(1, cfg.categories // cfg.scenes)
             self.scene_categories = np.stack([rng.choice(cfg.categories, featured, replace=False)
                                               for _ in range(cfg.scenes)])  # (scenes, featured)

@@ -8,13 +8,12 @@ import pandas as pd
 from embrecall.data.split import Split
 from embrecall.evaluation.metrics import MRR_CUTOFF, ranking_metrics
 from embrecall.evaluation.protocol import build_queries
-from embrecall.models.channel import Channel
-from embrecall.models.entities import entity_values
+from embrecall.models.entities import EntityRanker, entity_values
 
 __all__ = ["evaluate_entities"]
 
 
-def evaluate_entities(channel: Channel, split: Split, items: pd.DataFrame | None, attribute: str, ks: list[int], *,
+def evaluate_entities(channel: EntityRanker, split: Split, items: pd.DataFrame | None, attribute: str, ks: list[int], *,
                       on: str = "test", batch_size: int = 1024) -> dict[str, float]:
     """HR@K, NDCG@K, MRR and coverage@K of an entity channel: a hit is any value of the target
     item's ``attribute`` in the top K (a multi-valued attribute counts its best-placed value).

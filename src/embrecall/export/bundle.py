@@ -173,7 +173,11 @@ class Bundle:
                                   "upgrade embrecall or re-run `embrecall train`")
             if not isinstance(files, list) or not files or not all(f in manifest["files"] for f in files):
                 raise BundleError(f"{path / 'manifest.json'}: channel {name!r} lists files the manifest does not hash")
-            out[name] = _opened(path, files[0], lambda _, n=name: CHANNELS[n].load_class().load(path, config))
+            stored = CHANNELS[name].load_class()
+
+            def load(_: Path, cls: Any = stored) -> StoredChannel:
+                return cls.load(path, config)
+            out[name] = _opened(path, files[0], load)
         return out
 
     def check(self) -> None:
@@ -183,7 +187,7 @@ class Bundle:
             query = self.query(str(self.users.index[0])) if len(self.users) else UserQuery("")
             user = self.user_tower(UserProfiles(self.encoders, self.users).inputs([query.user_id], [query.history],
                                                                                   [query.context]))
-            vector = self.item_tower(self.encoders.encode_items(self.items, self.encoders.catalog_[:1]))
+            vector = self.item_tower(self.encoders.encode_items(self.items, self.encoders.catalog[:1]))
             if vector.shape != (1, self.index.dim) or user.shape != (1, self.index.dim):
                 raise ValueError(f"the towers give vectors of shapes {user.shape[1:]} and {vector.shape[1:]}, the "
                                  f"index holds dim={self.index.dim}")

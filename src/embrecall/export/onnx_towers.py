@@ -39,4 +39,6 @@ def export_tower(tower: Tower, example: dict[str, np.ndarray], path: Path) -> No
         program = torch.onnx.export(_Positional(tower), args, input_names=list(tower.names),
                                     output_names=["tower_output"], dynamo=True, verbose=False,
                                     dynamic_shapes=(tuple({0: batch} for _ in args),))
+    if program is None:  # dynamo=True always returns the program; None is the legacy exporter's answer
+        raise RuntimeError("torch.onnx.export returned no program")
     program.save(str(path))

@@ -18,6 +18,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 from pathlib import Path
 
 import pandas as pd
@@ -136,7 +137,7 @@ class Registry:
         return figures
 
     def publish(self, bundle_dir: Path | str, gates: Sequence[Gate] = (), sigma: float = 3.0, window: int = 5,
-                force: str | None = None, compare: Callable[[Bundle, Bundle], dict] | None = None) -> str:
+                force: str | None = None, compare: Callable[[Bundle, Path], dict] | None = None) -> str:
         """Make a bundle the active version (copied into the registry if it lives elsewhere) if it
         passes the fixed ``gates`` and, with ``sigma`` > 0, the 3σ rule against the last ``window``
         published versions; ``force`` (a reason) publishes despite breaches.  Every attempt is
@@ -152,7 +153,7 @@ class Registry:
         earlier = self._published(window)
         breaches = [why for g in gates if (why := g.check(manifest.get("metrics", {})))]
         breaches += sigma_breaches(figures, earlier, sigma) if sigma > 0 else []
-        record = {"version": version, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "figures": figures,
+        record: dict[str, Any] = {"version": version, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "figures": figures,
                   "breaches": breaches, "forced": force, "published": not breaches or force is not None}
         if breaches and force is None:
             self._write([*self.history(), record], HISTORY)

@@ -111,12 +111,12 @@ def write_bundle(out_root: Path, cfg: Config, model: TwoTower, encoders: Encoder
         user_inputs = encoders.encode_users(pd.Index([q.user_id for q in sample_q], dtype=object), users, ctx,
                                             encoders.history_matrix([q.history for q in sample_q]))
         export_tower(model.user_tower, user_inputs, tmp / "user_tower.onnx")
-        item_inputs = encoders.encode_items(items, encoders.catalog_[:4])  # type: ignore[index]
+        item_inputs = encoders.encode_items(items, encoders.catalog[:4])
         export_tower(model.item_tower, item_inputs, tmp / "item_tower.onnx")
         save_numpy({"vectors": np.ascontiguousarray(item_vectors, dtype=np.float32)},
                    str(tmp / "item_vectors.safetensors"))
         FaissIndex.build(item_vectors, cfg.index).save(tmp / "index.faiss")
-        catalog = pd.DataFrame(index=pd.Index(encoders.catalog_, name="item_id"))
+        catalog = pd.DataFrame(index=pd.Index(encoders.catalog, name="item_id"))
         if items is not None:
             catalog = catalog.join(items)
         catalog.reset_index().to_parquet(tmp / "items.parquet", index=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -169,9 +169,14 @@ class Encoders:
         return self.state_
 
     @property
-    def n_items(self) -> int:
+    def catalog(self) -> pd.Index:
+        """The item id of each item_idx."""
         self._state()
-        return len(self.catalog_)  # type: ignore[arg-type]
+        return cast(pd.Index, self.catalog_)  # _state refused None
+
+    @property
+    def n_items(self) -> int:
+        return len(self.catalog)
 
     def input_size(self, side: str, f: Feature) -> int:
         """Rows of the embedding table a feature needs (0 for features fed as raw numbers)."""
@@ -310,7 +315,7 @@ class Encoders:
                 out[f.name] = self._encode("user", f, raw)
         return out
 
-    def history_matrix(self, histories: list[list[str]] | list[np.ndarray]) -> np.ndarray:
+    def history_matrix(self, histories: Sequence[Sequence[str]] | Sequence[np.ndarray]) -> np.ndarray:
         """(N, L) ``item_idx + 1`` of each user's raw item ids (oldest first), most recent first;
         items outside the trained catalog are skipped.  One catalog lookup for the whole batch."""
         L = self.history_len()

@@ -29,11 +29,13 @@ class FaissIndex:
         """Index ``vectors`` (N, D) float32; row i is item_idx i."""
         x = np.ascontiguousarray(vectors, dtype=np.float32)
         n, d = x.shape
+        index: faiss.Index
         if cfg.kind == "flat":
             index = faiss.IndexFlatIP(d)
         elif cfg.kind == "hnsw":
-            index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = cfg.ef_construction
+            hnsw = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            hnsw.hnsw.efConstruction = cfg.ef_construction
+            index = hnsw
         else:
             # About 4 * sqrt(n) lists, but FAISS wants >= 39 training points per list.
             nlist = cfg.ivf_nlist or max(1, min(int(4 * math.sqrt(n)), n // 39))

@@ -67,7 +67,7 @@ class _Attribute:
         """Only ``slots``, in that order, at the front of ``capacity`` slots (values no slot holds dropped)."""
         kept = self.codes[slots]
         used = np.unique(kept[kept >= 0])
-        names = sorted(self.vocab, key=self.vocab.get)
+        names = sorted(self.vocab, key=self.vocab.__getitem__)
         remap = np.full(len(names) + 1, -1, dtype=np.int32)  # old code -> new code; index -1 stays -1
         remap[used] = np.arange(len(used), dtype=np.int32)
         self.vocab = {names[c]: i for i, c in enumerate(used.tolist())}
@@ -76,14 +76,14 @@ class _Attribute:
 
     def values(self, n: int) -> list[str]:
         """The first ``n`` slots' values, '|'-joined as they came in."""
-        names = np.array(sorted(self.vocab, key=self.vocab.get) + [""], dtype=object)  # code -1 -> ""
+        names = np.array([*sorted(self.vocab, key=self.vocab.__getitem__), ""], dtype=object)  # code -1 -> ""
         return ["|".join(v for v in row if v) for row in names[self.codes[:n]].tolist()]
 
     def matches(self, wanted: Collection[str], rows: slice | np.ndarray) -> np.ndarray:
         """Whether each of ``rows`` (slots) holds any wanted value."""
         accepted = np.zeros(len(self.vocab) + 1, dtype=bool)  # by code; the last entry is -1 (no value)
         accepted[[self.vocab[w] for w in wanted if w in self.vocab]] = True
-        return accepted[self.codes[rows]].any(axis=1)  # a gather: np.isin sorts, ~10x slower at 1M slots
+        return np.asarray(accepted[self.codes[rows]].any(axis=1))  # a gather: np.isin sorts, ~10x slower at 1M slots
 
 
 def _best(scores: np.ndarray, k: int) -> np.ndarray:
@@ -292,10 +292,10 @@ class LiveIndex:
             live = len(self._slot)
             dead = np.fromiter(self._dead, dtype=np.int64) if len(self._dead) <= _MAX_LISTED else None
         ks = [min(k, live - len(skip)) for k, skip in zip(ks, skipped)]
-        ann = [i for i, skip in enumerate(skipped) if dead is not None and ks[i] > 0 and not self._exact(live - len(skip))
-               and len(skip) <= _MAX_FETCHED]
+        ann = [i for i, skip in enumerate(skipped) if ks[i] > 0 and not self._exact(live - len(skip))
+               and len(skip) <= _MAX_FETCHED] if dead is not None else []
         found: dict[int, np.ndarray] = {}
-        if ann:
+        if ann and dead is not None:
             fetch = fetch_depth(self._fetch(max(ks[i] for i in ann)), max(len(skipped[i]) for i in ann))
             selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(dead)) if len(dead) else None
             with self._lock:
@@ -346,7 +346,8 @@ class LiveIndex:
             return [], np.zeros(0, np.float32)
         if not self._exact(count):
             fetch = self._fetch(k)
-            selector = faiss.IDSelectorBitmap(np.packbits(mask, bitorder="little"))
+            # faiss's Python layer takes the packed bitmap alone (its stub names the C++ (n, bitmap) form)
+            selector = faiss.IDSelectorBitmap(np.packbits(mask, bitorder="little"))  # type: ignore[call-arg, arg-type]
             with self._lock:
                 _, slots = self._index.search(q[None], fetch, params=self._params(selector, fetch))
             row = slots[0][slots[0] >= 0]
@@ -379,7 +380,7 @@ class LiveIndex:
     def _params(self, selector: faiss.IDSelector | None, k: int) -> faiss.SearchParameters:
         given = {"sel": selector} if selector is not None else {}
         if isinstance(self._index, faiss.IndexHNSW):
-            return faiss.SearchParametersHNSW(efSearch=max(self.cfg.ef_search, k), **given)
+            return faiss.SearchParametersHNSW(efSearch=max(self.cfg.ef_search, k), **given)  # type: ignore[attr-defined]
         if isinstance(self._index, faiss.IndexIVF):
-            return faiss.SearchParametersIVF(nprobe=self.cfg.nprobe, **given)
+            return faiss.SearchParametersIVF(nprobe=self.cfg.nprobe, **given)  # type: ignore[call-arg]
         return faiss.SearchParameters(**given)

@@ -28,8 +28,10 @@ def fetch_depth(k: int, excluded: int, filtered: bool = False) -> int:
 
 def filterable_columns(items: pd.DataFrame | None) -> list[str]:
     """Text attribute columns with few enough values to filter on (not titles)."""
+    if items is None:
+        return []
     cols: list[str] = []
-    for c in items.columns if items is not None else ():
+    for c in items.columns:
         values = items[c].dropna().astype(str)
         if c != "title" and not pd.api.types.is_numeric_dtype(items[c]) and values.nunique() <= max(1000, len(items) // 10):
             cols.append(c)

@@ -11,6 +11,7 @@ A multi-valued attribute (``Action|Comedy``) puts an item in each of its values.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,7 @@ from scipy import sparse
 from embrecall.errors import DataError
 from embrecall.models.channel import Candidates, UserQuery, recent_first
 
-__all__ = ["Entities", "EntityRecall", "HistoryEntities", "entity_values"]
+__all__ = ["Entities", "EntityRanker", "EntityRecall", "HistoryEntities", "entity_values"]
 
 SCORES_AT_ONCE = 1 << 24  # user x item scores held at once (64 MB of float32): bounds a batch's memory
 
@@ -33,6 +34,16 @@ def entity_values(items: pd.DataFrame | None, column: str, item_ids: Sequence[st
     raw = items[column].reindex(pd.Index(item_ids, dtype=object)).dropna().astype(str)
     values = raw.str.split(sep, regex=False).explode().str.strip()
     return values[values != ""]
+
+
+class EntityRanker(Protocol):
+    """What ranks an attribute's values for users (entity recall, u2c): ``Candidates`` whose ids
+    are values (categories), not items."""
+
+    name: str
+
+    def recommend(self, queries: Sequence[UserQuery], k: int,
+                  exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]: ...
 
 
 class Entities:

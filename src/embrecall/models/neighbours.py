@@ -91,9 +91,10 @@ class Neighbours(Listed):
     def ranked(self, queries: Sequence[UserQuery], k: int,
                exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
         out = []
+        item_ids = self.item_ids_ if self.item_ids_ is not None else np.zeros(0, dtype=object)
         for i, q in enumerate(queries):
-            scores = self._scores(q)
+            scores = self._scores(q)  # refuses an unfitted channel
             ex = exclude[i] if exclude is not None else ()
             order = np.argsort(-scores.data, kind="stable")[: fetch_depth(k, len(ex))]
-            out.append(take_top(self.item_ids_[scores.col[order]], scores.data[order], k, ex, self.name))
+            out.append(take_top(item_ids[scores.col[order]], scores.data[order], k, ex, self.name))
         return out

@@ -7,6 +7,8 @@ categorical-like features (B,) int64, multi-valued and history (B, L) int64 with
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -194,8 +196,9 @@ class Tower(nn.Module):
         parts = []
         for name in self.names:
             if name == self.sequence and at is not None:
-                states = self.inputs[name].states(inputs[name])
+                states = cast(_Sequence, self.inputs[name]).states(inputs[name])
                 parts.append(states.reshape(-1, states.shape[-1])[at])
             else:
-                parts.append(self.inputs[name](inputs[name]))
+                encode: nn.Module = self.inputs[name]
+                parts.append(encode(inputs[name]))
         return F.normalize(self.mlp(torch.cat(parts, dim=-1)), dim=-1)  # (B, output_dim)

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Request
@@ -37,10 +37,10 @@ from embrecall.serve.state import ServiceState
 __all__ = ["create_app"]
 
 PathId = Annotated[str, PathParam(min_length=1, max_length=256), AfterValidator(check_text)]  # an item or user id
-_REFUSED = {413: {"model": ErrorMessage, "description": "The body is larger than the service's max_body_bytes"},
+_REFUSED: dict[int | str, dict[str, Any]] = {413: {"model": ErrorMessage, "description": "The body is larger than the service's max_body_bytes"},
             422: {"model": ValidationErrors, "description": "The request cannot be used as given"},
             503: {"model": ErrorMessage, "description": "The active version or the event store cannot answer"}}
-_ADMIN = {401: {"model": ErrorMessage, "description": "Missing or wrong bearer token"},
+_ADMIN: dict[int | str, dict[str, Any]] = {401: {"model": ErrorMessage, "description": "Missing or wrong bearer token"},
           403: {"model": ErrorMessage, "description": "The endpoint is disabled: no token was set for it"}}
 
 
@@ -219,11 +219,12 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @app.post("/v1/recall/batch", response_model=BatchRecallResponse, responses=_REFUSED)
     async def recall_batch(req: BatchRecallRequest, v: ServingVersion = Depends(serving)) -> Response:
-        def answer() -> bytes | list[dict]:
+        def answer() -> str | list[dict]:
             answers = v.recall_many(req.requests)
             bad = [{"loc": ("body", "requests", i), "msg": str(a), "type": "value_error"}
                    for i, a in enumerate(answers) if isinstance(a, DataError)]
-            return bad or BatchRecallResponse(responses=[_observe(a) for a in answers]).model_dump_json()  # type: ignore[arg-type]
+            good = [_observe(a) for a in answers if not isinstance(a, DataError)]
+            return bad or BatchRecallResponse(responses=good).model_dump_json()
         got = await anyio.to_thread.run_sync(answer, limiter=one_batch_at_a_time)
         return _problems(got) if isinstance(got, list) else Response(got, media_type="application/json")
 

@@ -79,7 +79,7 @@ class RedisVectorCache(VectorCache):
             return None
         if raw is None:
             return None
-        vector = np.frombuffer(raw, dtype=np.float32)
+        vector = np.frombuffer(raw, dtype=np.float32)  # type: ignore[arg-type]  # bytes: decode_responses is off
         with self._lock:
             self.misses -= 1  # the local miss turned into a (Redis) hit
             self.hits += 1

@@ -37,11 +37,11 @@ def _lists(version: ServingVersion, users: list[str], k: int) -> list[list[str]]
 def _neighbours(version: ServingVersion, items: list[str], chunk: int = 32) -> list[set[str]]:
     """Each item's nearest items by inner product of item-tower vectors (itself left out), scored
     ``chunk`` items at a time against the whole catalog."""
-    catalog = np.asarray(version.bundle.encoders.catalog_, dtype=object)
+    catalog = np.asarray(version.bundle.encoders.catalog, dtype=object)
     vectors = version.bundle.item_vectors()
     out: list[set[str]] = []
     for start in range(0, len(items), chunk):
-        rows = version.bundle.encoders.catalog_.get_indexer(items[start:start + chunk])
+        rows = version.bundle.encoders.catalog.get_indexer(items[start:start + chunk])
         scores = vectors[rows] @ vectors.T
         scores[np.arange(len(rows)), rows] = -np.inf
         top = np.argpartition(-scores, NEIGHBOURS, axis=1)[:, :NEIGHBOURS]
@@ -72,7 +72,7 @@ def drift_report(candidate: Bundle | Path | str, active: Bundle | Path | str, us
     sample = [both[i] for i in rng.choice(len(both), min(users, len(both)), replace=False)] if both else []
     new_lists, old_lists = _lists(new, sample, k), _lists(old, sample, k)
     overlap = [len(set(a) & set(b)) / k for a, b in zip(new_lists, old_lists)]
-    shared = sorted(set(new.bundle.encoders.catalog_) & set(old.bundle.encoders.catalog_))
+    shared = sorted(set(new.bundle.encoders.catalog) & set(old.bundle.encoders.catalog))
     picked = [shared[i] for i in rng.choice(len(shared), min(items, len(shared)), replace=False)] if shared else []
     changed = [len(a & b) < NEIGHBOURS / 2 for a, b in zip(_neighbours(new, picked), _neighbours(old, picked))]
     return {"active": old.version, "users": len(sample), "k": k,

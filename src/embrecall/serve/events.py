@@ -26,13 +26,13 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 
 from embrecall.errors import Unavailable
 from embrecall.serve.schemas import UserEvent
-from embrecall.serve.stream_ids import as_text, entry_order
+from embrecall.serve.stream import Entry, StreamFollower, as_text, entry_order
 
 __all__ = ["Histories", "MemoryHistories", "RedisHistories", "Stamped"]
 
@@ -94,8 +94,10 @@ return out
 """
 
 
-class RedisHistories:
+class RedisHistories(StreamFollower):
     """Histories in Redis with local copies kept current by the event stream (see the module)."""
+
+    name = "user events"
 
     def __init__(self, url: str, stream: str = "embrecall:events", consumer: str = "embrecall-1", keep: int = 200,
                  ttl_s: int = 30 * 86_400, max_len: int = 1_000_000, local_users: int = 100_000,
@@ -105,8 +107,9 @@ class RedisHistories:
         # Requests fail fast when Redis is slow; the stream follower waits longer (a busy machine
         # answers a blocking read late, and each timeout makes the replica drop its copies).
         self.client = redis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
-        self._follower = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=2)
-        self.stream, self.consumer, self.keep, self.ttl_s, self.max_len = stream, consumer, keep, ttl_s, max_len
+        super().__init__(redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=2), stream, consumer,
+                         consumer)
+        self.keep, self.ttl_s, self.max_len = keep, ttl_s, max_len
         self.local_users, self.backoff_s = local_users, backoff_s
         self._add = self.client.register_script(_ADD)
         self._local: OrderedDict[str, list[tuple[str, int, str]]] = OrderedDict()  # user -> (entry id, time, item)
@@ -116,20 +119,19 @@ class RedisHistories:
         self._latest: OrderedDict[str, str] = OrderedDict()  # user -> newest entry id seen in the stream
         self._lock = threading.Lock()
         self._down_until = 0.0
-        self.failures = self.applied = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.failures = 0
+        self._joined = False
 
     # ------------------------------------------------------------------ writing
 
     def add(self, events: Sequence[UserEvent]) -> int:
         """Store events in Redis (list and stream together), and in this replica's copies at once."""
         times = [_when(e) for e in events]
-        args: list[object] = [self.max_len, self.keep, self.ttl_s]
+        args: list[str | int] = [self.max_len, self.keep, self.ttl_s]
         for e, ts in zip(events, times):
             args += [e.user_id, e.item_id, ts]
         try:
-            ids = self._add(keys=[self.stream], args=args)
+            ids: Any = self._add(keys=[self.stream], args=args)
         except (redis.RedisError, OSError) as err:
             self._failed()
             raise Unavailable(f"events cannot be stored now (Redis: {err}); send them again") from err
@@ -190,7 +192,7 @@ class RedisHistories:
             while len(self._latest) > self.local_users:
                 self._latest.popitem(last=False)
 
-    def _entries(self, entries: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> list[tuple[str, str, int, str]]:
+    def _entries(self, entries: Sequence[Entry]) -> list[tuple[str, str, int, str]]:
         """Stream entries as events; one not written by ``add`` is logged and skipped."""
         out = []
         for entry_id, fields in entries:
@@ -201,71 +203,39 @@ class RedisHistories:
                 log.error("user events: malformed entry %s in %s skipped", as_text(entry_id), self.stream)
         return out
 
-    def poll(self, start: str = ">", block_ms: int | None = 100, count: int = 512) -> int:
-        """Apply and acknowledge entries: new ones (``start`` ">"), or this consumer's pending ones
-        from before a restart ("0"); returns how many."""
-        reply = self._follower.xreadgroup(self.consumer, self.consumer, {self.stream: start}, count=count, block=block_ms)
-        entries = [e for _, batch in reply or [] for e in batch]
-        if entries:
-            self._apply(self._entries([e for e in entries if e[1]]))  # a pending entry trimmed away comes back empty
-            self._follower.xack(self.stream, self.consumer, *[entry_id for entry_id, _ in entries])
-            self.applied += len(entries)
-        return len(entries)
+    def handle(self, entries: Sequence[Entry]) -> None:
+        self._apply(self._entries([e for e in entries if e[1]]))  # a pending entry trimmed away comes back empty
 
     def _join(self) -> None:
         """This replica's group, created at the stream's end (what came before is in the lists), its
         entries pending from before a restart, then the users who have lists (after the group
         exists, so that a user whose first event comes meanwhile is met in the stream)."""
         try:
-            self._follower.xgroup_create(self.stream, self.consumer, id="$", mkstream=True)
+            self.follower.xgroup_create(self.stream, self.group, id="$", mkstream=True)
         except redis.ResponseError as err:
             if "BUSYGROUP" not in str(err):
                 raise
         while self.poll("0", block_ms=None):
             pass
         prefix = f"{self.stream}:h:"
-        active = {as_text(k)[len(prefix):] for k in self._follower.scan_iter(match=prefix + "*", count=10_000)}
+        active = {as_text(k)[len(prefix):] for k in self.follower.scan_iter(match=prefix + "*", count=10_000)}
         with self._lock:
             self._active = active | (self._active or set())
 
-    def start(self) -> None:
-        """Follow the stream in a background thread."""
-        self._thread = threading.Thread(target=self._run, daemon=True, name="embrecall-user-events")
-        self._thread.start()
+    def step(self) -> None:
+        if not self._joined:
+            self._join()
+            self._joined = True
+        self.poll(count=512)
 
-    def _run(self) -> None:
-        joined = False
-        while not self._stop.is_set():
-            try:
-                if not joined:
-                    self._join()
-                    joined = True
-                self.poll()
-            except redis.ResponseError as err:
-                if "NOGROUP" not in str(err):
-                    log.exception("user events: unexpected Redis reply; retrying")
-                else:  # Redis restarted empty: the copies may hold what it lost, and the group is gone
-                    log.error("user events: stream %s or group %s is gone (Redis restarted empty?); re-created",
-                              self.stream, self.consumer)
-                self._forget()
-                joined = False
-                self._stop.wait(1.0)
-            except (redis.RedisError, OSError) as err:
-                log.warning("user events unavailable (%s); retrying", err)
-                self._forget()  # what was sent meanwhile is read from Redis again, once it answers
-                joined = False
-                self._stop.wait(1.0)
-            except Exception:  # the consumer must not die in silence: say it, then go on
-                log.exception("user events: unexpected error; retrying")
-                self._stop.wait(1.0)
+    def recover(self, group_lost: bool) -> None:
+        """Whatever failed, the copies may now miss what was sent meanwhile (or hold what Redis
+        lost): drop them, and join again (re-creating the group if it is gone)."""
+        self._forget()
+        self._joined = False
 
     def _forget(self) -> None:
         """Drop the local copies and the list of active users (until the next join)."""
         with self._lock:
             self._local.clear()
             self._active = None
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)

@@ -25,47 +25,45 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import redis
 from pydantic import ValidationError
 
 from embrecall.errors import DataError, Unavailable
 from embrecall.serve.schemas import ItemChange
-from embrecall.serve.state import ServiceState
-from embrecall.serve.stream_ids import as_text, entry_order
+from embrecall.serve.state import Attributes, ServiceState
+from embrecall.serve.stream import Entry, StreamFollower, as_text, entry_order
 
 __all__ = ["ChangeFeed", "send_item_change"]
 
 log = logging.getLogger("embrecall.serve.feed")
 
-Change = Mapping[str, object] | None  # an item's attributes, or None once deleted
 COMPACT_EVERY_S = 5.0  # how often a replica checks whether the stream needs a snapshot and a trim
 
 
-def send_item_change(client, stream: str, op: str, item_id: str,
+def send_item_change(client: redis.Redis, stream: str, op: str, item_id: str,
                      attributes: Mapping[str, object] | None = None) -> str:
     """Append one change to the stream; returns its entry id."""
     fields = {"op": op, "item_id": item_id, "attributes": json.dumps(dict(attributes or {}))}
-    entry = client.xadd(stream, fields)
-    return entry.decode() if isinstance(entry, bytes) else entry
+    return as_text(client.xadd(stream, fields))  # type: ignore[arg-type]
 
 
-class ChangeFeed:
+class ChangeFeed(StreamFollower):
+    name = "change feed"
+
     def __init__(self, state: ServiceState, url: str, stream: str = "embrecall:items", group: str | None = None,
                  consumer: str = "embrecall-1", max_len: int = 10_000):
         """``consumer``: this replica's name, kept across its restarts (``group`` defaults to it);
         ``max_len``: stream entries above which a snapshot is written and the stream trimmed."""
-        self.state, self.stream, self.group, self.consumer = state, stream, group or consumer, consumer
-        self.max_len = max_len
         self.client = redis.Redis.from_url(url)
-        self.changes: dict[str, Change] = {}  # the latest change of each item: what a snapshot holds
+        super().__init__(self.client, stream, group or consumer, consumer)
+        self.state, self.max_len = state, max_len
         self.position = "0-0"  # the last entry applied
-        self.applied = self.dead = self.resets = self.replayed = 0
+        self.dead = self.resets = self.replayed = 0
         self.lag_ms = 0.0  # age of the newest applied entry when it was applied
         self.ready = threading.Event()  # set once the start-up replay is done
         self._next_compaction = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ entries
 
@@ -84,18 +82,19 @@ class ChangeFeed:
 
     def _set_aside(self, entry_id: bytes, fields: Mapping[bytes, bytes], reason: str) -> None:
         log.error("bad change-feed entry %s (%s): moved to %s:dead", as_text(entry_id), reason, self.stream)
-        self.client.xadd(f"{self.stream}:dead", {**fields, b"error": reason})
+        entry: dict[Any, Any] = {**fields, b"error": reason.encode()}
+        self.client.xadd(f"{self.stream}:dead", entry)
         self.dead += 1
 
-    def _changes_of(self, entries: Sequence[tuple[bytes, Mapping[bytes, bytes]]]) -> dict[str, Change]:
+    def _changes_of(self, entries: Sequence[Entry]) -> dict[str, Attributes]:
         """The latest valid change per item among ``entries`` (oldest first).  Only what can take
         effect is checked: each item's entries from the newest back to the first valid one (a
         replay of 100,000 changes of a few items checks a few); the malformed ones met are set aside."""
-        by_item: dict[bytes, list[tuple[bytes, Mapping[bytes, bytes]]]] = {}
+        by_item: dict[bytes, list[Entry]] = {}
         for entry_id, fields in entries:
             if fields:  # a pending entry deleted from the stream comes back empty
                 by_item.setdefault(fields.get(b"item_id", b""), []).append((entry_id, fields))
-        latest: dict[str, Change] = {}
+        latest: dict[str, Attributes] = {}
         for versions in by_item.values():
             for entry_id, fields in reversed(versions):
                 if (change := self._parse(entry_id, fields)) is not None:
@@ -103,19 +102,17 @@ class ChangeFeed:
                     break
         return latest
 
-    def _apply(self, changes: dict[str, Change]) -> None:
+    def _apply(self, changes: dict[str, Attributes]) -> None:
         """Apply together; if the batch is refused (an item whose vector is not finite), one by one."""
         try:
-            self.state.apply(changes)
+            self.state.apply(changes, origin="feed")
         except DataError:
-            for item_id, change in list(changes.items()):
+            for item_id, change in changes.items():
                 try:
-                    self.state.apply({item_id: change})
+                    self.state.apply({item_id: change}, origin="feed")
                 except DataError as err:
                     self._set_aside(b"?", {b"op": b"upsert", b"item_id": item_id.encode(),
                                            b"attributes": json.dumps(change).encode()}, str(err))
-                    del changes[item_id]
-        self.changes.update(changes)
 
     def publish(self, op: str, item_id: str, attributes: Mapping[str, object] | None = None) -> None:
         """Send a change made on this replica to every replica (this one re-applies it: the same result)."""
@@ -134,9 +131,9 @@ class ChangeFeed:
         self._create_group("0")
         at = as_text(self.client.get(f"{self.stream}:snapshot:at") or "0-0")
         snapshot = {as_text(k): json.loads(v) for k, v in self.client.hgetall(f"{self.stream}:snapshot").items()}
-        changes: dict[str, Change] = dict(snapshot)
+        changes: dict[str, Attributes] = dict(snapshot)
         self.position, start, replayed = at, "(" + at, 0
-        while batch := self.client.xrange(self.stream, min=start, max="+", count=10_000):
+        while batch := self._range(start):
             changes.update(self._changes_of(batch))
             replayed += len(batch)
             self.position = as_text(batch[-1][0])
@@ -146,6 +143,10 @@ class ChangeFeed:
         self.replayed = replayed
         self.applied += replayed
         return replayed
+
+    def _range(self, start: str) -> list[Entry]:
+        reply: Any = self.client.xrange(self.stream, min=start, max="+", count=10_000)
+        return reply
 
     def _create_group(self, at: str) -> None:
         """This replica's group, new, at entry ``at`` (its pending entries are covered by the replay)."""
@@ -157,26 +158,20 @@ class ChangeFeed:
 
     # ------------------------------------------------------------------ following
 
-    def poll(self, block_ms: int = 100, count: int = 256) -> int:
-        """Apply and acknowledge what arrived since the last poll; returns the entries handled."""
-        reply = self.client.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=count, block=block_ms)
-        entries = [e for _, batch in reply or [] for e in batch]
-        if not entries:
-            return 0
+    def handle(self, entries: Sequence[Entry]) -> None:
         self._apply(self._changes_of(entries))
-        self.client.xack(self.stream, self.group, *[entry_id for entry_id, _ in entries])
         self.position = as_text(entries[-1][0])
-        self.applied += len(entries)
         self.lag_ms = time.time() * 1000 - entry_order(entries[-1][0])[0]
-        return len(entries)
 
     def compact(self) -> int:
         """Snapshot, then trim what every group has acknowledged; returns the entries trimmed."""
         self._write_snapshot()
         floors = []
-        for group in self.client.xinfo_groups(self.stream):
+        groups: Any = self.client.xinfo_groups(self.stream)
+        for group in groups:
             if group["pending"]:
-                floors.append(as_text(self.client.xpending(self.stream, group["name"])["min"]))
+                pending: Any = self.client.xpending(self.stream, group["name"])
+                floors.append(as_text(pending["min"]))
             else:
                 floors.append(as_text(group["last-delivered-id"]))
         floor = min(floors, key=entry_order) if floors else None
@@ -193,7 +188,7 @@ class ChangeFeed:
                     return
                 pipe.multi()
                 pipe.delete(key)
-                items = list(self.changes.items())
+                items = list(self.state.from_feed().items())
                 for i in range(0, len(items), 10_000):
                     pipe.hset(key, mapping={item: json.dumps(change) for item, change in items[i:i + 10_000]})
                 pipe.set(at_key, self.position)
@@ -201,40 +196,20 @@ class ChangeFeed:
             except redis.WatchError:
                 pass  # another replica wrote one meanwhile: it is at least as new
 
-    def _follow(self) -> None:
+    def step(self) -> None:
         self.poll()
         if time.monotonic() >= self._next_compaction:
             self._next_compaction = time.monotonic() + COMPACT_EVERY_S
             if self.client.xlen(self.stream) > self.max_len:
                 log.info("change feed: snapshot at %s, %d entries trimmed", self.position, self.compact())
 
+    def recover(self, group_lost: bool) -> None:
+        if group_lost:  # re-created where this replica stood; its next snapshot puts the history back
+            self.resets += 1
+            self._create_group(self.position)
+
     def start(self) -> None:
         """Catch up (before the service is ready), then follow the stream in a background thread."""
         self.catch_up()
         self.ready.set()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="embrecall-change-feed")
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                try:
-                    self._follow()
-                except redis.ResponseError as err:
-                    if "NOGROUP" not in str(err):
-                        raise
-                    self.resets += 1
-                    log.error("change feed: stream %s or group %s is gone (Redis restarted empty?); re-created at %s",
-                              self.stream, self.group, self.position)
-                    self._create_group(self.position)
-            except (redis.RedisError, OSError) as err:
-                log.warning("change feed unavailable (%s); retrying", err)
-                self._stop.wait(1.0)
-            except Exception:  # the feed must not die in silence: say it, then go on
-                log.exception("change feed: unexpected error; retrying")
-                self._stop.wait(1.0)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        super().start()

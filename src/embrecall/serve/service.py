@@ -76,7 +76,7 @@ class ServingVersion:
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         self.version = self.bundle.version
         self.profiles = UserProfiles(self.bundle.encoders, self.bundle.users)
-        catalog = list(self.bundle.encoders.catalog_)
+        catalog = list(self.bundle.encoders.catalog)
         filterable = filterable_columns(self.bundle.items)
         self.index: LiveIndex | MilvusIndex
         if milvus_uri:
@@ -126,7 +126,7 @@ class ServingVersion:
         """Entity recall over an item attribute, over the version's own item vectors and item table
         (so items changed since it was trained move it only in the next version)."""
         if attribute not in self._entities:
-            entities = Entities.of(attribute, self.bundle.items, list(self.bundle.encoders.catalog_))
+            entities = Entities.of(attribute, self.bundle.items, list(self.bundle.encoders.catalog))
             self._entities[attribute] = EntityRecall(entities, self.tower.user_vectors, self._trained_vectors,
                                                      self.bundle.config.train.temperature)
         return self._entities[attribute]
@@ -206,8 +206,8 @@ class ServingVersion:
         t = time.perf_counter()
         parts = [self._parallel(a) if a.parallel else [a] for a in asks]
         entities = (time.perf_counter() - t) * 1000
-        flat, shares = [p for ps in parts for p in ps], [q for ps, q in zip(parts, quotas) for _ in ps]
-        found, timings = self.answer(flat, shares)
+        flat, each = [p for ps in parts for p in ps], [q for ps, q in zip(parts, quotas) for _ in ps]
+        found, timings = self.answer(flat, each)
         merged, start = [], 0
         for ask, ps in zip(asks, parts):
             got = found[start:start + len(ps)]
@@ -251,8 +251,10 @@ class ServingVersion:
         items = [{"item_id": i, "score": s, "channel": c}
                  for i, s, c in zip(merged.item_ids, merged.scores.tolist(), merged.channels)]
         known = bool(p.ask.query.history) or p.req.user_id in self.profiles
-        # Built from values this method made: validating them again would cost ~20 µs per 100 items.
-        return RecallResponse.model_construct(user_id=p.req.user_id, items=items, version=self.version,
+        # Built from values this method made: validating them again would cost ~20 µs per 100 items
+        # (model_construct keeps the dicts as they are; they serialise as RecalledItem would).
+        return RecallResponse.model_construct(user_id=p.req.user_id, items=items,  # type: ignore[arg-type]
+                                              version=self.version,
                                               cold_start=not known, timings_ms=dict(timings))
 
 

@@ -1,5 +1,5 @@
 """What the service holds between requests: the active version, and every item change it has
-accepted, so that a newly activated version starts with them too.
+accepted (with where it came from), so that a newly activated version starts with them too.
 
 A swap loads the new version beside the old one, replays the item changes onto it, and then
 replaces one reference: requests that started on the old version finish on it, later ones see
@@ -12,13 +12,23 @@ import gc
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal, NamedTuple
 
 from embrecall.export.registry import Registry
 from embrecall.serve.cache import VectorCache
 from embrecall.serve.events import Histories
 from embrecall.serve.service import ServingVersion
 
-__all__ = ["ServiceState"]
+__all__ = ["ServiceState", "Accepted", "Attributes"]
+
+Attributes = Mapping[str, object] | None  # an item's attributes, None once it is deleted
+
+
+class Accepted(NamedTuple):
+    """An item's latest accepted change: its attributes (None: deleted) and where the change came
+    from: a request to this replica, or the change feed every replica follows."""
+    attributes: Attributes
+    origin: Literal["request", "feed"]
 
 
 def _settle() -> None:
@@ -41,7 +51,7 @@ class ServiceState:
         self.milvus_uri = milvus_uri
         self.histories = histories
         self.registry = Registry(self.source) if (self.source / "ACTIVE").is_file() else None
-        self._changes: dict[str, Mapping[str, object] | None] = {}  # item_id -> attributes, None = deleted
+        self.changes: dict[str, Accepted] = {}  # every item's latest accepted change
         self._lock = threading.Lock()
         self._failed: str | None = None  # a version that would not load: not retried until ACTIVE moves on
         self.current = self._load(self._wanted())
@@ -60,16 +70,21 @@ class ServiceState:
     def _wanted(self) -> Path:
         return self.source if self.registry is None else self.registry.folder(self._active_name())
 
-    def apply(self, changes: Mapping[str, Mapping[str, object] | None]) -> ServingVersion:
+    def apply(self, changes: Mapping[str, Attributes], origin: Literal["request", "feed"] = "request") -> ServingVersion:
         """Apply item changes (item_id -> attributes, or None to delete), upserts embedded in one run,
         and keep them for the versions that come later."""
         with self._lock:
             self._apply(self.current, changes)
-            self._changes.update({i: None if a is None else dict(a) for i, a in changes.items()})
+            self.changes.update({i: Accepted(None if a is None else dict(a), origin) for i, a in changes.items()})
             return self.current
 
+    def from_feed(self) -> dict[str, Attributes]:
+        """The changes the feed brought (what its snapshot holds), by item."""
+        with self._lock:
+            return {item: c.attributes for item, c in self.changes.items() if c.origin == "feed"}
+
     @staticmethod
-    def _apply(version: ServingVersion, changes: Mapping[str, Mapping[str, object] | None]) -> None:
+    def _apply(version: ServingVersion, changes: Mapping[str, Attributes]) -> None:
         version.upsert_items({i: a for i, a in changes.items() if a is not None})
         for item_id in (i for i, a in changes.items() if a is None):
             version.index.delete(item_id)
@@ -81,7 +96,7 @@ class ServiceState:
         with self._lock:
             found = self.current.index.delete(item_id)
             if found:
-                self._changes[item_id] = None
+                self.changes[item_id] = Accepted(None, "request")
             return found
 
     def refresh(self) -> bool:
@@ -96,7 +111,7 @@ class ServiceState:
             self._failed = name
             raise
         with self._lock:
-            self._apply(fresh, self._changes)
+            self._apply(fresh, {item: c.attributes for item, c in self.changes.items()})
             self.current = fresh
             self.swaps += 1
         _settle()

@@ -40,8 +40,8 @@ class Examples:
                  items: pd.DataFrame | None, exposures: pd.DataFrame | None = None, group_column: str | None = None,
                  catalog: Catalog | None = None):
         ev = sort_events(events)
-        index = encoders.catalog_
-        self.item_idx = index.get_indexer(ev["item_id"]).astype(np.int64)  # type: ignore[union-attr]
+        index = encoders.catalog
+        self.item_idx = index.get_indexer(ev["item_id"]).astype(np.int64)
         self.seq = self.item_idx + 1  # history ids
         user = ev["user_id"].to_numpy()
         new_user = np.r_[True, user[1:] != user[:-1]]

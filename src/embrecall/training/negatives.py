@@ -142,10 +142,13 @@ class MixedNegatives:
         parts, valids, weights = [], [], []
         if self.hard is not None:
             items, ok = self.hard.draw(positives, c.hard_count, rng)
-            parts.append(items), valids.append(ok), weights.append(np.full(c.hard_count, np.log(c.hard_weight)))
+            parts.append(items)
+            valids.append(ok)
+            weights.append(np.full(c.hard_count, np.log(c.hard_weight)))
         if self.exposure is not None:
             items, ok = self.exposure.draw(users, c.exposure_count, rng)
-            parts.append(items), valids.append(ok)
+            parts.append(items)
+            valids.append(ok)
             weights.append(np.full(c.exposure_count, np.log(c.exposure_weight)))
         per_row = np.concatenate(parts, axis=1) if parts else np.zeros((B, 0), np.int64)
         valid = np.concatenate(valids, axis=1) if valids else np.zeros((B, 0), bool)

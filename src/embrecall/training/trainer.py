@@ -67,7 +67,7 @@ def two_tower_channel(model: TwoTower, encoders: Encoders, users: pd.DataFrame |
         with torch.no_grad():
             return model.user({k: torch.from_numpy(v) for k, v in inputs.items()}).numpy()
 
-    index = LiveIndex(list(encoders.catalog_), vectors, items, index_cfg or IndexConfig(kind="flat"),
+    index = LiveIndex(list(encoders.catalog), vectors, items, index_cfg or IndexConfig(kind="flat"),
                       filterable_columns(items))
     return TowerChannel(UserProfiles(encoders, users), embed, index)
 
