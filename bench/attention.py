@@ -20,12 +20,18 @@ from rich.table import Table
 from embrecall import load_config
 from embrecall.pipeline import evaluate
 
-DATA = ["data.synthetic.users=4000", "data.synthetic.items=2000", "data.synthetic.events=120000",
-        "data.synthetic.interests=true"]
+DATA = [
+    "data.synthetic.users=4000",
+    "data.synthetic.items=2000",
+    "data.synthetic.events=120000",
+    "data.synthetic.interests=true",
+]
 HISTORY = "{kind: history, name: history, max_len: 20}"
-WAYS = {"history only": f"[{HISTORY}]",
-        "history + tags (mean)": f"[{{kind: multi, name: interests, pool: mean}}, {HISTORY}]",
-        "history + tags (attention)": f"[{{kind: multi, name: interests, pool: attention}}, {HISTORY}]"}
+WAYS = {
+    "history only": f"[{HISTORY}]",
+    "history + tags (mean)": f"[{{kind: multi, name: interests, pool: mean}}, {HISTORY}]",
+    "history + tags (attention)": f"[{{kind: multi, name: interests, pool: attention}}, {HISTORY}]",
+}
 METRICS = ("HR@10", "NDCG@10", "HR@100")
 
 
@@ -37,10 +43,17 @@ def main() -> None:
     for col in ("user tower", *METRICS):
         table.add_column(col, justify="right")
     for way, user in WAYS.items():
-        runs = [evaluate(load_config(None, [*DATA, f"features.user={user}", f"train.seed={seed}"]), ["two_tower"],
-                         show_progress=False)["two_tower"] for seed in args.seeds]
-        table.add_row(way, *(f"{np.mean([r[m] for r in runs]):.4f} ± {np.std([r[m] for r in runs]):.4f}"
-                             for m in METRICS))
+        runs = [
+            evaluate(
+                load_config(None, [*DATA, f"features.user={user}", f"train.seed={seed}"]),
+                ["two_tower"],
+                show_progress=False,
+            )["two_tower"]
+            for seed in args.seeds
+        ]
+        table.add_row(
+            way, *(f"{np.mean([r[m] for r in runs]):.4f} ± {np.std([r[m] for r in runs]):.4f}" for m in METRICS)
+        )
     Console().print(table)
 
 

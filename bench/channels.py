@@ -49,12 +49,17 @@ def main() -> None:
                 runs.setdefault(name, []).append(row)
             mixed = load_config(args.config, [f"out={tmp}", f"train.seed={seed}", *MIXED])
             runs.setdefault("two_tower_mixed_neg", []).append(
-                evaluate(mixed, ["two_tower"], show_progress=False)["two_tower"])
-            Console().print(f"seed {seed} done: two_tower HR@100 {runs['two_tower'][-1]['HR@100']:.4f}, "
-                            f"merged {runs['merged'][-1]['HR@100']:.4f}, "
-                            f"mixed {runs['two_tower_mixed_neg'][-1]['HR@100']:.4f}")
-    table = Table(title=f"ml-100k channels, BENCHMARK.md, {os.cpu_count()} cores; seeded rows: mean ± half-range "
-                        f"over seeds {args.seeds}")
+                evaluate(mixed, ["two_tower"], show_progress=False)["two_tower"]
+            )
+            Console().print(
+                f"seed {seed} done: two_tower HR@100 {runs['two_tower'][-1]['HR@100']:.4f}, "
+                f"merged {runs['merged'][-1]['HR@100']:.4f}, "
+                f"mixed {runs['two_tower_mixed_neg'][-1]['HR@100']:.4f}"
+            )
+    table = Table(
+        title=f"ml-100k channels, BENCHMARK.md, {os.cpu_count()} cores; seeded rows: mean ± half-range "
+        f"over seeds {args.seeds}"
+    )
     table.add_column("channel")
     for m in SHOWN:
         table.add_column(m.replace("_seconds", " s"), justify="right")
@@ -65,11 +70,15 @@ def main() -> None:
     paired = [m["HR@100"] - t["HR@100"] for m, t in zip(runs["merged"], runs["two_tower"])]
     Console().print(f"merged - two_tower HR@100 per seed: {[round(x, 4) for x in paired]}")
     cfg = load_config(args.config)
-    path = write_report(args.report, {n: _mean(r) for n, r in runs.items()}, cfg.evaluate.ks,
-                        title="embrecall channels on MovieLens 100K",
-                        context=f"BENCHMARK.md protocol on ml-100k; seeded rows averaged over seeds {args.seeds}; "
-                                f"merged = {cfg.channels.merge_mode} {dict(cfg.channels.merge)}; "
-                                f"two_tower_mixed_neg = {' '.join(MIXED)}; {os.cpu_count()} cores.")
+    path = write_report(
+        args.report,
+        {n: _mean(r) for n, r in runs.items()},
+        cfg.evaluate.ks,
+        title="embrecall channels on MovieLens 100K",
+        context=f"BENCHMARK.md protocol on ml-100k; seeded rows averaged over seeds {args.seeds}; "
+        f"merged = {cfg.channels.merge_mode} {dict(cfg.channels.merge)}; "
+        f"two_tower_mixed_neg = {' '.join(MIXED)}; {os.cpu_count()} cores.",
+    )
     Console().print(f"report: {path}")
 
 

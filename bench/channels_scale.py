@@ -46,18 +46,25 @@ def main() -> None:
     parser.add_argument("--channels", nargs="+", default=["item2vec", "itemcf"], choices=["item2vec", "itemcf"])
     parser.add_argument("--window", type=int, default=5, help="ItemCF's window")
     args = size_args(__doc__, parser)
-    table = Table(title=f"channel fitting on {args.events:,} synthetic events, {args.items:,} items, "
-                        f"{os.cpu_count()} cores")
+    table = Table(
+        title=f"channel fitting on {args.events:,} synthetic events, {args.items:,} items, {os.cpu_count()} cores"
+    )
     for col in ("channel", "settings", "fit s", "wall s (incl. reading)", "peak RSS MB"):
         table.add_column(col, justify="right")
     with tempfile.TemporaryDirectory() as tmp:
         generate(args, tmp)
-        settings = {"item2vec": "skip-gram, 64-d, window 5, 3 epochs, 2 workers",
-                    "itemcf": f"window {args.window}, top-200, float32 blocks"}
+        settings = {
+            "item2vec": "skip-gram, 64-d, window 5, 3 epochs, 2 workers",
+            "itemcf": f"window {args.window}, top-200, float32 blocks",
+        }
         for name in args.channels:
             started = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-c", FIT, name, str(Path(tmp) / "events.parquet"), str(args.window)],
-                                  check=True, capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, "-c", FIT, name, str(Path(tmp) / "events.parquet"), str(args.window)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             wall = time.perf_counter() - started
             fit_s, peak_mb = proc.stdout.strip().splitlines()[-1].split()
             table.add_row(name, settings[name], fit_s, f"{wall:.1f}", peak_mb)

@@ -28,7 +28,7 @@ ITEM_TOWERS = {
     "id only": "features.item=[{kind: item_id}]",
     "id + genres": "features.item=[{kind: item_id}, {kind: multi, name: genres, dim: 16}]",
     "id + genres + title text": "features.item=[{kind: item_id}, {kind: multi, name: genres, dim: 16}, "
-                                "{kind: text, name: title, dim: 32}]",
+    "{kind: text, name: title, dim: 32}]",
 }
 
 
@@ -45,8 +45,9 @@ def main() -> None:
         for label, tower in ITEM_TOWERS.items():
             rows = []
             for seed in args.seeds:
-                cfg = load_config(args.config, [f"out={tmp}", f"train.seed={seed}", f"train.epochs={args.epochs}",
-                                                tower])
+                cfg = load_config(
+                    args.config, [f"out={tmp}", f"train.seed={seed}", f"train.epochs={args.epochs}", tower]
+                )
                 rows.append(evaluate_cold_items(cfg, show_progress=False))
             cells = []
             for m in ("HR@10", "HR@50", "HR@100", "NDCG@50"):

@@ -28,12 +28,36 @@ BATCH = 256
 
 
 def _train(out: Path, nproc: int, batch: int, args: argparse.Namespace) -> tuple[dict, float]:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-           "-m", "embrecall.cli", "train", "--out", str(out), "--no-progress",
-           "--set", f"train.batch_size={batch}", "--set", f"train.epochs={args.epochs}",
-           "--set", f"train.patience={args.epochs}", "--set", "train.refit=false",
-           "--set", f"data.synthetic.events={args.events}", "--set", f"data.synthetic.users={args.events // 30}",
-           "--set", f"data.synthetic.items={args.events // 60}", "--set", "channels.serve={two_tower: 1.0}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc),
+        "-m",
+        "embrecall.cli",
+        "train",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        f"train.batch_size={batch}",
+        "--set",
+        f"train.epochs={args.epochs}",
+        "--set",
+        f"train.patience={args.epochs}",
+        "--set",
+        "train.refit=false",
+        "--set",
+        f"data.synthetic.events={args.events}",
+        "--set",
+        f"data.synthetic.users={args.events // 30}",
+        "--set",
+        f"data.synthetic.items={args.events // 60}",
+        "--set",
+        "channels.serve={two_tower: 1.0}",
+    ]
     started = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": str(2 // nproc)})
     seconds = time.perf_counter() - started
@@ -46,8 +70,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=120_000)
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
-    ways = {f"1 rank, batch {2 * BATCH}": (1, 2 * BATCH), f"2 ranks, batch {BATCH} each": (2, BATCH),
-            f"1 rank, batch {BATCH}": (1, BATCH)}
+    ways = {
+        f"1 rank, batch {2 * BATCH}": (1, 2 * BATCH),
+        f"2 ranks, batch {BATCH} each": (2, BATCH),
+        f"1 rank, batch {BATCH}": (1, BATCH),
+    }
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, (nproc, batch)) in enumerate(ways.items()):
@@ -57,9 +84,13 @@ def main() -> None:
     for name in ways:
         table.add_column(f"{name}: loss / valid HR@50", justify="right")
     for e in range(args.epochs):
-        table.add_row(str(e + 1), *(f"{r['log'][e]['loss']:.5f} / {r['log'][e]['HR@50']:.4f}" for r, _ in runs.values()))
-    table.add_row("pairs/s (all ranks)", *(f"{sum(x['pairs_per_s'] for x in r['log']) / len(r['log']):,.0f}"
-                                            for r, _ in runs.values()))
+        table.add_row(
+            str(e + 1), *(f"{r['log'][e]['loss']:.5f} / {r['log'][e]['HR@50']:.4f}" for r, _ in runs.values())
+        )
+    table.add_row(
+        "pairs/s (all ranks)",
+        *(f"{sum(x['pairs_per_s'] for x in r['log']) / len(r['log']):,.0f}" for r, _ in runs.values()),
+    )
     table.add_row("command wall time (s)", *(f"{s:.1f}" for _, s in runs.values()))
     Console().print(table)
 

@@ -51,18 +51,29 @@ def main() -> None:
         tmp_path = Path(tmp)
         shorter = _without_last_day((tmp_path / "ml-100k-less-a-day").resolve())
         a = _bundle(ML100K, tmp_path / "a", 0)
-        pairs = {"same data, same seed (retrained)": (_bundle(ML100K, tmp_path / "a2", 0), a),
-                 "same data, seed 1 vs seed 0": (_bundle(ML100K, tmp_path / "b", 1), a),
-                 "one more day of data (seed 0)": (a, _bundle(shorter, tmp_path / "c", 0))}
+        pairs = {
+            "same data, same seed (retrained)": (_bundle(ML100K, tmp_path / "a2", 0), a),
+            "same data, seed 1 vs seed 0": (_bundle(ML100K, tmp_path / "b", 1), a),
+            "one more day of data (seed 0)": (a, _bundle(shorter, tmp_path / "c", 0)),
+        }
         rows = {name: drift_report(new, old, users=args.users, items=args.users) for name, (new, old) in pairs.items()}
     table = Table(title=f"drift between ml-100k versions ({args.users} users, {args.users} items sampled)")
-    for col in ("candidate vs active", "top-100 overlap", "items whose 10 neighbours changed > half",
-                "coverage@100 active -> candidate", "popularity pct active -> candidate"):
+    for col in (
+        "candidate vs active",
+        "top-100 overlap",
+        "items whose 10 neighbours changed > half",
+        "coverage@100 active -> candidate",
+        "popularity pct active -> candidate",
+    ):
         table.add_column(col, justify="right")
     for name, r in rows.items():
-        table.add_row(name, f"{r['top100_overlap']:.3f}", f"{r['neighbours_changed']:.3f}",
-                      f"{r['coverage@100_active']:.3f} -> {r['coverage@100_candidate']:.3f}",
-                      f"{r['popularity_pct@100_active']:.3f} -> {r['popularity_pct@100_candidate']:.3f}")
+        table.add_row(
+            name,
+            f"{r['top100_overlap']:.3f}",
+            f"{r['neighbours_changed']:.3f}",
+            f"{r['coverage@100_active']:.3f} -> {r['coverage@100_candidate']:.3f}",
+            f"{r['popularity_pct@100_active']:.3f} -> {r['popularity_pct@100_candidate']:.3f}",
+        )
     Console(width=160).print(table)
 
 

@@ -54,8 +54,10 @@ def main() -> None:
             cfg = load_config(ROOT / "configs" / config, [f"out={tmp}", f"evaluate.ks={KS}"])
             bundle = train(cfg, show_progress=False).bundle
             rows = evaluate_entity_recall(cfg, attribute, bundle, show_progress=False)
-            table = Table(title=f"{log}: entity recall of '{attribute}' (test, {rows['two_tower']['targets']:,.0f} "
-                                f"targets, {rows['two_tower']['values']:,.0f} values)")
+            table = Table(
+                title=f"{log}: entity recall of '{attribute}' (test, {rows['two_tower']['targets']:,.0f} "
+                f"targets, {rows['two_tower']['values']:,.0f} values)"
+            )
             table.add_column("channel")
             for metric in [*(f"HR@{k}" for k in KS), "NDCG@10", "MRR"]:
                 table.add_column(metric, justify="right")
@@ -65,16 +67,24 @@ def main() -> None:
 
             data, split = read_split(cfg, show_progress=False)
             version = ServingVersion(bundle, VectorCache(size=0))
-            ways = {"served": ServedChannel(version, version.quotas, "served"),
-                    "served, category-parallel (3)": ServedChannel(version, version.quotas, "parallel",
-                                                                   parallel=(attribute, 3))}
+            ways = {
+                "served": ServedChannel(version, version.quotas, "served"),
+                "served, category-parallel (3)": ServedChannel(
+                    version, version.quotas, "parallel", parallel=(attribute, 3)
+                ),
+            }
             table = Table(title=f"{log}: served items, plain and category-parallel (test)")
             for col in ("list", "HR@10", "HR@100", "coverage@100", f"distinct {attribute} in top 10"):
                 table.add_column(col, justify="right")
             for name, channel in ways.items():
                 m = evaluate_channel(channel, split, [10, 100])
-                table.add_row(name, f"{m['HR@10']:.4f}", f"{m['HR@100']:.4f}", f"{m['coverage@100']:.4f}",
-                              f"{_distinct_values(channel, split, data.items, attribute):.2f}")
+                table.add_row(
+                    name,
+                    f"{m['HR@10']:.4f}",
+                    f"{m['HR@100']:.4f}",
+                    f"{m['coverage@100']:.4f}",
+                    f"{_distinct_values(channel, split, data.items, attribute):.2f}",
+                )
             console.print(table)
 
 

@@ -36,9 +36,10 @@ from embrecall.serve.feed import send_item_change
 def _start(bundle, stream: str) -> tuple[subprocess.Popen, str, float]:
     port = _port()
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "embrecall.cli", "serve", "--bundle", str(bundle), "--port",
-                             str(port), "--feed", REDIS],
-                            env={**os.environ, "EMBRECALL_FEED__STREAM": stream, "EMBRECALL_FEED__MAX_LEN": "1000"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "embrecall.cli", "serve", "--bundle", str(bundle), "--port", str(port), "--feed", REDIS],
+        env={**os.environ, "EMBRECALL_FEED__STREAM": stream, "EMBRECALL_FEED__MAX_LEN": "1000"},
+    )
     base = f"http://127.0.0.1:{port}"
     _wait_ready(base + "/readyz", proc)
     return proc, base, time.perf_counter() - t
@@ -51,8 +52,9 @@ def _replayed(base: str) -> int:
 
 def _current(base: str, user: str, items: list[str]) -> bool:
     """Whether every item shows its last change: category 'last' (the final round sets it)."""
-    r = httpx.post(base + "/v1/recall", timeout=30,
-                   json={"user_id": user, "k": len(items), "filters": {"category": ["last"]}})
+    r = httpx.post(
+        base + "/v1/recall", timeout=30, json={"user_id": user, "k": len(items), "filters": {"category": ["last"]}}
+    )
     return {i["item_id"] for i in r.json()["items"]} == set(items)
 
 
@@ -63,6 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     bundle = _bundle()
     from embrecall.export import Bundle
+
     user = str(Bundle.load(bundle, verify=False).users.index[0])
     client = redis.Redis.from_url(REDIS)
     empty, full = (f"embrecall:restart:{uuid.uuid4().hex[:8]}" for _ in range(2))
@@ -80,8 +83,9 @@ def main() -> None:
         pipe.execute()
         length = client.xlen(full)
         proc, base, seconds = _start(bundle, full)
-        rows.append(("entries sent while down (no snapshot)", length, _replayed(base), seconds,
-                     _current(base, user, items)))
+        rows.append(
+            ("entries sent while down (no snapshot)", length, _replayed(base), seconds, _current(base, user, items))
+        )
         deadline = time.monotonic() + 60
         while client.xlen(full) > 1000 and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -97,13 +101,21 @@ def main() -> None:
     finally:
         for s in (empty, full):
             client.delete(s, f"{s}:snapshot", f"{s}:snapshot:at", f"{s}:dead")
-    table = Table(title=f"restart with a change feed: {args.entries:,} changes of {args.items:,} items, "
-                        f"{os.cpu_count()} cores (process start to /readyz 200)")
+    table = Table(
+        title=f"restart with a change feed: {args.entries:,} changes of {args.items:,} items, "
+        f"{os.cpu_count()} cores (process start to /readyz 200)"
+    )
     for column in ("start", "stream entries", "replayed", "seconds to ready", "vs empty", "current at ready"):
         table.add_column(column, justify="right")
     for name, length, replayed, seconds, current in rows:
-        table.add_row(name, f"{length:,}", f"{replayed:,}", f"{seconds:.1f}", f"{seconds - rows[0][3]:+.1f}",
-                      {None: "-", True: "yes", False: "NO"}[current])
+        table.add_row(
+            name,
+            f"{length:,}",
+            f"{replayed:,}",
+            f"{seconds:.1f}",
+            f"{seconds - rows[0][3]:+.1f}",
+            {None: "-", True: "yes", False: "NO"}[current],
+        )
     Console(width=140).print(table)
 
 

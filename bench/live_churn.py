@@ -51,8 +51,14 @@ def churn(kind: str, n: int, updates: int, seed: int = 0) -> dict[str, float]:
     seconds = time.perf_counter() - t
     gc.collect()
     end_rss = _rss_mb()
-    return {"start_rss": start_rss, "end_rss": end_rss, "ratio": end_rss / start_rss, "start_slots": start_slots,
-            "end_slots": len(index._alive), "upserts_per_s": updates / seconds}
+    return {
+        "start_rss": start_rss,
+        "end_rss": end_rss,
+        "ratio": end_rss / start_rss,
+        "start_slots": start_slots,
+        "end_slots": len(index._alive),
+        "upserts_per_s": updates / seconds,
+    }
 
 
 def main() -> None:
@@ -61,15 +67,23 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=1_000_000)
     parser.add_argument("--kinds", nargs="+", default=["flat", "hnsw", "ivf_sq8"])
     args = parser.parse_args()
-    table = Table(title=f"live index: {args.updates:,} upserts of {args.items:,} items (d={D}), "
-                        f"{os.cpu_count()} cores, process RSS in MB")
-    for column in ("kind", "RSS at start", "RSS after", "after / start", "slots at start", "slots after",
-                   "upserts/s"):
+    table = Table(
+        title=f"live index: {args.updates:,} upserts of {args.items:,} items (d={D}), "
+        f"{os.cpu_count()} cores, process RSS in MB"
+    )
+    for column in ("kind", "RSS at start", "RSS after", "after / start", "slots at start", "slots after", "upserts/s"):
         table.add_column(column, justify="right")
     for kind in args.kinds:  # each kind in a fresh process would isolate RSS best; run one kind per call for that
         r = churn(kind, args.items, args.updates)
-        table.add_row(kind, f"{r['start_rss']:.0f}", f"{r['end_rss']:.0f}", f"{r['ratio']:.3f}",
-                      f"{r['start_slots']:,}", f"{r['end_slots']:,}", f"{r['upserts_per_s']:,.0f}")
+        table.add_row(
+            kind,
+            f"{r['start_rss']:.0f}",
+            f"{r['end_rss']:.0f}",
+            f"{r['ratio']:.3f}",
+            f"{r['start_slots']:,}",
+            f"{r['end_slots']:,}",
+            f"{r['upserts_per_s']:,.0f}",
+        )
     Console(width=140).print(table)
 
 

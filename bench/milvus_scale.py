@@ -37,14 +37,15 @@ from embrecall.export import Bundle
 from embrecall.features.profiles import UserProfiles
 from embrecall.index import FaissIndex
 from embrecall.index.milvus_index import MilvusIndex
+from embrecall.index.protocol import filterable_columns
 from embrecall.models.channel import UserQuery
 from embrecall.serve.cache import VectorCache
-from embrecall.index.protocol import filterable_columns
 from embrecall.serve.service import ServedChannel, ServingVersion
 
 
-def _searches(search, queries: np.ndarray, hundredth: np.ndarray, ids: np.ndarray,
-              vectors: np.ndarray) -> tuple[float, list[float]]:
+def _searches(
+    search, queries: np.ndarray, hundredth: np.ndarray, ids: np.ndarray, vectors: np.ndarray
+) -> tuple[float, list[float]]:
     """Recall@100 and per-query ms of ``search(q) -> (ids, scores)``."""
     found, times = [], []
     position = {item: i for i, item in enumerate(ids)}
@@ -86,8 +87,12 @@ def main() -> None:
     cfg = bundle.config.index
     profiles = UserProfiles(bundle.encoders, bundle.users)
     queries, hundredth = user_queries(bundle, profiles, vectors, args.users)
-    users = [str(u) for u in bundle.users.index[:args.users]]
-    kind = cfg.kind if cfg.kind in ("flat", "hnsw") else f"{cfg.kind} ({cfg.ivf_nlist or 'auto'} lists, nprobe {cfg.nprobe})"
+    users = [str(u) for u in bundle.users.index[: args.users]]
+    kind = (
+        cfg.kind
+        if cfg.kind in ("flat", "hnsw")
+        else f"{cfg.kind} ({cfg.ivf_nlist or 'auto'} lists, nprobe {cfg.nprobe})"
+    )
     table = Table(title=f"{len(ids):,} items, {vectors.shape[1]}-d, {kind}, {args.users} users, one query at a time")
     for col in ("backend", "build s", "recall@100", "search p50 / p99 ms", "served answer p50 / p99 ms"):
         table.add_column(col, justify="right")
@@ -97,20 +102,27 @@ def main() -> None:
     built = time.perf_counter() - started
     served = ServingVersion(bundle, VectorCache(size=0))
     recall, times = _searches(lambda q: served.index.search(q, 100), queries, hundredth, ids, vectors)
-    table.add_row(f"FAISS {cfg.kind}, re-ranked", f"{built:.0f}", f"{recall:.3f}", _ms(times),
-                  _ms(_answers(served, users)))
+    table.add_row(
+        f"FAISS {cfg.kind}, re-ranked", f"{built:.0f}", f"{recall:.3f}", _ms(times), _ms(_answers(served, users))
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         uri = args.milvus or str(Path(tmp) / "milvus.db")
         started = time.perf_counter()
         collection = "embrecall_" + re.sub(r"\W", "_", bundle.version)  # the one the served version opens
-        milvus = MilvusIndex.build(uri, collection, list(ids), vectors, bundle.items,
-                                   filterable_columns(bundle.items), cfg=cfg, batch=20_000)
+        milvus = MilvusIndex.build(
+            uri, collection, list(ids), vectors, bundle.items, filterable_columns(bundle.items), cfg=cfg, batch=20_000
+        )
         built = time.perf_counter() - started
         recall, times = _searches(lambda q: milvus.search(q, 100), queries, hundredth, ids, vectors)
         answer = _answers(ServingVersion(bundle, VectorCache(size=0), milvus_uri=uri), users)
-        table.add_row(f"Milvus {cfg.kind} ({'milvus-lite' if '://' not in uri else uri})", f"{built:.0f}",
-                      f"{recall:.3f}", _ms(times), _ms(answer))
+        table.add_row(
+            f"Milvus {cfg.kind} ({'milvus-lite' if '://' not in uri else uri})",
+            f"{built:.0f}",
+            f"{recall:.3f}",
+            _ms(times),
+            _ms(answer),
+        )
     Console(width=160).print(table)
 
 

@@ -37,14 +37,18 @@ def main() -> None:
             Console().print(f"seed {seed}: " + ", ".join(f"{m} {result['two_tower'][m]:.4f}" for m in METRICS[:5]))
         cfg = load_config(args.config, [f"out={tmp}"])
         rows["popular"].append(evaluate(cfg, ["popular"], show_progress=False)["popular"])
-    table = Table(title=f"ml-100k, BENCHMARK.md protocol, {os.cpu_count()} cores "
-                        f"(two-tower: mean ± half-range over seeds {args.seeds})")
+    table = Table(
+        title=f"ml-100k, BENCHMARK.md protocol, {os.cpu_count()} cores "
+        f"(two-tower: mean ± half-range over seeds {args.seeds})"
+    )
     table.add_column("channel")
     for m in METRICS + ["train s", "peak RSS MB"]:
         table.add_column(m, justify="right")
     for name, runs in rows.items():
-        cells = [cell([r[m] for r in runs], "{:.4f}" if m in METRICS else "{:.0f}")
-                 for m in METRICS + ["train_seconds", "peak_rss_mb"]]
+        cells = [
+            cell([r[m] for r in runs], "{:.4f}" if m in METRICS else "{:.0f}")
+            for m in METRICS + ["train_seconds", "peak_rss_mb"]
+        ]
         table.add_row(name, *cells)
     Console(width=200).print(table)
 

@@ -36,9 +36,14 @@ def main() -> None:
         table.add_column(col, justify="right")
     for log in args.logs:
         for way in WAYS:
-            runs = [evaluate(load_config(ROOT / "configs" / LOGS[log], [f"model.pretrained_items={way}",
-                                                                         f"train.seed={seed}"]),
-                             ["two_tower"], show_progress=False)["two_tower"] for seed in args.seeds]
+            runs = [
+                evaluate(
+                    load_config(ROOT / "configs" / LOGS[log], [f"model.pretrained_items={way}", f"train.seed={seed}"]),
+                    ["two_tower"],
+                    show_progress=False,
+                )["two_tower"]
+                for seed in args.seeds
+            ]
             cells = []
             for metric in METRICS:
                 values = [r[metric] for r in runs]

@@ -83,8 +83,9 @@ def _train(config: str) -> None:
     rows = []
 
     def stage(name: str, started: float, **extra: float) -> None:
-        rows.append({"stage": name, "rank": r.rank, "seconds": time.perf_counter() - started, "peak_mb": _peak_mb(),
-                     **extra})
+        rows.append(
+            {"stage": name, "rank": r.rank, "seconds": time.perf_counter() - started, "peak_mb": _peak_mb(), **extra}
+        )
 
     started = time.perf_counter()
     log = Shards.open(shard_folder(cfg)).log("train_full")
@@ -117,8 +118,9 @@ def _lines(out: str) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, nargs="+", default=[10_000_000, 100_000_000])
-    parser.add_argument("--steps", type=int, nargs="+", default=[0, 2000],
-                        help="per size: training steps (0: one whole epoch)")
+    parser.add_argument(
+        "--steps", type=int, nargs="+", default=[0, 2000], help="per size: training steps (0: one whole epoch)"
+    )
     parser.add_argument("--shards", type=int, nargs="+", default=[16, 64], help="per size: shard count")
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--items", type=int, default=1_000_000)
@@ -129,37 +131,71 @@ def main() -> None:
     if args.child:
         {"shard": _shard, "train": _train}[args.child[0]](args.child[1])
         return
-    table = Table(title=f"scale: {args.items:,} items, {args.users:,} users, batch 1024 per rank, model.sparse_ids "
-                        f"unset (sparse above 1M table rows); {os.cpu_count()} cores")
+    table = Table(
+        title=f"scale: {args.items:,} items, {args.users:,} users, batch 1024 per rank, model.sparse_ids "
+        f"unset (sparse above 1M table rows); {os.cpu_count()} cores"
+    )
     for col in ("events", "ranks", "stage", "wall s", "peak RSS MB (max over ranks)", "notes"):
         table.add_column(col, justify="right")
     for events, steps, shards in zip(args.events, args.steps, args.shards):
         folder = args.data / f"e{events}"
         if not (folder / "events.parquet").is_file():
             started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "embrecall.cli", "generate", "--out", str(folder), "--events",
-                            str(events), "--items", str(args.items), "--users", str(args.users)], check=True,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "embrecall.cli",
+                    "generate",
+                    "--out",
+                    str(folder),
+                    "--events",
+                    str(events),
+                    "--items",
+                    str(args.items),
+                    "--users",
+                    str(args.users),
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
             print(f"generated {events:,} events in {time.perf_counter() - started:.0f} s", flush=True)
         config = folder / "scale.toml"
-        config.write_text(CONFIG.format(out=folder / "runs", data=folder, shards=shards,
-                                        steps=f"steps_per_epoch = {steps}" if steps else ""))
-        done = _lines(subprocess.run([sys.executable, __file__, "--child", "shard", str(config)], check=True,
-                                     capture_output=True, text=True).stdout)[0]
+        config.write_text(
+            CONFIG.format(
+                out=folder / "runs", data=folder, shards=shards, steps=f"steps_per_epoch = {steps}" if steps else ""
+            )
+        )
+        done = _lines(
+            subprocess.run(
+                [sys.executable, __file__, "--child", "shard", str(config)], check=True, capture_output=True, text=True
+            ).stdout
+        )[0]
         label = f"{events:,}"
         if "partition" in done:
             table.add_row(label, "1", "read (partition by user)", f"{done['partition']:.0f}", "", f"{shards} shards")
-            table.add_row(label, "1", "split (per shard)", f"{done['split']:.0f}", f"{done['peak_mb']:,.0f}",
-                          "both passes, one process")
+            table.add_row(
+                label,
+                "1",
+                "split (per shard)",
+                f"{done['split']:.0f}",
+                f"{done['peak_mb']:,.0f}",
+                "both passes, one process",
+            )
         else:
             table.add_row(label, "", "read, split", "", "", f"shards an earlier run wrote: delete {folder / 'runs'}")
         for n in args.ranks:
-            launch = [sys.executable] if n == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                                      "--nproc-per-node", str(n)]
+            launch = (
+                [sys.executable]
+                if n == 1
+                else [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n)]
+            )
             proc = subprocess.run([*launch, __file__, "--child", "train", str(config)], capture_output=True, text=True)
             if proc.returncode:
                 (folder / f"failed-{n}-ranks.log").write_text(proc.stdout + proc.stderr)
-                table.add_row(label, str(n), "failed", "", "", f"exit {proc.returncode}, see {folder}/failed-{n}-ranks.log")
+                table.add_row(
+                    label, str(n), "failed", "", "", f"exit {proc.returncode}, see {folder}/failed-{n}-ranks.log"
+                )
             rows = _lines(proc.stdout)
             for name in ("encode", "train", "item vectors", "index"):
                 mine = [row for row in rows if row["stage"] == name]
@@ -167,10 +203,18 @@ def main() -> None:
                     continue
                 note = ""
                 if name == "train":
-                    note = (f"{'whole epoch' if not steps else f'{steps:,} steps'}, "
-                            f"{mine[0]['pairs_per_s']:,.0f} pairs/s (all ranks)")
-                table.add_row(label, str(n), name, f"{max(r['seconds'] for r in mine):.0f}",
-                              f"{max(r['peak_mb'] for r in mine):,.0f}", note)
+                    note = (
+                        f"{'whole epoch' if not steps else f'{steps:,} steps'}, "
+                        f"{mine[0]['pairs_per_s']:,.0f} pairs/s (all ranks)"
+                    )
+                table.add_row(
+                    label,
+                    str(n),
+                    name,
+                    f"{max(r['seconds'] for r in mine):.0f}",
+                    f"{max(r['peak_mb'] for r in mine):,.0f}",
+                    note,
+                )
     Console(width=180).print(table)
 
 

@@ -40,8 +40,10 @@ def _without_scene(cfg: Config) -> Config:
 
 def _scene_only(split: Split, scene: str) -> Split:
     """Train, validation and history of one scene; its test targets."""
+
     def keep(frame):
         return frame[(frame["scene"] == scene).to_numpy()].reset_index(drop=True)
+
     return Split(keep(split.train), keep(split.valid), keep(split.train_full), keep(split.test))
 
 
@@ -53,8 +55,10 @@ def run(seed: int, epochs: int) -> dict[str, dict[str, dict[str, float]]]:
     out: dict[str, dict[str, dict[str, float]]] = {}
     for way, way_cfg in (("one model, no scene feature", _without_scene(cfg)), ("one model + scene feature", cfg)):
         channel = build_channel("two_tower", way_cfg, data, split, show_progress=False)
-        out[way] = {"all": evaluate_channel(channel, split, [10]),
-                    **{s: evaluate_channel(channel, part, [10]) for s, part in scenes.items()}}
+        out[way] = {
+            "all": evaluate_channel(channel, split, [10]),
+            **{s: evaluate_channel(channel, part, [10]) for s, part in scenes.items()},
+        }
     per: dict[str, dict[str, float]] = {}
     for scene in scenes:
         part = _scene_only(split, scene)

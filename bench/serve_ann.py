@@ -32,8 +32,9 @@ from embrecall.export import Bundle
 from embrecall.features.profiles import UserProfiles
 
 
-def _measure(index: faiss.Index, items: np.ndarray, queries: np.ndarray, hundredth: np.ndarray,
-             nprobe: int, fetch: int) -> tuple[float, float, float]:
+def _measure(
+    index: faiss.Index, items: np.ndarray, queries: np.ndarray, hundredth: np.ndarray, nprobe: int, fetch: int
+) -> tuple[float, float, float]:
     """Mean recall@100 and p50 / p99 ms per query (search plus exact re-rank)."""
     params = faiss.SearchParametersIVF(nprobe=nprobe)
     found, times = [], []

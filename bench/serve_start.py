@@ -51,8 +51,9 @@ def _start(bundle: str, env: dict[str, str]) -> tuple[float, float]:
     """Seconds from launch to /readyz answering 200, and resident MB then."""
     port = _port()
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "embrecall.cli", "serve", "--bundle", bundle, "--port", str(port)],
-                            env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "embrecall.cli", "serve", "--bundle", bundle, "--port", str(port)], env=env
+    )
     try:
         while True:
             if proc.poll() is not None:
@@ -69,10 +70,14 @@ def _start(bundle: str, env: dict[str, str]) -> tuple[float, float]:
 
 def measure(src: Path | None, runs: int, out: Path) -> dict[str, object]:
     env = {**os.environ, "PYTHONPATH": str(src)} if src else dict(os.environ)
-    bundle = subprocess.run([sys.executable, "-c", TRAIN, str(out)], env=env, capture_output=True, text=True,
-                            check=True).stdout.strip().splitlines()[-1]
-    loaded = subprocess.run([sys.executable, "-c", LOADED], env=env, capture_output=True, text=True,
-                            check=True).stdout.strip()
+    bundle = (
+        subprocess.run([sys.executable, "-c", TRAIN, str(out)], env=env, capture_output=True, text=True, check=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", LOADED], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
     times, rss = zip(*(_start(bundle, env) for _ in range(runs)))
     return {"tree": str(src or ROOT / "src"), "seconds": times, "rss": rss, "loaded": loaded}
 
@@ -91,8 +96,13 @@ def main() -> None:
         table.add_column(col, justify="right")
     for r in rows:
         s, m = np.asarray(r["seconds"]), np.asarray(r["rss"])
-        table.add_row(str(r["tree"]), f"{np.median(s):.2f}", f"{s.min():.2f} / {s.max():.2f}", f"{np.median(m):.0f}",
-                      str(r["loaded"]))
+        table.add_row(
+            str(r["tree"]),
+            f"{np.median(s):.2f}",
+            f"{s.min():.2f} / {s.max():.2f}",
+            f"{np.median(m):.0f}",
+            str(r["loaded"]),
+        )
     Console(width=160).print(table)
 
 

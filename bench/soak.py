@@ -37,9 +37,16 @@ from serve import (  # bench/ is on sys.path when run as a script
 from embrecall.serve.feed import send_item_change
 
 OUT = Path(__file__).resolve().parent / "out" / "soak-bundles"
-BUILD = ["data.synthetic.users=5000", "data.synthetic.items=20000", "data.synthetic.events=200000",
-         "data.synthetic.categories=50", "features.catalog=items", "train.epochs=2", "train.refit=false",
-         f"out={OUT}"]
+BUILD = [
+    "data.synthetic.users=5000",
+    "data.synthetic.items=20000",
+    "data.synthetic.events=200000",
+    "data.synthetic.categories=50",
+    "features.catalog=items",
+    "train.epochs=2",
+    "train.refit=false",
+    f"out={OUT}",
+]
 TOKEN = "soak"
 console = Console(width=160)
 
@@ -49,6 +56,7 @@ def _bundle() -> Path:
     if built:
         return built[-1]
     from embrecall import load_config, train
+
     console.print("training the soak bundle (once)...")
     return train(load_config(None, BUILD), show_progress=False).bundle
 
@@ -78,8 +86,10 @@ async def _soak(base: str, pid: int, users: list[str], items: list[str], stream:
     client = redis.Redis.from_url(REDIS)
     minutes: list[Minute] = [Minute()]
     rows: list[dict] = []
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256),
-                                     timeout=aiohttp.ClientTimeout(total=10)) as http:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=256), timeout=aiohttp.ClientTimeout(total=10)
+    ) as http:
+
         async def call(path: str, body: dict, into: list[float]) -> None:
             minute = minutes[-1]
             t = time.perf_counter()
@@ -116,8 +126,11 @@ async def _soak(base: str, pid: int, users: list[str], items: list[str], stream:
             if random.random() < 0.1:
                 await asyncio.to_thread(send_item_change, client, stream, "delete", item)
             else:
-                attrs = {"category": f"c{random.randrange(50)}", "city": f"city{random.randrange(10)}",
-                         "price": round(random.uniform(1, 100), 2)}
+                attrs = {
+                    "category": f"c{random.randrange(50)}",
+                    "city": f"city{random.randrange(10)}",
+                    "price": round(random.uniform(1, 100), 2),
+                }
                 await asyncio.to_thread(send_item_change, client, stream, "upsert", item, attrs)
             minutes[-1].changes += 1
 
@@ -129,16 +142,27 @@ async def _soak(base: str, pid: int, users: list[str], items: list[str], stream:
                 minutes.append(Minute())
                 async with http.get(base + "/metrics") as r:
                     text = await r.text()
-                rows.append({"minute": len(rows) + 1, "requests": len(done.single) + len(done.batch),
-                             "errors": done.errors, "changes": done.changes,
-                             "p50": _pct(done.single, 50), "p99": _pct(done.single, 99),
-                             "batch p99": _pct(done.batch, 99), "rss": _rss_mb(pid),
-                             "stream": client.xlen(stream), "lag": _metric(text, "embrecall_change_feed_lag_ms")})
-                console.print(" ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
-                                       for k, v in rows[-1].items()))
+                rows.append(
+                    {
+                        "minute": len(rows) + 1,
+                        "requests": len(done.single) + len(done.batch),
+                        "errors": done.errors,
+                        "changes": done.changes,
+                        "p50": _pct(done.single, 50),
+                        "p99": _pct(done.single, 99),
+                        "batch p99": _pct(done.batch, 99),
+                        "rss": _rss_mb(pid),
+                        "stream": client.xlen(stream),
+                        "lag": _metric(text, "embrecall_change_feed_lag_ms"),
+                    }
+                )
+                console.print(
+                    " ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items())
+                )
 
-        await asyncio.gather(steady(args.rate, recall), steady(args.changes, change), steady(args.batches, batch),
-                             report())
+        await asyncio.gather(
+            steady(args.rate, recall), steady(args.changes, change), steady(args.batches, batch), report()
+        )
     return rows
 
 
@@ -151,13 +175,19 @@ def main() -> None:
     args = parser.parse_args()
     bundle = _bundle()
     from embrecall.export import Bundle
+
     b = Bundle.load(bundle, verify=False)
     users, items = [str(u) for u in b.users.index[:2000]], [str(i) for i in b.encoders.catalog_[:5000]]
     stream, port = f"embrecall:soak:{uuid.uuid4().hex[:8]}", _port()
-    server = subprocess.Popen([sys.executable, "-m", "embrecall.cli", "serve", "--bundle", str(bundle), "--port",
-                               str(port), "--feed", REDIS],
-                              env={**os.environ, "EMBRECALL_ADMIN_TOKEN": TOKEN, "EMBRECALL_FEED__STREAM": stream,
-                                   "EMBRECALL_FEED__MAX_LEN": "1000"})
+    server = subprocess.Popen(
+        [sys.executable, "-m", "embrecall.cli", "serve", "--bundle", str(bundle), "--port", str(port), "--feed", REDIS],
+        env={
+            **os.environ,
+            "EMBRECALL_ADMIN_TOKEN": TOKEN,
+            "EMBRECALL_FEED__STREAM": stream,
+            "EMBRECALL_FEED__MAX_LEN": "1000",
+        },
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(base + "/readyz", server)
@@ -166,8 +196,10 @@ def main() -> None:
     finally:
         server.kill()
         redis.Redis.from_url(REDIS).delete(stream, f"{stream}:snapshot", f"{stream}:snapshot:at", f"{stream}:dead")
-    table = Table(title=f"soak: {args.rate:g} recall/s, {args.changes:g} changes/s, {args.batches:g} batches of 16/s, "
-                        f"{args.minutes:g} min, {os.cpu_count()} cores (RSS at ready {start_rss:.0f} MB)")
+    table = Table(
+        title=f"soak: {args.rate:g} recall/s, {args.changes:g} changes/s, {args.batches:g} batches of 16/s, "
+        f"{args.minutes:g} min, {os.cpu_count()} cores (RSS at ready {start_rss:.0f} MB)"
+    )
     for column in rows[0]:
         table.add_column(column, justify="right")
     for row in rows:

@@ -35,8 +35,24 @@ def size_args(doc: str | None, parser: argparse.ArgumentParser | None = None) ->
 def generate(args: argparse.Namespace, out: str) -> float:
     """Write the synthetic log into ``out`` with `embrecall generate` in a child process; seconds taken."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "embrecall.cli", "generate", "--out", out, "--events", str(args.events),
-                    "--items", str(args.items), "--users", str(args.users)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "embrecall.cli",
+            "generate",
+            "--out",
+            out,
+            "--events",
+            str(args.events),
+            "--items",
+            str(args.items),
+            "--users",
+            str(args.users),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return time.perf_counter() - started
 
 

@@ -110,8 +110,15 @@ def measure(name: str, cfg: Config, threads: int | None, busy: bool, steps: int)
         ex = Examples(events, fit.encoders, data.users, data.items)
         bare = floor(cfg, ex, fit.encoders, steps)
         torch.set_num_threads(before)
-    return [name, "auto" if threads is None else str(threads), str(n), "yes" if busy else "no",
-            f"{trainer:,.0f}", f"{bare:,.0f}", f"{trainer / bare:.0%}"]
+    return [
+        name,
+        "auto" if threads is None else str(threads),
+        str(n),
+        "yes" if busy else "no",
+        f"{trainer:,.0f}",
+        f"{bare:,.0f}",
+        f"{trainer / bare:.0%}",
+    ]
 
 
 def main() -> None:
@@ -122,25 +129,41 @@ def main() -> None:
     if (ML100K / "u.data").is_file():
         pooled = load_config(ROOT / "configs" / "ml100k.toml")
         sequence = load_config(ROOT / "configs" / "ml100k-sequence.toml")
-        runs += [("ml-100k", pooled, 1, False), ("ml-100k", pooled, None, False), ("ml-100k", pooled, None, True),
-                 ("ml-100k", pooled, 2, True),
-                 ("ml-100k sequence", sequence, 1, False), ("ml-100k sequence", sequence, None, False),
-                 ("ml-100k sequence", sequence, None, True), ("ml-100k sequence", sequence, 2, True)]
+        runs += [
+            ("ml-100k", pooled, 1, False),
+            ("ml-100k", pooled, None, False),
+            ("ml-100k", pooled, None, True),
+            ("ml-100k", pooled, 2, True),
+            ("ml-100k sequence", sequence, 1, False),
+            ("ml-100k sequence", sequence, None, False),
+            ("ml-100k sequence", sequence, None, True),
+            ("ml-100k sequence", sequence, 2, True),
+        ]
     else:
         Console().print(f"[yellow]MovieLens 100K not found at {ML100K}: synthetic rows only[/]")
     if (CIAODVD / "movie-ratings.txt").is_file():  # the cost of a full softmax over 15,616 items
         for loss in ("sampled_softmax", "full_softmax"):
             cfg = load_config(ROOT / "configs" / "ciaodvd.toml", [f"train.loss={loss}"])
             runs.append((f"ciaodvd {loss}", cfg, 1, False))
-    raw = load_config(None, ["data.synthetic.users=4000", "data.synthetic.items=100000",
-                             "data.synthetic.events=200000"]).model_dump(mode="json")
+    raw = load_config(
+        None, ["data.synthetic.users=4000", "data.synthetic.items=100000", "data.synthetic.events=200000"]
+    ).model_dump(mode="json")
     set_field(raw, "features.user.3.max_len", 50)  # the default config's pooled history, 50 long
     synthetic = config_from_dict(raw, "synthetic")
-    runs += [("synthetic 100k items, 50-long histories", synthetic, 1, False),
-             ("synthetic 100k items, 50-long histories", synthetic, None, False)]
+    runs += [
+        ("synthetic 100k items, 50-long histories", synthetic, 1, False),
+        ("synthetic 100k items, 50-long histories", synthetic, None, False),
+    ]
     table = Table(title="two-tower training speed (trained (user, next item) pairs per second)")
-    for col in ("config", "train.threads", "threads used", "other process busy", "trainer pairs/s",
-                "floor pairs/s", "trainer / floor"):
+    for col in (
+        "config",
+        "train.threads",
+        "threads used",
+        "other process busy",
+        "trainer pairs/s",
+        "floor pairs/s",
+        "trainer / floor",
+    ):
         table.add_column(col, justify="right")
     for name, cfg, threads, busy in runs:
         table.add_row(*measure(name, cfg, threads, busy, args.steps))
@@ -150,8 +173,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = load_config(ROOT / "configs" / "ml100k.toml", [f"out={tmp}"])
             row = evaluate(cfg, ["two_tower"], show_progress=False)["two_tower"]
-        Console().print(f"ml-100k protocol (epoch choice on validation + refit on train + validation), default "
-                        f"threads: {row['train_seconds']:.1f} s; test HR@10 {row['HR@10']:.4f}")
+        Console().print(
+            f"ml-100k protocol (epoch choice on validation + refit on train + validation), default "
+            f"threads: {row['train_seconds']:.1f} s; test HR@10 {row['HR@10']:.4f}"
+        )
 
 
 if __name__ == "__main__":

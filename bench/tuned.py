@@ -8,7 +8,8 @@ For each channel, ``embrecall tune`` runs on the validation targets (its study k
 best config is evaluated on test under BENCHMARK.md: the two-tower model over ``--seeds``
 (mean ± half-range), the others once (they do not depend on the training seed).  ``merged``
 combines the tuned two-tower model and the tuned ItemCF as the config's ``channels.merge`` says;
-``popular`` is the floor; the merged row reuses each seed's two-tower model.  Test is looked at only after every choice is made.
+``popular`` is the floor; the merged row reuses each seed's two-tower model.  Test is looked at
+only after every choice is made.
 """
 
 from __future__ import annotations
@@ -36,8 +37,11 @@ def tuned_config(cfg: Config, channel: str, out: Path, trials: int, budget: floa
     folder = out / f"tune-{channel}"
     cfg = cfg.model_copy(update={"tune": cfg.tune.model_copy(update={"channel": channel, "timeout_s": budget})})
     storage = f"sqlite:///{(folder / 'tune.sqlite').resolve()}"
-    study = (optuna.load_study(study_name=f"{channel}-{cfg.tune.metric}", storage=storage)
-             if (folder / "tune.sqlite").is_file() else None)
+    study = (
+        optuna.load_study(study_name=f"{channel}-{cfg.tune.metric}", storage=storage)
+        if (folder / "tune.sqlite").is_file()
+        else None
+    )
     done = 0 if study is None else sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     if study is None or done < trials or not (folder / "best.yaml").is_file():
         cfg = cfg.model_copy(update={"tune": cfg.tune.model_copy(update={"trials": max(1, trials - done)})})
@@ -45,6 +49,7 @@ def tuned_config(cfg: Config, channel: str, out: Path, trials: int, budget: floa
         result = tune(cfg, data, split, folder, show_progress=True)
         return load_config(result.config_path), result.best_value
     return load_config(folder / "best.yaml"), study.best_value
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -79,9 +84,11 @@ def main() -> None:
             rows[channel] = [evaluate(run, [channel], show_progress=False)[channel]]
     rows["popular"] = [evaluate(base, ["popular"], show_progress=False)["popular"]]
     first = rows["popular"][0]
-    table = Table(title=f"{args.config.name}: tuned on validation ({base.tune.metric}, {args.budget:.0f} s or "
-                        f"{args.trials} trials per channel), then test (BENCHMARK.md), {os.cpu_count()} cores; "
-                        f"two_tower and merged: mean ± half-range over seeds {args.seeds}")
+    table = Table(
+        title=f"{args.config.name}: tuned on validation ({base.tune.metric}, {args.budget:.0f} s or "
+        f"{args.trials} trials per channel), then test (BENCHMARK.md), {os.cpu_count()} cores; "
+        f"two_tower and merged: mean ± half-range over seeds {args.seeds}"
+    )
     table.add_column("channel")
     table.add_column(f"valid {base.tune.metric}", justify="right")
     for m in SHOWN:
@@ -90,12 +97,18 @@ def main() -> None:
         cells = [cell([r[m] for r in runs], "{:.1f}" if m == "train_seconds" else "{:.4f}") for m in SHOWN]
         table.add_row(name, f"{valid[name]:.4f}" if name in valid else "", *cells)
     Console(width=240).print(table)
-    Console().print(f"test: {first['targets']:,.0f} users, catalog {first['catalog_items']:,.0f} items, "
-                    f"HR ceiling {first['hit_ceiling']:.4f}")
+    Console().print(
+        f"test: {first['targets']:,.0f} users, catalog {first['catalog_items']:,.0f} items, "
+        f"HR ceiling {first['hit_ceiling']:.4f}"
+    )
     for channel, cfg in best.items():
-        tuned = {k: get_field(cfg.model_dump(mode="json"), k) for k in search_space(
-            cfg.model_copy(update={"tune": cfg.tune.model_copy(update={"channel": channel})}))}
-        Console(width=240).print(f"{channel} settings: {yaml.safe_dump(tuned, default_flow_style=True, width=1000).strip()}")
+        tuned = {
+            k: get_field(cfg.model_dump(mode="json"), k)
+            for k in search_space(cfg.model_copy(update={"tune": cfg.tune.model_copy(update={"channel": channel})}))
+        }
+        Console(width=240).print(
+            f"{channel} settings: {yaml.safe_dump(tuned, default_flow_style=True, width=1000).strip()}"
+        )
 
 
 if __name__ == "__main__":

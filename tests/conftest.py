@@ -37,8 +37,9 @@ def free_port() -> int:
 
 def redis_server(port: int) -> subprocess.Popen:
     """A private redis-server that keeps nothing on disk, answering when this returns."""
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-                              stdout=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -50,7 +51,9 @@ def redis_server(port: int) -> subprocess.Popen:
     raise AssertionError("redis-server did not start")
 
 
-needs_redis_server = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server binary not installed")
+needs_redis_server = pytest.mark.skipif(
+    shutil.which("redis-server") is None, reason="redis-server binary not installed"
+)
 
 
 @pytest.fixture(scope="session")
@@ -62,8 +65,18 @@ def ml100k() -> Path:
 
 def tiny_config(tmp_path: Path, *extra: str) -> Config:
     """A synthetic run small enough to train in a few seconds."""
-    return load_config(None, ["data.synthetic.users=300", "data.synthetic.items=200", "data.synthetic.events=6000",
-                              "train.epochs=2", "train.batch_size=256", f"out={tmp_path / 'runs'}", *extra])
+    return load_config(
+        None,
+        [
+            "data.synthetic.users=300",
+            "data.synthetic.items=200",
+            "data.synthetic.events=6000",
+            "train.epochs=2",
+            "train.batch_size=256",
+            f"out={tmp_path / 'runs'}",
+            *extra,
+        ],
+    )
 
 
 def sharded_config(tmp_path: Path, *extra: str, count: int = 3) -> Config:
@@ -73,20 +86,35 @@ def sharded_config(tmp_path: Path, *extra: str, count: int = 3) -> Config:
 
     base = tiny_config(tmp_path)
     paths = write_parquet(base.data.synthetic, tmp_path / "log")
-    return load_config(None, [
-        "data.format=table", f"data.path={paths['events']}", f"data.users.path={paths['users']}", "data.users.key=user_id",
-        f"data.items.path={paths['items']}", "data.items.key=item_id", f"data.shards.count={count}",
-        "data.shards.read_rows=1000", "data.shards.eval_users=200", "train.epochs=2", "train.batch_size=256",
-        f"out={tmp_path / 'runs'}", *extra])
+    return load_config(
+        None,
+        [
+            "data.format=table",
+            f"data.path={paths['events']}",
+            f"data.users.path={paths['users']}",
+            "data.users.key=user_id",
+            f"data.items.path={paths['items']}",
+            "data.items.key=item_id",
+            f"data.shards.count={count}",
+            "data.shards.read_rows=1000",
+            "data.shards.eval_users=200",
+            "train.epochs=2",
+            "train.batch_size=256",
+            f"out={tmp_path / 'runs'}",
+            *extra,
+        ],
+    )
 
 
 @pytest.fixture
 def write(tmp_path: Path):
     """Write a text file under tmp_path and return its path."""
+
     def _write(name: str, text: str, encoding: str = "utf-8") -> Path:
         p = tmp_path / name
         p.write_text(text, encoding=encoding)
         return p
+
     return _write
 
 

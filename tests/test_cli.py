@@ -9,8 +9,17 @@ from typer.testing import CliRunner
 from embrecall.cli import app
 
 runner = CliRunner()
-TINY = ["--set", "data.synthetic.users=300", "--set", "data.synthetic.items=200", "--set",
-        "data.synthetic.events=6000", "--set", "train.epochs=2", "--no-progress"]
+TINY = [
+    "--set",
+    "data.synthetic.users=300",
+    "--set",
+    "data.synthetic.items=200",
+    "--set",
+    "data.synthetic.events=6000",
+    "--set",
+    "train.epochs=2",
+    "--no-progress",
+]
 
 
 def test_train_then_recommend(tmp_path):
@@ -39,14 +48,26 @@ def test_tune_writes_a_config_that_evaluate_takes(tmp_path):
     result = runner.invoke(app, ["tune", "--channel", "ease", "--trials", "2", "--out", str(tmp_path / "t"), *TINY])
     assert result.exit_code == 0, result.output
     assert "2 trials" in result.output and (tmp_path / "t" / "best.yaml").is_file()
-    result = runner.invoke(app, ["evaluate", "--config", str(tmp_path / "t" / "best.yaml"), "--channel", "ease",
-                                 "--seed", "3", "--no-progress"])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--config",
+            str(tmp_path / "t" / "best.yaml"),
+            "--channel",
+            "ease",
+            "--seed",
+            "3",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
 
 
 def test_errors_are_one_clear_line(tmp_path):
-    result = runner.invoke(app, ["train", "--set", "data.format=table", "--set",
-                                 f"data.path={tmp_path / 'missing.csv'}", "--no-progress"])
+    result = runner.invoke(
+        app, ["train", "--set", "data.format=table", "--set", f"data.path={tmp_path / 'missing.csv'}", "--no-progress"]
+    )
     assert result.exit_code == 2
     assert "missing.csv: file not found" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["recommend", "--bundle", str(tmp_path), "--user", "1"])
@@ -75,8 +96,12 @@ def test_progress_goes_to_a_log_file_line_by_line(tmp_path):
     import sys
 
     with (tmp_path / "run.log").open("w") as log:
-        done = subprocess.run([sys.executable, "-m", "embrecall.cli", "train", *TINY[:-1], "--set",
-                               f"out={tmp_path / 'runs'}"], stdout=log, stderr=subprocess.STDOUT, timeout=600)
+        done = subprocess.run(
+            [sys.executable, "-m", "embrecall.cli", "train", *TINY[:-1], "--set", f"out={tmp_path / 'runs'}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=600,
+        )
     text = (tmp_path / "run.log").read_text()
     assert done.returncode == 0, text
     assert "… reading synthetic data and splitting" in text and "✓ reading synthetic data and splitting (" in text
@@ -87,20 +112,49 @@ def test_progress_goes_to_a_log_file_line_by_line(tmp_path):
 
 
 def test_every_channel_has_validation_figures(tmp_path):
-    result = runner.invoke(app, ["evaluate", "--on", "validation", "--channel", "itemcf", "--channel", "popular",
-                                 "--json", str(tmp_path / "v.json"), *TINY])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--on",
+            "validation",
+            "--channel",
+            "itemcf",
+            "--channel",
+            "popular",
+            "--json",
+            str(tmp_path / "v.json"),
+            *TINY,
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "validation metrics" in result.output and "validation: " in result.output
     valid = json.loads((tmp_path / "v.json").read_text())
-    assert runner.invoke(app, ["evaluate", "--channel", "popular", "--json", str(tmp_path / "t.json"), *TINY]).exit_code == 0
+    assert (
+        runner.invoke(app, ["evaluate", "--channel", "popular", "--json", str(tmp_path / "t.json"), *TINY]).exit_code
+        == 0
+    )
     test = json.loads((tmp_path / "t.json").read_text())
     assert valid["popular"]["HR@10"] != test["popular"]["HR@10"]  # other targets, other history
 
 
 def test_evaluate_per_scene_gives_each_scene_its_row(tmp_path):
     out = tmp_path / "m.json"
-    result = runner.invoke(app, ["evaluate", "--channel", "popular", "--per", "scene", "--json", str(out),
-                                 "--set", "data.synthetic.scenes=3", *TINY])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--channel",
+            "popular",
+            "--per",
+            "scene",
+            "--json",
+            str(out),
+            "--set",
+            "data.synthetic.scenes=3",
+            *TINY,
+        ],
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads(out.read_text())
     scenes = [name for name in metrics if name.startswith("popular [scene=")]

@@ -50,8 +50,15 @@ def test_sequence_heads_must_divide_the_item_embedding_width():
         load_config(None, ["features.user=[{kind: sequence, heads: 3}]"])
 
 
-@pytest.mark.parametrize("setting", ["data.item_columns=[genre]", "data.user_columns=[age]", "data.header=false",
-                                     "data.items={path: items.csv, key: item_id}"])
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "data.item_columns=[genre]",
+        "data.user_columns=[age]",
+        "data.header=false",
+        "data.items={path: items.csv, key: item_id}",
+    ],
+)
 def test_settings_the_movielens_reader_ignores_are_refused(setting):
     with pytest.raises(ConfigError, match=r"data.format = 'movielens' does not read data\.\w+"):
         load_config(None, ["data.format=movielens", "data.path=/somewhere", setting])
@@ -62,11 +69,17 @@ def test_a_dumped_config_with_every_default_written_loads_again():
     assert config_from_dict(cfg.model_dump(mode="json")) == cfg
 
 
-@pytest.mark.parametrize("sets, unread", [
-    (["train.loss=full_softmax", "train.logq_strength=0.5"], "logq_strength"),
-    (["train.num_negatives=5"], "num_negatives"),
-    (["train.loss=bce", "train.label_smoothing=0.1", "train.negatives.global_count=8"], "negatives, train.label_smoothing"),
-])
+@pytest.mark.parametrize(
+    "sets, unread",
+    [
+        (["train.loss=full_softmax", "train.logq_strength=0.5"], "logq_strength"),
+        (["train.num_negatives=5"], "num_negatives"),
+        (
+            ["train.loss=bce", "train.label_smoothing=0.1", "train.negatives.global_count=8"],
+            "negatives, train.label_smoothing",
+        ),
+    ],
+)
 def test_a_train_setting_the_loss_does_not_read_is_refused(sets, unread):
     with pytest.raises(ConfigError, match=rf"does not read train\.{unread}"):
         load_config(None, sets)

@@ -33,8 +33,13 @@ def _imports() -> list[tuple[str, str, int, str]]:
     for path in SRC.rglob("*.py"):
         own = _package(path.relative_to(SRC).with_suffix("").parts)
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else
-                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            names = (
+                [node.module]
+                if isinstance(node, ast.ImportFrom) and node.module and not node.level
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
             for name in names:
                 if name.startswith("embrecall."):
                     found.append((str(path.relative_to(SRC)), own, node.lineno, name.split(".")[1]))
@@ -47,8 +52,11 @@ def test_every_package_has_a_layer():
 
 
 def test_no_module_imports_from_a_layer_above_its_own():
-    upward = [f"{file}:{line} imports embrecall.{target}" for file, own, line, target in _imports()
-              if LEVEL[target] > LEVEL[own]]
+    upward = [
+        f"{file}:{line} imports embrecall.{target}"
+        for file, own, line, target in _imports()
+        if LEVEL[target] > LEVEL[own]
+    ]
     assert not upward, "\n".join(upward)
 
 

@@ -16,12 +16,20 @@ def _log(rows: int = 4000, seed: int = 0) -> pd.DataFrame:
     """A shop log: item attributes on every row, a user attribute, a rating and a row id."""
     rng = np.random.default_rng(seed)
     users, items = rng.integers(0, 150, rows), rng.zipf(1.5, rows) % 300
-    return pd.DataFrame({
-        "row": np.arange(rows), "customer_id": [f"c{u:04d}" for u in users], "product": [f"p{i}" for i in items],
-        "bought_at": pd.to_datetime(1_700_000_000 + np.sort(rng.integers(0, 10**7, rows)), unit="s")
-        .strftime("%Y-%m-%dT%H:%M:%S"),
-        "category": [f"cat{i % 12}" for i in items], "price": [round(1.5 + (i % 37) * 2.25, 2) for i in items],
-        "region": [f"r{u % 5}" for u in users], "stars": rng.integers(1, 6, rows)})
+    return pd.DataFrame(
+        {
+            "row": np.arange(rows),
+            "customer_id": [f"c{u:04d}" for u in users],
+            "product": [f"p{i}" for i in items],
+            "bought_at": pd.to_datetime(1_700_000_000 + np.sort(rng.integers(0, 10**7, rows)), unit="s").strftime(
+                "%Y-%m-%dT%H:%M:%S"
+            ),
+            "category": [f"cat{i % 12}" for i in items],
+            "price": [round(1.5 + (i % 37) * 2.25, 2) for i in items],
+            "region": [f"r{u % 5}" for u in users],
+            "stars": rng.integers(1, 6, rows),
+        }
+    )
 
 
 def test_init_on_a_csv_writes_a_config_that_trains(tmp_path):
@@ -42,8 +50,9 @@ def test_init_on_a_headerless_log_finds_columns_by_content(tmp_path):
     log = _log()
     log.insert(3, "event", np.where(np.arange(len(log)) % 5 == 0, "buy", "pv"))
     log["bought_at"] = (pd.to_datetime(log["bought_at"]) - pd.Timestamp(0)) // pd.Timedelta(seconds=1)
-    log[["customer_id", "product", "category", "event", "bought_at"]].to_csv(tmp_path / "log.csv", index=False,
-                                                                                 header=False)
+    log[["customer_id", "product", "category", "event", "bought_at"]].to_csv(
+        tmp_path / "log.csv", index=False, header=False
+    )
     result = CliRunner().invoke(app, ["init", str(tmp_path / "log.csv"), "--out", str(tmp_path / "log.toml")])
     assert result.exit_code == 0, result.output
     assert "time: column '4', read as unix_s (its values)" in result.output
@@ -82,12 +91,17 @@ def test_init_finds_feature_tables_beside_a_parquet_log(tmp_path):
 
 
 def test_init_takes_the_tags_of_the_latest_movielens_releases(tmp_path):
-    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "".join(
-        f"{u},{m},4.0,{964982703 + 60 * (u * 7 + m)}\n" for u in range(1, 40) for m in range(1, 12)))
-    (tmp_path / "movies.csv").write_text("movieId,title,genres\n" + "".join(
-        f"{m},M{m} ({1990 + m}),{'Comedy|Drama' if m % 2 else 'Action'}\n" for m in range(1, 12)))
-    (tmp_path / "tags.csv").write_text("userId,movieId,tag,timestamp\n" + "".join(
-        f"1,{m},t{m % 3},1\n2,{m},t{m % 4},2\n" for m in range(1, 12)))
+    (tmp_path / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n"
+        + "".join(f"{u},{m},4.0,{964982703 + 60 * (u * 7 + m)}\n" for u in range(1, 40) for m in range(1, 12))
+    )
+    (tmp_path / "movies.csv").write_text(
+        "movieId,title,genres\n"
+        + "".join(f"{m},M{m} ({1990 + m}),{'Comedy|Drama' if m % 2 else 'Action'}\n" for m in range(1, 12))
+    )
+    (tmp_path / "tags.csv").write_text(
+        "userId,movieId,tag,timestamp\n" + "".join(f"1,{m},t{m % 3},1\n2,{m},t{m % 4},2\n" for m in range(1, 12))
+    )
     result = CliRunner().invoke(app, ["init", str(tmp_path), "--out", str(tmp_path / "ml.toml")])
     assert result.exit_code == 0, result.output
     assert "item 'tags': several values per item" in result.output

@@ -20,8 +20,9 @@ def test_ease_study_writes_a_config_that_loads_and_resumes(tmp_path):
     assert best.channels.ease.l2 == first.best_params["channels.ease.l2"]
     again = tune(cfg, data, split, tmp_path / "study", show_progress=False)
     assert again.trials == 6  # the stored study went on
-    trials = optuna.load_study(study_name="ease-NDCG@20",
-                               storage=f"sqlite:///{tmp_path / 'study' / 'tune.sqlite'}").trials
+    trials = optuna.load_study(
+        study_name="ease-NDCG@20", storage=f"sqlite:///{tmp_path / 'study' / 'tune.sqlite'}"
+    ).trials
     assert trials[0].params["channels.ease.l2"] == 50  # the config as given was tried first
 
 

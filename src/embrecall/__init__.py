@@ -12,9 +12,16 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_WHERE = {"Config": "embrecall.config", "load_config": "embrecall.config", "EmbrecallError": "embrecall.errors",
-          "Bundle": "embrecall.export", "TrainReport": "embrecall.pipeline", "train": "embrecall.pipeline",
-          "evaluate": "embrecall.pipeline", "recommend": "embrecall.pipeline"}
+_WHERE = {
+    "Config": "embrecall.config",
+    "load_config": "embrecall.config",
+    "EmbrecallError": "embrecall.errors",
+    "Bundle": "embrecall.export",
+    "TrainReport": "embrecall.pipeline",
+    "train": "embrecall.pipeline",
+    "evaluate": "embrecall.pipeline",
+    "recommend": "embrecall.pipeline",
+}
 
 __all__ = list(_WHERE)
 

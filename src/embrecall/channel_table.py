@@ -43,45 +43,72 @@ class ChannelKind:
 
 
 _KINDS = (
-    ChannelKind(TWO_TOWER, None, space={
-        "train.loss": {"choices": ["sampled_softmax", "full_softmax"]},
-        "train.lr": {"low": 3e-4, "high": 1e-2, "log": True},
-        "train.temperature": {"low": 0.02, "high": 0.3, "log": True},
-        "train.logq_strength": {"low": 0.0, "high": 1.0},  # how far popularity is corrected away
-        "train.batch_size": {"choices": [256, 512, 1024, 2048]},
-        "train.weight_decay": {"choices": [0.0, 1e-6, 1e-5]},
-        "train.label_smoothing": {"low": 0.0, "high": 0.3},
-        "model.dropout": {"low": 0.0, "high": 0.5},
-    }),
+    ChannelKind(
+        TWO_TOWER,
+        None,
+        space={
+            "train.loss": {"choices": ["sampled_softmax", "full_softmax"]},
+            "train.lr": {"low": 3e-4, "high": 1e-2, "log": True},
+            "train.temperature": {"low": 0.02, "high": 0.3, "log": True},
+            "train.logq_strength": {"low": 0.0, "high": 1.0},  # how far popularity is corrected away
+            "train.batch_size": {"choices": [256, 512, 1024, 2048]},
+            "train.weight_decay": {"choices": [0.0, 1e-6, 1e-5]},
+            "train.label_smoothing": {"low": 0.0, "high": 0.3},
+            "model.dropout": {"low": 0.0, "high": 0.5},
+        },
+    ),
     ChannelKind("popular", "embrecall.models.popular:Popular", fitting="counting item popularity"),
-    ChannelKind("itemcf", "embrecall.models.itemcf:ItemCF", "itemcf",
-                fitting="counting item co-occurrences (ItemCF)", space={
-                    "channels.itemcf.window": {"low": 1, "high": 50, "int": True, "log": True},
-                    "channels.itemcf.alpha": {"low": 0.0, "high": 1.0},
-                    "channels.itemcf.pair_decay": {"low": 0.5, "high": 1.0},
-                    "channels.itemcf.history": {"low": 1, "high": 50, "int": True, "log": True},
-                    "channels.itemcf.decay": {"low": 0.3, "high": 1.0},
-                }),
-    ChannelKind("swing", "embrecall.models.swing:Swing", "swing", fitting="counting Swing similarities", space={
-        "channels.swing.alpha": {"low": 0.1, "high": 10.0, "log": True},
-        "channels.swing.max_users": {"low": 10, "high": 200, "int": True, "log": True},
-        "channels.swing.max_items": {"low": 10, "high": 200, "int": True, "log": True},
-        "channels.swing.history": {"low": 1, "high": 50, "int": True, "log": True},
-        "channels.swing.decay": {"low": 0.3, "high": 1.0},
-    }),
-    ChannelKind("item2vec", "embrecall.models.item2vec:Item2Vec", "item2vec", fitting="training item2vec", space={
-        "channels.item2vec.window": {"low": 2, "high": 50, "int": True, "log": True},
-        "channels.item2vec.min_count": {"low": 1, "high": 20, "int": True, "log": True},
-        "channels.item2vec.ns_exponent": {"low": -0.5, "high": 1.0},
-        "channels.item2vec.history": {"low": 1, "high": 50, "int": True, "log": True},
-        "channels.item2vec.decay": {"low": 0.3, "high": 1.0},
-        "channels.item2vec.session_gap": {"low": 600, "high": 2_592_000, "int": True, "log": True},
-    }),
-    ChannelKind("ease", "embrecall.models.ease:Ease", "ease", fitting="solving EASE", space={
-        "channels.ease.l2": {"low": 10.0, "high": 1e4, "log": True},
-        "channels.ease.decay": {"low": 0.5, "high": 1.0},
-        "channels.ease.history": {"low": 5, "high": 200, "int": True, "log": True},
-    }),
+    ChannelKind(
+        "itemcf",
+        "embrecall.models.itemcf:ItemCF",
+        "itemcf",
+        fitting="counting item co-occurrences (ItemCF)",
+        space={
+            "channels.itemcf.window": {"low": 1, "high": 50, "int": True, "log": True},
+            "channels.itemcf.alpha": {"low": 0.0, "high": 1.0},
+            "channels.itemcf.pair_decay": {"low": 0.5, "high": 1.0},
+            "channels.itemcf.history": {"low": 1, "high": 50, "int": True, "log": True},
+            "channels.itemcf.decay": {"low": 0.3, "high": 1.0},
+        },
+    ),
+    ChannelKind(
+        "swing",
+        "embrecall.models.swing:Swing",
+        "swing",
+        fitting="counting Swing similarities",
+        space={
+            "channels.swing.alpha": {"low": 0.1, "high": 10.0, "log": True},
+            "channels.swing.max_users": {"low": 10, "high": 200, "int": True, "log": True},
+            "channels.swing.max_items": {"low": 10, "high": 200, "int": True, "log": True},
+            "channels.swing.history": {"low": 1, "high": 50, "int": True, "log": True},
+            "channels.swing.decay": {"low": 0.3, "high": 1.0},
+        },
+    ),
+    ChannelKind(
+        "item2vec",
+        "embrecall.models.item2vec:Item2Vec",
+        "item2vec",
+        fitting="training item2vec",
+        space={
+            "channels.item2vec.window": {"low": 2, "high": 50, "int": True, "log": True},
+            "channels.item2vec.min_count": {"low": 1, "high": 20, "int": True, "log": True},
+            "channels.item2vec.ns_exponent": {"low": -0.5, "high": 1.0},
+            "channels.item2vec.history": {"low": 1, "high": 50, "int": True, "log": True},
+            "channels.item2vec.decay": {"low": 0.3, "high": 1.0},
+            "channels.item2vec.session_gap": {"low": 600, "high": 2_592_000, "int": True, "log": True},
+        },
+    ),
+    ChannelKind(
+        "ease",
+        "embrecall.models.ease:Ease",
+        "ease",
+        fitting="solving EASE",
+        space={
+            "channels.ease.l2": {"low": 10.0, "high": 1e4, "log": True},
+            "channels.ease.decay": {"low": 0.5, "high": 1.0},
+            "channels.ease.history": {"low": 5, "high": 200, "int": True, "log": True},
+        },
+    ),
 )
 
 CHANNELS: dict[str, ChannelKind] = {kind.name: kind for kind in _KINDS}

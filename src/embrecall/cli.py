@@ -17,8 +17,11 @@ from embrecall.channel_table import EVALUATED
 from embrecall.config import Config, SyntheticConfig, load_config, validated
 from embrecall.errors import ConfigError, EmbrecallError, GateBreach
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Embedding-based candidate retrieval: train two-tower models, index items, evaluate, recommend.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Embedding-based candidate retrieval: train two-tower models, index items, evaluate, recommend.",
+)
 console = Console(width=None if sys.stdout.isatty() else 200)  # a log file gets whole tables, not 80 columns
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML or YAML run config (default: demo).")]
@@ -38,8 +41,12 @@ def _metrics_table(metrics: dict[str, dict[str, Any]], ks: list[int], title: str
     table.add_column("metric")
     for name in metrics:
         table.add_column(escape(name), justify="right")  # "two_tower [scene=s1]" is not markup
-    rows = [f"HR@{k}" for k in ks] + [f"NDCG@{k}" for k in ks] + ["MRR", "AUC", "AUC_shown", "avg_position@100"] + \
-        [f"coverage@{k}" for k in ks]
+    rows = (
+        [f"HR@{k}" for k in ks]
+        + [f"NDCG@{k}" for k in ks]
+        + ["MRR", "AUC", "AUC_shown", "avg_position@100"]
+        + [f"coverage@{k}" for k in ks]
+    )
     if len({m.get("targets") for m in metrics.values()}) > 1:  # rows of a part of the targets (a scene)
         table.add_row("targets", *[f"{m['targets']:,.0f}" if "targets" in m else "" for m in metrics.values()])
     for r in rows:
@@ -51,17 +58,21 @@ def _metrics_table(metrics: dict[str, dict[str, Any]], ks: list[int], title: str
     return table
 
 
-MEASURES_NOTE = ("train time: what each column fitted (merged: only what the columns before it had not); peak RSS: "
-                 "the whole process's so far, so it includes the columns before (run one channel per process to "
-                 "compare memory)")
+MEASURES_NOTE = (
+    "train time: what each column fitted (merged: only what the columns before it had not); peak RSS: "
+    "the whole process's so far, so it includes the columns before (run one channel per process to "
+    "compare memory)"
+)
 
 
 def _split_line(row: dict[str, Any]) -> str:
     """What the test targets allow: how many, against which catalog, and how many no channel can hit."""
-    return (f"test: {row['targets']:,.0f} users, catalog {row['catalog_items']:,.0f} items; "
-            f"{row['targets_outside_catalog']:,.0f} targets outside the catalog and "
-            f"{row['targets_already_seen']:,.0f} already in the user's history (never hit): "
-            f"HR@K can reach at most {row['hit_ceiling']:.4f}")
+    return (
+        f"test: {row['targets']:,.0f} users, catalog {row['catalog_items']:,.0f} items; "
+        f"{row['targets_outside_catalog']:,.0f} targets outside the catalog and "
+        f"{row['targets_already_seen']:,.0f} already in the user's history (never hit): "
+        f"HR@K can reach at most {row['hit_ceiling']:.4f}"
+    )
 
 
 def _recommendations_table(frame, user_id: str, version: str) -> Table:
@@ -89,9 +100,14 @@ def _run(fn):
 
 
 @app.command()
-def train(config: ConfigOpt = None, set: SetOpt = None, out: Annotated[Optional[Path], typer.Option(
-          help="Folder for bundles.")] = None, epochs: Annotated[Optional[int], typer.Option()] = None,
-          seed: Annotated[Optional[int], typer.Option()] = None, progress: ProgressOpt = True) -> None:
+def train(
+    config: ConfigOpt = None,
+    set: SetOpt = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for bundles.")] = None,
+    epochs: Annotated[Optional[int], typer.Option()] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    progress: ProgressOpt = True,
+) -> None:
     """Train a two-tower model under the protocol, evaluate it, and write a versioned bundle."""
     from embrecall.pipeline import train as run_train
 
@@ -104,26 +120,48 @@ def train(config: ConfigOpt = None, set: SetOpt = None, out: Annotated[Optional[
             console.print(_metrics_table(report.metrics, cfg.evaluate.ks, "test metrics (BENCHMARK.md)"))
         console.print(f"best epoch {report.best_epoch}, training {report.seconds:.1f} s")
         console.print(f"bundle written: [bold]{report.bundle}[/]")
+
     _run(go)
 
 
 @app.command()
-def evaluate(config: ConfigOpt = None, set: SetOpt = None,
-             seed: Annotated[Optional[int], typer.Option(help="Training seed (train.seed).")] = None,
-             bundle: Annotated[Optional[Path], typer.Option(help="Evaluate the channels this bundle serves, as the service runs them.")] = None,
-             channel: Annotated[Optional[list[str]], typer.Option(help=f"{', '.join(EVALUATED)} (served: a --bundle's channels merged as served); repeatable; default all.")] = None,
-             json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics as JSON.")] = None,
-             report: Annotated[Optional[Path], typer.Option(help="Write a Markdown report with plots here.")] = None,
-             cold: Annotated[bool, typer.Option("--cold/--no-cold", help="Add the cold-item evaluation.")] = False,
-             on: Annotated[str, typer.Option(help="test, or validation: fitted on train, measured on the validation "
-                                                  "targets (to choose settings by).")] = "test",
-             per: Annotated[Optional[list[str]], typer.Option(
-                 help="An event column (such as scene): metrics for each of its values too (evaluate.per); "
-                      "repeatable.")] = None,
-             target: Annotated[str, typer.Option(
-                 help="item, or an item attribute such as category: rank its values for each user (entity "
-                      "recall) against the held-out item's value.")] = "item",
-             progress: ProgressOpt = True) -> None:
+def evaluate(
+    config: ConfigOpt = None,
+    set: SetOpt = None,
+    seed: Annotated[Optional[int], typer.Option(help="Training seed (train.seed).")] = None,
+    bundle: Annotated[
+        Optional[Path], typer.Option(help="Evaluate the channels this bundle serves, as the service runs them.")
+    ] = None,
+    channel: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help=f"{', '.join(EVALUATED)} (served: a --bundle's channels merged as served); repeatable; default all."
+        ),
+    ] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics as JSON.")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Write a Markdown report with plots here.")] = None,
+    cold: Annotated[bool, typer.Option("--cold/--no-cold", help="Add the cold-item evaluation.")] = False,
+    on: Annotated[
+        str,
+        typer.Option(
+            help="test, or validation: fitted on train, measured on the validation targets (to choose settings by)."
+        ),
+    ] = "test",
+    per: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="An event column (such as scene): metrics for each of its values too (evaluate.per); repeatable."
+        ),
+    ] = None,
+    target: Annotated[
+        str,
+        typer.Option(
+            help="item, or an item attribute such as category: rank its values for each user (entity "
+            "recall) against the held-out item's value."
+        ),
+    ] = "item",
+    progress: ProgressOpt = True,
+) -> None:
     """Run the BENCHMARK.md protocol on one or more channels and print a table."""
     from embrecall.evaluation.report import write_report
     from embrecall.pipeline import evaluate as run_evaluate
@@ -133,13 +171,21 @@ def evaluate(config: ConfigOpt = None, set: SetOpt = None,
         cfg = _config(config, set, **{"train.seed": seed, "evaluate.per": json.dumps(per) if per else None})
         if target != "item":
             if channel or cold or report or per:
-                raise ConfigError("--target ranks attribute values with two_tower, history and popular: it takes "
-                                  "no --channel, --cold, --report or --per")
+                raise ConfigError(
+                    "--target ranks attribute values with two_tower, history and popular: it takes "
+                    "no --channel, --cold, --report or --per"
+                )
             found = evaluate_entity_recall(cfg, target, bundle, on=on, show_progress=progress)
             shape = found["two_tower"]
-            console.print(escape(f"{on}: {shape['targets']:,.0f} targets whose item has a {target}, "
-                                 f"{shape['values']:,.0f} values of {target}"))
-            console.print(_metrics_table(found, cfg.evaluate.ks, escape(f"{on} entity recall of {target} (BENCHMARK.md)")))
+            console.print(
+                escape(
+                    f"{on}: {shape['targets']:,.0f} targets whose item has a {target}, "
+                    f"{shape['values']:,.0f} values of {target}"
+                )
+            )
+            console.print(
+                _metrics_table(found, cfg.evaluate.ks, escape(f"{on} entity recall of {target} (BENCHMARK.md)"))
+            )
             if json_out:
                 json_out.write_text(json.dumps(found, indent=2))
                 console.print(f"metrics written to {json_out}")
@@ -152,51 +198,77 @@ def evaluate(config: ConfigOpt = None, set: SetOpt = None,
         if cold_metrics:
             console.print(_metrics_table(cold_metrics, cfg.evaluate.ks, "cold items (new in the test period)"))
         if json_out:
-            json_out.write_text(json.dumps(metrics if not cold_metrics else {**metrics, "cold_items": cold_metrics},
-                                           indent=2))
+            json_out.write_text(
+                json.dumps(metrics if not cold_metrics else {**metrics, "cold_items": cold_metrics}, indent=2)
+            )
             console.print(f"metrics written to {json_out}")
         if report:
             source = cfg.data.path or f"synthetic data (seed {cfg.data.synthetic.seed})"
-            context = (f"Data: {source}. Split: {cfg.split.kind} (BENCHMARK.md). Full-catalog ranking, each user's "
-                       f"own items removed. Merge: {cfg.channels.merge_mode} {dict(cfg.channels.merge)}. "
-                       f"Dithering epsilon: {cfg.channels.dither_epsilon}. Machine: {os.cpu_count()} cores.")
-            path = write_report(report, metrics, cfg.evaluate.ks, title="embrecall channel comparison",
-                                context=context, cold=cold_metrics)
+            context = (
+                f"Data: {source}. Split: {cfg.split.kind} (BENCHMARK.md). Full-catalog ranking, each user's "
+                f"own items removed. Merge: {cfg.channels.merge_mode} {dict(cfg.channels.merge)}. "
+                f"Dithering epsilon: {cfg.channels.dither_epsilon}. Machine: {os.cpu_count()} cores."
+            )
+            path = write_report(
+                report,
+                metrics,
+                cfg.evaluate.ks,
+                title="embrecall channel comparison",
+                context=context,
+                cold=cold_metrics,
+            )
             console.print(f"report written to {path}")
+
     _run(go)
 
 
 @app.command()
-def tune(config: ConfigOpt = None, set: SetOpt = None,
-         channel: Annotated[Optional[str], typer.Option(help="The channel to tune (default: tune.channel).")] = None,
-         metric: Annotated[Optional[str], typer.Option(help="Validation metric to maximise, e.g. NDCG@20.")] = None,
-         trials: Annotated[Optional[int], typer.Option(help="Trials at most (default: tune.trials).")] = None,
-         timeout: Annotated[Optional[float], typer.Option(help="Seconds before no new trial starts.")] = None,
-         out: Annotated[Optional[Path], typer.Option(
-             help="Folder for the study (tune.sqlite, resumed if there) and best.yaml; default <out>/tune-<channel>.")
-         ] = None,
-         progress: ProgressOpt = True) -> None:
+def tune(
+    config: ConfigOpt = None,
+    set: SetOpt = None,
+    channel: Annotated[Optional[str], typer.Option(help="The channel to tune (default: tune.channel).")] = None,
+    metric: Annotated[Optional[str], typer.Option(help="Validation metric to maximise, e.g. NDCG@20.")] = None,
+    trials: Annotated[Optional[int], typer.Option(help="Trials at most (default: tune.trials).")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="Seconds before no new trial starts.")] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Folder for the study (tune.sqlite, resumed if there) and best.yaml; default <out>/tune-<channel>."
+        ),
+    ] = None,
+    progress: ProgressOpt = True,
+) -> None:
     """Choose a channel's settings with Optuna (TPE, pruning), scored on validation targets only."""
     from embrecall.pipeline import read_split
     from embrecall.tune import tune as run_tune
 
     def go() -> None:
-        cfg = _config(config, set, **{"tune.channel": channel, "tune.metric": metric, "tune.trials": trials,
-                                      "tune.timeout_s": timeout})
+        cfg = _config(
+            config,
+            set,
+            **{"tune.channel": channel, "tune.metric": metric, "tune.trials": trials, "tune.timeout_s": timeout},
+        )
         folder = out or cfg.out / f"tune-{cfg.tune.channel}"
         data, split = read_split(cfg, progress)
         result = run_tune(cfg, data, split, folder, show_progress=progress)
-        console.print(f"{result.trials} trials ({result.pruned} pruned); best validation {cfg.tune.metric} = "
-                      f"{result.best_value:.4f} with {result.best_params}")
-        console.print(f"best config written: [bold]{result.config_path}[/] — next: embrecall evaluate "
-                      f"--config {result.config_path}")
+        console.print(
+            f"{result.trials} trials ({result.pruned} pruned); best validation {cfg.tune.metric} = "
+            f"{result.best_value:.4f} with {result.best_params}"
+        )
+        console.print(
+            f"best config written: [bold]{result.config_path}[/] — next: embrecall evaluate "
+            f"--config {result.config_path}"
+        )
+
     _run(go)
 
 
 @app.command()
-def init(data: Annotated[Path, typer.Argument(help="A log (CSV, TSV or Parquet) or a MovieLens folder.")],
-         out: Annotated[Path, typer.Option(help="Where to write the config.")] = Path("embrecall.toml"),
-         force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False) -> None:
+def init(
+    data: Annotated[Path, typer.Argument(help="A log (CSV, TSV or Parquet) or a MovieLens folder.")],
+    out: Annotated[Path, typer.Option(help="Where to write the config.")] = Path("embrecall.toml"),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
     """Look at a log and write a commented config that runs as it is."""
     from embrecall.starter import starter_config
 
@@ -214,15 +286,17 @@ def init(data: Annotated[Path, typer.Argument(help="A log (CSV, TSV or Parquet) 
                 console.print(f"  {escape(line)}", highlight=False)
         out.write_text(starter.toml)
         console.print(f"config written to [bold]{out}[/]; next: embrecall evaluate --config {out}")
+
     _run(go)
 
 
 @app.command()
-def recommend(bundle: Annotated[Path, typer.Option(help="A bundle folder written by `embrecall train`.")],
-              user: Annotated[str, typer.Option(help="The user id, as in the data.")],
-              k: Annotated[int, typer.Option("-k", min=1, max=10_000)] = 20,
-              json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the list as JSON.")] = None
-              ) -> None:
+def recommend(
+    bundle: Annotated[Path, typer.Option(help="A bundle folder written by `embrecall train`.")],
+    user: Annotated[str, typer.Option(help="The user id, as in the data.")],
+    k: Annotated[int, typer.Option("-k", min=1, max=10_000)] = 20,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the list as JSON.")] = None,
+) -> None:
     """Print the top-k items for a user as the service answers them (the bundle's channels merged by its
     quotas), seen items removed, with the channel that found each and their titles or attributes."""
     from embrecall.pipeline import recommend as run_recommend
@@ -234,22 +308,28 @@ def recommend(bundle: Annotated[Path, typer.Option(help="A bundle folder written
         console.print(_recommendations_table(found, user, found.attrs["version"]))
         if json_out is not None:
             json_out.write_text(found.to_json(orient="records"))
+
     _run(go)
 
 
 @app.command()
-def demo(out: Annotated[Path, typer.Option(help="Folder for the demo bundle.")] = Path("runs/demo"),
-         progress: ProgressOpt = True) -> None:
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the demo bundle.")] = Path("runs/demo"),
+    progress: ProgressOpt = True,
+) -> None:
     """Synthetic data -> train -> index -> evaluate -> sample recommendations, with nothing downloaded."""
-    from embrecall.pipeline import recommend as run_recommend, train as run_train
+    from embrecall.pipeline import recommend as run_recommend
+    from embrecall.pipeline import train as run_train
     from embrecall.serve.cache import VectorCache
     from embrecall.serve.service import ServingVersion
 
     def go() -> None:
         cfg = _config(None, None, out=out)
         s = cfg.data.synthetic
-        console.print(f"[bold]embrecall demo[/]: synthetic log of {s.events:,} events, {s.users:,} users, "
-                      f"{s.items:,} items in {s.categories} categories")
+        console.print(
+            f"[bold]embrecall demo[/]: synthetic log of {s.events:,} events, {s.users:,} users, "
+            f"{s.items:,} items in {s.categories} categories"
+        )
         report = run_train(cfg, show_progress=progress)
         if report.bundle is None:  # a torchrun rank other than 0
             return
@@ -258,33 +338,56 @@ def demo(out: Annotated[Path, typer.Option(help="Folder for the demo bundle.")] 
         users = list(version.bundle.users.index[:2])
         for user in users:  # the lists `embrecall recommend` and the service answer with
             console.print(_recommendations_table(run_recommend(version, str(user), 5), user, version.version))
-        console.print(f"bundle: [bold]{report.bundle}[/]  — try: embrecall recommend --bundle {report.bundle} "
-                      f"--user {users[0]} -k 20")
+        console.print(
+            f"bundle: [bold]{report.bundle}[/]  — try: embrecall recommend --bundle {report.bundle} "
+            f"--user {users[0]} -k 20"
+        )
+
     _run(go)
 
 
 @app.command()
-def serve(config: Annotated[Optional[Path], typer.Option(
-              "--config", "-c", help="A serve config (TOML): every setting below and more (see the README's Serving).")
-          ] = None,
-          source: Annotated[Optional[Path], typer.Option(
-              "--bundle", "--registry", help="A bundle, or a registry whose active version is followed.")] = None,
-          host: Annotated[Optional[str], typer.Option(help="Address to listen on [default: 127.0.0.1].")] = None,
-          port: Annotated[Optional[int], typer.Option(help="Port [default: 8000].")] = None,
-          workers: Annotated[Optional[int], typer.Option(
-              min=1, help="Processes serving on the port (each loads the version; more than one needs --feed and "
-                          "--events for the tokens that are set) [default: 1].")] = None,
-          redis: Annotated[Optional[str], typer.Option(help="Redis URL for a shared user-vector cache.")] = None,
-          feed: Annotated[Optional[str], typer.Option(help="Redis URL of the item change stream.")] = None,
-          events: Annotated[Optional[str], typer.Option(
-              help="Redis URL keeping users' events (POST /v1/events), shared by replicas; default: in process.")
-          ] = None,
-          replica: Annotated[Optional[str], typer.Option(
-              help="This replica's name on the change feed and the events stream (its consumer groups); keep it "
-                   "across restarts [default: embrecall-1].")] = None,
-          milvus: Annotated[Optional[str], typer.Option(
-              help="Keep item vectors in Milvus: a milvus-lite file or a server URI like http://host:19530.")] = None,
-          ) -> None:
+def serve(
+    config: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--config", "-c", help="A serve config (TOML): every setting below and more (see the README's Serving)."
+        ),
+    ] = None,
+    source: Annotated[
+        Optional[Path],
+        typer.Option("--bundle", "--registry", help="A bundle, or a registry whose active version is followed."),
+    ] = None,
+    host: Annotated[Optional[str], typer.Option(help="Address to listen on [default: 127.0.0.1].")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port [default: 8000].")] = None,
+    workers: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1,
+            help="Processes serving on the port (each loads the version; more than one needs --feed and "
+            "--events for the tokens that are set) [default: 1].",
+        ),
+    ] = None,
+    redis: Annotated[Optional[str], typer.Option(help="Redis URL for a shared user-vector cache.")] = None,
+    feed: Annotated[Optional[str], typer.Option(help="Redis URL of the item change stream.")] = None,
+    events: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Redis URL keeping users' events (POST /v1/events), shared by replicas; default: in process."
+        ),
+    ] = None,
+    replica: Annotated[
+        Optional[str],
+        typer.Option(
+            help="This replica's name on the change feed and the events stream (its consumer groups); keep it "
+            "across restarts [default: embrecall-1]."
+        ),
+    ] = None,
+    milvus: Annotated[
+        Optional[str],
+        typer.Option(help="Keep item vectors in Milvus: a milvus-lite file or a server URI like http://host:19530."),
+    ] = None,
+) -> None:
     """Serve recall over HTTP (OpenAPI docs at /docs).  Settings come from flags, then EMBRECALL_* environment
     variables, then --config; item changes need $EMBRECALL_ADMIN_TOKEN, user events $EMBRECALL_CLIENT_TOKEN."""
     import uvicorn
@@ -295,10 +398,18 @@ def serve(config: Annotated[Optional[Path], typer.Option(
     from embrecall.serve.workers import run
 
     def go() -> None:
-        settings = ServeConfig.load(config, source=source, host=host, port=port, workers=workers, replica=replica,
-                                    cache={"redis": redis} if redis else None, feed={"url": feed} if feed else None,
-                                    events={"url": events} if events else None,
-                                    index={"backend": "milvus", "uri": milvus} if milvus else None)
+        settings = ServeConfig.load(
+            config,
+            source=source,
+            host=host,
+            port=port,
+            workers=workers,
+            replica=replica,
+            cache={"redis": redis} if redis else None,
+            feed={"url": feed} if feed else None,
+            events={"url": events} if events else None,
+            index={"backend": "milvus", "uri": milvus} if milvus else None,
+        )
         if settings.workers > 1:
             return run(settings)
         # Requests are many and small: a second BLAS or OpenMP thread inside one only spins against the
@@ -306,24 +417,37 @@ def serve(config: Annotated[Optional[Path], typer.Option(
         threadpool_limits(1)
         # create_app loads the bundle: a bad bundle or registry fails here with its message, before the server starts
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+
     _run(go)
 
 
 @app.command()
-def publish(bundle: Annotated[Path, typer.Argument(help="The bundle to activate.")],
-            registry: Annotated[Path, typer.Option(help="The registry folder.")] = Path("registry"),
-            gate: Annotated[Optional[list[str]], typer.Option(
-                help="Metric gate, e.g. 'HR@10>=0.15' or 'popular.HR@10<0.2' (repeatable).")] = None,
-            sigma: Annotated[float, typer.Option(
-                min=0, help="Refuse a ranking metric this many σ below, or a daily data volume this many σ off, the "
-                            "last published versions' mean (0: off).")] = 3.0,
-            window: Annotated[int, typer.Option(min=1, help="Published versions the σ rule compares with.")] = 5,
-            force: Annotated[Optional[str], typer.Option(
-                help="Publish despite gate breaches; the reason is recorded in the registry's history.")] = None,
-            drift_users: Annotated[int, typer.Option(
-                min=0, help="Users (and items) sampled for the drift report against the active version (0: none).")
-            ] = 500,
-            ) -> None:
+def publish(
+    bundle: Annotated[Path, typer.Argument(help="The bundle to activate.")],
+    registry: Annotated[Path, typer.Option(help="The registry folder.")] = Path("registry"),
+    gate: Annotated[
+        Optional[list[str]], typer.Option(help="Metric gate, e.g. 'HR@10>=0.15' or 'popular.HR@10<0.2' (repeatable).")
+    ] = None,
+    sigma: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Refuse a ranking metric this many σ below, or a daily data volume this many σ off, the "
+            "last published versions' mean (0: off).",
+        ),
+    ] = 3.0,
+    window: Annotated[int, typer.Option(min=1, help="Published versions the σ rule compares with.")] = 5,
+    force: Annotated[
+        Optional[str],
+        typer.Option(help="Publish despite gate breaches; the reason is recorded in the registry's history."),
+    ] = None,
+    drift_users: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Users (and items) sampled for the drift report against the active version (0: none)."
+        ),
+    ] = 500,
+) -> None:
     """Activate a bundle if it passes the gates (fixed thresholds, and the 3σ rule against earlier versions);
     serving services follow within a second.  Every attempt is kept in the registry's HISTORY.json."""
     from embrecall.export.gate import parse_gate
@@ -332,23 +456,32 @@ def publish(bundle: Annotated[Path, typer.Argument(help="The bundle to activate.
 
     def go() -> None:
         reg = Registry(registry)
-        compare = (lambda new, old: drift_report(new, old, users=drift_users, items=drift_users)) if drift_users else None
-        version = reg.publish(bundle, [parse_gate(g) for g in gate or []], sigma=sigma, window=window, force=force,
-                              compare=compare)
-        console.print(f"active version: [bold]{version}[/] ({registry})" + (f" [yellow]forced: {escape(force)}[/]"
-                                                                            if force else ""))
+        compare = (
+            (lambda new, old: drift_report(new, old, users=drift_users, items=drift_users)) if drift_users else None
+        )
+        version = reg.publish(
+            bundle, [parse_gate(g) for g in gate or []], sigma=sigma, window=window, force=force, compare=compare
+        )
+        console.print(
+            f"active version: [bold]{version}[/] ({registry})"
+            + (f" [yellow]forced: {escape(force)}[/]" if force else "")
+        )
         drift = reg.history()[-1].get("drift")
         if drift:
             said = f"no drift report: {drift['error']}" if "error" in drift else describe_drift(drift)
             console.print(escape(said), soft_wrap=True)
+
     _run(go)
 
 
 @app.command("check-data")
-def check_data(config: ConfigOpt = None, set: SetOpt = None,
-               registry: Annotated[Path, typer.Option(help="The registry folder.")] = Path("registry"),
-               sigma: Annotated[float, typer.Option(min=0, help="Refuse a daily volume this many σ off.")] = 3.0,
-               window: Annotated[int, typer.Option(min=1, help="Published versions to compare with.")] = 5) -> None:
+def check_data(
+    config: ConfigOpt = None,
+    set: SetOpt = None,
+    registry: Annotated[Path, typer.Option(help="The registry folder.")] = Path("registry"),
+    sigma: Annotated[float, typer.Option(min=0, help="Refuse a daily volume this many σ off.")] = 3.0,
+    window: Annotated[int, typer.Option(min=1, help="Published versions to compare with.")] = 5,
+) -> None:
     """Compare the config's log with the training logs of the last published versions (events, users
     and items per day; the share of items the active version lacks) before training on it: exit 3
     with each breach, so that a scheduler halts train and publish."""
@@ -359,8 +492,10 @@ def check_data(config: ConfigOpt = None, set: SetOpt = None,
         cfg = _config(config, set)
         _, split = read_split(cfg, show_progress=False)  # what a bundle's profile is counted on: train + validation
         figures = Registry(registry).check_volumes(split.train_full, sigma=sigma, window=window)
-        console.print("data volumes in line with the published versions: "
-                      + ", ".join(f"{k} {v:.4g}" for k, v in figures.items()))
+        console.print(
+            "data volumes in line with the published versions: " + ", ".join(f"{k} {v:.4g}" for k, v in figures.items())
+        )
+
     _run(go)
 
 
@@ -379,9 +514,17 @@ def versions(registry: Annotated[Path, typer.Option(help="The registry folder.")
             f = r["figures"]
             status = ("active" if r["version"] == active else "published") if r.get("published") else "refused"
             said = "; ".join(r.get("breaches") or []) + (f" — forced: {r['forced']}" if r.get("forced") else "")
-            table.add_row(r["version"], str(r.get("at", "")), status, _figure(f.get("two_tower.HR@10")),
-                          _figure(f.get("events_per_day")), _figure(f.get("new_item_share")), escape(said))
+            table.add_row(
+                r["version"],
+                str(r.get("at", "")),
+                status,
+                _figure(f.get("two_tower.HR@10")),
+                _figure(f.get("events_per_day")),
+                _figure(f.get("new_item_share")),
+                escape(said),
+            )
         console.print(table)
+
     _run(go)
 
 
@@ -396,23 +539,41 @@ def rollback(registry: Annotated[Path, typer.Option(help="The registry folder.")
 
     def go() -> None:
         console.print(f"active version: [bold]{Registry(registry).rollback()}[/] ({registry})")
+
     _run(go)
 
 
 @app.command()
-def generate(out: Annotated[Path, typer.Option(help="Folder for events/users/items.parquet.")],
-             users: int = 100_000, items: int = 1_000_000, events: int = 10_000_000,
-             categories: int = 200, cities: int = 50, seed: int = 0) -> None:
+def generate(
+    out: Annotated[Path, typer.Option(help="Folder for events/users/items.parquet.")],
+    users: int = 100_000,
+    items: int = 1_000_000,
+    events: int = 10_000_000,
+    categories: int = 200,
+    cities: int = 50,
+    seed: int = 0,
+) -> None:
     """Write a synthetic log as Parquet (power-law popularity, categories, cities, sessions)."""
     from embrecall.data.synthetic import write_parquet
 
     def go() -> None:
-        cfg = validated(SyntheticConfig, {"users": users, "items": items, "events": events, "categories": categories,
-                                          "cities": cities, "seed": seed}, "the generate options")
+        cfg = validated(
+            SyntheticConfig,
+            {
+                "users": users,
+                "items": items,
+                "events": events,
+                "categories": categories,
+                "cities": cities,
+                "seed": seed,
+            },
+            "the generate options",
+        )
         with console.status("generating"):
             paths = write_parquet(cfg, out)
         for name, p in paths.items():
             console.print(f"{name}: {p}")
+
     _run(go)
 
 
@@ -426,8 +587,11 @@ def main() -> None:
     except ModuleNotFoundError as err:
         if (err.name or "").split(".")[0] not in TRAINING_ONLY:
             raise
-        console.print(f"[bold red]error:[/] this command needs {err.name}, which the serving install leaves out: "
-                      + escape("pip install 'embrecall[train]'"), soft_wrap=True)
+        console.print(
+            f"[bold red]error:[/] this command needs {err.name}, which the serving install leaves out: "
+            + escape("pip install 'embrecall[train]'"),
+            soft_wrap=True,
+        )
         raise SystemExit(2) from None
 
 

@@ -20,13 +20,40 @@ from embrecall.errors import ConfigError
 M = TypeVar("M", bound=BaseModel)
 
 __all__ = [
-    "Config", "DataConfig", "ColumnMap", "TableConfig", "SyntheticConfig", "SplitConfig",
-    "FeaturesConfig", "Feature", "ItemIdFeature", "CategoricalFeature", "HashedFeature",
-    "NumericFeature", "MultiFeature", "HistoryFeature", "SequenceFeature", "ITEM_HISTORY", "TimeFeature",
+    "Config",
+    "DataConfig",
+    "ColumnMap",
+    "TableConfig",
+    "SyntheticConfig",
+    "SplitConfig",
+    "FeaturesConfig",
+    "Feature",
+    "ItemIdFeature",
+    "CategoricalFeature",
+    "HashedFeature",
+    "NumericFeature",
+    "MultiFeature",
+    "HistoryFeature",
+    "SequenceFeature",
+    "ITEM_HISTORY",
+    "TimeFeature",
     "TextFeature",
-    "ModelConfig", "TrainConfig", "NegativesConfig", "IndexConfig", "EvalConfig", "Item2VecConfig",
-    "ItemCFConfig", "SwingConfig", "EaseConfig", "TuneConfig", "SearchDim", "ChannelsConfig", "load_config", "apply_overrides",
-    "set_field", "get_field",
+    "ModelConfig",
+    "TrainConfig",
+    "NegativesConfig",
+    "IndexConfig",
+    "EvalConfig",
+    "Item2VecConfig",
+    "ItemCFConfig",
+    "SwingConfig",
+    "EaseConfig",
+    "TuneConfig",
+    "SearchDim",
+    "ChannelsConfig",
+    "load_config",
+    "apply_overrides",
+    "set_field",
+    "get_field",
 ]
 
 
@@ -35,6 +62,7 @@ class _Strict(BaseModel):
 
 
 # ----------------------------------------------------------------------------- data
+
 
 class ColumnMap(_Strict):
     """Names of the interaction columns in the input file."""
@@ -70,7 +98,7 @@ class SyntheticConfig(_Strict):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _fits(self) -> "SyntheticConfig":
+    def _fits(self) -> SyntheticConfig:
         if self.categories > self.items:
             raise ValueError(f"data.synthetic.categories ({self.categories}) must not exceed items ({self.items})")
         return self
@@ -108,40 +136,57 @@ class DataConfig(_Strict):
     shards: ShardsConfig | None = None  # set: read the log out of core (table format, ids and timestamps only)
 
     @model_validator(mode="after")
-    def _path_needed(self) -> "DataConfig":
+    def _path_needed(self) -> DataConfig:
         if self.format in ("movielens", "table") and self.path is None:
             raise ValueError(f"data.format = '{self.format}' needs data.path (a directory or file to read)")
         return self
 
     @model_validator(mode="after")
-    def _every_setting_used(self) -> "DataConfig":
+    def _every_setting_used(self) -> DataConfig:
         """A setting the chosen reader would ignore is refused: it would look applied and not be."""
-        used = {"movielens": {"format", "path", "events", "exposure_events"},
-                "synthetic": {"format", "synthetic", "events", "exposure_events"}}.get(self.format)
+        used = {
+            "movielens": {"format", "path", "events", "exposure_events"},
+            "synthetic": {"format", "synthetic", "events", "exposure_events"},
+        }.get(self.format)
         fields = type(self).model_fields
-        ignored = [] if used is None else sorted(  # a default written back (a dumped config) is not a setting
-            f for f in fields if f not in used and getattr(self, f) != fields[f].get_default(call_default_factory=True))
+        ignored = (
+            []
+            if used is None
+            else sorted(  # a default written back (a dumped config) is not a setting
+                f
+                for f in fields
+                if f not in used and getattr(self, f) != fields[f].get_default(call_default_factory=True)
+            )
+        )
         if ignored:
-            hint = (" (a MovieLens release brings its own user and item files)" if self.format == "movielens"
-                    else "")
-            raise ValueError(f"data.format = '{self.format}' does not read data.{', data.'.join(ignored)}{hint}; "
-                             "remove them, or use data.format = 'table' to map your own columns and tables")
+            hint = " (a MovieLens release brings its own user and item files)" if self.format == "movielens" else ""
+            raise ValueError(
+                f"data.format = '{self.format}' does not read data.{', data.'.join(ignored)}{hint}; "
+                "remove them, or use data.format = 'table' to map your own columns and tables"
+            )
         return self
 
     @model_validator(mode="after")
-    def _shardable(self) -> "DataConfig":
+    def _shardable(self) -> DataConfig:
         """Shards carry user, item and time: a setting that needs more of each row is refused."""
         if self.shards is None:
             return self
-        settings = {"columns.event": self.columns.event, "columns.weight": self.columns.weight,
-                    "events": self.events, "exposure_events": self.exposure_events,
-                    "context_columns": self.context_columns, "user_columns": self.user_columns,
-                    "item_columns": self.item_columns}
+        settings = {
+            "columns.event": self.columns.event,
+            "columns.weight": self.columns.weight,
+            "events": self.events,
+            "exposure_events": self.exposure_events,
+            "context_columns": self.context_columns,
+            "user_columns": self.user_columns,
+            "item_columns": self.item_columns,
+        }
         carried = [name for name, value in settings.items() if value]
         if carried:
-            raise ValueError(f"data.shards reads user, item and timestamp of each row; data.{', data.'.join(carried)} "
-                             "need more of it: put user and item attributes in data.users / data.items tables, or "
-                             "leave data.shards out to read the log into memory")
+            raise ValueError(
+                f"data.shards reads user, item and timestamp of each row; data.{', data.'.join(carried)} "
+                "need more of it: put user and item attributes in data.users / data.items tables, or "
+                "leave data.shards out to read the log into memory"
+            )
         return self
 
 
@@ -153,13 +198,14 @@ class SplitConfig(_Strict):
     test_start: str | None = None
 
     @model_validator(mode="after")
-    def _cutoffs(self) -> "SplitConfig":
+    def _cutoffs(self) -> SplitConfig:
         if self.kind == "time" and (self.valid_start is None or self.test_start is None):
             raise ValueError("split.kind = 'time' needs split.valid_start and split.test_start")
         return self
 
 
 # ----------------------------------------------------------------------------- features
+
 
 class _FeatureBase(_Strict):
     name: str = Field(min_length=1)
@@ -270,8 +316,17 @@ class TextFeature(_FeatureBase):
 
 
 Feature = Annotated[
-    Union[ItemIdFeature, CategoricalFeature, HashedFeature, NumericFeature, MultiFeature, HistoryFeature,
-          SequenceFeature, TimeFeature, TextFeature],
+    Union[
+        ItemIdFeature,
+        CategoricalFeature,
+        HashedFeature,
+        NumericFeature,
+        MultiFeature,
+        HistoryFeature,
+        SequenceFeature,
+        TimeFeature,
+        TextFeature,
+    ],
     Field(discriminator="kind"),
 ]
 
@@ -302,7 +357,7 @@ class FeaturesConfig(_Strict):
     catalog: Literal["events", "items"] = "events"  # items: every row of the item table is retrievable, clicked or not
 
     @model_validator(mode="after")
-    def _sides(self) -> "FeaturesConfig":
+    def _sides(self) -> FeaturesConfig:
         for side, feats in (("user", self.user), ("item", self.item)):
             if not feats:
                 raise ValueError(f"features.{side} is empty: each tower needs at least one feature")
@@ -315,8 +370,10 @@ class FeaturesConfig(_Strict):
                 raise ValueError(f"features.user.{f.name}: kind '{f.kind}' belongs to the item tower")
         for f in self.item:
             if isinstance(f, (*ITEM_HISTORY, TimeFeature)) or getattr(f, "source", "table") == "event":
-                raise ValueError(f"features.item.{f.name}: the item tower takes item attributes only, "
-                                 "not history, time or event context")
+                raise ValueError(
+                    f"features.item.{f.name}: the item tower takes item attributes only, "
+                    "not history, time or event context"
+                )
         if sum(isinstance(f, ItemIdFeature) for f in self.item) > 1:
             raise ValueError("features.item: at most one 'item_id' feature")
         if sum(isinstance(f, SequenceFeature) for f in self.user) > 1:
@@ -325,6 +382,7 @@ class FeaturesConfig(_Strict):
 
 
 # ----------------------------------------------------------------------------- model, training, index
+
 
 class ModelConfig(_Strict):
     """Tower shape: per-feature embeddings -> concat -> MLP -> L2-normalised output."""
@@ -361,7 +419,7 @@ class NegativesConfig(_Strict):
     exposure_weight: float = Field(1.0, gt=0.0)
 
     @model_validator(mode="after")
-    def _hard_needs_column(self) -> "NegativesConfig":
+    def _hard_needs_column(self) -> NegativesConfig:
         if self.hard_count and not self.hard_column:
             raise ValueError("train.negatives.hard_count > 0 needs train.negatives.hard_column (e.g. 'category')")
         return self
@@ -399,23 +457,31 @@ class TrainConfig(_Strict):
     negatives: NegativesConfig = NegativesConfig()
 
     @model_validator(mode="after")
-    def _settings_of_the_loss(self) -> "TrainConfig":
+    def _settings_of_the_loss(self) -> TrainConfig:
         """A setting the chosen loss does not read is refused: it would look applied and not be."""
         fields = type(self).model_fields
-        unread = [name for name, losses in LOSS_SETTINGS.items()
-                  if self.loss not in losses and getattr(self, name) != fields[name].get_default(call_default_factory=True)]
+        unread = [
+            name
+            for name, losses in LOSS_SETTINGS.items()
+            if self.loss not in losses and getattr(self, name) != fields[name].get_default(call_default_factory=True)
+        ]
         if unread:
-            raise ValueError(f"train.loss = '{self.loss}' does not read train.{', train.'.join(unread)}; remove "
-                             f"{'them' if len(unread) > 1 else 'it'} or choose a loss that reads "
-                             f"{'them' if len(unread) > 1 else 'it'}")
+            raise ValueError(
+                f"train.loss = '{self.loss}' does not read train.{', train.'.join(unread)}; remove "
+                f"{'them' if len(unread) > 1 else 'it'} or choose a loss that reads "
+                f"{'them' if len(unread) > 1 else 'it'}"
+            )
         return self
 
 
 # The train settings only some losses read (every other train setting applies to every loss).
 LOSS_SETTINGS: dict[str, set[str]] = {
-    "num_negatives": {"bce"}, "negative_alpha": {"bce"},
-    "logq_strength": {"sampled_softmax"}, "remove_accidental_hits": {"sampled_softmax"},
-    "negatives": {"sampled_softmax"}, "label_smoothing": {"sampled_softmax", "full_softmax"},
+    "num_negatives": {"bce"},
+    "negative_alpha": {"bce"},
+    "logq_strength": {"sampled_softmax"},
+    "remove_accidental_hits": {"sampled_softmax"},
+    "negatives": {"sampled_softmax"},
+    "label_smoothing": {"sampled_softmax", "full_softmax"},
 }
 
 
@@ -500,13 +566,14 @@ class ChannelsConfig(_Strict):
     fallback: str | None = "popular"
 
     @model_validator(mode="after")
-    def _quotas(self) -> "ChannelsConfig":
+    def _quotas(self) -> ChannelsConfig:
         if not self.merge or any(v <= 0 for v in self.merge.values()):
             raise ValueError("channels.merge needs at least one channel with a positive quota share")
         unknown = sorted(set(self.serve) - set(CHANNELS))
         if unknown or not self.serve or any(v < 0 for v in self.serve.values()):
-            raise ValueError(f"channels.serve maps channels {list(CHANNELS)} to non-negative slot shares; "
-                             f"got {self.serve}")
+            raise ValueError(
+                f"channels.serve maps channels {list(CHANNELS)} to non-negative slot shares; got {self.serve}"
+            )
         if self.fallback is not None and self.fallback not in STORED:
             raise ValueError(f"channels.fallback is one of {list(STORED)} or none; got {self.fallback!r}")
         return self
@@ -531,7 +598,7 @@ class SearchDim(_Strict):
     choices: list[Any] | None = None
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "SearchDim":
+    def _one_kind(self) -> SearchDim:
         if (self.choices is None) == (self.low is None or self.high is None):
             raise ValueError("a search dimension needs either low and high, or choices")
         if self.choices is None and (self.low > self.high or (self.log and self.low <= 0)):  # type: ignore[operator]
@@ -566,11 +633,13 @@ class Config(_Strict):
     out: Path = Path("runs")
 
     @model_validator(mode="after")
-    def _heads_divide_width(self) -> "Config":
+    def _heads_divide_width(self) -> Config:
         for f in self.features.user:
             if isinstance(f, SequenceFeature) and self.model.item_embedding_dim % f.heads:
-                raise ValueError(f"features.user.{f.name}: heads ({f.heads}) must divide "
-                                 f"model.item_embedding_dim ({self.model.item_embedding_dim})")
+                raise ValueError(
+                    f"features.user.{f.name}: heads ({f.heads}) must divide "
+                    f"model.item_embedding_dim ({self.model.item_embedding_dim})"
+                )
         return self
 
 

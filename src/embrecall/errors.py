@@ -1,12 +1,12 @@
 """The exceptions embrecall raises on bad input, bad configuration or misuse.
 
-    EmbrecallError            base: catch this to handle every embrecall failure
-    ├── DataError             input data is missing, malformed or inconsistent (names file/row/column)
-    ├── ConfigError           the run configuration is invalid (names the field)
-    ├── NotFittedError        a model or encoder is used before ``fit``
-    ├── BundleError           a bundle on disk is missing, incomplete or incompatible
-    ├── GateBreach            figures out of line with earlier versions: downstream tasks should stop (exit 3)
-    └── Unavailable           a backing store (Redis) cannot take a change now; the service answers 503
+EmbrecallError            base: catch this to handle every embrecall failure
+├── DataError             input data is missing, malformed or inconsistent (names file/row/column)
+├── ConfigError           the run configuration is invalid (names the field)
+├── NotFittedError        a model or encoder is used before ``fit``
+├── BundleError           a bundle on disk is missing, incomplete or incompatible
+├── GateBreach            figures out of line with earlier versions: downstream tasks should stop (exit 3)
+└── Unavailable           a backing store (Redis) cannot take a change now; the service answers 503
 """
 
 from __future__ import annotations

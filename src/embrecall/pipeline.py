@@ -1,8 +1,8 @@
 """The Python API: the same steps the CLI runs — train a bundle, evaluate channels, recommend.
 
-    >>> from embrecall import load_config, train, recommend
-    >>> report = train(load_config("configs/ml100k.toml"))
-    >>> recommend(report.bundle, "196", k=10)
+>>> from embrecall import load_config, train, recommend
+>>> report = train(load_config("configs/ml100k.toml"))
+>>> recommend(report.bundle, "196", k=10)
 """
 
 from __future__ import annotations
@@ -35,14 +35,23 @@ from embrecall.models.channel import Channel, StoredChannel, UserQuery
 from embrecall.models.dither import Dithered
 from embrecall.models.entities import Entities, EntityRanker, EntityRecall, HistoryEntities
 from embrecall.models.merge import Merged
+from embrecall.progress import note, step
 from embrecall.serve.cache import VectorCache
 from embrecall.serve.service import ServedChannel, ServingVersion
-from embrecall.progress import note, step
 from embrecall.training.distributed import barrier, join_from_env, leave, ranks
 from embrecall.training.trainer import FitResult, fit_two_tower, item_vectors, two_tower_channel
 
-__all__ = ["TrainReport", "read_split", "train", "evaluate", "evaluate_entity_recall", "evaluate_cold_items", "build_channel", "fit_channel",
-           "recommend"]
+__all__ = [
+    "TrainReport",
+    "read_split",
+    "train",
+    "evaluate",
+    "evaluate_entity_recall",
+    "evaluate_cold_items",
+    "build_channel",
+    "fit_channel",
+    "recommend",
+]
 
 
 def peak_rss_mb() -> float:
@@ -62,9 +71,11 @@ class TrainReport:
 def _in_memory(cfg: Config) -> None:
     """Refuse a sharded log where a command needs the whole log in memory."""
     if cfg.data.shards is not None:
-        raise ConfigError("this command reads the whole log into memory; with data.shards, `embrecall train` reports "
-                          "the test metrics on data.shards.eval_users sampled users (leave data.shards out to run "
-                          "this command in memory)")
+        raise ConfigError(
+            "this command reads the whole log into memory; with data.shards, `embrecall train` reports "
+            "the test metrics on data.shards.eval_users sampled users (leave data.shards out to run "
+            "this command in memory)"
+        )
 
 
 def read_split(cfg: Config, show_progress: bool = True) -> tuple[Dataset, Split]:
@@ -76,8 +87,10 @@ def read_split(cfg: Config, show_progress: bool = True) -> tuple[Dataset, Split]
         note(text)
     if show_progress:
         events = data.events
-        note(f"{len(events):,} interactions of {events['user_id'].nunique():,} users on {events['item_id'].nunique():,} "
-             f"items; {split.summary()}")
+        note(
+            f"{len(events):,} interactions of {events['user_id'].nunique():,} users on {events['item_id'].nunique():,} "
+            f"items; {split.summary()}"
+        )
     return data, split
 
 
@@ -97,9 +110,17 @@ class TrainingData:
     summary: str
 
     @classmethod
-    def of(cls, data: Dataset, split: Split) -> "TrainingData":
-        return cls(MemoryLog(split.train), MemoryLog(split.train_full), split, data.users, data.items, data.exposures, data.source,
-                   split.summary())
+    def of(cls, data: Dataset, split: Split) -> TrainingData:
+        return cls(
+            MemoryLog(split.train),
+            MemoryLog(split.train_full),
+            split,
+            data.users,
+            data.items,
+            data.exposures,
+            data.source,
+            split.summary(),
+        )
 
 
 def read_training_data(cfg: Config, show_progress: bool = True) -> tuple[TrainingData, str]:
@@ -108,8 +129,9 @@ def read_training_data(cfg: Config, show_progress: bool = True) -> tuple[Trainin
     if cfg.data.shards is None:
         data, split = read_split(cfg, show_progress)
         return TrainingData.of(data, split), data.fingerprint()
-    with step(f"reading the log into {cfg.data.shards.count} user shards and splitting ({cfg.split.kind})",
-              show_progress):
+    with step(
+        f"reading the log into {cfg.data.shards.count} user shards and splitting ({cfg.split.kind})", show_progress
+    ):
         if ranks().main:
             prepare_shards(cfg)
         barrier()
@@ -121,16 +143,18 @@ def read_training_data(cfg: Config, show_progress: bool = True) -> tuple[Trainin
         note(text)
     if show_progress:
         note(f"{shards.summary()}; validation and test figures on {sample.test['user_id'].nunique():,} sampled users")
-    return TrainingData(shards.log("train"), shards.log("train_full"), sample, users, items, None, str(cfg.data.path),
-                        shards.summary()), shards.folder.name
+    return TrainingData(
+        shards.log("train"), shards.log("train_full"), sample, users, items, None, str(cfg.data.path), shards.summary()
+    ), shards.folder.name
 
 
 def checkpoint_folder(cfg: Config) -> Path:
     """Where a run keeps its epoch checkpoints: one folder per configuration (seed included), so
     runs started side by side from one folder never touch each other's, and running the same
     configuration again with ``train.resume`` finds its own."""
-    key = hashlib.sha256(cfg.model_copy(update={"train": cfg.train.model_copy(update={"resume": False})})
-                         .model_dump_json().encode()).hexdigest()[:12]
+    key = hashlib.sha256(
+        cfg.model_copy(update={"train": cfg.train.model_copy(update={"resume": False})}).model_dump_json().encode()
+    ).hexdigest()[:12]
     return cfg.out / "checkpoints" / key
 
 
@@ -139,14 +163,31 @@ def _fit_protocol(cfg: Config, td: TrainingData, show_progress: bool) -> tuple[F
     started = time.perf_counter()
     ckpt = checkpoint_folder(cfg)
     has_valid = len(td.split.valid) > 0
-    selected = fit_two_tower(cfg, td.train, td.users, td.items, epochs=cfg.train.epochs,
-                             validation=td.split if has_valid else None, checkpoint_dir=ckpt / "select",
-                             show_progress=show_progress, label="select", exposures=td.exposures)
+    selected = fit_two_tower(
+        cfg,
+        td.train,
+        td.users,
+        td.items,
+        epochs=cfg.train.epochs,
+        validation=td.split if has_valid else None,
+        checkpoint_dir=ckpt / "select",
+        show_progress=show_progress,
+        label="select",
+        exposures=td.exposures,
+    )
     final = selected
     if cfg.train.refit and has_valid:
-        final = fit_two_tower(cfg, td.train_full, td.users, td.items, epochs=selected.best_epoch,
-                              checkpoint_dir=ckpt / "final", show_progress=show_progress, label="final",
-                              exposures=td.exposures)
+        final = fit_two_tower(
+            cfg,
+            td.train_full,
+            td.users,
+            td.items,
+            epochs=selected.best_epoch,
+            checkpoint_dir=ckpt / "final",
+            show_progress=show_progress,
+            label="final",
+            exposures=td.exposures,
+        )
         final.log = selected.log + [{**e, "phase_final": 1.0} for e in final.log]
         final.best_epoch = selected.best_epoch
     return final, time.perf_counter() - started
@@ -180,24 +221,40 @@ def train(cfg: Config, *, show_progress: bool = True) -> TrainReport:
             return {}
         version = ServingVersion(folder, VectorCache(size=0))
         ks, exposures = cfg.evaluate.ks, td.exposures
-        metrics["two_tower"] = {**evaluate_channel(version.tower, td.split, ks, exposures=exposures),
-                                "train_seconds": seconds, "peak_rss_mb": peak_rss_mb()}
+        metrics["two_tower"] = {
+            **evaluate_channel(version.tower, td.split, ks, exposures=exposures),
+            "train_seconds": seconds,
+            "peak_rss_mb": peak_rss_mb(),
+        }
         if len(version.channels) > 1:
-            metrics["served"] = evaluate_channel(ServedChannel(version, version.quotas, "served"), td.split, ks,
-                                                 exposures=exposures)
+            metrics["served"] = evaluate_channel(
+                ServedChannel(version, version.quotas, "served"), td.split, ks, exposures=exposures
+            )
         metrics["popular"] = evaluate_channel(fit_channel("popular", cfg, td.train_full, td.items), td.split, ks)
         return metrics
 
     with step("writing the bundle (ONNX towers, FAISS index) and evaluating it on test", show_progress):
-        path = write_bundle(cfg.out, cfg, fit.model, fit.encoders, item_vectors(fit.model, fit.catalog), td.train_full,
-                            td.users, td.items, fingerprint=fingerprint, source=td.source, measure=measure,
-                            training={"best_epoch": fit.best_epoch, "seconds": seconds, "log": fit.log,
-                                      "split": td.summary}, channels=stored)
+        path = write_bundle(
+            cfg.out,
+            cfg,
+            fit.model,
+            fit.encoders,
+            item_vectors(fit.model, fit.catalog),
+            td.train_full,
+            td.users,
+            td.items,
+            fingerprint=fingerprint,
+            source=td.source,
+            measure=measure,
+            training={"best_epoch": fit.best_epoch, "seconds": seconds, "log": fit.log, "split": td.summary},
+            channels=stored,
+        )
     return TrainReport(path, metrics, fit.best_epoch, fit.log, seconds)
 
 
-def fit_channel(name: str, cfg: Config, log: EventLog, items: pd.DataFrame | None,
-                show_progress: bool = True) -> StoredChannel:
+def fit_channel(
+    name: str, cfg: Config, log: EventLog, items: pd.DataFrame | None, show_progress: bool = True
+) -> StoredChannel:
     """One of the channels a bundle can store (all but the two-tower model), fitted on ``log``."""
     if name not in STORED:
         raise ConfigError(f"'{name}' is not a channel a bundle stores; choose from {list(STORED)}")
@@ -208,8 +265,16 @@ def fit_channel(name: str, cfg: Config, log: EventLog, items: pd.DataFrame | Non
         return model.fit(log, items)
 
 
-def build_channel(name: str, cfg: Config, data: Dataset, split: Split, *, bundle: ServingVersion | None = None,
-                  built: dict[str, Channel] | None = None, show_progress: bool = True) -> Channel:
+def build_channel(
+    name: str,
+    cfg: Config,
+    data: Dataset,
+    split: Split,
+    *,
+    bundle: ServingVersion | None = None,
+    built: dict[str, Channel] | None = None,
+    show_progress: bool = True,
+) -> Channel:
     """One channel fitted on train + validation (the two-tower model as in ``train``).
 
     With ``bundle`` (a served version), a channel the version serves, and ``served`` (its channels
@@ -228,14 +293,17 @@ def build_channel(name: str, cfg: Config, data: Dataset, split: Split, *, bundle
     if name in STORED:
         return fit_channel(name, cfg, MemoryLog(split.train_full), data.items, show_progress)
     if name == "merged":
-        parts = {c: build_channel(c, cfg, data, split, bundle=bundle, built=built, show_progress=show_progress)
-                 for c in cfg.channels.merge}
+        parts = {
+            c: build_channel(c, cfg, data, split, bundle=bundle, built=built, show_progress=show_progress)
+            for c in cfg.channels.merge
+        }
         built.update(parts)
         return Merged(parts, cfg.channels.merge, cfg.channels.merge_mode, cfg.channels.merge_depth)
     if name == "two_tower":
         fit, _ = _fit_protocol(cfg, TrainingData.of(data, split), show_progress)
-        return two_tower_channel(fit.model, fit.encoders, data.users, item_vectors(fit.model, fit.catalog), cfg.index,
-                                 data.items)
+        return two_tower_channel(
+            fit.model, fit.encoders, data.users, item_vectors(fit.model, fit.catalog), cfg.index, data.items
+        )
     raise ConfigError(f"unknown channel '{name}'; choose from {list(EVALUATED)}")
 
 
@@ -247,15 +315,21 @@ def _check_on(on: str, bundle: Path | None) -> None:
         raise ConfigError("a bundle was trained on the validation events: evaluate it on test, or leave --bundle out")
 
 
-def evaluate(cfg: Config, channels: list[str] | None = None, bundle: Path | None = None, *,
-             on: str = "test", show_progress: bool = True) -> dict[str, dict[str, Any]]:
+def evaluate(
+    cfg: Config,
+    channels: list[str] | None = None,
+    bundle: Path | None = None,
+    *,
+    on: str = "test",
+    show_progress: bool = True,
+) -> dict[str, dict[str, Any]]:
     """BENCHMARK.md metrics of each channel on the config's data, keyed by channel then metric.
 
     With ``bundle``, the channels that bundle serves (and ``served``, their quota merge; by default
     just those) run as the service runs them: the version made live, its live index and merge;
     the others are fitted here under the protocol.  Each value of an ``evaluate.per`` column (a
-    scene) adds a row per channel, ``"<channel> [scene=<value>]"``.  ``on = "validation"``: every channel fitted on train
-    and measured on the validation targets, the figures to choose settings by.  Each row carries
+    scene) adds a row per channel, ``"<channel> [scene=<value>]"``.  ``on = "validation"``: every
+    channel fitted on train and measured on the validation targets, the figures to choose settings by.  Each row carries
     its fitting time (for ``merged``, only what was not already fitted for another row) and the
     process's peak memory so far (so it depends on the rows before it); with
     ``channels.dither_epsilon`` > 1 every channel's output is dithered.
@@ -280,17 +354,22 @@ def evaluate(cfg: Config, channels: list[str] | None = None, bundle: Path | None
         if cfg.channels.dither_epsilon > 1:
             channel = Dithered(channel, cfg.channels.dither_epsilon, seed=cfg.train.seed)
         with step(f"evaluating {name}", show_progress):
-            out[name] = {**evaluate_channel(channel, split, cfg.evaluate.ks, exposures=data.exposures),
-                         "train_seconds": fitted, "peak_rss_mb": peak_rss_mb()}
+            out[name] = {
+                **evaluate_channel(channel, split, cfg.evaluate.ks, exposures=data.exposures),
+                "train_seconds": fitted,
+                "peak_rss_mb": peak_rss_mb(),
+            }
             for column, by_value in parts.items():
                 for value, part in by_value.items():
-                    out[f"{name} [{column}={value}]"] = evaluate_channel(channel, part, cfg.evaluate.ks,
-                                                                         exposures=data.exposures)
+                    out[f"{name} [{column}={value}]"] = evaluate_channel(
+                        channel, part, cfg.evaluate.ks, exposures=data.exposures
+                    )
     return out
 
 
-def evaluate_entity_recall(cfg: Config, attribute: str, bundle: Path | None = None, *, on: str = "test",
-                           show_progress: bool = True) -> dict[str, dict[str, float]]:
+def evaluate_entity_recall(
+    cfg: Config, attribute: str, bundle: Path | None = None, *, on: str = "test", show_progress: bool = True
+) -> dict[str, dict[str, float]]:
     """Entity recall (u2c) of an item attribute: the two-tower model's ranking of its values (as
     the bundle serves it, with ``bundle``) beside the user's own recent values and the most
     clicked ones, on the held-out item's values (``evaluation.entities``)."""
@@ -306,8 +385,11 @@ def evaluate_entity_recall(cfg: Config, attribute: str, bundle: Path | None = No
         fitted = two_tower_channel(fit.model, fit.encoders, data.users, vectors)
         entities = Entities.of(attribute, data.items, list(fit.encoders.catalog))
         tower = EntityRecall(entities, fitted.user_vectors, vectors, cfg.train.temperature)
-    rows: dict[str, EntityRanker] = {"two_tower": tower, "history": HistoryEntities(data.items, attribute, split.train_full),
-            "popular": HistoryEntities(data.items, attribute, split.train_full, history=0)}
+    rows: dict[str, EntityRanker] = {
+        "two_tower": tower,
+        "history": HistoryEntities(data.items, attribute, split.train_full),
+        "popular": HistoryEntities(data.items, attribute, split.train_full, history=0),
+    }
     out = {}
     for name, channel in rows.items():
         with step(f"evaluating {name} on {attribute}", show_progress):
@@ -328,21 +410,34 @@ def evaluate_cold_items(cfg: Config, *, show_progress: bool = True) -> dict[str,
     test_start = int(np.quantile(data.events["timestamp"].to_numpy(), cfg.evaluate.cold_quantile))
     split = cold_item_split(data.events, test_start)
     if len(split.test) == 0:
-        raise DataError("no interaction with a new item after the cold-item cut-off; "
-                        "lower evaluate.cold_quantile", file=data.source)
+        raise DataError(
+            "no interaction with a new item after the cold-item cut-off; lower evaluate.cold_quantile", file=data.source
+        )
     cfg = cfg.model_copy(update={"features": cfg.features.model_copy(update={"catalog": "items"})})
-    fit = fit_two_tower(cfg, MemoryLog(split.train_full), data.users, data.items, epochs=cfg.train.epochs,
-                        show_progress=show_progress, label="cold-item fit")
+    fit = fit_two_tower(
+        cfg,
+        MemoryLog(split.train_full),
+        data.users,
+        data.items,
+        epochs=cfg.train.epochs,
+        show_progress=show_progress,
+        label="cold-item fit",
+    )
     vectors = item_vectors(fit.model, fit.catalog)
     channel = two_tower_channel(fit.model, fit.encoders, data.users, vectors, cfg.index, data.items)
     with step("evaluating on cold items", show_progress):
         metrics = evaluate_channel(channel, split, cfg.evaluate.ks, cold_items=True)
-    return {**metrics, "targets": len(split.test), "new_items": int(split.test["item_id"].nunique()),
-            "train_seconds": fit.seconds}
+    return {
+        **metrics,
+        "targets": len(split.test),
+        "new_items": int(split.test["item_id"].nunique()),
+        "train_seconds": fit.seconds,
+    }
 
 
-def recommend(bundle: Path | str | Bundle | ServingVersion, user_id: str, k: int = 20,
-              context: dict[str, Any] | None = None) -> pd.DataFrame:
+def recommend(
+    bundle: Path | str | Bundle | ServingVersion, user_id: str, k: int = 20, context: dict[str, Any] | None = None
+) -> pd.DataFrame:
     """Top-``k`` items for ``user_id`` as the service answers them (the bundle's channels merged
     by its quotas), seen items removed, with the channel that found each and item attributes."""
     version = bundle if isinstance(bundle, ServingVersion) else ServingVersion(bundle, VectorCache(size=0))

@@ -26,15 +26,23 @@ class _Lines:
     def __init__(self) -> None:
         self._tasks: list[dict[str, Any]] = []
 
-    def __enter__(self) -> "_Lines":
+    def __enter__(self) -> _Lines:
         return self
 
     def __exit__(self, *exc: object) -> None:
         return None
 
     def add_task(self, description: str, total: int, **fields: Any) -> TaskID:
-        self._tasks.append({"description": description, "total": total, "done": 0, "fields": fields,
-                            "started": time.perf_counter(), "printed": time.perf_counter()})
+        self._tasks.append(
+            {
+                "description": description,
+                "total": total,
+                "done": 0,
+                "fields": fields,
+                "started": time.perf_counter(),
+                "printed": time.perf_counter(),
+            }
+        )
         return TaskID(len(self._tasks) - 1)
 
     def update(self, task: TaskID, advance: int = 0, description: str | None = None, **fields: Any) -> None:
@@ -47,9 +55,12 @@ class _Lines:
         if changed or (advance and t["done"] >= t["total"]) or now - t["printed"] >= LINE_EVERY_S:
             t["printed"] = now
             f = t["fields"]
-            _console.print(f"{escape(t['description'])}: {t['done']}/{t['total']}, loss {f.get('loss', float('nan')):.4f}, "
-                           f"{f.get('rate', 0.0):,.0f} pairs/s, {now - t['started']:.1f} s", soft_wrap=True,
-                           highlight=False)
+            _console.print(
+                f"{escape(t['description'])}: {t['done']}/{t['total']}, loss {f.get('loss', float('nan')):.4f}, "
+                f"{f.get('rate', 0.0):,.0f} pairs/s, {now - t['started']:.1f} s",
+                soft_wrap=True,
+                highlight=False,
+            )
 
 
 def progress_bar(enabled: bool = True) -> Progress | _Lines:
@@ -82,8 +93,9 @@ def step(text: str, enabled: bool = True) -> Iterator[None]:
     else:
         _console.print(f"… {escape(text)}", soft_wrap=True, highlight=False)
         yield
-    _console.print(f"[green]✓[/] {escape(text)} ({time.perf_counter() - started:.1f} s)", soft_wrap=True,
-                   highlight=False)
+    _console.print(
+        f"[green]✓[/] {escape(text)} ({time.perf_counter() - started:.1f} s)", soft_wrap=True, highlight=False
+    )
 
 
 def note(text: str) -> None:

@@ -27,10 +27,12 @@ from embrecall.errors import DataError
 __all__ = ["Starter", "starter_config"]
 
 SAMPLE_ROWS = 200_000
-_NAMES = {"user": r"user|uid|customer|member|visitor|buyer|reader|client",
-          "item": r"item|product|movie|sku|goods|article|book|song|track|video|doc|offer",
-          "timestamp": r"time|date|^ts$|timestamp|^day$|created",
-          "event": r"event|behav|action|^type$|interaction"}
+_NAMES = {
+    "user": r"user|uid|customer|member|visitor|buyer|reader|client",
+    "item": r"item|product|movie|sku|goods|article|book|song|track|video|doc|offer",
+    "timestamp": r"time|date|^ts$|timestamp|^day$|created",
+    "event": r"event|behav|action|^type$|interaction",
+}
 
 
 @dataclass
@@ -64,8 +66,16 @@ def _sample(path: Path) -> tuple[pd.DataFrame, str, bool]:
             raise DataError("the file has no rows", file=str(path))
         return first.to_pandas().astype(str), ",", True
     delimiter, header = _sniff(path)
-    frame = pd.read_csv(path, sep=delimiter, header=0 if header else None, dtype=str, keep_default_na=False,
-                        nrows=SAMPLE_ROWS, encoding="utf-8-sig", on_bad_lines="skip")
+    frame = pd.read_csv(
+        path,
+        sep=delimiter,
+        header=0 if header else None,
+        dtype=str,
+        keep_default_na=False,
+        nrows=SAMPLE_ROWS,
+        encoding="utf-8-sig",
+        on_bad_lines="skip",
+    )
     frame.columns = [str(c) for c in frame.columns]
     return frame, delimiter, header
 
@@ -108,13 +118,17 @@ def _infer_columns(frame: pd.DataFrame, said: list[str]) -> dict[str, str]:
             said.append(f"time: column '{c}', read as {fmt} ({'its name' if c == named else 'its values'})")
             break
     else:
-        raise DataError("no column holds times (unix seconds or milliseconds, or dates); the protocol orders each "
-                        "user's events by time, so the log needs one")
+        raise DataError(
+            "no column holds times (unix seconds or milliseconds, or dates); the protocol orders each "
+            "user's events by time, so the log needs one"
+        )
     event = _pick(frame, "event", set(cols.values()))
     if event and frame[event].nunique() <= 20:
         cols["event"] = event
-        said.append(f"event type: column '{event}' ({frame[event].nunique()} types: every one counts as a positive; "
-                    "set data.events to keep some)")
+        said.append(
+            f"event type: column '{event}' ({frame[event].nunique()} types: every one counts as a positive; "
+            "set data.events to keep some)"
+        )
     return cols
 
 
@@ -133,8 +147,11 @@ def _feature(column: str, values: pd.Series, owners: int, said: list[str], side:
         return None
     whole = numbers.notna().mean() > 0.99 and bool((numbers.dropna() % 1 == 0).all())
     if numbers.notna().mean() > 0.99 and distinct > 20 and not whole:  # whole numbers are mostly codes (ids, years)
-        transform = ("log_standardize" if numbers.min() >= 0 and numbers.max() > 100 * max(numbers.median(), 1e-9)
-                     else "standardize")
+        transform = (
+            "log_standardize"
+            if numbers.min() >= 0 and numbers.max() > 100 * max(numbers.median(), 1e-9)
+            else "standardize"
+        )
         said.append(f"{side} '{column}': numeric, {distinct:,} values ({transform})")
         kind = f'kind = "numeric"\ntransform = "{transform}"'
     elif values.str.contains("|", regex=False).mean() > 0.1:
@@ -150,13 +167,18 @@ def _feature(column: str, values: pd.Series, owners: int, said: list[str], side:
     return f'{kind}\nname = "{name}"' + (f'\ncolumn = "{column}"' if name != column else "")
 
 
-def _side_table(log: Path, side: str, key: str, config_dir: Path, said: list[str],
-                left_out: list[str]) -> tuple[str, pd.DataFrame] | None:
+def _side_table(
+    log: Path, side: str, key: str, config_dir: Path, said: list[str], left_out: list[str]
+) -> tuple[str, pd.DataFrame] | None:
     """A feature table beside the log (``users.parquet``, ``items.csv``...) keyed by the log's
     ``key`` column: its TOML line and its attribute columns (a title is left out: text needs
     the text extra)."""
     for f in sorted(log.parent.iterdir()):
-        if f == log or f.suffix.lower() not in (".csv", ".tsv", ".parquet", ".pq") or not re.search(_NAMES[side], f.stem, re.I):
+        if (
+            f == log
+            or f.suffix.lower() not in (".csv", ".tsv", ".parquet", ".pq")
+            or not re.search(_NAMES[side], f.stem, re.I)
+        ):
             continue
         table, delimiter, header = _sample(f)
         if not header or key not in table.columns or not table[key].is_unique:
@@ -180,23 +202,35 @@ def _features(columns: list[str], table: pd.DataFrame | None, said: list[str], s
 
 
 def _history_features(events_per_user: float, said: list[str]) -> list[str]:
-    out = ['kind = "history"\nname = "last_item"\nmax_len = 1',
-           'kind = "history"\nname = "recent"\nmax_len = 20\ndecay = 0.8']
+    out = [
+        'kind = "history"\nname = "last_item"\nmax_len = 1',
+        'kind = "history"\nname = "recent"\nmax_len = 20\ndecay = 0.8',
+    ]
     if events_per_user >= 50:
         out.append('kind = "history"\nname = "longer"\nmax_len = 50\ndecay = 0.97')
-    said.append(f"histories: the last item, the last 20 with decay 0.8{', the last 50 with decay 0.97' * (events_per_user >= 50)}"
-                f" (median {events_per_user:.0f} events per user)")
+    longer = ", the last 50 with decay 0.97" * (events_per_user >= 50)
+    said.append(
+        f"histories: the last item, the last 20 with decay 0.8{longer} (median {events_per_user:.0f} events per user)"
+    )
     return out
 
 
 def _toml(data: list[str], user: list[str], item: list[str], said: list[str]) -> str:
-    blocks = ["# Written by `embrecall init`: what was inferred, and why:", *[f"#   {s}" for s in said],
-              "# Run:  embrecall evaluate --config <this file>; then embrecall tune --config <this file>", "",
-              "[data]", *data, ""]
+    blocks = [
+        "# Written by `embrecall init`: what was inferred, and why:",
+        *[f"#   {s}" for s in said],
+        "# Run:  embrecall evaluate --config <this file>; then embrecall tune --config <this file>",
+        "",
+        "[data]",
+        *data,
+        "",
+    ]
     blocks += [f"[[features.user]]\n{f}\n" for f in user] + [f"[[features.item]]\n{f}\n" for f in item]
-    blocks += ["[model]\nitem_embedding_dim = 64\nhidden = [256]\noutput_dim = 64\n",
-               "[train]\nloss = \"sampled_softmax\"\ntemperature = 0.05\nbatch_size = 512\nepochs = 30\npatience = 3\n"
-               "lr = 0.002\n"]
+    blocks += [
+        "[model]\nitem_embedding_dim = 64\nhidden = [256]\noutput_dim = 64\n",
+        '[train]\nloss = "sampled_softmax"\ntemperature = 0.05\nbatch_size = 512\nepochs = 30\npatience = 3\n'
+        "lr = 0.002\n",
+    ]
     return "\n".join(blocks)
 
 
@@ -216,7 +250,9 @@ def starter_config(source: Path, config_dir: Path) -> Starter:
         user_cols = list(users.columns) if users is not None else []
         item_cols = [c for c in (items.columns if items is not None else []) if c != "title"]
         if items is not None and "title" in items.columns:
-            left_out.append("item 'title': a text feature needs pip install 'embrecall[text]' (see README, Text features)")
+            left_out.append(
+                "item 'title': a text feature needs pip install 'embrecall[text]' (see README, Text features)"
+            )
         user_table, item_table = users, items
     else:
         frame, delimiter, header = _sample(source)
@@ -231,17 +267,29 @@ def starter_config(source: Path, config_dir: Path) -> Starter:
                 item_cols.append(c)
             elif _per(frame, cols["user"], c):
                 user_cols.append(c)
-            elif "event" not in cols and frame[c].nunique() <= 20 and pd.to_numeric(frame[c], errors="coerce").isna().all():
+            elif (
+                "event" not in cols
+                and frame[c].nunique() <= 20
+                and pd.to_numeric(frame[c], errors="coerce").isna().all()
+            ):
                 cols["event"] = c
-                said.append(f"event type: column '{c}' ({frame[c].nunique()} types such as {frame[c].iloc[0]!r}; every "
-                            "one counts as a positive: set data.events to keep some)")
+                said.append(
+                    f"event type: column '{c}' ({frame[c].nunique()} types such as {frame[c].iloc[0]!r}; every "
+                    "one counts as a positive: set data.events to keep some)"
+                )
             else:
                 kind = "a rating" if pd.to_numeric(frame[c], errors="coerce").notna().mean() > 0.99 else "per event"
-                left_out.append(f"'{c}': {kind}, neither an item's nor a user's attribute (every event counts as "
-                                "a positive under BENCHMARK.md; add it to data.context_columns to use it as context)")
+                left_out.append(
+                    f"'{c}': {kind}, neither an item's nor a user's attribute (every event counts as "
+                    "a positive under BENCHMARK.md; add it to data.context_columns to use it as context)"
+                )
         mapping = ", ".join(f'{k} = "{v}"' for k, v in cols.items() if k != "timestamp_format")
-        lines = ['format = "table"', f'path = "{where}"', f"columns = {{ {mapping} }}",
-                 f'timestamp_format = "{cols["timestamp_format"]}"']
+        lines = [
+            'format = "table"',
+            f'path = "{where}"',
+            f"columns = {{ {mapping} }}",
+            f'timestamp_format = "{cols["timestamp_format"]}"',
+        ]
         if delimiter != ",":
             lines.append(f"delimiter = {delimiter!r}".replace("'", '"'))
         if not header:
@@ -260,9 +308,15 @@ def starter_config(source: Path, config_dir: Path) -> Starter:
             line, table = found
             lines.append(line)
             if side == "user":
-                user_cols, user_table = user_cols + list(table.columns), table if user_table is None else user_table.join(table)
+                user_cols, user_table = (
+                    user_cols + list(table.columns),
+                    table if user_table is None else user_table.join(table),
+                )
             else:
-                item_cols, item_table = item_cols + list(table.columns), table if item_table is None else item_table.join(table)
+                item_cols, item_table = (
+                    item_cols + list(table.columns),
+                    table if item_table is None else item_table.join(table),
+                )
     per_user = float(events.groupby("user_id").size().median())
     user = [f'kind = "categorical"\nname = "user_id"\ndim = 32\nmin_count = {1 if per_user >= 10 else 2}']
     said.append(f"user_id: categorical (ids seen once {'kept' if per_user >= 10 else 'share one vector: min_count 2'})")

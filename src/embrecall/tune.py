@@ -9,18 +9,17 @@ complete config file that ``train`` and ``evaluate`` take.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import copy
-
 import optuna
 import yaml
 
-from embrecall.config import LOSS_SETTINGS, Config, SearchDim, TrainConfig, config_from_dict, get_field, set_field
 from embrecall.channel_table import CHANNELS
+from embrecall.config import LOSS_SETTINGS, Config, SearchDim, TrainConfig, config_from_dict, get_field, set_field
 from embrecall.data import Dataset, Split
 from embrecall.data.log import MemoryLog
 from embrecall.errors import ConfigError, EmbrecallError
@@ -34,7 +33,8 @@ __all__ = ["DEFAULT_SPACES", "TuneResult", "tune", "search_space"]
 # the settings that moved validation metrics most on the shared logs, over ranges wide enough
 # for logs of other sizes.
 DEFAULT_SPACES: dict[str, dict[str, SearchDim]] = {
-    name: {path: SearchDim(**dim) for path, dim in kind.space.items()} for name, kind in CHANNELS.items() if kind.space}
+    name: {path: SearchDim(**dim) for path, dim in kind.space.items()} for name, kind in CHANNELS.items() if kind.space
+}
 
 
 @dataclass
@@ -56,8 +56,10 @@ def search_space(cfg: Config, catalog_items: int = 0) -> dict[str, SearchDim]:
         return cfg.tune.space
     space = DEFAULT_SPACES.get(cfg.tune.channel)
     if not space:
-        raise ConfigError(f"no search space for channel '{cfg.tune.channel}': declare one under [tune.space] "
-                          f"(channels with a default space: {sorted(DEFAULT_SPACES)})")
+        raise ConfigError(
+            f"no search space for channel '{cfg.tune.channel}': declare one under [tune.space] "
+            f"(channels with a default space: {sorted(DEFAULT_SPACES)})"
+        )
     if catalog_items > FULL_SOFTMAX_ITEMS and "train.loss" in space:
         space = {k: v for k, v in space.items() if k != "train.loss"}
     return space
@@ -90,8 +92,11 @@ def _current(raw: dict[str, Any], space: dict[str, SearchDim]) -> dict[str, Any]
     out = {}
     for key, dim in space.items():
         value = get_field(raw, key)
-        inside = (value in dim.choices if dim.choices is not None
-                  else isinstance(value, (int, float)) and dim.low <= value <= dim.high)  # type: ignore[operator]
+        if dim.choices is not None:
+            inside = value in dim.choices
+        else:
+            inside = isinstance(value, (int, float)) and dim.low is not None and dim.high is not None
+            inside = inside and dim.low <= value <= dim.high
         if value is not None and inside:
             out[key] = value
     return out
@@ -114,9 +119,18 @@ def _score(cfg: Config, data: Dataset, split: Split, trial: optuna.Trial) -> flo
         if trial.should_prune():
             raise optuna.TrialPruned(f"validation HR@{cfg.train.early_stop_k} {score:.4f} at epoch {epoch}")
 
-    fit = fit_two_tower(cfg, MemoryLog(split.train), data.users, data.items, epochs=cfg.train.epochs, validation=split,
-                        show_progress=False, label=f"trial {trial.number}", exposures=data.exposures,
-                        on_epoch=report)
+    fit = fit_two_tower(
+        cfg,
+        MemoryLog(split.train),
+        data.users,
+        data.items,
+        epochs=cfg.train.epochs,
+        validation=split,
+        show_progress=False,
+        label=f"trial {trial.number}",
+        exposures=data.exposures,
+        on_epoch=report,
+    )
     trial.set_user_attr("best_epoch", fit.best_epoch)
     vectors = item_vectors(fit.model, fit.catalog)
     channel = two_tower_channel(fit.model, fit.encoders, data.users, vectors)
@@ -133,11 +147,15 @@ def tune(cfg: Config, data: Dataset, split: Split, out: Path, *, show_progress: 
     out.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        study_name=f"{t.channel}-{t.metric}", storage=f"sqlite:///{(out / 'tune.sqlite').resolve()}",
-        load_if_exists=True, direction="maximize", sampler=optuna.samplers.TPESampler(seed=t.seed),
+        study_name=f"{t.channel}-{t.metric}",
+        storage=f"sqlite:///{(out / 'tune.sqlite').resolve()}",
+        load_if_exists=True,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=t.seed),
         # Pruned: below the median of earlier trials at the same epoch, from the fifth epoch on (slow
         # starters with small learning rates often end best; earlier pruning dropped them all on ml-100k).
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=4))
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=4),
+    )
     if not study.trials:
         study.enqueue_trial(_current(raw, space))  # the config as given is the first trial: the baseline
 
@@ -164,14 +182,22 @@ def tune(cfg: Config, data: Dataset, split: Split, out: Path, *, show_progress: 
         note(f"trial {trial.number}: {outcome}; best {best}; {trial.params}")
 
     # A setting the data cannot support (say, item2vec with no session left) fails that trial, not the study.
-    study.optimize(objective, n_trials=t.trials, timeout=t.timeout_s, callbacks=[progress], gc_after_trial=True,
-                   catch=(EmbrecallError,))
+    study.optimize(
+        objective,
+        n_trials=t.trials,
+        timeout=t.timeout_s,
+        callbacks=[progress],
+        gc_after_trial=True,
+        catch=(EmbrecallError,),
+    )
     done = [x for x in study.trials if x.state == optuna.trial.TrialState.COMPLETE]
     if not done:
         raise ConfigError(f"no tuning trial completed within {t.timeout_s:.0f} s; raise tune.timeout_s")
     best = study.best_trial
     path = out / "best.yaml"
-    path.write_text(f"# embrecall tune: best of {len(done)} trials, validation {t.metric} = {best.value:.4f}\n"
-                    f"# tuned: {best.params}\n" + yaml.safe_dump(with_params(raw, best.params), sort_keys=False))
+    path.write_text(
+        f"# embrecall tune: best of {len(done)} trials, validation {t.metric} = {best.value:.4f}\n"
+        f"# tuned: {best.params}\n" + yaml.safe_dump(with_params(raw, best.params), sort_keys=False)
+    )
     pruned = sum(x.state == optuna.trial.TrialState.PRUNED for x in study.trials)
     return TuneResult(float(study.best_value), dict(best.params), path, len(study.trials), pruned)

@@ -20,8 +20,9 @@ def test_ml100k_as_published(ml100k):
 
 def test_dat_format(tmp_path):
     (tmp_path / "ratings.dat").write_text("1::10::5::978300760\n1::20::3::978302109\n2::10::4::978301968\n")
-    (tmp_path / "movies.dat").write_text("10::Film: The Sequel (1999)::Action|Comedy\n20::Other (2000)::Drama\n",
-                                         encoding="latin-1")
+    (tmp_path / "movies.dat").write_text(
+        "10::Film: The Sequel (1999)::Action|Comedy\n20::Other (2000)::Drama\n", encoding="latin-1"
+    )
     (tmp_path / "users.dat").write_text("1::F::1::10::48067\n2::M::56::16::70072\n")
     data = read_movielens(tmp_path)
     assert data.events["item_id"].tolist() == ["10", "20", "10"]
@@ -32,8 +33,9 @@ def test_dat_format(tmp_path):
 
 def test_csv_format(tmp_path):
     (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.0,964981247\n")
-    (tmp_path / "movies.csv").write_text('movieId,title,genres\n1,"Toy, Story (1995)",Comedy\n3,X (1995),'
-                                         "(no genres listed)\n")
+    (tmp_path / "movies.csv").write_text(
+        'movieId,title,genres\n1,"Toy, Story (1995)",Comedy\n3,X (1995),(no genres listed)\n'
+    )
     data = read_movielens(tmp_path)
     assert data.events["timestamp"].tolist() == [964982703, 964981247]
     assert data.items.loc["1", "title"] == "Toy, Story (1995)"
@@ -43,8 +45,9 @@ def test_csv_format(tmp_path):
 def test_tags_of_the_latest_releases_become_an_item_column(tmp_path):
     (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.0,964981247\n")
     (tmp_path / "movies.csv").write_text("movieId,title,genres\n1,A (1995),Comedy\n3,B (1995),Drama\n")
-    (tmp_path / "tags.csv").write_text("userId,movieId,tag,timestamp\n1,1,Pixar,1\n2,1,pixar ,2\n2,1,fun|kids,3\n"
-                                       "3,1,funny,4\n")
+    (tmp_path / "tags.csv").write_text(
+        "userId,movieId,tag,timestamp\n1,1,Pixar,1\n2,1,pixar ,2\n2,1,fun|kids,3\n3,1,funny,4\n"
+    )
     data = read_movielens(tmp_path)
     assert data.items.loc["1", "tags"] == "pixar|fun kids|funny"  # most used first, then by name
     assert data.items.loc["3", "tags"] == ""

@@ -18,8 +18,8 @@ from embrecall.data.shards import prepare_shards, shard_folder
 from embrecall.data.table import read_feature_tables
 from embrecall.errors import ConfigError, DataError
 from embrecall.features import Encoders
-from embrecall.models.item2vec import Item2Vec
 from embrecall.models.channel import UserQuery
+from embrecall.models.item2vec import Item2Vec
 from embrecall.pipeline import evaluate, fit_channel, train
 from embrecall.training.distributed import Ranks
 from embrecall.training.sources import FromParts
@@ -32,13 +32,17 @@ def _rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[KEY].astype({"user_id": object, "item_id": object}).sort_values(KEY).reset_index(drop=True)
 
 
-@pytest.mark.parametrize("split", [[], ["split.kind=time", "split.valid_start='1702000000'",
-                                        "split.test_start='1702500000'"]], ids=["leave_last_out", "time"])
+@pytest.mark.parametrize(
+    "split",
+    [[], ["split.kind=time", "split.valid_start='1702000000'", "split.test_start='1702500000'"]],
+    ids=["leave_last_out", "time"],
+)
 def test_shards_hold_the_split_the_log_in_memory_gives(tmp_path, split):
     cfg = sharded_config(tmp_path, *split)
     shards = prepare_shards(cfg)
-    memory = split_dataset(load_dataset(cfg.model_copy(update={"data": cfg.data.model_copy(update={"shards": None})})),
-                           cfg.split)
+    memory = split_dataset(
+        load_dataset(cfg.model_copy(update={"data": cfg.data.model_copy(update={"shards": None})})), cfg.split
+    )
     parts = [shards.read(s) for s in range(shards.count)]
     users = [set(p["user_id"]) for p in parts]
     assert sum(map(len, users)) == len(set().union(*users))  # a user's events all in one shard
@@ -59,14 +63,20 @@ def test_a_bad_row_is_named_with_its_line_in_the_file(tmp_path, write):
     rows = [f"u{i % 50},i{i % 70},{1_700_000_000 + i}" for i in range(2_500)]
     rows[1_700] = "u3,,1700001700"  # file line 1,702 (the header is line 1), in the second piece read
     path = write("log.csv", "user_id,item_id,timestamp\n" + "\n".join(rows) + "\n")
-    cfg = load_config(None, ["data.format=table", f"data.path={path}", "data.shards.read_rows=1000",
-                             f"out={tmp_path / 'runs'}"])
+    cfg = load_config(
+        None, ["data.format=table", f"data.path={path}", "data.shards.read_rows=1000", f"out={tmp_path / 'runs'}"]
+    )
     with pytest.raises(DataError, match=r"row 1702, column 'item_id': empty id"):
         prepare_shards(cfg)
     assert not (tmp_path / "runs" / "shards").exists() or not any((tmp_path / "runs" / "shards").iterdir())
     with pytest.raises(DataError, match="missing interaction column"):
-        prepare_shards(cfg.model_copy(update={"data": cfg.data.model_copy(
-            update={"columns": cfg.data.columns.model_copy(update={"user": "uid"})})}))
+        prepare_shards(
+            cfg.model_copy(
+                update={
+                    "data": cfg.data.model_copy(update={"columns": cfg.data.columns.model_copy(update={"user": "uid"})})
+                }
+            )
+        )
 
 
 def test_each_rank_reads_its_own_shards_in_steps_of_exactly_one_batch(tmp_path):
@@ -83,8 +93,9 @@ def test_each_rank_reads_its_own_shards_in_steps_of_exactly_one_batch(tmp_path):
         batches = list(walk)
         assert len(batches) == steps == sum(log.rows(s) // 64 for s in source.mine)  # no process group: its own count
         assert all(len(rows) == 64 for _, rows in batches)
-        assert {id(ex) for ex, _ in batches} and all(len(ex) <= max(log.rows(s) for s in source.mine)
-                                                    for ex, _ in batches)  # one shard's examples at a time
+        assert {id(ex) for ex, _ in batches} and all(
+            len(ex) <= max(log.rows(s) for s in source.mine) for ex, _ in batches
+        )  # one shard's examples at a time
         seen.append(mine)
     assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == len(log.user_ids())
 

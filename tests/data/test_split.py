@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 from embrecall.data.split import leave_last_out, time_split
 
 events_strategy = st.lists(
-    st.tuples(st.sampled_from("abcde"), st.sampled_from("vwxyz"), st.integers(0, 5)), min_size=1, max_size=60,
+    st.tuples(st.sampled_from("abcde"), st.sampled_from("vwxyz"), st.integers(0, 5)),
+    min_size=1,
+    max_size=60,
 ).map(lambda rows: pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]))
 
 
@@ -31,8 +33,7 @@ def test_leave_last_out_partitions_events_exactly(events):
 
 def test_ties_keep_file_order():
     # u's three events share one timestamp: file order decides, so the last line is the test item.
-    events = pd.DataFrame({"user_id": ["u", "u", "u", "u"], "item_id": ["a", "b", "c", "d"],
-                           "timestamp": [5, 9, 9, 9]})
+    events = pd.DataFrame({"user_id": ["u", "u", "u", "u"], "item_id": ["a", "b", "c", "d"], "timestamp": [5, 9, 9, 9]})
     s = leave_last_out(events)
     assert s.test["item_id"].tolist() == ["d"]
     assert s.valid["item_id"].tolist() == ["c"]
@@ -46,10 +47,11 @@ def test_users_with_fewer_than_three_events_are_all_train():
 
 
 def test_time_split_targets_are_first_events_after_each_cutoff():
-    events = pd.DataFrame({"user_id": ["u"] * 5 + ["v"], "item_id": list("abcdef"),
-                           "timestamp": [1, 2, 10, 11, 20, 15]})
+    events = pd.DataFrame(
+        {"user_id": ["u"] * 5 + ["v"], "item_id": list("abcdef"), "timestamp": [1, 2, 10, 11, 20, 15]}
+    )
     s = time_split(events, valid_start=10, test_start=20)
     assert s.train["item_id"].tolist() == ["a", "b"]
-    assert s.valid["item_id"].tolist() == ["c"]          # v has no history before 10: no target
+    assert s.valid["item_id"].tolist() == ["c"]  # v has no history before 10: no target
     assert s.train_full["item_id"].tolist() == ["a", "b", "c", "d", "f"]
     assert s.test["item_id"].tolist() == ["e"]

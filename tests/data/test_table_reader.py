@@ -21,12 +21,15 @@ def test_ids_stay_strings_with_leading_zeros_and_bom_and_quotes(write):
     assert events["item_id"].tolist() == ["0042", "42"]
 
 
-@pytest.mark.parametrize("stamps, fmt, expected", [
-    (["1700000000", "1700000060"], "auto", [1700000000, 1700000060]),          # unix seconds
-    (["1700000000123", "1700000060999"], "auto", [1700000000, 1700000060]),    # milliseconds
-    (["2023-11-14T22:13:20Z", "2023-11-14T22:14:20+00:00"], "auto", [1700000000, 1700000060]),
-    (["11/14/2023", "11/15/2023"], "%m/%d/%Y", [1699920000, 1700006400]),
-])
+@pytest.mark.parametrize(
+    "stamps, fmt, expected",
+    [
+        (["1700000000", "1700000060"], "auto", [1700000000, 1700000060]),  # unix seconds
+        (["1700000000123", "1700000060999"], "auto", [1700000000, 1700000060]),  # milliseconds
+        (["2023-11-14T22:13:20Z", "2023-11-14T22:14:20+00:00"], "auto", [1700000000, 1700000060]),
+        (["11/14/2023", "11/15/2023"], "%m/%d/%Y", [1699920000, 1700006400]),
+    ],
+)
 def test_timestamp_spellings(write, stamps, fmt, expected):
     rows = "".join(f"u{i},i{i},{s}\n" for i, s in enumerate(stamps))
     p = write("log.csv", "user_id,item_id,timestamp\n" + rows)
@@ -35,29 +38,48 @@ def test_timestamp_spellings(write, stamps, fmt, expected):
 
 def test_column_mapping_and_event_filter_is_reported(write):
     p = write("log.csv", "uid;iid;when;what\na;x;1;click\na;y;2;view\nb;x;3;click\n")
-    data = _load(p, "data.delimiter=;", "data.columns.user=uid", "data.columns.item=iid",
-                 "data.columns.timestamp=when", "data.columns.event=what", "data.events=[click]")
+    data = _load(
+        p,
+        "data.delimiter=;",
+        "data.columns.user=uid",
+        "data.columns.item=iid",
+        "data.columns.timestamp=when",
+        "data.columns.event=what",
+        "data.events=[click]",
+    )
     assert data.events["item_id"].tolist() == ["x", "x"]
     assert any("kept 2 of 3 rows" in n for n in data.notes)
 
 
 def test_missing_column_names_file_and_available_columns(write):
     p = write("log.csv", "user,item_id,timestamp\nu,i,1\n")
-    with pytest.raises(DataError, match=r"log\.csv.*missing interaction column\(s\) \['user_id'\].*"
-                                        r"the file has \['user', 'item_id', 'timestamp'\]"):
+    with pytest.raises(
+        DataError,
+        match=r"log\.csv.*missing interaction column\(s\) \['user_id'\].*"
+        r"the file has \['user', 'item_id', 'timestamp'\]",
+    ):
         _load(p)
 
 
 def test_unparsable_timestamp_names_row_and_value(write):
     p = write("log.csv", "user_id,item_id,timestamp\nu,i,1700000000\nu,j,yesterday\n")
-    with pytest.raises(DataError, match=r"row 3, column 'timestamp': cannot use timestamp 'yesterday'.*"
-                                        r"set data\.timestamp_format"):
+    with pytest.raises(
+        DataError,
+        match=r"row 3, column 'timestamp': cannot use timestamp 'yesterday'.*"
+        r"set data\.timestamp_format",
+    ):
         _load(p)
 
 
-@pytest.mark.parametrize("good, bad, fmt", [("1700000000", "1e29", "unix_s"), ("1700000000", "-5", "auto"),
-                                            ("1700000000", "99999999999999", "auto"),
-                                            ("2020-01-01", "2500-01-01", "iso8601")])
+@pytest.mark.parametrize(
+    "good, bad, fmt",
+    [
+        ("1700000000", "1e29", "unix_s"),
+        ("1700000000", "-5", "auto"),
+        ("1700000000", "99999999999999", "auto"),
+        ("2020-01-01", "2500-01-01", "iso8601"),
+    ],
+)
 def test_timestamp_outside_1970_to_2100_names_row(write, good, bad, fmt):
     p = write("log.csv", f"user_id,item_id,timestamp\nu,i,{good}\nu,j,{bad}\n")
     with pytest.raises(DataError, match=r"row 3, column 'timestamp'.*expected a time between 1970 and 2100"):
@@ -86,8 +108,11 @@ def test_empty_id_names_row(write):
 def test_duplicate_feature_rows_name_both_lines(write, tmp_path):
     log = write("log.csv", "user_id,item_id,timestamp\nu,i,1\n")
     items = write("items.csv", "id,genre\ni,a\nj,b\ni,c\n")
-    with pytest.raises(DataError, match=r"items\.csv, column 'id': id 'i' appears on more than one row "
-                                        r"\(lines 2 and 4\)"):
+    with pytest.raises(
+        DataError,
+        match=r"items\.csv, column 'id': id 'i' appears on more than one row "
+        r"\(lines 2 and 4\)",
+    ):
         _load(log, f"data.items.path={items}", "data.items.key=id")
 
 
@@ -122,8 +147,10 @@ def test_an_item_whose_category_changes_keeps_the_latest_and_says_so(write):
     p = write("log.csv", "user_id,item_id,timestamp,category\nu,i,1,shoes\nv,i,3,boots\nw,i,2,hats\nu,j,2,x\n")
     data = _load(p, "data.item_columns=[category]")
     assert data.items.loc["i", "category"] == "boots"
-    assert any("column 'category': 1 items have more than one value in the log (e.g. 'i'); the latest value is used"
-               in n for n in data.notes)
+    assert any(
+        "column 'category': 1 items have more than one value in the log (e.g. 'i'); the latest value is used" in n
+        for n in data.notes
+    )
 
 
 def test_parquet_input(tmp_path):

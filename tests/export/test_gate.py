@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from embrecall import train
 from embrecall.cli import app
+from embrecall.data.log import data_profile
 from embrecall.errors import GateBreach
 from embrecall.export.bundle import MANIFEST_HASH, sha256
-from embrecall.data.log import data_profile
 from embrecall.export.gate import sigma_breaches
 from embrecall.export.registry import Registry
 from tests.conftest import tiny_config
@@ -44,8 +44,9 @@ def test_a_registry_refuses_a_4_sigma_drop_and_half_the_events_and_names_each_br
         reg.publish(_variant(bundle, made, f"v{i}", hr, volume))
     with pytest.raises(GateBreach) as drop:  # mean 0.2005, σ 0.0042: 0.18 is 4.9σ below
         reg.publish(_variant(bundle, made, "v4", 0.180, 1000))
-    assert re.search(r"two_tower\.HR@10 = 0\.18 is 4\.\dσ below the mean 0\.2005 of the last 4 published versions",
-                     str(drop.value))
+    assert re.search(
+        r"two_tower\.HR@10 = 0\.18 is 4\.\dσ below the mean 0\.2005 of the last 4 published versions", str(drop.value)
+    )
     assert "events_per_day" not in str(drop.value)
     with pytest.raises(GateBreach) as half:
         reg.publish(_variant(bundle, made, "v5", 0.201, 500))
@@ -55,11 +56,19 @@ def test_a_registry_refuses_a_4_sigma_drop_and_half_the_events_and_names_each_br
     assert reg.state()["active"] == "v6"
     history = reg.history()
     assert [(r["version"], r["published"]) for r in history] == [
-        ("v0", True), ("v1", True), ("v2", True), ("v3", True), ("v4", False), ("v5", False), ("v6", True)]
+        ("v0", True),
+        ("v1", True),
+        ("v2", True),
+        ("v3", True),
+        ("v4", False),
+        ("v5", False),
+        ("v6", True),
+    ]
     assert history[-1]["figures"]["new_item_share"] == 0.0
     # A forced publish goes live with its reason recorded; `versions` shows all of it.
-    result = CliRunner().invoke(app, ["publish", str(made / "v4"), "--registry", str(reg.root),
-                                      "--force", "metric change expected: new loss"])
+    result = CliRunner().invoke(
+        app, ["publish", str(made / "v4"), "--registry", str(reg.root), "--force", "metric change expected: new loss"]
+    )
     assert result.exit_code == 0, result.output
     assert reg.history()[-1]["forced"] == "metric change expected: new loss" and reg.state()["active"] == "v4"
     shown = CliRunner().invoke(app, ["versions", "--registry", str(reg.root)])
@@ -93,8 +102,10 @@ def test_too_little_history_or_a_flat_one_is_no_breach():
 
 def test_the_data_profile_counts_daily_volumes():
     import pandas as pd
-    events = pd.DataFrame({"user_id": ["a", "a", "b", "c"], "item_id": ["x", "y", "x", "z"],
-                           "timestamp": [0, 10, 100, 86_400 + 5]})
+
+    events = pd.DataFrame(
+        {"user_id": ["a", "a", "b", "c"], "item_id": ["x", "y", "x", "z"], "timestamp": [0, 10, 100, 86_400 + 5]}
+    )
     assert data_profile(events) == {"days": 2.0, "events_per_day": 2.0, "users_per_day": 1.5, "items_per_day": 1.5}
 
 

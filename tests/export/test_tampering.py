@@ -76,21 +76,34 @@ def test_edited_metrics_cannot_pass_a_gate(bundle, tmp_path):
         Registry(tmp_path / "reg").publish(bundle, [parse_gate("HR@10>=0.9")])
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda raw: raw[:10] + b"\xff" + raw[11:], "is not UTF-8 JSON"),
-    (lambda raw: raw[: len(raw) // 2], "is not UTF-8 JSON"),
-    (lambda raw: json.dumps({k: v for k, v in json.loads(raw).items() if k != "files"}).encode(), "no 'files' table"),
-    (lambda raw: json.dumps({**json.loads(raw), "files": {"../../etc/passwd": "0"}}).encode(), "not a plain name"),
-    (lambda raw: b"[]", "bundle format None"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda raw: raw[:10] + b"\xff" + raw[11:], "is not UTF-8 JSON"),
+        (lambda raw: raw[: len(raw) // 2], "is not UTF-8 JSON"),
+        (
+            lambda raw: json.dumps({k: v for k, v in json.loads(raw).items() if k != "files"}).encode(),
+            "no 'files' table",
+        ),
+        (lambda raw: json.dumps({**json.loads(raw), "files": {"../../etc/passwd": "0"}}).encode(), "not a plain name"),
+        (lambda raw: b"[]", "bundle format None"),
+    ],
+)
 def test_a_damaged_manifest_is_a_message(bundle, damage, message):
     _rewrite(bundle, damage((bundle / "manifest.json").read_bytes()))
     with pytest.raises(BundleError, match=message):
         Bundle.load(bundle)
 
 
-@pytest.mark.parametrize("name, data", [("index.faiss", b"not an index"), ("user_tower.onnx", b"\x08\x01garbage"),
-                                        ("items.parquet", b"PAR1 nope"), ("encoders.json", b"{\"x\": 1}")])
+@pytest.mark.parametrize(
+    "name, data",
+    [
+        ("index.faiss", b"not an index"),
+        ("user_tower.onnx", b"\x08\x01garbage"),
+        ("items.parquet", b"PAR1 nope"),
+        ("encoders.json", b'{"x": 1}'),
+    ],
+)
 def test_publish_opens_every_artifact_first(bundle, tmp_path, name, data):
     reg = Registry(tmp_path / "reg")
     _replace_file(bundle, name, data)
@@ -110,8 +123,17 @@ def test_publish_runs_the_parts_together(bundle, original, tmp_path):
         Registry(tmp_path / "reg").publish(bundle)
 
 
-@pytest.mark.parametrize("active", ["{not json", "[]", "null", '{"active": "../elsewhere"}',
-                                    '{"active": "/tmp"}', '{"active": "v1", "history": ["../../x"]}'])
+@pytest.mark.parametrize(
+    "active",
+    [
+        "{not json",
+        "[]",
+        "null",
+        '{"active": "../elsewhere"}',
+        '{"active": "/tmp"}',
+        '{"active": "v1", "history": ["../../x"]}',
+    ],
+)
 def test_a_bad_active_pointer_is_a_message_at_start(original, tmp_path, active):
     reg = Registry(tmp_path / "reg")
     reg.publish(original)

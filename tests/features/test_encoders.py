@@ -12,21 +12,30 @@ from embrecall.config import FeaturesConfig
 from embrecall.errors import NotFittedError
 from embrecall.features import Encoders
 
-SPEC = FeaturesConfig.model_validate({
-    "user": [{"kind": "categorical", "name": "user_id"},
-             {"kind": "categorical", "name": "city", "min_count": 2},
-             {"kind": "hashed", "name": "zip", "buckets": 50},
-             {"kind": "numeric", "name": "age", "transform": "bucketize", "buckets": 4},
-             {"kind": "history", "name": "recent", "max_len": 3},
-             {"kind": "time", "name": "hour", "part": "hour"}],
-    "item": [{"kind": "item_id"},
-             {"kind": "multi", "name": "genres", "max_len": 3},
-             {"kind": "numeric", "name": "price", "transform": "standardize"}],
-})
-EVENTS = pd.DataFrame({"user_id": ["u1", "u1", "u2", "u3"], "item_id": ["a", "b", "a", "c"],
-                       "timestamp": [0, 3600, 7200, 10800]})
-USERS = pd.DataFrame({"city": ["x", "x", "y"], "zip": ["01234", "99999", "01234"], "age": [20, 40, 60]},
-                     index=pd.Index(["u1", "u2", "u3"]))
+SPEC = FeaturesConfig.model_validate(
+    {
+        "user": [
+            {"kind": "categorical", "name": "user_id"},
+            {"kind": "categorical", "name": "city", "min_count": 2},
+            {"kind": "hashed", "name": "zip", "buckets": 50},
+            {"kind": "numeric", "name": "age", "transform": "bucketize", "buckets": 4},
+            {"kind": "history", "name": "recent", "max_len": 3},
+            {"kind": "time", "name": "hour", "part": "hour"},
+        ],
+        "item": [
+            {"kind": "item_id"},
+            {"kind": "multi", "name": "genres", "max_len": 3},
+            {"kind": "numeric", "name": "price", "transform": "standardize"},
+        ],
+    }
+)
+EVENTS = pd.DataFrame(
+    {"user_id": ["u1", "u1", "u2", "u3"], "item_id": ["a", "b", "a", "c"], "timestamp": [0, 3600, 7200, 10800]}
+)
+USERS = pd.DataFrame(
+    {"city": ["x", "x", "y"], "zip": ["01234", "99999", "01234"], "age": [20, 40, 60]},
+    index=pd.Index(["u1", "u2", "u3"]),
+)
 ITEMS = pd.DataFrame({"genres": ["A|B", "B", ""], "price": [1.0, 2.0, 3.0]}, index=pd.Index(["a", "b", "c"]))
 
 
@@ -80,6 +89,9 @@ def test_every_missing_column_is_named_at_once():
     """A MovieLens release without demographics: all four user features named, not the first one."""
     from embrecall.errors import DataError
 
-    with pytest.raises(DataError, match=r"3 feature\(s\) read columns the data does not have: features.user 'city' "
-                                        r"reads user column 'city' \(there is no user table\); .*'zip'.*'age'"):
+    with pytest.raises(
+        DataError,
+        match=r"3 feature\(s\) read columns the data does not have: features.user 'city' "
+        r"reads user column 'city' \(there is no user table\); .*'zip'.*'age'",
+    ):
         Encoders(SPEC).fit(EVENTS, None, ITEMS)

@@ -27,8 +27,9 @@ def test_text_feature_trains_exports_and_serves(tmp_path, monkeypatch):
     from tests.conftest import tiny_config
 
     monkeypatch.setenv("EMBRECALL_CACHE", str(tmp_path / "cache"))
-    cfg = tiny_config(tmp_path, "features.item=[{kind: item_id}, {kind: text, name: title, dim: 8}]",
-                      "features.catalog=items")
+    cfg = tiny_config(
+        tmp_path, "features.item=[{kind: item_id}, {kind: text, name: title, dim: 8}]", "features.catalog=items"
+    )
     report = train(cfg, show_progress=False)
     bundle = Bundle.load(report.bundle)
     inputs = bundle.encoders.encode_items(bundle.items)

@@ -17,6 +17,7 @@ FILTERABLE = ["category", "genres"]
 def _milvus(tmp_path, ids, vectors, attributes, cfg):
     pytest.importorskip("milvus_lite", reason="the Milvus backend tests need pip install 'embrecall[milvus]'")
     from embrecall.index.milvus_index import MilvusIndex
+
     return MilvusIndex.build(str(tmp_path / "milvus.db"), "items", ids, vectors, attributes, FILTERABLE, cfg)
 
 
@@ -29,21 +30,27 @@ def _reopen(index, tmp_path):
     if isinstance(index, LiveIndex):
         return LiveIndex.load(tmp_path / "saved")
     from embrecall.index.milvus_index import MilvusIndex
+
     return MilvusIndex.load(tmp_path / "saved")
 
 
-@pytest.fixture(params=[("faiss", "hnsw"), ("faiss", "flat"), ("faiss", "ivf_sq8"), ("milvus", "hnsw"),
-                        ("milvus", "flat")],
-                ids=lambda p: f"{p[0]}-{p[1]}")
+@pytest.fixture(
+    params=[("faiss", "hnsw"), ("faiss", "flat"), ("faiss", "ivf_sq8"), ("milvus", "hnsw"), ("milvus", "flat")],
+    ids=lambda p: f"{p[0]}-{p[1]}",
+)
 def catalog(request, tmp_path):
     backend, kind = request.param
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((N, D)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     ids = [f"item-{i}" for i in range(N)]
-    attributes = pd.DataFrame({"category": [f"c{i % 4}" for i in range(N)],
-                               "genres": ["Drama|War" if i % 50 == 0 else "Comedy" for i in range(N)]},
-                              index=pd.Index(ids, dtype=object))
+    attributes = pd.DataFrame(
+        {
+            "category": [f"c{i % 4}" for i in range(N)],
+            "genres": ["Drama|War" if i % 50 == 0 else "Comedy" for i in range(N)],
+        },
+        index=pd.Index(ids, dtype=object),
+    )
     make = _faiss if backend == "faiss" else _milvus
     index = make(tmp_path, ids, vectors, attributes, IndexConfig(kind=kind, ef_search=400, nprobe=16))
     return index, ids, vectors, attributes
@@ -77,7 +84,7 @@ def test_search_many_answers_each_query_as_search_does(catalog):
     index.delete("item-40")  # a retired slot that every query in the batch must skip
     queries = vectors[[40, 41, 42, 43]]
     ks = [10, 5, 30, 1]
-    excludes = [set(), {"item-41", "item-3"}, set(ids[:N - 20]), {"item-43"}]  # the third leaves 20 of k=30
+    excludes = [set(), {"item-41", "item-3"}, set(ids[: N - 20]), {"item-43"}]  # the third leaves 20 of k=30
     got = index.search_many(queries, ks, excludes)
     assert [found for found, _ in got] == [index.search(q, k, exclude=ex)[0] for q, k, ex in zip(queries, ks, excludes)]
     for (found, scores), q, k, ex in zip(got, queries, ks, excludes):

@@ -20,8 +20,15 @@ def test_churn_keeps_slots_bounded_and_answers_exact(kind):
     ids = [f"i{j}" for j in range(n)]
     vectors = rng.standard_normal((n, D)).astype(np.float32)
     attrs = pd.DataFrame({"category": [f"c{j % 5}" for j in range(n)]}, index=pd.Index(ids, dtype=object))
-    index = LiveIndex(ids, vectors, attrs, IndexConfig(kind=kind, ef_search=400, nprobe=64), ["category"],
-                      exact_below=0, compact_above=64)
+    index = LiveIndex(
+        ids,
+        vectors,
+        attrs,
+        IndexConfig(kind=kind, ef_search=400, nprobe=64),
+        ["category"],
+        exact_below=0,
+        compact_above=64,
+    )
     truth = {i: (v, f"c{j % 5}") for j, (i, v) in enumerate(zip(ids, vectors))}
     for step in range(6000):
         item = f"i{rng.integers(0, n + 50)}"  # the same items over and over, a few new ones

@@ -18,8 +18,9 @@ NAMES = [*CHANNELS, "merged"]  # every channel of the table
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    cfg = tiny_config(tmp_path_factory.mktemp("contract"), "channels.item2vec.min_count=1",
-                      "channels.item2vec.epochs=3")
+    cfg = tiny_config(
+        tmp_path_factory.mktemp("contract"), "channels.item2vec.min_count=1", "channels.item2vec.epochs=3"
+    )
     data = load_dataset(cfg)
     split = split_dataset(data, cfg.split)
     built: dict = {}

@@ -22,7 +22,9 @@ def test_itemcf_neighbours_and_popularity_normalisation():
     for u in range(6):
         rows += [(f"u{u}", "a", 1), (f"u{u}", "b", 2), (f"u{u}", "c", 100 + u)]
     rows += [(f"v{u}", "c", 1) for u in range(20)] + [("w", "d", 1), ("w", "c", 2)]
-    cf = ItemCF(ItemCFConfig(window=1, alpha=0.5)).fit(MemoryLog(pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])))
+    cf = ItemCF(ItemCFConfig(window=1, alpha=0.5)).fit(
+        MemoryLog(pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]))
+    )
     similar = dict(cf.similar("a"))
     assert set(similar) == {"b"}  # window 1: a only ever sits next to b
     assert similar["b"] == pytest.approx(6 / np.sqrt(6 * 6))  # cosine of counts: c_ab / sqrt(n_a n_b)
@@ -35,6 +37,7 @@ def test_itemcf_counted_block_by_block_equals_counted_at_once(monkeypatch):
     from embrecall.config import load_config
     from embrecall.data import load_dataset
     from embrecall.models import itemcf
+
     events = load_dataset(load_config(None, ["data.synthetic.events=20000"])).events
     whole = ItemCF(ItemCFConfig(window=4, neighbours=20)).fit(MemoryLog(events))
     monkeypatch.setattr(itemcf, "PAIR_BUDGET", 5_000)  # dozens of blocks
@@ -60,10 +63,12 @@ def test_item2vec_learns_session_neighbours_and_recommends_per_category():
             for step in range(5):
                 rows.append((f"u{u}", f"g{group}_{rng.integers(0, 10)}", s * 10_000 + step))
     events = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
-    items = pd.DataFrame({"category": [f"c{i.split('_')[0]}" for i in events["item_id"].unique()]},
-                         index=events["item_id"].unique())
-    model = Item2Vec(Item2VecConfig(dim=16, window=4, epochs=20, min_count=1, sample=0, session_gap=600,
-                                    category_column="category")).fit(MemoryLog(events), items)
+    items = pd.DataFrame(
+        {"category": [f"c{i.split('_')[0]}" for i in events["item_id"].unique()]}, index=events["item_id"].unique()
+    )
+    model = Item2Vec(
+        Item2VecConfig(dim=16, window=4, epochs=20, min_count=1, sample=0, session_gap=600, category_column="category")
+    ).fit(MemoryLog(events), items)
     rec = model.recommend([UserQuery("x", ("g0_1", "g0_2"))], 5, [{"g0_1", "g0_2"}])[0]
     assert all(i.startswith("g0_") for i in rec.item_ids)
     mixed = model.recommend([UserQuery("y", ("g0_1", "g1_1", "g1_2"))], 6, [set()])[0]
@@ -109,8 +114,13 @@ def test_dithering_keeps_the_items_and_mixes_deeper_ranks_more():
 
 
 def test_cold_item_split_targets_first_contacts_with_new_items():
-    events = pd.DataFrame({"user_id": ["u", "u", "u", "u", "v", "w"], "item_id": ["a", "n", "n", "a", "n", "m"],
-                           "timestamp": [1, 10, 11, 12, 13, 14]})
+    events = pd.DataFrame(
+        {
+            "user_id": ["u", "u", "u", "u", "v", "w"],
+            "item_id": ["a", "n", "n", "a", "n", "m"],
+            "timestamp": [1, 10, 11, 12, 13, 14],
+        }
+    )
     split = cold_item_split(events, test_start=10)
     assert split.test[["user_id", "item_id"]].values.tolist() == [["u", "n"]]  # v, w have no earlier history
     assert split.train_full["item_id"].tolist() == ["a"]
@@ -123,7 +133,9 @@ def test_item2vec_trains_one_model_per_group_and_queries_the_users_group():
         for step in range(6):
             rows.append((f"u{u}", f"{city.lower()}{(u + step) % 8}", step, city))
     events = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "city"])
-    model = Item2Vec(Item2VecConfig(dim=8, window=3, epochs=5, min_count=1, sample=0, group_column="city")).fit(MemoryLog(events))
+    model = Item2Vec(Item2VecConfig(dim=8, window=3, epochs=5, min_count=1, sample=0, group_column="city")).fit(
+        MemoryLog(events)
+    )
     assert set(model.spaces_) == {None, "A", "B"}
     rec = model.recommend([UserQuery("x", ("a1",), {"city": "A"})], 5, [{"a1"}])[0]
     assert rec.item_ids and all(i.startswith("a") for i in rec.item_ids)  # the A model knows only A's items
@@ -131,4 +143,5 @@ def test_item2vec_trains_one_model_per_group_and_queries_the_users_group():
 
 def test_merging_no_lists_gives_an_empty_list():
     from embrecall.models.merge import merge_by_quota
+
     assert merge_by_quota([], [], 10).item_ids == []

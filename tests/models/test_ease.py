@@ -27,8 +27,7 @@ def test_closed_form_equals_a_direct_constrained_solve():
 
 
 def test_recent_items_weigh_more_and_seen_items_are_excluded():
-    events = pd.DataFrame({"user_id": ["a", "a", "b", "b", "c", "c"],
-                           "item_id": ["x", "y", "x", "z", "y", "w"]})
+    events = pd.DataFrame({"user_id": ["a", "a", "b", "b", "c", "c"], "item_id": ["x", "y", "x", "z", "y", "w"]})
     model = Ease(EaseConfig(l2=0.5, decay=0.5)).fit(MemoryLog(events))
     profile = model.profiles([UserQuery("q", ("x", "y"))]).toarray()[0]
     assert profile[model._position["y"]] == 1.0 and profile[model._position["x"]] == 0.5

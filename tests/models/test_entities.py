@@ -23,8 +23,11 @@ def test_a_value_scores_the_log_of_its_items_softmax_mass():
     recall = EntityRecall(entities, lambda qs: np.repeat(user, len(qs), axis=0), VECTORS, temperature=0.5)
     got = recall.recommend([UserQuery("u")], 3)[0]
     logits = (VECTORS @ user[0]) / 0.5
-    mass = {"a": np.exp(logits[0]) + np.exp(logits[1]), "b": np.exp(logits[1]) + np.exp(logits[2]),
-            "c": np.exp(logits[4])}  # i1 counts for a and for b
+    mass = {
+        "a": np.exp(logits[0]) + np.exp(logits[1]),
+        "b": np.exp(logits[1]) + np.exp(logits[2]),
+        "c": np.exp(logits[4]),
+    }  # i1 counts for a and for b
     assert got.item_ids == sorted(mass, key=lambda v: -mass[v])
     np.testing.assert_allclose(got.scores, [np.log(mass[v]) for v in got.item_ids], rtol=1e-5)
     assert len(recall.recommend([UserQuery("u")], 2)[0].item_ids) == 2
@@ -34,8 +37,12 @@ def test_a_value_scores_the_log_of_its_items_softmax_mass():
 def test_many_likely_items_outrank_one_close_item():
     items = pd.DataFrame({"brand": ["big"] * 10 + ["niche"]}, index=pd.Index([f"i{n}" for n in range(11)]))
     vectors = np.array([[0.9, 0.436]] * 10 + [[1.0, 0.0]], dtype=np.float32)
-    recall = EntityRecall(Entities.of("brand", items, list(items.index)),
-                          lambda qs: np.array([[1.0, 0.0]] * len(qs), dtype=np.float32), vectors, temperature=0.05)
+    recall = EntityRecall(
+        Entities.of("brand", items, list(items.index)),
+        lambda qs: np.array([[1.0, 0.0]] * len(qs), dtype=np.float32),
+        vectors,
+        temperature=0.05,
+    )
     assert recall.recommend([UserQuery("u")], 2)[0].item_ids == ["big", "niche"]
 
 
@@ -54,8 +61,13 @@ def test_the_history_baseline_weighs_recent_values_first_then_popular_ones():
 
 
 def test_a_hit_is_any_value_of_the_held_out_item():
-    events = pd.DataFrame({"user_id": ["u"] * 3 + ["v"] * 3, "item_id": ["i0", "i2", "i1", "i0", "i2", "i4"],
-                           "timestamp": list(range(3)) * 2})
+    events = pd.DataFrame(
+        {
+            "user_id": ["u"] * 3 + ["v"] * 3,
+            "item_id": ["i0", "i2", "i1", "i0", "i2", "i4"],
+            "timestamp": list(range(3)) * 2,
+        }
+    )
     split = leave_last_out(events)  # targets: u -> i1 (a|b), v -> i4 (c)
 
     class Fixed:
@@ -63,6 +75,7 @@ def test_a_hit_is_any_value_of_the_held_out_item():
 
         def recommend(self, queries, k, exclude=None, filters=None, timings=None):
             from embrecall.models.channel import Candidates
+
             lists = {"u": ["c", "b", "a"], "v": ["a", "b", "c"]}
             return [Candidates(lists[q.user_id][:k], np.zeros(3), ["fixed"] * 3) for q in queries]
 
@@ -74,8 +87,9 @@ def test_a_hit_is_any_value_of_the_held_out_item():
 
 def test_users_are_scored_a_few_at_a_time_with_the_same_answer(monkeypatch):
     from embrecall.models import entities as module
+
     users = np.random.default_rng(0).normal(size=(7, 2)).astype(np.float32)
-    recall = EntityRecall(Entities.of("genres", ITEMS, list(ITEMS.index)), lambda qs: users[:len(qs)], VECTORS, 0.3)
+    recall = EntityRecall(Entities.of("genres", ITEMS, list(ITEMS.index)), lambda qs: users[: len(qs)], VECTORS, 0.3)
     queries = [UserQuery(f"u{i}") for i in range(7)]
     whole = recall.recommend(queries, 3)
     monkeypatch.setattr(module, "SCORES_AT_ONCE", 10)  # two users of five items at a time

@@ -11,8 +11,10 @@ from embrecall.models.two_tower import TwoTower
 from embrecall.training.examples import Examples
 from tests.conftest import tiny_config
 
-SEQUENCE = ('features.user=[{kind: categorical, name: user_id}, {kind: categorical, name: city, dim: 8}, '
-            '{kind: sequence, name: recent, max_len: 6, layers: 2, heads: 2}]')
+SEQUENCE = (
+    "features.user=[{kind: categorical, name: user_id}, {kind: categorical, name: city, dim: 8}, "
+    "{kind: sequence, name: recent, max_len: 6, layers: 2, heads: 2}]"
+)
 
 
 def _world(tmp_path, *extra):

@@ -13,12 +13,14 @@ from embrecall.models.swing import Swing
 def test_a_pair_of_users_who_share_only_two_items_outweighs_a_pair_who_share_ten():
     rows = [(u, i, t) for u in ("u1", "u2") for t, i in enumerate("ab")]  # u1, u2: a and b only
     rows += [(u, i, t) for u in ("u3", "u4") for t, i in enumerate(["a", "c", *(f"x{n}" for n in range(8))])]
-    model = Swing(SwingConfig(alpha=1.0)).fit(MemoryLog(pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])))
+    model = Swing(SwingConfig(alpha=1.0)).fit(
+        MemoryLog(pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]))
+    )
     similar = dict(model.similar("a", 5))
     # sim(a, b): the ordered pairs (u1, u2), (u2, u1), each w^2 / (1 + 2) with w = (2 + 5)^-0.35
-    assert similar["b"] == pytest.approx(2 * 7 ** -0.7 / 3, rel=1e-5)
+    assert similar["b"] == pytest.approx(2 * 7**-0.7 / 3, rel=1e-5)
     # sim(a, c): u3 and u4 share all ten items: w = (10 + 5)^-0.35, over 1 + 10
-    assert similar["c"] == pytest.approx(2 * 15 ** -0.7 / 11, rel=1e-5)
+    assert similar["c"] == pytest.approx(2 * 15**-0.7 / 11, rel=1e-5)
     assert list(similar)[0] == "b" and "a" not in similar
 
 

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 from embrecall import train  # noqa: E402
-from embrecall.serve.app import create_app
+from embrecall.serve.app import create_app  # noqa: E402
 from embrecall.serve.settings import ServeConfig  # noqa: E402
 from tests.conftest import tiny_config  # noqa: E402
 
@@ -38,8 +38,10 @@ def test_every_answer_is_documented_and_no_5xx(api, headers):
     operations = [result.ok() for result in api.get_all_operations()]
     assert {op.label for op in operations} >= {"POST /v1/recall", "POST /v1/recall/batch", "PUT /v1/items/{item_id}"}
     for operation in operations:
+
         @given(case=operation.as_strategy())
         @FUZZ
         def calls(case):
             case.call_and_validate(headers=headers, excluded_checks=[schemathesis.checks.positive_data_acceptance])
+
         calls()

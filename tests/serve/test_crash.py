@@ -7,10 +7,10 @@ import os
 import signal
 import socket
 import subprocess
-from pathlib import Path
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -34,15 +34,20 @@ def bundles(tmp_path_factory):
 def _serve(registry, port: int, stream: str, max_len: int = 10_000) -> subprocess.Popen:
     """`embrecall serve` from a serve config file, as a deployment would run it."""
     config = Path(registry).parent / f"serve-{port}.toml"
-    config.write_text(f'source = "{registry}"\nport = {port}\nreplica = "crash-1"\n\n'
-                      f'[feed]\nurl = "{URL}"\nstream = "{stream}"\nmax_len = {max_len}\n')
+    config.write_text(
+        f'source = "{registry}"\nport = {port}\nreplica = "crash-1"\n\n'
+        f'[feed]\nurl = "{URL}"\nstream = "{stream}"\nmax_len = {max_len}\n'
+    )
     proc = subprocess.Popen([sys.executable, "-m", "embrecall.cli", "serve", "--config", str(config)])
     return wait_ready(proc, port)
 
 
 def _found(port: int, user: str, category: str = "crash-cat") -> set[str]:
-    r = httpx.post(f"http://127.0.0.1:{port}/v1/recall", timeout=10,
-                   json={"user_id": user, "k": 1000, "filters": {"category": [category]}})
+    r = httpx.post(
+        f"http://127.0.0.1:{port}/v1/recall",
+        timeout=10,
+        json={"user_id": user, "k": 1000, "filters": {"category": [category]}},
+    )
     assert r.status_code == 200, r.text
     return {i["item_id"] for i in r.json()["items"]}
 
@@ -132,8 +137,11 @@ def test_a_restart_after_a_long_stream_is_ready_only_when_current(bundles, tmp_p
         assert _found(port, user, "tail") == set(items[:50])
         assert _found(port, user, "final") == set(items[50:]) - deleted
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        replayed = next(float(line.split()[-1]) for line in metrics.splitlines()
-                        if line.startswith("embrecall_change_feed_replayed"))
+        replayed = next(
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("embrecall_change_feed_replayed")
+        )
         assert replayed <= 1000 + 50  # the snapshot, then only what came after it
     finally:
         proc.kill()

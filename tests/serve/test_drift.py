@@ -7,8 +7,8 @@ from typer.testing import CliRunner
 
 from embrecall import train
 from embrecall.cli import app
-from embrecall.serve.drift import drift_report
 from embrecall.export.registry import Registry
+from embrecall.serve.drift import drift_report
 from tests.conftest import tiny_config
 
 

@@ -95,14 +95,32 @@ def test_events_before_the_bundle_was_trained_are_in_its_profile_already(bundle)
 def test_an_event_sent_to_one_replica_reaches_the_other(bundle):
     stream = f"embrecall:test-events:{uuid.uuid4().hex[:8]}"
     user = str(Bundle.load(bundle).users.index[1])
-    a = create_app(ServeConfig(source=bundle, admin_token=ADMIN, client_token=CLIENT, replica="replica-a",
-                               events={"url": REDIS_URL, "stream": stream}))
-    b = create_app(ServeConfig(source=bundle, admin_token=ADMIN, client_token=CLIENT, replica="replica-b",
-                               events={"url": REDIS_URL, "stream": stream}))
+    a = create_app(
+        ServeConfig(
+            source=bundle,
+            admin_token=ADMIN,
+            client_token=CLIENT,
+            replica="replica-a",
+            events={"url": REDIS_URL, "stream": stream},
+        )
+    )
+    b = create_app(
+        ServeConfig(
+            source=bundle,
+            admin_token=ADMIN,
+            client_token=CLIENT,
+            replica="replica-b",
+            events={"url": REDIS_URL, "stream": stream},
+        )
+    )
     with TestClient(a) as ca, TestClient(b) as cb:
         shown = _items(cb, user)  # replica b now holds a local copy of the user's history
-        assert ca.post("/v1/events", json={"events": [{"user_id": user, "item_id": shown[0]}]},
-                       headers=AS_CLIENT).status_code == 202
+        assert (
+            ca.post(
+                "/v1/events", json={"events": [{"user_id": user, "item_id": shown[0]}]}, headers=AS_CLIENT
+            ).status_code
+            == 202
+        )
         deadline = time.monotonic() + 5
         while shown[0] in _items(cb, user) and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -126,18 +144,40 @@ def test_redis_down_refuses_events_and_recall_still_answers(bundle):
             assert r.status_code == 503 and "send them again" in r.json()["detail"]
             for u in [user, "someone-new"]:
                 assert client.post("/v1/recall", json={"user_id": u, "k": 10}).status_code == 200
-            failures = [line for line in client.get("/metrics").text.splitlines()
-                        if line.startswith("embrecall_user_events_backend_failures")]
+            failures = [
+                line
+                for line in client.get("/metrics").text.splitlines()
+                if line.startswith("embrecall_user_events_backend_failures")
+            ]
             assert float(failures[0].split()[-1]) >= 1
     finally:
         server.kill()
 
 
 def _serve(bundle, port: int, stream: str) -> subprocess.Popen:
-    env = {**os.environ, "EMBRECALL_CLIENT_TOKEN": CLIENT, "EMBRECALL_ADMIN_TOKEN": ADMIN,
-           "EMBRECALL_EVENTS__STREAM": stream}  # a nested setting from the environment
-    proc = subprocess.Popen([sys.executable, "-m", "embrecall.cli", "serve", "--bundle", str(bundle), "--port",
-                             str(port), "--events", REDIS_URL, "--replica", "kill-1"], env=env)
+    env = {
+        **os.environ,
+        "EMBRECALL_CLIENT_TOKEN": CLIENT,
+        "EMBRECALL_ADMIN_TOKEN": ADMIN,
+        "EMBRECALL_EVENTS__STREAM": stream,
+    }  # a nested setting from the environment
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "embrecall.cli",
+            "serve",
+            "--bundle",
+            str(bundle),
+            "--port",
+            str(port),
+            "--events",
+            REDIS_URL,
+            "--replica",
+            "kill-1",
+        ],
+        env=env,
+    )
     return wait_ready(proc, port)
 
 
@@ -155,8 +195,11 @@ def test_kill_9_while_taking_events_loses_none_it_accepted(bundle):
             while not stop.is_set():
                 user, item = f"u{n % 7}", f"item-{n}"
                 try:
-                    r = http.post(f"http://127.0.0.1:{port}/v1/events", headers=AS_CLIENT,
-                                  json={"events": [{"user_id": user, "item_id": item}]})
+                    r = http.post(
+                        f"http://127.0.0.1:{port}/v1/events",
+                        headers=AS_CLIENT,
+                        json={"events": [{"user_id": user, "item_id": item}]},
+                    )
                 except httpx.HTTPError:
                     return  # the service is gone
                 if r.status_code == 202:

@@ -17,9 +17,9 @@ from embrecall.evaluation import build_queries
 from embrecall.models.channel import UserQuery
 from embrecall.pipeline import build_channel, evaluate, read_split
 from embrecall.serve.app import create_app
-from embrecall.serve.settings import ServeConfig
 from embrecall.serve.cache import VectorCache
 from embrecall.serve.service import ServingVersion
+from embrecall.serve.settings import ServeConfig
 from tests.conftest import tiny_config
 
 TOKEN = "s3cret"
@@ -29,8 +29,12 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     shares = ", ".join(f"{name}: 0.1" for name in STORED)  # every channel the table says a bundle stores
-    cfg = tiny_config(tmp_path_factory.mktemp("served"), f"channels.serve={{two_tower: 0.4, {shares}}}",
-                      "channels.item2vec.min_count=1", "channels.item2vec.epochs=3")
+    cfg = tiny_config(
+        tmp_path_factory.mktemp("served"),
+        f"channels.serve={{two_tower: 0.4, {shares}}}",
+        "channels.item2vec.min_count=1",
+        "channels.item2vec.epochs=3",
+    )
     return cfg, train(cfg, show_progress=False).bundle
 
 
@@ -57,19 +61,21 @@ def test_each_stored_channel_is_served_with_filters_and_live_changes(served, nam
         seen = version.history(user)
         items = version.bundle.items
         wanted = items["category"].value_counts().index[:2].tolist()
-        body = client.post("/v1/recall", json={"user_id": user, "k": 10, "quotas": {name: 1},
-                                               "filters": {"category": wanted}}).json()
+        body = client.post(
+            "/v1/recall", json={"user_id": user, "k": 10, "quotas": {name: 1}, "filters": {"category": wanted}}
+        ).json()
         ids = [i["item_id"] for i in body["items"]]
         assert len(ids) == 10 and not set(ids) & set(seen)
         assert all(items.at[i, "category"] in wanted for i in ids)
         own = [i["item_id"] for i in body["items"] if i["channel"] == name]
         ranked = version.bundle.channels[name].recommend([UserQuery(user, seen)], 10_000, [set(seen)])[0].item_ids
-        assert own and own == [i for i in ranked if items.at[i, "category"] in wanted][:len(own)]
+        assert own and own == [i for i in ranked if items.at[i, "category"] in wanted][: len(own)]
         assert name in body["timings_ms"]
         # An item deleted from the live index leaves this channel's answers at once.
         assert client.delete(f"/v1/items/{own[0]}", headers=AUTH).status_code == 200
-        body = client.post("/v1/recall", json={"user_id": user, "k": 10, "quotas": {name: 1},
-                                               "filters": {"category": wanted}}).json()
+        body = client.post(
+            "/v1/recall", json={"user_id": user, "k": 10, "quotas": {name: 1}, "filters": {"category": wanted}}
+        ).json()
         assert own[0] not in [i["item_id"] for i in body["items"]]
 
 
@@ -81,7 +87,8 @@ def test_the_http_answer_is_the_list_evaluate_bundle_measures(served, backend, t
     rows = random.Random(0).sample(range(len(queries)), 200)
     version = ServingVersion(path, VectorCache(size=0), milvus_uri=_milvus(backend, tmp_path / "eval"))
     evaluated = build_channel("served", cfg, data, split, bundle=version, show_progress=False).recommend(
-        [queries[r] for r in rows], 100, [exclude[r] for r in rows])
+        [queries[r] for r in rows], 100, [exclude[r] for r in rows]
+    )
     with TestClient(create_app(ServeConfig(source=path, index=_index(backend, tmp_path / "serve")))) as client:
         for r, expected in zip(rows, evaluated):
             q = queries[r]
@@ -99,8 +106,10 @@ def test_evaluate_bundle_reports_each_served_channel_and_their_merge(served):
 
 
 def test_the_service_imports_no_training_code():
-    code = ("import sys, embrecall.serve.app; "
-            "print([m for m in ('torch', 'gensim', 'embrecall.training', 'embrecall.pipeline') if m in sys.modules])")
+    code = (
+        "import sys, embrecall.serve.app; "
+        "print([m for m in ('torch', 'gensim', 'embrecall.training', 'embrecall.pipeline') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -123,8 +132,9 @@ def test_demo_recommend_and_the_service_give_a_user_the_same_list(served, tmp_pa
     version = ServingVersion(path, VectorCache(size=0))
     user = str(version.bundle.users.index[0])
     shown = recommend(version, user, 20)  # what `embrecall demo` prints
-    out = CliRunner().invoke(app, ["recommend", "--bundle", str(path), "--user", user, "-k", "20",
-                                   "--json", str(tmp_path / "r.json")])
+    out = CliRunner().invoke(
+        app, ["recommend", "--bundle", str(path), "--user", user, "-k", "20", "--json", str(tmp_path / "r.json")]
+    )
     assert out.exit_code == 0, out.output
     cli = [row["item_id"] for row in json.loads((tmp_path / "r.json").read_text())]
     with TestClient(create_app(ServeConfig(source=path))) as client:

@@ -11,8 +11,10 @@ from embrecall.serve.settings import ServeConfig
 
 def test_flags_beat_the_environment_which_beats_the_file(tmp_path, monkeypatch):
     file = tmp_path / "serve.toml"
-    file.write_text('source = "reg"\nport = 9000\nworkers = 3\n\n[feed]\nurl = "redis://file"\nmax_len = 500\n'
-                    '[index]\nbackend = "milvus"\nuri = "items.db"\n')
+    file.write_text(
+        'source = "reg"\nport = 9000\nworkers = 3\n\n[feed]\nurl = "redis://file"\nmax_len = 500\n'
+        '[index]\nbackend = "milvus"\nuri = "items.db"\n'
+    )
     monkeypatch.setenv("EMBRECALL_PORT", "9100")
     monkeypatch.setenv("EMBRECALL_FEED__STREAM", "from-env")
     monkeypatch.setenv("EMBRECALL_ADMIN_TOKEN", "s3cret")
@@ -25,14 +27,17 @@ def test_flags_beat_the_environment_which_beats_the_file(tmp_path, monkeypatch):
     assert again == got and again.secret("admin_token") == "s3cret"
 
 
-@pytest.mark.parametrize("text, named", [
-    ('source = "b"\nport = "eighty"\n', "port"),
-    ('source = "b"\n[feed]\nmax_len = 3\n', "feed.max_len"),
-    ('source = "b"\n[index]\nbackend = "milvus"\n', "index.uri"),
-    ('source = "b"\ncolour = "red"\n', "colour"),
-    ('port = 80\n', "source"),
-    ('source = "b\n', "serve.toml"),  # not TOML
-])
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ('source = "b"\nport = "eighty"\n', "port"),
+        ('source = "b"\n[feed]\nmax_len = 3\n', "feed.max_len"),
+        ('source = "b"\n[index]\nbackend = "milvus"\n', "index.uri"),
+        ('source = "b"\ncolour = "red"\n', "colour"),
+        ("port = 80\n", "source"),
+        ('source = "b\n', "serve.toml"),  # not TOML
+    ],
+)
 def test_a_wrong_setting_is_refused_naming_it(tmp_path, text, named):
     file = tmp_path / "serve.toml"
     file.write_text(text)

@@ -81,8 +81,9 @@ def test_kill_9_while_publishing_leaves_one_complete_active_version(bundles, tmp
     root = tmp_path / "reg"
     Registry(root).publish(bundles[0])
     for delay in (0.05, 0.2, 0.5, 1.0):
-        proc = subprocess.Popen([sys.executable, "-c", PUBLISH_LOOP, str(root), *map(str, bundles)],
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", PUBLISH_LOOP, str(root), *map(str, bundles)], stdout=subprocess.PIPE, text=True
+        )
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(delay)
         os.kill(proc.pid, signal.SIGKILL)

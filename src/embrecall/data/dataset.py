@@ -41,5 +41,7 @@ class Dataset:
 
     def __repr__(self) -> str:
         e = self.events
-        return (f"Dataset({self.source!r}: {len(e):,} events, {e['user_id'].nunique():,} users, "
-                f"{e['item_id'].nunique():,} items)")
+        return (
+            f"Dataset({self.source!r}: {len(e):,} events, {e['user_id'].nunique():,} users, "
+            f"{e['item_id'].nunique():,} items)"
+        )

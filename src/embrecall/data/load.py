@@ -31,18 +31,26 @@ def _select_events(data: Dataset, cfg: Config) -> Dataset:
     if d.events is None and not d.exposure_events:
         return data
     if "event" not in data.events.columns:
-        raise DataError("data.events / data.exposure_events filter event types, but the interactions have no event "
-                        "column; name it in data.columns.event", file=data.source)
+        raise DataError(
+            "data.events / data.exposure_events filter event types, but the interactions have no event "
+            "column; name it in data.columns.event",
+            file=data.source,
+        )
     kind = data.events["event"]
     exposure = kind.isin(d.exposure_events).to_numpy()
     positive = kind.isin(d.events).to_numpy() if d.events is not None else ~exposure
     if not positive.any():
-        raise DataError(f"no row has an event type in {d.events}; the data has {sorted(kind.unique())[:10]}",
-                        file=data.source, column="event")
+        raise DataError(
+            f"no row has an event type in {d.events}; the data has {sorted(kind.unique())[:10]}",
+            file=data.source,
+            column="event",
+        )
     if not positive.all():
-        data.notes.append(f"kept {int(positive.sum()):,} of {len(positive):,} rows as positives "
-                          f"(event types {d.events or 'other than ' + str(d.exposure_events)})"
-                          + (f"; {int(exposure.sum()):,} exposure rows kept for negatives" if exposure.any() else ""))
+        data.notes.append(
+            f"kept {int(positive.sum()):,} of {len(positive):,} rows as positives "
+            f"(event types {d.events or 'other than ' + str(d.exposure_events)})"
+            + (f"; {int(exposure.sum()):,} exposure rows kept for negatives" if exposure.any() else "")
+        )
     data.exposures = data.events[exposure].reset_index(drop=True) if exposure.any() else None
     data.events = data.events[positive].reset_index(drop=True)
     return data

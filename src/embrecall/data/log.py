@@ -25,9 +25,14 @@ def data_profile(events: pd.DataFrame) -> dict[str, float]:
     if not len(events):
         return {"days": 0.0, "events_per_day": 0.0, "users_per_day": 0.0, "items_per_day": 0.0}
     daily = events.groupby(events["timestamp"].to_numpy() // 86_400).agg(
-        events=("item_id", "size"), users=("user_id", "nunique"), items=("item_id", "nunique"))
-    return {"days": float(len(daily)), "events_per_day": float(daily["events"].mean()),
-            "users_per_day": float(daily["users"].mean()), "items_per_day": float(daily["items"].mean())}
+        events=("item_id", "size"), users=("user_id", "nunique"), items=("item_id", "nunique")
+    )
+    return {
+        "days": float(len(daily)),
+        "events_per_day": float(daily["events"].mean()),
+        "users_per_day": float(daily["users"].mean()),
+        "items_per_day": float(daily["items"].mean()),
+    }
 
 
 class EventLog(Protocol):
@@ -77,8 +82,11 @@ class MemoryLog:
         if part != 0:
             raise IndexError(f"a log in memory has one part, not part {part}")
         if self._sorted is None:  # a log without times (enough for counts) is sorted by user alone
-            self._sorted = (sort_events(self.events) if "timestamp" in self.events
-                            else self.events.sort_values("user_id", kind="stable").reset_index(drop=True))
+            self._sorted = (
+                sort_events(self.events)
+                if "timestamp" in self.events
+                else self.events.sort_values("user_id", kind="stable").reset_index(drop=True)
+            )
         return self._sorted
 
     def parts(self) -> Iterator[pd.DataFrame]:

@@ -22,8 +22,25 @@ from embrecall.errors import DataError
 __all__ = ["read_movielens", "is_movielens_dir"]
 
 _ML100K_GENRES = [
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 ]
 
 
@@ -37,14 +54,17 @@ def _events_frame(users: pd.Series, items: pd.Series, ts: pd.Series, rating: pd.
     stamp = pd.to_numeric(ts, errors="coerce")
     if stamp.isna().any():
         pos = int(np.flatnonzero(stamp.isna().to_numpy())[0])
-        raise DataError(f"timestamp {ts.iloc[pos]!r} is not a unix time", file=str(file), row=pos + 1,
-                        column="timestamp")
-    return pd.DataFrame({
-        "user_id": users.astype(str).to_numpy(),
-        "item_id": items.astype(str).to_numpy(),
-        "timestamp": stamp.to_numpy(dtype=np.int64),
-        "weight": pd.to_numeric(rating, errors="coerce").to_numpy(dtype=np.float32),
-    })
+        raise DataError(
+            f"timestamp {ts.iloc[pos]!r} is not a unix time", file=str(file), row=pos + 1, column="timestamp"
+        )
+    return pd.DataFrame(
+        {
+            "user_id": users.astype(str).to_numpy(),
+            "item_id": items.astype(str).to_numpy(),
+            "timestamp": stamp.to_numpy(dtype=np.int64),
+            "weight": pd.to_numeric(rating, errors="coerce").to_numpy(dtype=np.float32),
+        }
+    )
 
 
 def _read_lines(path: Path, sep: str, names: list[str], encoding: str) -> pd.DataFrame:
@@ -59,8 +79,11 @@ def _read_lines(path: Path, sep: str, names: list[str], encoding: str) -> pd.Dat
                 continue
             parts = line.split(sep)
             if len(parts) != len(names):
-                raise DataError(f"expected {len(names)} fields separated by {sep!r} ({', '.join(names)}), "
-                                f"found {len(parts)}", file=str(path), row=lineno)
+                raise DataError(
+                    f"expected {len(names)} fields separated by {sep!r} ({', '.join(names)}), found {len(parts)}",
+                    file=str(path),
+                    row=lineno,
+                )
             rows.append(parts)
     return pd.DataFrame(rows, columns=names)
 
@@ -93,8 +116,7 @@ def _read_100k(d: Path) -> Dataset:
 def _read_dat(d: Path) -> Dataset:
     f = d / "ratings.dat"
     # Fields are numbers, so '::' can be read as ':' with empty columns between: the fast C parser.
-    raw = pd.read_csv(f, sep=":", header=None, usecols=[0, 2, 4, 6], names=["user", "item", "rating", "ts"],
-                      dtype=str)
+    raw = pd.read_csv(f, sep=":", header=None, usecols=[0, 2, 4, 6], names=["user", "item", "rating", "ts"], dtype=str)
     events = _events_frame(raw["user"], raw["item"], raw["ts"], raw["rating"], f)
     items = _read_lines(d / "movies.dat", "::", ["item_id", "title", "genres"], "latin-1")
     items["year"] = _year_from_title(items["title"])
@@ -108,8 +130,9 @@ def _read_csv(d: Path) -> Dataset:
     raw = pd.read_csv(f, dtype=str)
     missing = {"userId", "movieId", "rating", "timestamp"} - set(raw.columns)
     if missing:
-        raise DataError(f"missing columns {sorted(missing)}; expected header userId,movieId,rating,timestamp",
-                        file=str(f))
+        raise DataError(
+            f"missing columns {sorted(missing)}; expected header userId,movieId,rating,timestamp", file=str(f)
+        )
     events = _events_frame(raw["userId"], raw["movieId"], raw["timestamp"], raw["rating"], f)
     items = None
     if (d / "movies.csv").is_file():
@@ -147,5 +170,7 @@ def read_movielens(path: Path) -> Dataset:
         return _read_dat(d)
     if (d / "ratings.csv").is_file():
         return _read_csv(d)
-    raise DataError("no MovieLens ratings file found; expected u.data (100K), ratings.dat (1M/10M) "
-                    "or ratings.csv (20M/25M/latest)", file=str(d))
+    raise DataError(
+        "no MovieLens ratings file found; expected u.data (100K), ratings.dat (1M/10M) or ratings.csv (20M/25M/latest)",
+        file=str(d),
+    )

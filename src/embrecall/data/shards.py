@@ -23,8 +23,8 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,9 +51,21 @@ def shard_folder(cfg: Config) -> Path:
     d, s = cfg.data, cfg.data.shards
     assert d.path is not None and s is not None  # DataConfig validation
     stat = Path(d.path).stat()
-    key = json.dumps([FORMAT, str(Path(d.path).resolve()), stat.st_size, stat.st_mtime_ns,
-                      d.columns.model_dump(), d.timestamp_format, d.delimiter, d.header, s.count,
-                      cfg.split.model_dump(mode="json")], sort_keys=True)
+    key = json.dumps(
+        [
+            FORMAT,
+            str(Path(d.path).resolve()),
+            stat.st_size,
+            stat.st_mtime_ns,
+            d.columns.model_dump(),
+            d.timestamp_format,
+            d.delimiter,
+            d.header,
+            s.count,
+            cfg.split.model_dump(mode="json"),
+        ],
+        sort_keys=True,
+    )
     return (s.folder or cfg.out / "shards") / hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
@@ -68,11 +80,11 @@ def _source(d: DataConfig) -> tuple[pads.Dataset, dict[str, str]]:
         names = {c: c for c in wanted}
     else:
         names = {c: c if d.header else f"f{c}" for c in wanted}  # pyarrow names headerless columns f0, f1, ...
-        fmt = pads.CsvFileFormat(parse_options=pacsv.ParseOptions(delimiter=d.delimiter),
-                                 read_options=pacsv.ReadOptions(autogenerate_column_names=not d.header,
-                                                                encoding="utf8"),
-                                 convert_options=pacsv.ConvertOptions(column_types={n: pa.string()
-                                                                                    for n in names.values()}))
+        fmt = pads.CsvFileFormat(
+            parse_options=pacsv.ParseOptions(delimiter=d.delimiter),
+            read_options=pacsv.ReadOptions(autogenerate_column_names=not d.header, encoding="utf8"),
+            convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names.values()}),
+        )
     try:
         dataset = pads.dataset(path, format=fmt)
         have = dataset.schema.names
@@ -80,8 +92,11 @@ def _source(d: DataConfig) -> tuple[pads.Dataset, dict[str, str]]:
         raise DataError(f"cannot read the log: {err}", file=str(path)) from None
     missing = [c for c, n in names.items() if n not in have]
     if missing:
-        raise DataError(f"missing interaction column(s) {missing}; the file has {have} "
-                        "(set the names in the [data] section of the config)", file=str(path))
+        raise DataError(
+            f"missing interaction column(s) {missing}; the file has {have} "
+            "(set the names in the [data] section of the config)",
+            file=str(path),
+        )
     return dataset, names
 
 
@@ -98,13 +113,16 @@ def _batches(d: DataConfig, rows: int) -> Iterator[pd.DataFrame]:
                 continue
             frame = batch.to_pandas().rename(columns={n: c for c, n in names.items()})
             line = first_line + done
-            yield pd.DataFrame({
-                "user_id": check_ids(frame, cols.user, Path(path), line),
-                "item_id": check_ids(frame, cols.item, Path(path), line),
-                "timestamp": parse_timestamps(frame[cols.timestamp], d.timestamp_format, file=path,
-                                              column=cols.timestamp, first_line=line),
-                "row": np.arange(done, done + len(frame), dtype=np.int64),
-            })
+            yield pd.DataFrame(
+                {
+                    "user_id": check_ids(frame, cols.user, Path(path), line),
+                    "item_id": check_ids(frame, cols.item, Path(path), line),
+                    "timestamp": parse_timestamps(
+                        frame[cols.timestamp], d.timestamp_format, file=path, column=cols.timestamp, first_line=line
+                    ),
+                    "row": np.arange(done, done + len(frame), dtype=np.int64),
+                }
+            )
             done += len(frame)
     except (pa.ArrowInvalid, UnicodeDecodeError) as err:
         raise DataError(f"cannot read the log after line {first_line + done - 1}: {err}", file=path) from None
@@ -165,8 +183,10 @@ class _DailyVolumes:
     def add(self, events: pd.DataFrame) -> None:
         day = events["timestamp"].to_numpy() // 86_400
         self.events = _add(self.events, pd.Series(day).value_counts())
-        self.users = _add(self.users, pd.DataFrame({"d": day, "u": events["user_id"].to_numpy()})
-                          .drop_duplicates()["d"].value_counts())
+        self.users = _add(
+            self.users,
+            pd.DataFrame({"d": day, "u": events["user_id"].to_numpy()}).drop_duplicates()["d"].value_counts(),
+        )
         uniques = pd.unique(events["item_id"])
         self.items = self.items.append(pd.Index(uniques[~_within(uniques, self.items)], dtype=object))
         self.waiting.append(np.unique(day * (1 << 32) + self.items.get_indexer(events["item_id"])))
@@ -182,8 +202,12 @@ class _DailyVolumes:
         if self.events is None or self.users is None or not len(self.events):
             return {"days": 0.0, "events_per_day": 0.0, "users_per_day": 0.0, "items_per_day": 0.0}
         items = np.bincount(np.unique(self.pairs >> 32, return_inverse=True)[1])
-        return {"days": float(len(self.events)), "events_per_day": float(self.events.mean()),
-                "users_per_day": float(self.users.mean()), "items_per_day": float(items.mean())}
+        return {
+            "days": float(len(self.events)),
+            "events_per_day": float(self.events.mean()),
+            "users_per_day": float(self.users.mean()),
+            "items_per_day": float(items.mean()),
+        }
 
 
 def _split_shards(folder: Path, count: int, cfg: Config) -> dict:
@@ -194,21 +218,37 @@ def _split_shards(folder: Path, count: int, cfg: Config) -> dict:
     daily = _DailyVolumes()
     for s in range(count):
         raw = folder / f"raw-{s:05d}.parquet"
-        events = pd.read_parquet(raw) if raw.is_file() else pd.DataFrame(
-            {"user_id": pd.Series(dtype=object), "item_id": pd.Series(dtype=object),
-             "timestamp": pd.Series(dtype=np.int64), "row": pd.Series(dtype=np.int64)})
+        events = (
+            pd.read_parquet(raw)
+            if raw.is_file()
+            else pd.DataFrame(
+                {
+                    "user_id": pd.Series(dtype=object),
+                    "item_id": pd.Series(dtype=object),
+                    "timestamp": pd.Series(dtype=np.int64),
+                    "row": pd.Series(dtype=np.int64),
+                }
+            )
+        )
         split = split_dataset(Dataset(events), cfg.split)
         in_train = np.isin(split.train_full["row"].to_numpy(), split.train["row"].to_numpy())
         full = split.train_full.assign(in_train=in_train)
         full.drop(columns="row").to_parquet(folder / f"shard-{s:05d}.parquet", index=False)
-        pd.concat([split.valid.assign(part="valid"), split.test.assign(part="test")], ignore_index=True
-                  ).drop(columns="row").to_parquet(folder / f"targets-{s:05d}.parquet", index=False)
+        pd.concat([split.valid.assign(part="valid"), split.test.assign(part="test")], ignore_index=True).drop(
+            columns="row"
+        ).to_parquet(folder / f"targets-{s:05d}.parquet", index=False)
         raw.unlink(missing_ok=True)
         counts["train"] = _add(counts["train"], split.train["item_id"].value_counts())
         counts["train_full"] = _add(counts["train_full"], full["item_id"].value_counts())
         sizes.append({"train": len(split.train), "train_full": len(full)})
-        users.append(pd.DataFrame({"user_id": full["user_id"].unique()}).assign(
-            in_train=lambda u: _within(u["user_id"], pd.unique(split.train["user_id"]))))
+        users.append(
+            pd.DataFrame(
+                {
+                    "user_id": full["user_id"].unique(),
+                    "in_train": _within(full["user_id"].unique(), pd.unique(split.train["user_id"])),
+                }
+            )
+        )
         until = max(until, int(full["timestamp"].max()) if len(full) else 0)
         daily.add(full)
         targets["valid"] += len(split.valid)
@@ -222,8 +262,13 @@ def _split_shards(folder: Path, count: int, cfg: Config) -> dict:
     catalog["train_full"] = full.reindex(catalog["item_id"]).fillna(0).to_numpy(np.int64)
     catalog.to_parquet(folder / "catalog.parquet", index=False)
     pd.concat(users, ignore_index=True).to_parquet(folder / "users.parquet", index=False)
-    return {"sizes": sizes, "n_train_items": int(len(train)), "until": until, "targets": targets,
-            "profile": daily.profile()}
+    return {
+        "sizes": sizes,
+        "n_train_items": int(len(train)),
+        "until": until,
+        "targets": targets,
+        "profile": daily.profile(),
+    }
 
 
 @dataclass
@@ -236,11 +281,14 @@ class Shards:
     _catalog: pd.DataFrame | None = field(default=None, repr=False)
 
     @classmethod
-    def open(cls, folder: Path) -> "Shards":
+    def open(cls, folder: Path) -> Shards:
         meta = json.loads((folder / "shards.json").read_text())
         if meta.get("format") != FORMAT:
-            raise DataError(f"shards written with format {meta.get('format')}, this embrecall reads format {FORMAT}; "
-                            "delete the folder to write them again", file=str(folder))
+            raise DataError(
+                f"shards written with format {meta.get('format')}, this embrecall reads format {FORMAT}; "
+                "delete the folder to write them again",
+                file=str(folder),
+            )
         return cls(folder, meta)
 
     @property
@@ -251,7 +299,7 @@ class Shards:
     def events(self) -> int:
         return int(self.meta["events"])
 
-    def log(self, part: str) -> "ShardLog":
+    def log(self, part: str) -> ShardLog:
         """The training log of one part: ``train`` (choosing epochs) or ``train_full`` (the final fit)."""
         return ShardLog(self, part)
 
@@ -269,8 +317,9 @@ class Shards:
         their events, so histories are whole), with the whole catalog's counts for evaluation."""
         rng = np.random.default_rng(seed)
         targets = [self.folder / f"targets-{s:05d}.parquet" for s in range(self.count)]
-        pool = pd.concat([pd.read_parquet(t, columns=["user_id"]).drop_duplicates() for t in targets],
-                         ignore_index=True)["user_id"]
+        pool = pd.concat(
+            [pd.read_parquet(t, columns=["user_id"]).drop_duplicates() for t in targets], ignore_index=True
+        )["user_id"]
         chosen = pool.iloc[rng.choice(len(pool), min(users, len(pool)), replace=False)]
         frames, wanted = [], []
         for s, path in enumerate(targets):
@@ -284,16 +333,21 @@ class Shards:
         catalog = self.catalog().set_index("item_id")
         counts = {p: catalog[p][catalog[p] > 0].sort_values(ascending=False, kind="stable") for p in _PARTS}
         cols = ["user_id", "item_id", "timestamp"]
-        return Split(train=events[events["in_train"]][cols].reset_index(drop=True),
-                     valid=aims[aims["part"] == "valid"][cols].reset_index(drop=True),
-                     train_full=events[cols].reset_index(drop=True),
-                     test=aims[aims["part"] == "test"][cols].reset_index(drop=True), item_counts=counts)
+        return Split(
+            train=events[events["in_train"]][cols].reset_index(drop=True),
+            valid=aims[aims["part"] == "valid"][cols].reset_index(drop=True),
+            train_full=events[cols].reset_index(drop=True),
+            test=aims[aims["part"] == "test"][cols].reset_index(drop=True),
+            item_counts=counts,
+        )
 
     def summary(self) -> str:
         m = self.meta
-        return (f"{m['events']:,} events in {self.count} shards: train {sum(s['train'] for s in m['sizes']):,} "
-                f"events, validation {m['targets']['valid']:,} users, train+validation "
-                f"{sum(s['train_full'] for s in m['sizes']):,} events, test {m['targets']['test']:,} users")
+        return (
+            f"{m['events']:,} events in {self.count} shards: train {sum(s['train'] for s in m['sizes']):,} "
+            f"events, validation {m['targets']['valid']:,} users, train+validation "
+            f"{sum(s['train_full'] for s in m['sizes']):,} events, test {m['targets']['test']:,} users"
+        )
 
 
 @dataclass

@@ -39,24 +39,31 @@ class Split:
             return self.item_counts[history].index
         return getattr(self, history)["item_id"].value_counts().index
 
-    def validation_view(self) -> "Split":
+    def validation_view(self) -> Split:
         """The split as a tuner must see it: fitted on ``train`` only, its "test" targets the
         validation ones, so that nothing chosen with it has looked at a test event."""
         counts = None if self.item_counts is None else {**self.item_counts, "train_full": self.item_counts["train"]}
         return Split(train=self.train, valid=self.valid, train_full=self.train, test=self.valid, item_counts=counts)
 
-    def sample_validation(self, users: int, seed: int) -> "Split":
+    def sample_validation(self, users: int, seed: int) -> Split:
         """The split with the validation targets of ``users`` users drawn at random (fixed by
         ``seed``): per-epoch validation costs that many users, not the whole log's."""
         if len(self.valid) <= users:
             return self
         rows = np.sort(np.random.default_rng(seed).choice(len(self.valid), users, replace=False))
-        return Split(train=self.train, valid=self.valid.iloc[rows].reset_index(drop=True),
-                     train_full=self.train_full, test=self.test, item_counts=self.item_counts)
+        return Split(
+            train=self.train,
+            valid=self.valid.iloc[rows].reset_index(drop=True),
+            train_full=self.train_full,
+            test=self.test,
+            item_counts=self.item_counts,
+        )
 
     def summary(self) -> str:
-        return (f"train {len(self.train):,} events, validation {len(self.valid):,} users, "
-                f"train+validation {len(self.train_full):,} events, test {len(self.test):,} users")
+        return (
+            f"train {len(self.train):,} events, validation {len(self.valid):,} users, "
+            f"train+validation {len(self.train_full):,} events, test {len(self.test):,} users"
+        )
 
 
 def sort_events(events: pd.DataFrame) -> pd.DataFrame:
@@ -110,8 +117,11 @@ def split_dataset(data: Dataset, cfg: SplitConfig) -> Split:
     """Split ``data`` as the config says."""
     if cfg.kind == "leave_last_out":
         return leave_last_out(data.events)
-    return time_split(data.events, _cutoff(str(cfg.valid_start), "split.valid_start"),
-                      _cutoff(str(cfg.test_start), "split.test_start"))
+    return time_split(
+        data.events,
+        _cutoff(str(cfg.valid_start), "split.valid_start"),
+        _cutoff(str(cfg.test_start), "split.test_start"),
+    )
 
 
 def cold_item_split(events: pd.DataFrame, test_start: int) -> Split:

@@ -66,32 +66,41 @@ class _World:
             weight = 0.45 ** np.arange(cfg.scenes)
             self.scene_share = weight / weight.sum()
             featured = max(1, cfg.categories // cfg.scenes)
-            self.scene_categories = np.stack([rng.choice(cfg.categories, featured, replace=False)
-                                              for _ in range(cfg.scenes)])  # (scenes, featured)
+            self.scene_categories = np.stack(
+                [rng.choice(cfg.categories, featured, replace=False) for _ in range(cfg.scenes)]
+            )  # (scenes, featured)
             self.scene_shift = rng.integers(0, 1 << 30, (cfg.scenes, cfg.categories))  # rotates popularity ranks
 
     def items(self) -> pd.DataFrame:
-        return pd.DataFrame({
-            "item_id": [f"i{n}" for n in range(self.n_items)],
-            "category": [f"c{c}" for c in self.item_category],
-            "city": [f"city{c}" for c in self.item_city],
-            "price": self.item_price,
-            "title": self.item_title,
-        })
+        return pd.DataFrame(
+            {
+                "item_id": [f"i{n}" for n in range(self.n_items)],
+                "category": [f"c{c}" for c in self.item_category],
+                "city": [f"city{c}" for c in self.item_city],
+                "price": self.item_price,
+                "title": self.item_title,
+            }
+        )
 
     def users(self) -> pd.DataFrame:
-        frame = pd.DataFrame({
-            "user_id": [f"u{n}" for n in range(self.cfg.users)],
-            "city": [f"city{c}" for c in self.user_city],
-            "age": self.user_age,
-        })
+        frame = pd.DataFrame(
+            {
+                "user_id": [f"u{n}" for n in range(self.cfg.users)],
+                "city": [f"city{c}" for c in self.user_city],
+                "age": self.user_age,
+            }
+        )
         if self.cfg.interests:
             rng = np.random.default_rng(self.cfg.seed + 2)
             generic = rng.integers(0, 6, self.cfg.users)  # 0..5 tags that carry no signal
             frame["interests"] = [
-                "|".join(rng.permutation([f"c{c}" for c in dict.fromkeys(favourites)]
-                                         + [f"t{t}" for t in rng.integers(0, 50, g)]))
-                for favourites, g in zip(self.user_interest.tolist(), generic)]
+                "|".join(
+                    rng.permutation(
+                        [f"c{c}" for c in dict.fromkeys(favourites)] + [f"t{t}" for t in rng.integers(0, 50, g)]
+                    )
+                )
+                for favourites, g in zip(self.user_interest.tolist(), generic)
+            ]
         return frame
 
     def events(self, first_user: int, last_user: int, rng: np.random.Generator) -> pd.DataFrame:
@@ -124,11 +133,13 @@ class _World:
         t0 = _START + rng.integers(0, 30 * 86_400, len(users))
         cum = np.cumsum(gap)
         ts = np.repeat(t0, n) + (cum - np.repeat(cum[starts], n)).astype(np.int64)
-        frame = pd.DataFrame({
-            "user_id": np.char.add("u", ev_user.astype(str)),
-            "item_id": np.char.add("i", item.astype(str)),
-            "timestamp": ts.astype(np.int64),
-        })
+        frame = pd.DataFrame(
+            {
+                "user_id": np.char.add("u", ev_user.astype(str)),
+                "item_id": np.char.add("i", item.astype(str)),
+                "timestamp": ts.astype(np.int64),
+            }
+        )
         if self.cfg.scenes:
             frame["scene"] = np.char.add("s", sess_scene[session].astype(str))
         if not self.cfg.impressions:
@@ -137,14 +148,17 @@ class _World:
         m = self.cfg.impressions
         shown_cat = np.repeat(cat, m)
         size_s = self.cat_size[shown_cat]
-        rank_s = np.minimum(np.floor(size_s.astype(np.float64) ** rng.random(total * m)).astype(np.int64) - 1,
-                            size_s - 1)
-        shown = pd.DataFrame({
-            "user_id": np.repeat(frame["user_id"].to_numpy(), m),
-            "item_id": np.char.add("i", (self.cat_start[shown_cat] + rank_s).astype(str)),
-            "timestamp": np.repeat(ts, m) - 1,
-            "event": "impression",
-        })
+        rank_s = np.minimum(
+            np.floor(size_s.astype(np.float64) ** rng.random(total * m)).astype(np.int64) - 1, size_s - 1
+        )
+        shown = pd.DataFrame(
+            {
+                "user_id": np.repeat(frame["user_id"].to_numpy(), m),
+                "item_id": np.char.add("i", (self.cat_start[shown_cat] + rank_s).astype(str)),
+                "timestamp": np.repeat(ts, m) - 1,
+                "event": "impression",
+            }
+        )
         if self.cfg.scenes:
             shown["scene"] = np.repeat(frame["scene"].to_numpy(), m)
         frame["event"] = "click"
@@ -168,8 +182,12 @@ def generate(cfg: SyntheticConfig) -> Dataset:
     events = pd.concat(list(world.chunks()), ignore_index=True)
     events["user_id"] = events["user_id"].astype(str)
     events["item_id"] = events["item_id"].astype(str)
-    return Dataset(events, world.users().set_index("user_id"), world.items().set_index("item_id"),
-                   source=f"synthetic (seed {cfg.seed}: {cfg.users:,} users, {world.n_items:,} items)")
+    return Dataset(
+        events,
+        world.users().set_index("user_id"),
+        world.items().set_index("item_id"),
+        source=f"synthetic (seed {cfg.seed}: {cfg.users:,} users, {world.n_items:,} items)",
+    )
 
 
 def write_parquet(cfg: SyntheticConfig, out_dir: Path) -> dict[str, Path]:

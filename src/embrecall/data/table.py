@@ -44,23 +44,30 @@ def read_frame(path: Path, notes: list[str], *, delimiter: str = ",", header: bo
         first_line = 1
     else:
         try:
-            frame = pd.read_csv(path, sep=delimiter, header=0 if header else None, dtype=str,
-                                keep_default_na=False, encoding="utf-8-sig", skip_blank_lines=True)
+            frame = pd.read_csv(
+                path,
+                sep=delimiter,
+                header=0 if header else None,
+                dtype=str,
+                keep_default_na=False,
+                encoding="utf-8-sig",
+                skip_blank_lines=True,
+            )
         except pd.errors.EmptyDataError:
-            raise DataError("the file is empty; expected a header line and at least one row",
-                            file=str(path)) from None
+            raise DataError("the file is empty; expected a header line and at least one row", file=str(path)) from None
         except pd.errors.ParserError as err:
             raise DataError(f"not a well-formed delimited file ({err})", file=str(path)) from None
         except UnicodeDecodeError as err:
-            raise DataError(f"not UTF-8 text (byte {err.start}); re-encode the file as UTF-8",
-                            file=str(path)) from None
+            raise DataError(f"not UTF-8 text (byte {err.start}); re-encode the file as UTF-8", file=str(path)) from None
         if not header:
             frame.columns = [str(c) for c in frame.columns]
         first_line = 2 if header else 1
         if len(frame) and _cut_short(path, delimiter, len(frame.columns)):
             frame = frame.iloc[:-1]
-            notes.append(f"{path}: the last line ends without a newline and has fewer fields than the others "
-                         "(a copy cut at a byte boundary); it was left out")
+            notes.append(
+                f"{path}: the last line ends without a newline and has fewer fields than the others "
+                "(a copy cut at a byte boundary); it was left out"
+            )
     if len(frame) == 0:
         raise DataError("the file has no data rows", file=str(path))
     return frame, first_line
@@ -69,8 +76,11 @@ def read_frame(path: Path, notes: list[str], *, delimiter: str = ",", header: bo
 def _require(frame: pd.DataFrame, columns: list[str], file: Path, role: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise DataError(f"missing {role} column(s) {missing}; the file has {list(frame.columns)} "
-                        "(set the names in the [data] section of the config)", file=str(file))
+        raise DataError(
+            f"missing {role} column(s) {missing}; the file has {list(frame.columns)} "
+            "(set the names in the [data] section of the config)",
+            file=str(file),
+        )
 
 
 def check_ids(frame: pd.DataFrame, column: str, file: Path, first_line: int) -> np.ndarray:
@@ -78,8 +88,12 @@ def check_ids(frame: pd.DataFrame, column: str, file: Path, first_line: int) -> 
     empty = (values == "") | frame[column].isna() | (values.str.lower() == "nan")
     if empty.any():
         pos = int(np.flatnonzero(empty.to_numpy())[0])
-        raise DataError(f"empty id ({int(empty.sum()):,} such rows); every interaction needs a user and an item",
-                        file=str(file), row=first_line + pos, column=column)
+        raise DataError(
+            f"empty id ({int(empty.sum()):,} such rows); every interaction needs a user and an item",
+            file=str(file),
+            row=first_line + pos,
+            column=column,
+        )
     return values.to_numpy(dtype=object)
 
 
@@ -90,21 +104,30 @@ def check_numeric(frame: pd.DataFrame, column: str, file: Path | str, first_line
     bad = values.isna() | ~np.isfinite(values.fillna(0).to_numpy(dtype=np.float64))
     if bad.any():
         pos = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{raw.iloc[pos]!r} is not a number; expected a finite numeric value "
-                        f"({int(bad.sum()):,} such rows)", file=str(file), row=first_line + pos, column=column)
+        raise DataError(
+            f"{raw.iloc[pos]!r} is not a number; expected a finite numeric value ({int(bad.sum()):,} such rows)",
+            file=str(file),
+            row=first_line + pos,
+            column=column,
+        )
     return values.astype(np.float64)
 
 
-def _feature_table(cfg: TableConfig, numeric: list[str], delimiter: str, header: bool,
-                   notes: list[str]) -> pd.DataFrame:
+def _feature_table(
+    cfg: TableConfig, numeric: list[str], delimiter: str, header: bool, notes: list[str]
+) -> pd.DataFrame:
     frame, first_line = read_frame(cfg.path, notes, delimiter=delimiter, header=header)
     _require(frame, [cfg.key], cfg.path, "key")
     keys = check_ids(frame, cfg.key, cfg.path, first_line)
     dup = pd.Series(keys).duplicated(keep=False).to_numpy()
     if dup.any():
         rows = np.flatnonzero(dup)[:2] + first_line
-        raise DataError(f"id {keys[np.flatnonzero(dup)[0]]!r} appears on more than one row (lines {rows[0]} and "
-                        f"{rows[1]}); a feature table needs one row per id", file=str(cfg.path), column=cfg.key)
+        raise DataError(
+            f"id {keys[np.flatnonzero(dup)[0]]!r} appears on more than one row (lines {rows[0]} and "
+            f"{rows[1]}); a feature table needs one row per id",
+            file=str(cfg.path),
+            column=cfg.key,
+        )
     for col in numeric:
         if col in frame.columns:
             frame[col] = check_numeric(frame, col, cfg.path, first_line)
@@ -119,14 +142,17 @@ def _carried_table(events: pd.DataFrame, key: str, columns: list[str], notes: li
         varying = events.groupby(key, sort=False)[c].nunique(dropna=False)
         if (varying > 1).any():
             example = varying.index[np.argmax(varying.to_numpy() > 1)]
-            notes.append(f"column '{c}': {int((varying > 1).sum()):,} {key.removesuffix('_id')}s have more than one "
-                         f"value in the log (e.g. {example!r}); the latest value is used")
+            notes.append(
+                f"column '{c}': {int((varying > 1).sum()):,} {key.removesuffix('_id')}s have more than one "
+                f"value in the log (e.g. {example!r}); the latest value is used"
+            )
     latest = events.sort_values("timestamp", kind="stable").drop_duplicates(key, keep="last")
     return latest.set_index(key)[columns]
 
 
-def read_feature_tables(cfg: DataConfig, numeric: dict[str, list[str]],
-                        notes: list[str]) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+def read_feature_tables(
+    cfg: DataConfig, numeric: dict[str, list[str]], notes: list[str]
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     """The user and item feature tables ``cfg`` names (None where it names none), indexed by id."""
     users = items = None
     if cfg.users is not None:
@@ -134,8 +160,10 @@ def read_feature_tables(cfg: DataConfig, numeric: dict[str, list[str]],
     if cfg.items is not None:
         items = _feature_table(cfg.items, numeric.get("items", []), cfg.delimiter, cfg.header, notes)
         if cfg.items.title and cfg.items.title not in items.columns:
-            raise DataError(f"title column '{cfg.items.title}' not found; the file has {list(items.columns)}",
-                            file=str(cfg.items.path))
+            raise DataError(
+                f"title column '{cfg.items.title}' not found; the file has {list(items.columns)}",
+                file=str(cfg.items.path),
+            )
         if cfg.items.title:
             items = items.rename(columns={cfg.items.title: "title"})
     return users, items
@@ -153,19 +181,27 @@ def read_table_dataset(cfg: DataConfig, numeric: dict[str, list[str]]) -> Datase
     _require(frame, [cols.user, cols.item, cols.timestamp], path, "interaction")
     _require(frame, extra, path, "configured")
 
-    events = pd.DataFrame({
-        "user_id": check_ids(frame, cols.user, path, first_line),
-        "item_id": check_ids(frame, cols.item, path, first_line),
-        "timestamp": parse_timestamps(frame[cols.timestamp], cfg.timestamp_format, file=str(path),
-                                      column=cols.timestamp, first_line=first_line),
-    })
+    events = pd.DataFrame(
+        {
+            "user_id": check_ids(frame, cols.user, path, first_line),
+            "item_id": check_ids(frame, cols.item, path, first_line),
+            "timestamp": parse_timestamps(
+                frame[cols.timestamp],
+                cfg.timestamp_format,
+                file=str(path),
+                column=cols.timestamp,
+                first_line=first_line,
+            ),
+        }
+    )
     if cols.weight:
         events["weight"] = check_numeric(frame, cols.weight, path, first_line).to_numpy(np.float32)
     if cols.event:
         events["event"] = frame[cols.event].astype(str).to_numpy()
     for c in dict.fromkeys(cfg.context_columns + cfg.user_columns + cfg.item_columns):
-        events[c] = (check_numeric(frame, c, path, first_line) if c in numeric.get("events", [])
-                     else frame[c].astype(str)).to_numpy()
+        events[c] = (
+            check_numeric(frame, c, path, first_line) if c in numeric.get("events", []) else frame[c].astype(str)
+        ).to_numpy()
 
     users = _carried_table(events, "user_id", cfg.user_columns, notes) if cfg.user_columns else None
     items = _carried_table(events, "item_id", cfg.item_columns, notes) if cfg.item_columns else None
@@ -180,7 +216,9 @@ def read_table_dataset(cfg: DataConfig, numeric: dict[str, list[str]]) -> Datase
             continue
         absent = ~events[col].isin(table.index)
         if absent.any():
-            notes.append(f"{int(absent.sum()):,} interactions ({events.loc[absent, col].nunique():,} {side}s) have "
-                         f"no row in the {side} feature table; their {side} features are treated as unknown")
+            notes.append(
+                f"{int(absent.sum()):,} interactions ({events.loc[absent, col].nunique():,} {side}s) have "
+                f"no row in the {side} feature table; their {side} features are treated as unknown"
+            )
     events = events.drop(columns=[c for c in cfg.user_columns + cfg.item_columns if c not in cfg.context_columns])
     return Dataset(events, users, items, source=str(path), notes=notes)

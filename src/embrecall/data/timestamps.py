@@ -21,7 +21,10 @@ def _first_bad(mask: pd.Series, raw: pd.Series, file: str, column: str, first_li
     return DataError(
         f"cannot use timestamp {raw.iloc[pos]!r}; expected {expected} "
         f"({n_bad:,} such value{'s' if n_bad > 1 else ''} in this column; {_HINT})",
-        file=file, row=first_line + pos, column=column)
+        file=file,
+        row=first_line + pos,
+        column=column,
+    )
 
 
 def _in_range(seconds: np.ndarray, raw: pd.Series, file: str, column: str, first_line: int) -> np.ndarray:

@@ -13,8 +13,16 @@ from embrecall.models.entities import EntityRanker, entity_values
 __all__ = ["evaluate_entities"]
 
 
-def evaluate_entities(channel: EntityRanker, split: Split, items: pd.DataFrame | None, attribute: str, ks: list[int], *,
-                      on: str = "test", batch_size: int = 1024) -> dict[str, float]:
+def evaluate_entities(
+    channel: EntityRanker,
+    split: Split,
+    items: pd.DataFrame | None,
+    attribute: str,
+    ks: list[int],
+    *,
+    on: str = "test",
+    batch_size: int = 1024,
+) -> dict[str, float]:
     """HR@K, NDCG@K, MRR and coverage@K of an entity channel: a hit is any value of the target
     item's ``attribute`` in the top K (a multi-valued attribute counts its best-placed value).
     Nothing is excluded: a user's own categories are fair answers.  Targets whose item has no
@@ -28,11 +36,10 @@ def evaluate_entities(channel: EntityRanker, split: Split, items: pd.DataFrame |
     depth = max(max(ks), MRR_CUTOFF)
     lists: list[list[str]] = []
     for start in range(0, len(queries), batch_size):
-        lists.extend(c.item_ids for c in channel.recommend(queries[start:start + batch_size], depth))
+        lists.extend(c.item_ids for c in channel.recommend(queries[start : start + batch_size], depth))
     ranks = np.full(len(lists), -1, dtype=np.int64)
     for row, (found, item) in enumerate(zip(lists, targets["item_id"].to_numpy())):
         hits = [r for r, value in enumerate(found) if value in wanted[item]]
         ranks[row] = hits[0] if hits else -1
     n_values = entity_values(items, attribute, history["item_id"].unique().tolist()).nunique()
-    return {**ranking_metrics(ranks, lists, n_values, ks), "targets": float(len(targets)),
-            "values": float(n_values)}
+    return {**ranking_metrics(ranks, lists, n_values, ks), "targets": float(len(targets)), "values": float(n_values)}

@@ -11,8 +11,9 @@ __all__ = ["ranking_metrics", "auc_against", "MRR_CUTOFF"]
 MRR_CUTOFF = 100  # MRR is computed over the top 100 (a miss beyond it scores 0)
 
 
-def ranking_metrics(ranks: np.ndarray, top_lists: Sequence[Sequence[str]], catalog_size: int,
-                    ks: Sequence[int]) -> dict[str, float]:
+def ranking_metrics(
+    ranks: np.ndarray, top_lists: Sequence[Sequence[str]], catalog_size: int, ks: Sequence[int]
+) -> dict[str, float]:
     """Metrics averaged over users.
 
     ranks: (U,) 0-based rank of each user's held-out item in its list, -1 if absent (a miss).

@@ -32,9 +32,16 @@ def build_queries(history: pd.DataFrame, targets: pd.DataFrame) -> tuple[list[Us
     return queries, exclude
 
 
-def evaluate_channel(channel: Channel, split: Split, ks: list[int], *, on: str = "test",
-                     batch_size: int = 1024, cold_items: bool = False,
-                     exposures: pd.DataFrame | None = None) -> dict[str, float]:
+def evaluate_channel(
+    channel: Channel,
+    split: Split,
+    ks: list[int],
+    *,
+    on: str = "test",
+    batch_size: int = 1024,
+    cold_items: bool = False,
+    exposures: pd.DataFrame | None = None,
+) -> dict[str, float]:
     """HR@K, NDCG@K, MRR, average position and coverage@K of ``channel`` on the test (or
     validation) targets, and AUC against sampled negatives when the channel can score items
     (with ``exposures``, also ``AUC_shown``: against the items shown to the user and not clicked).
@@ -54,7 +61,7 @@ def evaluate_channel(channel: Channel, split: Split, ks: list[int], *, on: str =
     ranks = np.full(len(queries), -1, dtype=np.int64)
     top_lists: list[list[str]] = []
     for start in range(0, len(queries), batch_size):
-        batch = channel.recommend(queries[start:start + batch_size], depth, exclude[start:start + batch_size])
+        batch = channel.recommend(queries[start : start + batch_size], depth, exclude[start : start + batch_size])
         top_lists.extend([i for i in c.item_ids if i in catalog] for c in batch)
     target_items = targets["item_id"].to_numpy()
     for row, (items, target) in enumerate(zip(top_lists, target_items)):
@@ -66,13 +73,24 @@ def evaluate_channel(channel: Channel, split: Split, ks: list[int], *, on: str =
         shown = None if exposures is None else shown_items(history, targets, exposures, exclude)
         if shown is not None and any(shown):
             auc["AUC_shown"] = shown_auc(channel, queries, target_items, shown)
-    return {**ranking_metrics(ranks, top_lists, len(catalog), ks), **auc,
-            **popularity_profile(top_lists, ranked, max(ks)),
-            **reachability(target_items, exclude, catalog)}
+    return {
+        **ranking_metrics(ranks, top_lists, len(catalog), ks),
+        **auc,
+        **popularity_profile(top_lists, ranked, max(ks)),
+        **reachability(target_items, exclude, catalog),
+    }
 
 
-def sampled_auc(channel: Scorer, queries: list[UserQuery], exclude: list[set[str]], targets: np.ndarray,
-                catalog: set[str], negatives: int = AUC_NEGATIVES, seed: int = 0, batch_size: int = 1024) -> float:
+def sampled_auc(
+    channel: Scorer,
+    queries: list[UserQuery],
+    exclude: list[set[str]],
+    targets: np.ndarray,
+    catalog: set[str],
+    negatives: int = AUC_NEGATIVES,
+    seed: int = 0,
+    batch_size: int = 1024,
+) -> float:
     """Mean over targets in the catalog of the AUC of the held-out item against ``negatives``
     catalog items drawn uniformly (never the user's own items or the target): the share of them
     it outscores, ties counting half (for one user, what ``roc_auc_score`` gives)."""
@@ -81,13 +99,16 @@ def sampled_auc(channel: Scorer, queries: list[UserQuery], exclude: list[set[str
     rows = [r for r, t in enumerate(targets) if t in catalog]
     aucs = []
     for start in range(0, len(rows), batch_size):
-        batch = rows[start:start + batch_size]
+        batch = rows[start : start + batch_size]
         drawn = []
         for r in batch:
             picks: list[str] = []
             while len(picks) < negatives and len(pool) > len(exclude[r]) + 1:
-                picks += [i for i in pool[rng.integers(0, len(pool), 2 * negatives)]
-                          if i != targets[r] and i not in exclude[r]]
+                picks += [
+                    i
+                    for i in pool[rng.integers(0, len(pool), 2 * negatives)]
+                    if i != targets[r] and i not in exclude[r]
+                ]
             drawn.append([targets[r], *picks[:negatives]])
         for scores in channel.score([queries[r] for r in batch], drawn):
             if len(scores) > 1:
@@ -95,14 +116,20 @@ def sampled_auc(channel: Scorer, queries: list[UserQuery], exclude: list[set[str
     return float(np.mean(aucs)) if aucs else 0.0
 
 
-def shown_items(history: pd.DataFrame, targets: pd.DataFrame, exposures: pd.DataFrame,
-                exclude: list[set[str]]) -> list[list[str]]:
+def shown_items(
+    history: pd.DataFrame, targets: pd.DataFrame, exposures: pd.DataFrame, exclude: list[set[str]]
+) -> list[list[str]]:
     """Per target row, the items shown to its user after their last history event and up to the
     target (the impressions the target click was chosen from), less the target and the user's items."""
     last = history.groupby("user_id")["timestamp"].max()
-    rows = pd.DataFrame({"row": np.arange(len(targets)), "user_id": targets["user_id"].to_numpy(),
-                         "until": targets["timestamp"].to_numpy(),
-                         "since": last.reindex(targets["user_id"]).fillna(-1).to_numpy()})
+    rows = pd.DataFrame(
+        {
+            "row": np.arange(len(targets)),
+            "user_id": targets["user_id"].to_numpy(),
+            "until": targets["timestamp"].to_numpy(),
+            "since": last.reindex(targets["user_id"]).fillna(-1).to_numpy(),
+        }
+    )
     seen = rows.merge(exposures[["user_id", "item_id", "timestamp"]], on="user_id")
     seen = seen[(seen["timestamp"] > seen["since"]) & (seen["timestamp"] <= seen["until"])]
     out: list[list[str]] = [[] for _ in range(len(targets))]
@@ -113,14 +140,15 @@ def shown_items(history: pd.DataFrame, targets: pd.DataFrame, exposures: pd.Data
     return out
 
 
-def shown_auc(channel: Scorer, queries: list[UserQuery], targets: np.ndarray, shown: list[list[str]],
-              batch_size: int = 1024) -> float:
+def shown_auc(
+    channel: Scorer, queries: list[UserQuery], targets: np.ndarray, shown: list[list[str]], batch_size: int = 1024
+) -> float:
     """Mean over targets with shown-but-not-clicked items of the AUC of the target against them
     (what the seeds' offline AUC on impressions measures); items the channel does not know score -inf."""
     rows = [r for r, items in enumerate(shown) if items]
     aucs = []
     for start in range(0, len(rows), batch_size):
-        batch = rows[start:start + batch_size]
+        batch = rows[start : start + batch_size]
         for scores in channel.score([queries[r] for r in batch], [[targets[r], *shown[r]] for r in batch]):
             aucs.append(auc_against(scores[0], scores[1:]))
     return float(np.mean(aucs)) if aucs else 0.0
@@ -131,11 +159,20 @@ def split_by(split: Split, column: str) -> dict[str, Split]:
     catalog, only that value's targets (a target without the value counts under "")."""
     if column not in split.test.columns:
         have = [c for c in split.test.columns if c not in ("user_id", "item_id", "timestamp")]
-        raise DataError(f"evaluate.per names '{column}', which the interactions lack (event columns: {have})",
-                        column=column)
+        raise DataError(
+            f"evaluate.per names '{column}', which the interactions lack (event columns: {have})", column=column
+        )
     values = split.test[column].astype(object).where(split.test[column].notna(), "").astype(str)
-    return {value: Split(split.train, split.valid, split.train_full, split.test[(values == value).to_numpy()]
-                         .reset_index(drop=True), split.item_counts) for value in sorted(values.unique())}
+    return {
+        value: Split(
+            split.train,
+            split.valid,
+            split.train_full,
+            split.test[(values == value).to_numpy()].reset_index(drop=True),
+            split.item_counts,
+        )
+        for value in sorted(values.unique())
+    }
 
 
 def reachability(targets: np.ndarray, exclude: list[set[str]], catalog: set[str]) -> dict[str, float]:
@@ -145,9 +182,13 @@ def reachability(targets: np.ndarray, exclude: list[set[str]], catalog: set[str]
     outside = sum(t not in catalog for t in targets)
     seen = sum(t in ex for t, ex in zip(targets, exclude))
     n = max(len(targets), 1)
-    return {"targets": float(len(targets)), "catalog_items": float(len(catalog)),
-            "targets_outside_catalog": float(outside), "targets_already_seen": float(seen),
-            "hit_ceiling": 1.0 - (outside + seen) / n}
+    return {
+        "targets": float(len(targets)),
+        "catalog_items": float(len(catalog)),
+        "targets_outside_catalog": float(outside),
+        "targets_already_seen": float(seen),
+        "hit_ceiling": 1.0 - (outside + seen) / n,
+    }
 
 
 def popularity_profile(top_lists: list[list[str]], ranked: Sequence[str], k: int) -> dict[str, float]:
@@ -161,5 +202,7 @@ def popularity_profile(top_lists: list[list[str]], ranked: Sequence[str], k: int
     slots = [item for items in top_lists for item in items[:k]]
     if not slots:
         return {f"long_tail@{k}": 0.0, f"popularity_pct@{k}": 0.0}
-    return {f"long_tail@{k}": float(np.mean([item not in head for item in slots])),
-            f"popularity_pct@{k}": float(pct.reindex(slots).fillna(0.0).mean())}
+    return {
+        f"long_tail@{k}": float(np.mean([item not in head for item in slots])),
+        f"popularity_pct@{k}": float(pct.reindex(slots).fillna(0.0).mean()),
+    }

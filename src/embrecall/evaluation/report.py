@@ -70,30 +70,68 @@ def _table(metrics: dict[str, dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def write_report(out_dir: Path, metrics: dict[str, dict[str, Any]], ks: list[int], *, title: str,
-                 context: str, cold: dict[str, dict[str, Any]] | None = None) -> Path:
+def write_report(
+    out_dir: Path,
+    metrics: dict[str, dict[str, Any]],
+    ks: list[int],
+    *,
+    title: str,
+    context: str,
+    cold: dict[str, dict[str, Any]] | None = None,
+) -> Path:
     """Write ``report.md``, ``metrics.json`` and the PNG plots into ``out_dir``; returns the Markdown path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     k = max(ks)
     _hr_curves(metrics, ks, out_dir / "hr_at_k.png")
-    _bars(metrics, [f"NDCG@{ks[0]}", f"NDCG@{k}", f"coverage@{k}"], out_dir / "ndcg_coverage.png",
-          "ranking quality and catalog coverage")
+    _bars(
+        metrics,
+        [f"NDCG@{ks[0]}", f"NDCG@{k}", f"coverage@{k}"],
+        out_dir / "ndcg_coverage.png",
+        "ranking quality and catalog coverage",
+    )
     _accuracy_vs_tail(metrics, k, out_dir / "popularity.png")
     (out_dir / "metrics.json").write_text(json.dumps({"channels": metrics, "cold_items": cold}, indent=2))
     accuracy = [f"HR@{x}" for x in ks] + [f"NDCG@{x}" for x in ks] + ["MRR"]
     spread = [f"coverage@{x}" for x in ks] + [f"long_tail@{k}", f"popularity_pct@{k}"]
     cost = ["train_seconds", "peak_rss_mb"]
-    parts = [f"# {title}", "", context, "", "## Accuracy", "", _table(metrics, accuracy), "",
-             "![HR@K](hr_at_k.png)", "", "## Coverage and popularity", "",
-             f"`long_tail@{k}`: share of top-{k} slots given to items outside the most popular 20 % of the "
-             f"catalog; `popularity_pct@{k}`: mean popularity percentile of recommended items (1 = most popular).",
-             "", _table(metrics, spread), "", "![NDCG and coverage](ndcg_coverage.png)", "",
-             "![accuracy against popularity](popularity.png)", "", "## Cost", "", _table(metrics, cost), ""]
+    parts = [
+        f"# {title}",
+        "",
+        context,
+        "",
+        "## Accuracy",
+        "",
+        _table(metrics, accuracy),
+        "",
+        "![HR@K](hr_at_k.png)",
+        "",
+        "## Coverage and popularity",
+        "",
+        f"`long_tail@{k}`: share of top-{k} slots given to items outside the most popular 20 % of the "
+        f"catalog; `popularity_pct@{k}`: mean popularity percentile of recommended items (1 = most popular).",
+        "",
+        _table(metrics, spread),
+        "",
+        "![NDCG and coverage](ndcg_coverage.png)",
+        "",
+        "![accuracy against popularity](popularity.png)",
+        "",
+        "## Cost",
+        "",
+        _table(metrics, cost),
+        "",
+    ]
     if cold:
-        parts += ["## Cold items", "", "Test users whose held-out item first appears in the test period; the "
-                  "candidates are the training catalog plus those new items.", "",
-                  _table(cold, [c for c in next(iter(cold.values())) if c.startswith(("HR@", "users"))]), ""]
+        parts += [
+            "## Cold items",
+            "",
+            "Test users whose held-out item first appears in the test period; the "
+            "candidates are the training catalog plus those new items.",
+            "",
+            _table(cold, [c for c in next(iter(cold.values())) if c.startswith(("HR@", "users"))]),
+            "",
+        ]
     path = out_dir / "report.md"
     path.write_text("\n".join(parts))
     return path

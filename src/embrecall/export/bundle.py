@@ -39,14 +39,14 @@ import numpy as np
 import pandas as pd
 from safetensors import safe_open
 
+from embrecall.channel_table import CHANNELS, STORED
 from embrecall.config import Config, config_from_dict
 from embrecall.errors import BundleError
 from embrecall.export.onnx_runtime import OnnxTower
 from embrecall.features import Encoders
-from embrecall.index import FaissIndex
 from embrecall.features.profiles import UserProfiles
+from embrecall.index import FaissIndex
 from embrecall.models.channel import StoredChannel, UserQuery
-from embrecall.channel_table import CHANNELS, STORED
 
 __all__ = ["Bundle", "plain_name", "sha256", "BUNDLE_FORMAT", "MANIFEST_HASH"]
 
@@ -68,8 +68,10 @@ def plain_name(name: object, what: str, source: Path) -> str:
     """``name`` if it names an entry directly inside a folder (letters, digits, '.', '_', '-'; no
     separators, no '..'); anything read from a file is checked so before it becomes a path."""
     if not isinstance(name, str) or not _PLAIN.fullmatch(name) or ".." in name:
-        raise BundleError(f"{source}: {what} {name!r} is not a plain name (letters, digits, '.', '_', '-'; "
-                          "no '/' or '..'); the file was edited or damaged")
+        raise BundleError(
+            f"{source}: {what} {name!r} is not a plain name (letters, digits, '.', '_', '-'; "
+            "no '/' or '..'); the file was edited or damaged"
+        )
     return name
 
 
@@ -80,8 +82,10 @@ def _opened(folder: Path, name: str, load: Callable[[Path], T]) -> T:
     except BundleError:
         raise
     except Exception as err:  # onnxruntime, faiss, pyarrow and json each raise their own kinds
-        raise BundleError(f"{folder}: {name} cannot be opened ({type(err).__name__}: {err}); the bundle is "
-                          "damaged: re-run `embrecall train`") from err
+        raise BundleError(
+            f"{folder}: {name} cannot be opened ({type(err).__name__}: {err}); the bundle is "
+            "damaged: re-run `embrecall train`"
+        ) from err
 
 
 @dataclass
@@ -110,22 +114,29 @@ class Bundle:
         path = Path(path)
         manifest_path = path / "manifest.json"
         if not manifest_path.is_file():
-            raise BundleError(f"{path} is not a bundle: manifest.json is missing "
-                              "(point --bundle at a folder written by `embrecall train`)")
+            raise BundleError(
+                f"{path} is not a bundle: manifest.json is missing "
+                "(point --bundle at a folder written by `embrecall train`)"
+            )
         if not (path / MANIFEST_HASH).is_file():
-            raise BundleError(f"{path}: {MANIFEST_HASH} is missing: the bundle is damaged or was written by an older "
-                              "embrecall; re-run `embrecall train`")
+            raise BundleError(
+                f"{path}: {MANIFEST_HASH} is missing: the bundle is damaged or was written by an older "
+                "embrecall; re-run `embrecall train`"
+            )
         if sha256(manifest_path) != (path / MANIFEST_HASH).read_text(errors="replace").strip():
-            raise BundleError(f"{manifest_path} does not match {MANIFEST_HASH}: it was changed or damaged after "
-                              "the bundle was written")
+            raise BundleError(
+                f"{manifest_path} does not match {MANIFEST_HASH}: it was changed or damaged after "
+                "the bundle was written"
+            )
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise BundleError(f"{manifest_path} is not UTF-8 JSON ({err})") from None
         if not isinstance(manifest, dict) or manifest.get("format_version") != BUNDLE_FORMAT:
             found = manifest.get("format_version") if isinstance(manifest, dict) else None
-            raise BundleError(f"{path}: bundle format {found}, this embrecall reads format {BUNDLE_FORMAT}; "
-                              "re-run `embrecall train`")
+            raise BundleError(
+                f"{path}: bundle format {found}, this embrecall reads format {BUNDLE_FORMAT}; re-run `embrecall train`"
+            )
         plain_name(manifest.get("version"), "version", manifest_path)
         files = manifest.get("files")
         if not isinstance(files, dict) or not all(isinstance(d, str) for d in files.values()):
@@ -135,48 +146,67 @@ class Bundle:
             if not f.is_file():
                 raise BundleError(f"{path}: {name} is missing; the bundle is incomplete")
             if verify and sha256(f) != digest:
-                raise BundleError(f"{path}: {name} does not match the hash in manifest.json; the file was "
-                                  "changed or damaged after the bundle was written")
+                raise BundleError(
+                    f"{path}: {name} does not match the hash in manifest.json; the file was "
+                    "changed or damaged after the bundle was written"
+                )
         return manifest
 
     @classmethod
-    def load(cls, path: Path | str, verify: bool = True) -> "Bundle":
+    def load(cls, path: Path | str, verify: bool = True) -> Bundle:
         """Open a bundle folder; with ``verify``, every file must match its hash in the manifest."""
         path = Path(path)
         manifest = cls.manifest_of(path, verify)
         config = config_from_dict(manifest.get("config"), f"{path / 'manifest.json'} (config)")
-        encoders = _opened(path, "encoders.json",
-                           lambda f: Encoders.from_json(config.features, json.loads(f.read_text())))
+        encoders = _opened(
+            path, "encoders.json", lambda f: Encoders.from_json(config.features, json.loads(f.read_text()))
+        )
         index = _opened(path, "index.faiss", lambda f: FaissIndex.load(f, config.index))
         dim = manifest.get("model", {}).get("dim")
         if index.dim != dim or len(index) != encoders.n_items:
-            raise BundleError(f"{path}: index holds {len(index)} vectors of dim={index.dim} but the model has "
-                              f"{encoders.n_items} items of dim={dim}; re-run `embrecall train`")
+            raise BundleError(
+                f"{path}: index holds {len(index)} vectors of dim={index.dim} but the model has "
+                f"{encoders.n_items} items of dim={dim}; re-run `embrecall train`"
+            )
         items = _opened(path, "items.parquet", lambda f: pd.read_parquet(f).set_index("item_id"))
         users = _opened(path, "users.parquet", lambda f: pd.read_parquet(f).set_index("user_id"))
-        return cls(path, manifest, config, encoders, index, items, users,
-                   _opened(path, "user_tower.onnx", OnnxTower), _opened(path, "item_tower.onnx", OnnxTower),
-                   cls._channels(path, manifest, config))
+        return cls(
+            path,
+            manifest,
+            config,
+            encoders,
+            index,
+            items,
+            users,
+            _opened(path, "user_tower.onnx", OnnxTower),
+            _opened(path, "item_tower.onnx", OnnxTower),
+            cls._channels(path, manifest, config),
+        )
 
     @staticmethod
     def _channels(path: Path, manifest: dict[str, Any], config: Config) -> dict[str, StoredChannel]:
         """The stored channels the manifest lists, each read by its own class."""
         listed = manifest.get("channels")
         if not isinstance(listed, dict) or "two_tower" not in listed:
-            raise BundleError(f"{path / 'manifest.json'} has no 'channels' table naming two_tower; re-run `embrecall train`")
+            raise BundleError(
+                f"{path / 'manifest.json'} has no 'channels' table naming two_tower; re-run `embrecall train`"
+            )
         out: dict[str, StoredChannel] = {}
         for name, files in listed.items():
             if name == "two_tower":
                 continue
             if name not in STORED:
-                raise BundleError(f"{path}: channel {name!r} is not one this embrecall can serve ({sorted(STORED)}); "
-                                  "upgrade embrecall or re-run `embrecall train`")
+                raise BundleError(
+                    f"{path}: channel {name!r} is not one this embrecall can serve ({sorted(STORED)}); "
+                    "upgrade embrecall or re-run `embrecall train`"
+                )
             if not isinstance(files, list) or not files or not all(f in manifest["files"] for f in files):
                 raise BundleError(f"{path / 'manifest.json'}: channel {name!r} lists files the manifest does not hash")
             stored = CHANNELS[name].load_class()
 
             def load(_: Path, cls: Any = stored) -> StoredChannel:
                 return cls.load(path, config)
+
             out[name] = _opened(path, files[0], load)
         return out
 
@@ -185,18 +215,23 @@ class Bundle:
         opens but does not fit the others is refused before the version is published."""
         try:
             query = self.query(str(self.users.index[0])) if len(self.users) else UserQuery("")
-            user = self.user_tower(UserProfiles(self.encoders, self.users).inputs([query.user_id], [query.history],
-                                                                                  [query.context]))
+            user = self.user_tower(
+                UserProfiles(self.encoders, self.users).inputs([query.user_id], [query.history], [query.context])
+            )
             vector = self.item_tower(self.encoders.encode_items(self.items, self.encoders.catalog[:1]))
             if vector.shape != (1, self.index.dim) or user.shape != (1, self.index.dim):
-                raise ValueError(f"the towers give vectors of shapes {user.shape[1:]} and {vector.shape[1:]}, the "
-                                 f"index holds dim={self.index.dim}")
+                raise ValueError(
+                    f"the towers give vectors of shapes {user.shape[1:]} and {vector.shape[1:]}, the "
+                    f"index holds dim={self.index.dim}"
+                )
             self.index.search(user, 1)
             for channel in self.channels.values():
                 channel.recommend([query], 1)
         except Exception as err:
-            raise BundleError(f"{self.path}: the bundle's parts do not work together ({type(err).__name__}: "
-                              f"{err}); re-run `embrecall train`") from err
+            raise BundleError(
+                f"{self.path}: the bundle's parts do not work together ({type(err).__name__}: "
+                f"{err}); re-run `embrecall train`"
+            ) from err
 
     def item_vectors(self) -> np.ndarray:
         """The item-tower vectors in item_idx order (read when asked: they are large)."""

@@ -56,8 +56,12 @@ def parse_gate(text: str) -> Gate:
 
 def flat_metrics(metrics: Mapping[str, Mapping[str, object]]) -> dict[str, float]:
     """The ranking metrics of every channel as ``channel.metric`` -> value."""
-    return {f"{channel}.{name}": float(v) for channel, values in metrics.items() for name, v in values.items()
-            if _RANKING.match(name) and isinstance(v, (int, float))}
+    return {
+        f"{channel}.{name}": float(v)
+        for channel, values in metrics.items()
+        for name, v in values.items()
+        if _RANKING.match(name) and isinstance(v, (int, float))
+    }
 
 
 def sigma_breaches(candidate: Mapping[str, float], earlier: Sequence[Mapping[str, float]], sigma: float) -> list[str]:
@@ -73,6 +77,8 @@ def sigma_breaches(candidate: Mapping[str, float], earlier: Sequence[Mapping[str
         z = (value - mean) / spread
         if z < -sigma or (name in VOLUMES and z > sigma):
             side = "below" if z < 0 else "above"
-            out.append(f"{name} = {value:.4g} is {abs(z):.1f}σ {side} the mean {mean:.4g} of the last {len(past)} "
-                       f"published versions (σ {spread:.3g})")
+            out.append(
+                f"{name} = {value:.4g} is {abs(z):.1f}σ {side} the mean {mean:.4g} of the last {len(past)} "
+                f"published versions (σ {spread:.3g})"
+            )
     return out

@@ -36,9 +36,15 @@ def export_tower(tower: Tower, example: dict[str, np.ndarray], path: Path) -> No
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-        program = torch.onnx.export(_Positional(tower), args, input_names=list(tower.names),
-                                    output_names=["tower_output"], dynamo=True, verbose=False,
-                                    dynamic_shapes=(tuple({0: batch} for _ in args),))
+        program = torch.onnx.export(
+            _Positional(tower),
+            args,
+            input_names=list(tower.names),
+            output_names=["tower_output"],
+            dynamo=True,
+            verbose=False,
+            dynamic_shapes=(tuple({0: batch} for _ in args),),
+        )
     if program is None:  # dynamo=True always returns the program; None is the legacy exporter's answer
         raise RuntimeError("torch.onnx.export returned no program")
     program.save(str(path))

@@ -18,15 +18,15 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
 
+from embrecall.data.log import data_profile
 from embrecall.errors import BundleError, ConfigError, GateBreach
 from embrecall.export.bundle import Bundle, plain_name
-from embrecall.data.log import data_profile
 from embrecall.export.gate import VOLUMES, Gate, flat_metrics, sigma_breaches
 
 __all__ = ["Registry"]
@@ -55,10 +55,14 @@ class Registry:
         try:
             state = json.loads(self.pointer.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise BundleError(f"{self.pointer} is not UTF-8 JSON ({err}); restore it, or publish a version again") from None
+            raise BundleError(
+                f"{self.pointer} is not UTF-8 JSON ({err}); restore it, or publish a version again"
+            ) from None
         if not isinstance(state, dict) or not isinstance(state.get("history", []), list):
-            raise BundleError(f"{self.pointer} must be an object like {{\"active\": \"<version>\", \"history\": []}}, "
-                              f"got {str(state)[:80]!r}; restore it, or publish a version again")
+            raise BundleError(
+                f'{self.pointer} must be an object like {{"active": "<version>", "history": []}}, '
+                f"got {str(state)[:80]!r}; restore it, or publish a version again"
+            )
         active = state.get("active")
         history = [plain_name(v, "version", self.pointer) for v in state.get("history", [])]
         return {"active": None if active is None else plain_name(active, "version", self.pointer), "history": history}
@@ -68,8 +72,10 @@ class Registry:
         path = self.root / plain_name(version, "version", self.pointer)
         found = Bundle.manifest_of(path, verify=False)["version"]
         if found != version:
-            raise BundleError(f"{path} holds version {found!r}, not {version!r}: a registry folder must be named "
-                              "after the version it holds (publish bundles instead of copying them)")
+            raise BundleError(
+                f"{path} holds version {found!r}, not {version!r}: a registry folder must be named "
+                "after the version it holds (publish bundles instead of copying them)"
+            )
         return path
 
     def active(self) -> Path | None:
@@ -93,8 +99,9 @@ class Registry:
             records = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise BundleError(f"{path} is not UTF-8 JSON ({err}); restore it or remove it") from None
-        if not isinstance(records, list) or not all(isinstance(r, dict) and isinstance(r.get("figures"), dict)
-                                                    for r in records):
+        if not isinstance(records, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("figures"), dict) for r in records
+        ):
             raise BundleError(f"{path} must be a list of publish records; restore it or remove it")
         return records
 
@@ -103,8 +110,10 @@ class Registry:
         """What the gate compares: ranking metrics, daily volumes, and the share of the candidate's
         items that the active version does not have."""
         profile = manifest.get("data", {}).get("profile", {})
-        figures = {**flat_metrics(manifest.get("metrics", {})),
-                   **{k: float(v) for k, v in profile.items() if k != "days" and isinstance(v, (int, float))}}
+        figures = {
+            **flat_metrics(manifest.get("metrics", {})),
+            **{k: float(v) for k, v in profile.items() if k != "days" and isinstance(v, (int, float))},
+        }
         if active is not None:
             figures["new_item_share"] = _new_share(_item_ids(Path(bundle_dir)), active)
         return figures
@@ -132,12 +141,21 @@ class Registry:
             figures["new_item_share"] = _new_share(set(events["item_id"].astype(str).unique()), active)
         breaches = sigma_breaches(figures, self._published(window), sigma)
         if breaches:
-            raise GateBreach("the incoming log is out of line with the published versions' training logs: "
-                             + "; ".join(breaches), breaches)
+            raise GateBreach(
+                "the incoming log is out of line with the published versions' training logs: " + "; ".join(breaches),
+                breaches,
+            )
         return figures
 
-    def publish(self, bundle_dir: Path | str, gates: Sequence[Gate] = (), sigma: float = 3.0, window: int = 5,
-                force: str | None = None, compare: Callable[[Bundle, Path], dict] | None = None) -> str:
+    def publish(
+        self,
+        bundle_dir: Path | str,
+        gates: Sequence[Gate] = (),
+        sigma: float = 3.0,
+        window: int = 5,
+        force: str | None = None,
+        compare: Callable[[Bundle, Path], dict] | None = None,
+    ) -> str:
         """Make a bundle the active version (copied into the registry if it lives elsewhere) if it
         passes the fixed ``gates`` and, with ``sigma`` > 0, the 3σ rule against the last ``window``
         published versions; ``force`` (a reason) publishes despite breaches.  Every attempt is
@@ -153,12 +171,22 @@ class Registry:
         earlier = self._published(window)
         breaches = [why for g in gates if (why := g.check(manifest.get("metrics", {})))]
         breaches += sigma_breaches(figures, earlier, sigma) if sigma > 0 else []
-        record: dict[str, Any] = {"version": version, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "figures": figures,
-                  "breaches": breaches, "forced": force, "published": not breaches or force is not None}
+        record: dict[str, Any] = {
+            "version": version,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "figures": figures,
+            "breaches": breaches,
+            "forced": force,
+            "published": not breaches or force is not None,
+        }
         if breaches and force is None:
             self._write([*self.history(), record], HISTORY)
-            raise GateBreach(f"version {version} not published: " + "; ".join(breaches)
-                             + " (publish --force REASON overrides, and records the reason)", breaches)
+            raise GateBreach(
+                f"version {version} not published: "
+                + "; ".join(breaches)
+                + " (publish --force REASON overrides, and records the reason)",
+                breaches,
+            )
         candidate = Bundle.load(bundle_dir, verify=False)
         candidate.check()  # every artifact opened and run once: refused now, not when served
         if active is not None and compare is not None:

@@ -31,8 +31,16 @@ from embrecall.models.two_tower import TwoTower
 
 __all__ = ["write_bundle", "TWO_TOWER_FILES"]
 
-TWO_TOWER_FILES = ["encoders.json", "weights.safetensors", "user_tower.onnx", "item_tower.onnx",
-                   "item_vectors.safetensors", "index.faiss", "items.parquet", "users.parquet"]
+TWO_TOWER_FILES = [
+    "encoders.json",
+    "weights.safetensors",
+    "user_tower.onnx",
+    "item_tower.onnx",
+    "item_vectors.safetensors",
+    "index.faiss",
+    "items.parquet",
+    "users.parquet",
+]
 
 
 HISTORY_KEPT = 1_000  # a user's last events a bundle keeps: what the service excludes and the towers read
@@ -58,8 +66,9 @@ def _write_user_table(cfg: Config, log: EventLog, users: pd.DataFrame | None, pa
     def write(table: pd.DataFrame) -> None:
         nonlocal writer, written
         if len(table):
-            frame = pa.Table.from_pandas(table.reset_index(), preserve_index=False,
-                                         schema=writer.schema if writer else None)
+            frame = pa.Table.from_pandas(
+                table.reset_index(), preserve_index=False, schema=writer.schema if writer else None
+            )
             writer = writer or pq.ParquetWriter(path, frame.schema)
             writer.write_table(frame)
             written += len(table)
@@ -85,11 +94,22 @@ def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     (folder / MANIFEST_HASH).write_text(sha256(folder / "manifest.json") + "\n")
 
 
-def write_bundle(out_root: Path, cfg: Config, model: TwoTower, encoders: Encoders, item_vectors: np.ndarray,
-                 history: EventLog, users: pd.DataFrame | None, items: pd.DataFrame | None,
-                 *, fingerprint: str, source: str, training: dict[str, Any],
-                 channels: Mapping[str, StoredChannel] | None = None,
-                 measure: Callable[[Path], dict[str, Any]] | None = None) -> Path:
+def write_bundle(
+    out_root: Path,
+    cfg: Config,
+    model: TwoTower,
+    encoders: Encoders,
+    item_vectors: np.ndarray,
+    history: EventLog,
+    users: pd.DataFrame | None,
+    items: pd.DataFrame | None,
+    *,
+    fingerprint: str,
+    source: str,
+    training: dict[str, Any],
+    channels: Mapping[str, StoredChannel] | None = None,
+    measure: Callable[[Path], dict[str, Any]] | None = None,
+) -> Path:
     """Write a new version under ``out_root`` and return its folder; ``channels``: fitted channels
     the service serves beside the two towers, by name; ``measure``: the version's metrics, given
     its folder once every file is there (before it is renamed into place, so a version is never
@@ -106,15 +126,21 @@ def write_bundle(out_root: Path, cfg: Config, model: TwoTower, encoders: Encoder
         n_users, sample = _write_user_table(cfg, history, users, tmp / "users.parquet")
         sample = sample[sample["user_id"].isin(pd.unique(sample["user_id"])[:4])]
         sample_q = [UserQuery(str(u), h) for u, h in user_histories(sample).items()]
-        ctx = encoders.context_frame(sample.reindex(columns=encoders.context_columns).tail(len(sample_q))
-                                     .to_dict("records"))
-        user_inputs = encoders.encode_users(pd.Index([q.user_id for q in sample_q], dtype=object), users, ctx,
-                                            encoders.history_matrix([q.history for q in sample_q]))
+        ctx = encoders.context_frame(
+            sample.reindex(columns=encoders.context_columns).tail(len(sample_q)).to_dict("records")
+        )
+        user_inputs = encoders.encode_users(
+            pd.Index([q.user_id for q in sample_q], dtype=object),
+            users,
+            ctx,
+            encoders.history_matrix([q.history for q in sample_q]),
+        )
         export_tower(model.user_tower, user_inputs, tmp / "user_tower.onnx")
         item_inputs = encoders.encode_items(items, encoders.catalog[:4])
         export_tower(model.item_tower, item_inputs, tmp / "item_tower.onnx")
-        save_numpy({"vectors": np.ascontiguousarray(item_vectors, dtype=np.float32)},
-                   str(tmp / "item_vectors.safetensors"))
+        save_numpy(
+            {"vectors": np.ascontiguousarray(item_vectors, dtype=np.float32)}, str(tmp / "item_vectors.safetensors")
+        )
         FaissIndex.build(item_vectors, cfg.index).save(tmp / "index.faiss")
         catalog = pd.DataFrame(index=pd.Index(encoders.catalog, name="item_id"))
         if items is not None:
@@ -123,14 +149,27 @@ def write_bundle(out_root: Path, cfg: Config, model: TwoTower, encoders: Encoder
         stored = {name: channel.save(tmp) for name, channel in (channels or {}).items()}
         files = [*TWO_TOWER_FILES, *(f for written in stored.values() for f in written)]
         manifest = {
-            "format": "embrecall-bundle", "format_version": BUNDLE_FORMAT, "version": version,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "embrecall_version": __version__,
-            "data": {"source": source, "fingerprint": fingerprint, **history.summary(), "users": n_users,
-                     "items": int(encoders.n_items)},
-            "model": {"dim": int(item_vectors.shape[1]), "user_inputs": [f.name for f in cfg.features.user],
-                      "item_inputs": [f.name for f in cfg.features.item]},
+            "format": "embrecall-bundle",
+            "format_version": BUNDLE_FORMAT,
+            "version": version,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "embrecall_version": __version__,
+            "data": {
+                "source": source,
+                "fingerprint": fingerprint,
+                **history.summary(),
+                "users": n_users,
+                "items": int(encoders.n_items),
+            },
+            "model": {
+                "dim": int(item_vectors.shape[1]),
+                "user_inputs": [f.name for f in cfg.features.user],
+                "item_inputs": [f.name for f in cfg.features.item],
+            },
             "index": {"kind": cfg.index.kind, "size": int(len(item_vectors))},
-            "training": training, "metrics": {}, "channels": {"two_tower": TWO_TOWER_FILES, **stored},
+            "training": training,
+            "metrics": {},
+            "channels": {"two_tower": TWO_TOWER_FILES, **stored},
             "config": cfg.model_dump(mode="json"),
             "files": {name: sha256(tmp / name) for name in files},
         }

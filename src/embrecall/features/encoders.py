@@ -16,8 +16,18 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from embrecall.config import (ITEM_HISTORY, CategoricalFeature, Feature, FeaturesConfig, HashedFeature,
-                              ItemIdFeature, MultiFeature, NumericFeature, TextFeature, TimeFeature)
+from embrecall.config import (
+    ITEM_HISTORY,
+    CategoricalFeature,
+    Feature,
+    FeaturesConfig,
+    HashedFeature,
+    ItemIdFeature,
+    MultiFeature,
+    NumericFeature,
+    TextFeature,
+    TimeFeature,
+)
 from embrecall.errors import DataError, NotFittedError
 
 __all__ = ["Encoders", "FORMAT_VERSION"]
@@ -48,8 +58,10 @@ def _lookup(index: pd.Index, values: pd.Series) -> np.ndarray:
 
 def _stable_hash(values: pd.Series, buckets: int) -> np.ndarray:
     uniques, inverse = np.unique(values.to_numpy(dtype=str), return_inverse=True)
-    hashed = np.array([int.from_bytes(hashlib.blake2b(u.encode(), digest_size=8).digest(), "little") % buckets + 2
-                       for u in uniques], dtype=np.int64)
+    hashed = np.array(
+        [int.from_bytes(hashlib.blake2b(u.encode(), digest_size=8).digest(), "little") % buckets + 2 for u in uniques],
+        dtype=np.int64,
+    )
     out = hashed[inverse].reshape(-1)
     out[(values == "").to_numpy()] = 0
     return out
@@ -75,21 +87,26 @@ class Encoders:
     # ------------------------------------------------------------------ fitting
 
     @staticmethod
-    def _column(f: Feature, side: str, events: pd.DataFrame, table: pd.DataFrame | None,
-                ids: pd.Index) -> pd.Series:
+    def _column(f: Feature, side: str, events: pd.DataFrame, table: pd.DataFrame | None, ids: pd.Index) -> pd.Series:
         """The raw values a feature is fitted on: table rows of the ids seen in training, or event rows."""
         col = f.input_column
         if getattr(f, "source", "table") == "event":
             if col not in events.columns:
-                raise DataError(f"feature '{f.name}' reads event column '{col}', which the interactions lack; "
-                                f"add it to data.context_columns", column=col)
+                raise DataError(
+                    f"feature '{f.name}' reads event column '{col}', which the interactions lack; "
+                    f"add it to data.context_columns",
+                    column=col,
+                )
             return events[col]
         if col == f"{side}_id":
             return pd.Series(ids.to_numpy(), dtype=object)
         if table is None or col not in table.columns:
             have = [] if table is None else list(table.columns)
-            raise DataError(f"feature '{f.name}' reads {side} column '{col}', but the {side} feature table has "
-                            f"{have or 'no table'}; fix features.{side} or the data section", column=col)
+            raise DataError(
+                f"feature '{f.name}' reads {side} column '{col}', but the {side} feature table has "
+                f"{have or 'no table'}; fix features.{side} or the data section",
+                column=col,
+            )
         return table[col].reindex(ids)
 
     def _check_columns(self, events: pd.DataFrame, users: pd.DataFrame | None, items: pd.DataFrame | None) -> None:
@@ -102,23 +119,38 @@ class Encoders:
                     continue
                 if getattr(f, "source", "table") == "event":
                     if col not in events.columns:
-                        missing.append(f"features.{side} '{f.name}' reads event column '{col}' (add it to "
-                                       "data.context_columns)")
+                        missing.append(
+                            f"features.{side} '{f.name}' reads event column '{col}' (add it to data.context_columns)"
+                        )
                 elif col != f"{side}_id" and (table is None or col not in table.columns):
                     have = f"it has {list(table.columns)}" if table is not None else f"there is no {side} table"
                     missing.append(f"features.{side} '{f.name}' reads {side} column '{col}' ({have})")
         if missing:
-            raise DataError(f"{len(missing)} feature(s) read columns the data does not have: " + "; ".join(missing)
-                            + ". Remove those features from the config, or point the data section at the columns")
+            raise DataError(
+                f"{len(missing)} feature(s) read columns the data does not have: "
+                + "; ".join(missing)
+                + ". Remove those features from the config, or point the data section at the columns"
+            )
 
-    def fit(self, events: pd.DataFrame, users: pd.DataFrame | None, items: pd.DataFrame | None) -> "Encoders":
+    def fit(self, events: pd.DataFrame, users: pd.DataFrame | None, items: pd.DataFrame | None) -> Encoders:
         """Fit on training ``events``; the catalog is every item they contain, then (with
         ``features.catalog = "items"``) the item table's other items."""
-        return self.fit_ids(pd.Index(pd.unique(events["item_id"]), dtype=object),
-                            pd.Index(pd.unique(events["user_id"]), dtype=object), events, users, items)
+        return self.fit_ids(
+            pd.Index(pd.unique(events["item_id"]), dtype=object),
+            pd.Index(pd.unique(events["user_id"]), dtype=object),
+            events,
+            users,
+            items,
+        )
 
-    def fit_ids(self, trained: pd.Index, user_ids: pd.Index, events: pd.DataFrame, users: pd.DataFrame | None,
-                items: pd.DataFrame | None) -> "Encoders":
+    def fit_ids(
+        self,
+        trained: pd.Index,
+        user_ids: pd.Index,
+        events: pd.DataFrame,
+        users: pd.DataFrame | None,
+        items: pd.DataFrame | None,
+    ) -> Encoders:
         """Fit on the ``trained`` items (catalog order) and ``user_ids`` of a training log, and on
         ``events`` for event-sourced features: a sharded log passes its ids without its rows."""
         self._check_columns(events, users, items)
@@ -127,8 +159,10 @@ class Encoders:
             trained = trained.append(items.index.difference(trained, sort=False).astype(object))
         self.catalog_ = trained
         state: dict[str, dict[str, Any]] = {}
-        for side, feats, table, ids in (("user", self.spec.user, users, user_ids),
-                                        ("item", self.spec.item, items, self.catalog_)):
+        for side, feats, table, ids in (
+            ("user", self.spec.user, users, user_ids),
+            ("item", self.spec.item, items, self.catalog_),
+        ):
             for f in feats:
                 key = f"{side}.{f.name}"
                 if isinstance(f, _NOTHING_TO_FIT):
@@ -151,8 +185,9 @@ class Encoders:
     def _fit_numeric(f: NumericFeature, raw: pd.Series) -> dict[str, Any]:
         x = pd.to_numeric(raw, errors="coerce").dropna().to_numpy(np.float64)
         if len(x) == 0:
-            raise DataError(f"numeric feature '{f.name}' has no numeric value in the training data",
-                            column=f.input_column)
+            raise DataError(
+                f"numeric feature '{f.name}' has no numeric value in the training data", column=f.input_column
+            )
         if f.transform == "bucketize":
             edges = np.unique(np.quantile(x, np.linspace(0, 1, f.buckets + 1)[1:-1]))
             return {"edges": edges.tolist()}
@@ -218,8 +253,9 @@ class Encoders:
     def is_profile(f: Feature) -> bool:
         """True for user features read from the user table (fixed per user), False for those read
         from the event or request (time, context columns, recent items)."""
-        return (not isinstance(f, (*ITEM_HISTORY, TimeFeature, ItemIdFeature))
-                and getattr(f, "source", "table") != "event")
+        return (
+            not isinstance(f, (*ITEM_HISTORY, TimeFeature, ItemIdFeature)) and getattr(f, "source", "table") != "event"
+        )
 
     @property
     def context_columns(self) -> list[str]:
@@ -272,6 +308,7 @@ class Encoders:
             return np.nan_to_num(z, nan=0.0).astype(np.float32)
         if isinstance(f, TextFeature):
             from embrecall.features.text import TextEmbedder
+
             self._text = self._text or TextEmbedder()
             texts = _text(raw)
             vectors = self._text.encode(texts.tolist())
@@ -292,8 +329,14 @@ class Encoders:
                 out[f.name] = self._encode("item", f, self._column(f, "item", pd.DataFrame(), items, ids))
         return out
 
-    def encode_users(self, user_ids: pd.Index, users: pd.DataFrame | None, context: pd.DataFrame,
-                     history: np.ndarray | None, features: list[Feature] | None = None) -> dict[str, np.ndarray]:
+    def encode_users(
+        self,
+        user_ids: pd.Index,
+        users: pd.DataFrame | None,
+        context: pd.DataFrame,
+        history: np.ndarray | None,
+        features: list[Feature] | None = None,
+    ) -> dict[str, np.ndarray]:
         """User tower inputs.
 
         ``context``: one row per user with the event columns (``timestamp`` and context columns);
@@ -305,7 +348,7 @@ class Encoders:
         for f in self.spec.user if features is None else features:
             if isinstance(f, ITEM_HISTORY):
                 if history is not None:
-                    out[f.name] = np.ascontiguousarray(history[:, :f.max_len])
+                    out[f.name] = np.ascontiguousarray(history[:, : f.max_len])
             elif isinstance(f, TimeFeature):
                 ts = pd.to_datetime(context["timestamp"].to_numpy(), unit="s", utc=True)
                 part = ts.hour if f.part == "hour" else ts.dayofweek
@@ -326,25 +369,30 @@ class Encoders:
         known = (idx >= 0) & (idx < self.n_trained_)
         start = 0
         for row, n in enumerate(lengths):
-            seg = idx[start:start + n][known[start:start + n]][::-1][:L] + 1
-            out[row, :len(seg)] = seg
+            seg = idx[start : start + n][known[start : start + n]][::-1][:L] + 1
+            out[row, : len(seg)] = seg
             start += n
         return out
 
     # ------------------------------------------------------------------ persistence
 
     def to_json(self) -> dict[str, Any]:
-        return {"format_version": FORMAT_VERSION, "state": self._state(), "n_trained": self.n_trained_,
-                "catalog": [str(x) for x in self.catalog_]}  # type: ignore[union-attr]
+        return {
+            "format_version": FORMAT_VERSION,
+            "state": self._state(),
+            "n_trained": self.n_trained_,
+            "catalog": [str(x) for x in self.catalog],
+        }
 
     @classmethod
-    def from_json(cls, spec: FeaturesConfig, data: dict[str, Any]) -> "Encoders":
+    def from_json(cls, spec: FeaturesConfig, data: dict[str, Any]) -> Encoders:
         if data.get("format_version") != FORMAT_VERSION:
-            raise DataError(f"encoders saved with format {data.get('format_version')}, this embrecall reads "
-                            f"format {FORMAT_VERSION}; re-run `embrecall train`")
+            raise DataError(
+                f"encoders saved with format {data.get('format_version')}, this embrecall reads "
+                f"format {FORMAT_VERSION}; re-run `embrecall train`"
+            )
         enc = cls(spec)
         enc.state_ = data["state"]
         enc.catalog_ = pd.Index(data["catalog"], dtype=object)
         enc.n_trained_ = int(data["n_trained"])
         return enc
-

@@ -42,8 +42,9 @@ class UserProfiles:
         row = self.row.get(user_id)
         return () if row is None else tuple(self.histories[row])
 
-    def inputs(self, user_ids: Sequence[str], histories: Sequence[Sequence[str]],
-               contexts: Sequence[Mapping[str, object]]) -> dict[str, np.ndarray]:
+    def inputs(
+        self, user_ids: Sequence[str], histories: Sequence[Sequence[str]], contexts: Sequence[Mapping[str, object]]
+    ) -> dict[str, np.ndarray]:
         """Tower inputs of several users, one row each: the stored profile, the history (oldest
         first) and the request's context (``timestamp`` defaults to now)."""
         rows = [self.row.get(user, len(self.row)) for user in user_ids]
@@ -54,6 +55,7 @@ class UserProfiles:
             return out
         now = int(time.time())
         ctx = self.encoders.context_frame([{"timestamp": now, **context} for context in contexts])
-        out.update(self.encoders.encode_users(pd.Index(list(user_ids), dtype=object), None, ctx, matrix,
-                                              features=self.live))
+        out.update(
+            self.encoders.encode_users(pd.Index(list(user_ids), dtype=object), None, ctx, matrix, features=self.live)
+        )
         return out

@@ -60,17 +60,23 @@ class TextEmbedder:
             found: dict[str, np.ndarray] = {}
             key_list = list(unique)
             for start in range(0, len(key_list), 900):  # SQLite's limit on bound parameters
-                chunk = key_list[start:start + 900]
+                chunk = key_list[start : start + 900]
                 rows = db.execute(f"SELECT key, vec FROM emb WHERE key IN ({','.join('?' * len(chunk))})", chunk)
                 found.update({k: np.frombuffer(v, dtype=np.float32) for k, v in rows})
             missing = [i for i, k in enumerate(keys) if k not in found]
             todo = list(dict.fromkeys(keys[i] for i in missing))
             if todo:
                 first = {k: texts[i] for i, k in reversed(list(enumerate(keys)))}
-                vecs = self._load().encode([first[k] for k in todo], batch_size=self.batch_size,
-                                           normalize_embeddings=True, show_progress_bar=len(todo) > 5000)
+                vecs = self._load().encode(
+                    [first[k] for k in todo],
+                    batch_size=self.batch_size,
+                    normalize_embeddings=True,
+                    show_progress_bar=len(todo) > 5000,
+                )
                 vecs = np.asarray(vecs, dtype=np.float32)
-                db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?)", [(k, v.tobytes()) for k, v in zip(todo, vecs)])
+                db.executemany(
+                    "INSERT OR REPLACE INTO emb VALUES (?, ?)", [(k, v.tobytes()) for k, v in zip(todo, vecs)]
+                )
                 found.update(zip(todo, vecs))
         for i, k in enumerate(keys):
             out[i] = found[k]

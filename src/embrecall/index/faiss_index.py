@@ -25,7 +25,7 @@ class FaissIndex:
         self._apply_search_params()
 
     @classmethod
-    def build(cls, vectors: np.ndarray, cfg: IndexConfig) -> "FaissIndex":
+    def build(cls, vectors: np.ndarray, cfg: IndexConfig) -> FaissIndex:
         """Index ``vectors`` (N, D) float32; row i is item_idx i."""
         x = np.ascontiguousarray(vectors, dtype=np.float32)
         n, d = x.shape
@@ -43,8 +43,9 @@ class FaissIndex:
                 raise ConfigError(f"index.ivf_nlist = {nlist} but only {n} items to cluster; use at most {n}")
             quantizer = faiss.IndexFlatIP(d)
             if cfg.kind == "ivf_sq8":
-                index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit,
-                                                      faiss.METRIC_INNER_PRODUCT)
+                index = faiss.IndexIVFScalarQuantizer(
+                    quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+                )
             else:
                 index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
             index.train(x)
@@ -68,8 +69,10 @@ class FaissIndex:
         """(B, D) queries -> scores (B, k) and item_idx (B, k), best first; -1 where fewer exist."""
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self.dim:
-            raise BundleError(f"index holds dim={self.dim} vectors but the queries have shape {q.shape}; "
-                              "the user tower and the index come from different models — re-run `embrecall train`")
+            raise BundleError(
+                f"index holds dim={self.dim} vectors but the queries have shape {q.shape}; "
+                "the user tower and the index come from different models — re-run `embrecall train`"
+            )
         k = min(k, len(self))
         if isinstance(self.index, faiss.IndexHNSW) and k > self.index.hnsw.efSearch:
             self.index.hnsw.efSearch = k  # HNSW cannot return more than efSearch results
@@ -79,7 +82,7 @@ class FaissIndex:
         faiss.write_index(self.index, str(path))
 
     @classmethod
-    def load(cls, path: Path, cfg: IndexConfig) -> "FaissIndex":
+    def load(cls, path: Path, cfg: IndexConfig) -> FaissIndex:
         if not Path(path).is_file():
             raise BundleError(f"index file {path} not found; the bundle is incomplete")
         return cls(faiss.read_index(str(path)), cfg)

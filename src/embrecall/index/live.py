@@ -24,7 +24,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pandas as pd
-from safetensors.numpy import load_file as load_numpy, save_file as save_numpy
+from safetensors.numpy import load_file as load_numpy
+from safetensors.numpy import save_file as save_numpy
 
 from embrecall.config import IndexConfig
 from embrecall.errors import BundleError
@@ -57,7 +58,7 @@ class _Attribute:
             self.codes = np.hstack([self.codes, pad])
         row = [self.vocab.setdefault(t, len(self.vocab)) for t in tokens]
         self.codes[slot] = -1
-        self.codes[slot, :len(row)] = row
+        self.codes[slot, : len(row)] = row
 
     def grow(self, capacity: int) -> None:
         extra = np.full((capacity - self.codes.shape[0], self.codes.shape[1]), -1, dtype=np.int32)
@@ -72,7 +73,7 @@ class _Attribute:
         remap[used] = np.arange(len(used), dtype=np.int32)
         self.vocab = {names[c]: i for i, c in enumerate(used.tolist())}
         self.codes = np.full((capacity, kept.shape[1]), -1, dtype=np.int32)
-        self.codes[:len(slots)] = remap[kept]
+        self.codes[: len(slots)] = remap[kept]
 
     def values(self, n: int) -> list[str]:
         """The first ``n`` slots' values, '|'-joined as they came in."""
@@ -101,9 +102,17 @@ def _without(slots: np.ndarray, dropped: np.ndarray) -> np.ndarray:
 
 
 class LiveIndex:
-    def __init__(self, item_ids: Sequence[str], vectors: np.ndarray, attributes: pd.DataFrame | None,
-                 cfg: IndexConfig, filterable: Sequence[str] = (), index: faiss.Index | None = None,
-                 exact_below: int = EXACT_BELOW, compact_above: int = COMPACT_ABOVE):
+    def __init__(
+        self,
+        item_ids: Sequence[str],
+        vectors: np.ndarray,
+        attributes: pd.DataFrame | None,
+        cfg: IndexConfig,
+        filterable: Sequence[str] = (),
+        index: faiss.Index | None = None,
+        exact_below: int = EXACT_BELOW,
+        compact_above: int = COMPACT_ABOVE,
+    ):
         """``index``: an index already holding ``vectors`` in order (a bundle's), else one is built;
         ``exact_below``: with fewer eligible items than this, a query scores them exactly;
         ``compact_above``: retired slots tolerated before compaction, however small the catalog."""
@@ -125,8 +134,10 @@ class LiveIndex:
             raise BundleError(f"index holds {index.ntotal} vectors of dim={index.d}, expected {n} of dim={self.dim}")
         self._index = index if index is not None else FaissIndex.build(vectors, cfg).index
         table = attributes.reindex(pd.Index(list(item_ids), dtype=object)) if attributes is not None else None
-        self._attrs = {c: _Attribute(table[c].tolist() if table is not None and c in table else [None] * n,
-                                     capacity) for c in filterable}
+        self._attrs = {
+            c: _Attribute(table[c].tolist() if table is not None and c in table else [None] * n, capacity)
+            for c in filterable
+        }
 
     # ------------------------------------------------------------------ changes
 
@@ -139,7 +150,9 @@ class LiveIndex:
             old = self._slot.get(item_id)
             if old is not None and isinstance(self._index, faiss.IndexFlat):  # overwritten in place: no retired slot
                 self._vectors[old] = v[0]
-                faiss.rev_swig_ptr(self._index.get_xb(), self._index.ntotal * self.dim).reshape(-1, self.dim)[old] = v[0]
+                faiss.rev_swig_ptr(self._index.get_xb(), self._index.ntotal * self.dim).reshape(-1, self.dim)[old] = v[
+                    0
+                ]
                 self._set_attributes(old, attributes)
                 return
             if self._n == len(self._alive):
@@ -176,7 +189,7 @@ class LiveIndex:
 
     def _compact(self) -> None:
         """Pack the live slots at the front and rebuild the FAISS index over them (the lock is held)."""
-        live = np.flatnonzero(self._alive[:self._n])
+        live = np.flatnonzero(self._alive[: self._n])
         capacity = max(16, 2 * len(live))
         vectors = self._vectors[live]
         cfg = self.cfg
@@ -184,12 +197,12 @@ class LiveIndex:
             cfg = cfg.model_copy(update={"kind": "flat"})  # too few items left to cluster: exact search
         self._index = FaissIndex.build(vectors, cfg).index
         self._vectors = np.zeros((capacity, self.dim), dtype=np.float32)
-        self._vectors[:len(live)] = vectors
+        self._vectors[: len(live)] = vectors
         ids = self._ids[live]
         self._ids = np.empty(capacity, dtype=object)
-        self._ids[:len(live)] = ids
+        self._ids[: len(live)] = ids
         self._alive = np.zeros(capacity, dtype=bool)
-        self._alive[:len(live)] = True
+        self._alive[: len(live)] = True
         for attr in self._attrs.values():
             attr.keep(live, capacity)
         self._slot = {item: slot for slot, item in enumerate(ids.tolist())}
@@ -203,21 +216,31 @@ class LiveIndex:
             n = self._n
             faiss.write_index(self._index, str(folder / "index.faiss"))
             save_numpy({"vectors": self._vectors[:n]}, str(folder / "vectors.safetensors"))
-            table = pd.DataFrame({"item_id": self._ids[:n], "alive": self._alive[:n],
-                                  **{name: attr.values(n) for name, attr in self._attrs.items()}})
+            table = pd.DataFrame(
+                {
+                    "item_id": self._ids[:n],
+                    "alive": self._alive[:n],
+                    **{name: attr.values(n) for name, attr in self._attrs.items()},
+                }
+            )
         table.to_parquet(folder / "slots.parquet", index=False)
         (folder / "live.json").write_text(json.dumps({"index": self.cfg.model_dump(), "filterable": self.filterable}))
 
     @classmethod
-    def load(cls, folder: Path) -> "LiveIndex":
+    def load(cls, folder: Path) -> LiveIndex:
         meta = json.loads((folder / "live.json").read_text())
         table = pd.read_parquet(folder / "slots.parquet")
         alive = table["alive"].to_numpy(dtype=bool)
         attributes = table[alive].set_index("item_id")  # one live slot per item: a unique index
-        live = cls(table["item_id"].tolist(), load_numpy(str(folder / "vectors.safetensors"))["vectors"], attributes,
-                   IndexConfig(**meta["index"]), meta["filterable"],
-                   index=faiss.read_index(str(folder / "index.faiss")))
-        live._alive[:len(alive)] = alive
+        live = cls(
+            table["item_id"].tolist(),
+            load_numpy(str(folder / "vectors.safetensors"))["vectors"],
+            attributes,
+            IndexConfig(**meta["index"]),
+            meta["filterable"],
+            index=faiss.read_index(str(folder / "index.faiss")),
+        )
+        live._alive[: len(alive)] = alive
         live._dead = set(np.flatnonzero(~alive).tolist())
         live._slot = {item: slot for slot, item in enumerate(table["item_id"]) if alive[slot]}
         return live
@@ -261,8 +284,9 @@ class LiveIndex:
         out[slots < 0] = np.nan
         return out
 
-    def select(self, item_ids: Sequence[str], filters: Filters | None = None,
-               exclude: Collection[str] = ()) -> np.ndarray:
+    def select(
+        self, item_ids: Sequence[str], filters: Filters | None = None, exclude: Collection[str] = ()
+    ) -> np.ndarray:
         """Positions in ``item_ids`` of the items in the index that pass the filters and are not excluded."""
         dropped = set(exclude)
         with self._lock:  # one pass over the ids (this runs per request for the popularity list)
@@ -272,28 +296,39 @@ class LiveIndex:
                 keep &= self._attrs[name].matches(wanted, np.maximum(slots, 0))
         return np.flatnonzero(keep)
 
-    def search(self, query: np.ndarray, k: int, filters: Filters | None = None,
-               exclude: Collection[str] = ()) -> tuple[list[str], np.ndarray]:
+    def search(
+        self, query: np.ndarray, k: int, filters: Filters | None = None, exclude: Collection[str] = ()
+    ) -> tuple[list[str], np.ndarray]:
         """Top-k eligible items for one (D,) query, best first."""
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1)
         if not filters:
             return self.search_many(q[None], [k], [exclude])[0]
         return self._search_masked(q, k, filters, exclude)
 
-    def search_many(self, queries: np.ndarray, ks: Sequence[int],
-                    excludes: Sequence[Collection[str]]) -> list[tuple[list[str], np.ndarray]]:
+    def search_many(
+        self, queries: np.ndarray, ks: Sequence[int], excludes: Sequence[Collection[str]]
+    ) -> list[tuple[list[str], np.ndarray]]:
         """Unfiltered top-k for each of (n, D) queries, in one FAISS call where it can: retired
         slots are skipped by a selector the batch shares, each query's exclusions by fetching
         that many more and dropping them.  A query that this leaves short gets the bitmap path."""
         q = np.ascontiguousarray(queries, dtype=np.float32).reshape(len(ks), self.dim)
         with self._lock:
-            skipped = [np.sort(np.fromiter({s for s in (self._slot.get(i) for i in ex) if s is not None}, np.int64))
-                       for ex in excludes]
+            skipped = [
+                np.sort(np.fromiter({s for s in (self._slot.get(i) for i in ex) if s is not None}, np.int64))
+                for ex in excludes
+            ]
             live = len(self._slot)
             dead = np.fromiter(self._dead, dtype=np.int64) if len(self._dead) <= _MAX_LISTED else None
         ks = [min(k, live - len(skip)) for k, skip in zip(ks, skipped)]
-        ann = [i for i, skip in enumerate(skipped) if ks[i] > 0 and not self._exact(live - len(skip))
-               and len(skip) <= _MAX_FETCHED] if dead is not None else []
+        ann = (
+            [
+                i
+                for i, skip in enumerate(skipped)
+                if ks[i] > 0 and not self._exact(live - len(skip)) and len(skip) <= _MAX_FETCHED
+            ]
+            if dead is not None
+            else []
+        )
         found: dict[int, np.ndarray] = {}
         if ann and dead is not None:
             fetch = fetch_depth(self._fetch(max(ks[i] for i in ann)), max(len(skipped[i]) for i in ann))
@@ -317,7 +352,9 @@ class LiveIndex:
             results[i] = self._search_masked(q[i], ks[i], None, excludes[i])
         return results
 
-    def _best_many(self, q: np.ndarray, ks: Sequence[int], skipped: Sequence[np.ndarray]) -> list[tuple[list[str], np.ndarray]]:
+    def _best_many(
+        self, q: np.ndarray, ks: Sequence[int], skipped: Sequence[np.ndarray]
+    ) -> list[tuple[list[str], np.ndarray]]:
         """Exact top-k of unfiltered queries: one matrix product per block of queries (what a flat
         index or an evaluation of thousands of users needs), retired and excluded slots scored -inf.
         ``ks`` never exceed the eligible items."""
@@ -327,7 +364,7 @@ class LiveIndex:
         rows = max(1, EXACT_BLOCK // max(n, 1))
         out = []
         for start in range(0, len(ks), rows):
-            scores = q[start:start + rows] @ vectors[:n].T  # (b, n)
+            scores = q[start : start + rows] @ vectors[:n].T  # (b, n)
             scores[:, dead] = -np.inf
             for j, row in enumerate(scores, start):
                 row[skipped[j]] = -np.inf
@@ -335,8 +372,9 @@ class LiveIndex:
                 out.append((ids[top].tolist(), row[top].astype(np.float32)))
         return out
 
-    def _search_masked(self, q: np.ndarray, k: int, filters: Filters | None,
-                       exclude: Collection[str]) -> tuple[list[str], np.ndarray]:
+    def _search_masked(
+        self, q: np.ndarray, k: int, filters: Filters | None, exclude: Collection[str]
+    ) -> tuple[list[str], np.ndarray]:
         """Top k by a bitmap of eligible slots: exactly when few are eligible, else an ANN search
         with the bitmap as selector (exactly after all, if that finds fewer than k)."""
         mask = self._eligible(filters, exclude)
@@ -363,7 +401,7 @@ class LiveIndex:
     def _best_of(self, q: np.ndarray, mask: np.ndarray, k: int) -> tuple[list[str], np.ndarray]:
         """The k best of the eligible slots, scored exactly: one product over every slot is cheaper
         than gathering the eligible vectors first (a copy of them all)."""
-        scores = self._vectors[:len(mask)] @ q
+        scores = self._vectors[: len(mask)] @ q
         scores[~mask] = -np.inf
         top = _best(scores, k)
         return self._ids[top].tolist(), scores[top].astype(np.float32)

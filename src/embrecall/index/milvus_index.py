@@ -46,13 +46,22 @@ def _client(uri: str, token: str):
 
 
 class MilvusIndex:
-    def __init__(self, uri: str, collection: str, dim: int, filterable: Sequence[str] = (),
-                 cfg: IndexConfig | None = None, token: str = ""):
+    def __init__(
+        self,
+        uri: str,
+        collection: str,
+        dim: int,
+        filterable: Sequence[str] = (),
+        cfg: IndexConfig | None = None,
+        token: str = "",
+    ):
         """Open ``collection`` at ``uri``, creating it (empty) if it does not exist."""
         for name in (collection, *filterable):
             if not _NAME.match(name) or name in (_ID_FIELD, _VECTOR_FIELD):
-                raise ConfigError(f"{name!r} cannot name a Milvus collection or field: use letters, digits and "
-                                  f"'_', not starting with a digit, and not {_ID_FIELD!r} or {_VECTOR_FIELD!r}")
+                raise ConfigError(
+                    f"{name!r} cannot name a Milvus collection or field: use letters, digits and "
+                    f"'_', not starting with a digit, and not {_ID_FIELD!r} or {_VECTOR_FIELD!r}"
+                )
         self.uri, self.collection, self.dim, self.token = uri, collection, dim, token
         self.cfg = cfg or IndexConfig()
         self._filterable = list(filterable)
@@ -69,30 +78,50 @@ class MilvusIndex:
         schema.add_field(_ID_FIELD, DataType.VARCHAR, is_primary=True, max_length=MAX_ID_LENGTH)
         schema.add_field(_VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=self.dim)
         for name in self._filterable:
-            schema.add_field(name, DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_VALUES,
-                             max_length=MAX_VALUE_LENGTH)
-        kind, params = {"flat": ("FLAT", {}),
-                        "hnsw": ("HNSW", {"M": self.cfg.hnsw_m, "efConstruction": self.cfg.ef_construction}),
-                        "ivf": ("IVF_FLAT", {"nlist": self.cfg.ivf_nlist or 1024}),
-                        "ivf_sq8": ("IVF_SQ8", {"nlist": self.cfg.ivf_nlist or 1024})}[self.cfg.kind]
+            schema.add_field(
+                name,
+                DataType.ARRAY,
+                element_type=DataType.VARCHAR,
+                max_capacity=MAX_VALUES,
+                max_length=MAX_VALUE_LENGTH,
+            )
+        kind, params = {
+            "flat": ("FLAT", {}),
+            "hnsw": ("HNSW", {"M": self.cfg.hnsw_m, "efConstruction": self.cfg.ef_construction}),
+            "ivf": ("IVF_FLAT", {"nlist": self.cfg.ivf_nlist or 1024}),
+            "ivf_sq8": ("IVF_SQ8", {"nlist": self.cfg.ivf_nlist or 1024}),
+        }[self.cfg.kind]
         index_params = self.client.prepare_index_params()
         index_params.add_index(field_name=_VECTOR_FIELD, index_type=kind, metric_type="IP", params=params)
-        self.client.create_collection(self.collection, schema=schema, index_params=index_params,
-                                      consistency_level="Strong")
+        self.client.create_collection(
+            self.collection, schema=schema, index_params=index_params, consistency_level="Strong"
+        )
 
     def _check_schema(self) -> None:
         fields = {f["name"]: f for f in self.client.describe_collection(self.collection)["fields"]}
         dim = int(fields.get(_VECTOR_FIELD, {}).get("params", {}).get("dim", -1))
         missing = [n for n in self._filterable if n not in fields]
         if dim != self.dim or missing:
-            raise BundleError(f"Milvus collection {self.collection!r} at {self.uri} holds dim={dim} vectors and "
-                              f"fields {sorted(fields)}; expected dim={self.dim} and {self._filterable}; "
-                              "drop it or use another collection name")
+            raise BundleError(
+                f"Milvus collection {self.collection!r} at {self.uri} holds dim={dim} vectors and "
+                f"fields {sorted(fields)}; expected dim={self.dim} and {self._filterable}; "
+                "drop it or use another collection name"
+            )
 
     @classmethod
-    def build(cls, uri: str, collection: str, item_ids: Sequence[str], vectors: np.ndarray,
-              attributes: pd.DataFrame | None, filterable: Sequence[str] = (), cfg: IndexConfig | None = None,
-              token: str = "", batch: int = 5_000, show_progress: bool = False) -> "MilvusIndex":
+    def build(
+        cls,
+        uri: str,
+        collection: str,
+        item_ids: Sequence[str],
+        vectors: np.ndarray,
+        attributes: pd.DataFrame | None,
+        filterable: Sequence[str] = (),
+        cfg: IndexConfig | None = None,
+        token: str = "",
+        batch: int = 5_000,
+        show_progress: bool = False,
+    ) -> MilvusIndex:
         """A collection holding exactly ``item_ids`` with ``vectors``; an existing collection of that
         name which already holds as many items is reused (another replica built it)."""
         index = cls(uri, collection, vectors.shape[1], filterable, cfg, token)
@@ -103,8 +132,9 @@ class MilvusIndex:
         with step(f"inserting {len(item_ids):,} items into Milvus collection {collection!r}", show_progress):
             for start in range(0, len(item_ids), batch):
                 end = min(start + batch, len(item_ids))
-                index.client.upsert(collection, [index._row(item_ids[i], vectors[i], records[i])
-                                                 for i in range(start, end)])
+                index.client.upsert(
+                    collection, [index._row(item_ids[i], vectors[i], records[i]) for i in range(start, end)]
+                )
             index.client.flush(collection)  # sealed rows are searched through the index, growing ones one by one
         return index
 
@@ -119,8 +149,10 @@ class MilvusIndex:
         for name in self._filterable:
             values = attribute_values(attributes.get(name))
             if len(values) > MAX_VALUES or any(len(x.encode()) > MAX_VALUE_LENGTH for x in values):
-                raise DataError(f"item {item_id!r}: attribute {name!r} has more than {MAX_VALUES} values or one "
-                                f"longer than {MAX_VALUE_LENGTH} bytes, which the Milvus index cannot hold")
+                raise DataError(
+                    f"item {item_id!r}: attribute {name!r} has more than {MAX_VALUES} values or one "
+                    f"longer than {MAX_VALUE_LENGTH} bytes, which the Milvus index cannot hold"
+                )
             row[name] = values
         return row
 
@@ -152,20 +184,26 @@ class MilvusIndex:
             parts.append(f"{_ID_FIELD} not in {_literal(exclude)}")
         return " and ".join(parts)
 
-    def search(self, query: np.ndarray, k: int, filters: Filters | None = None,
-               exclude: Collection[str] = ()) -> tuple[list[str], np.ndarray]:
+    def search(
+        self, query: np.ndarray, k: int, filters: Filters | None = None, exclude: Collection[str] = ()
+    ) -> tuple[list[str], np.ndarray]:
         q = np.asarray(query, dtype=np.float32).reshape(-1)
         if k <= 0:
             return [], np.zeros(0, np.float32)
         params = {"ef": max(self.cfg.ef_search, k)} if self.cfg.kind == "hnsw" else {"nprobe": self.cfg.nprobe}
-        hits = self.client.search(self.collection, data=[q.tolist()], limit=k,
-                                  filter=self._expression(filters, exclude),
-                                  search_params={"metric_type": "IP", "params": params},
-                                  output_fields=[_ID_FIELD])[0]
+        hits = self.client.search(
+            self.collection,
+            data=[q.tolist()],
+            limit=k,
+            filter=self._expression(filters, exclude),
+            search_params={"metric_type": "IP", "params": params},
+            output_fields=[_ID_FIELD],
+        )[0]
         return [h[_ID_FIELD] for h in hits], np.array([h["distance"] for h in hits], dtype=np.float32)
 
-    def search_many(self, queries: np.ndarray, ks: Sequence[int],
-                    excludes: Sequence[Collection[str]]) -> list[tuple[list[str], np.ndarray]]:
+    def search_many(
+        self, queries: np.ndarray, ks: Sequence[int], excludes: Sequence[Collection[str]]
+    ) -> list[tuple[list[str], np.ndarray]]:
         """One Milvus search per query: each carries its own exclusion expression."""
         return [self.search(q, k, None, ex) for q, k, ex in zip(np.asarray(queries), ks, excludes)]
 
@@ -179,25 +217,38 @@ class MilvusIndex:
                 out[at[row[_ID_FIELD]]] = row[_VECTOR_FIELD]
         return out
 
-    def select(self, item_ids: Sequence[str], filters: Filters | None = None,
-               exclude: Collection[str] = ()) -> np.ndarray:
+    def select(
+        self, item_ids: Sequence[str], filters: Filters | None = None, exclude: Collection[str] = ()
+    ) -> np.ndarray:
         wanted = [str(i) for i in item_ids]
-        expression = " and ".join(p for p in (f"{_ID_FIELD} in {_literal(wanted)}",
-                                              self._expression(filters, exclude)) if p)
-        found = {row[_ID_FIELD] for row in self.client.query(self.collection, filter=expression,
-                                                             output_fields=[_ID_FIELD])}
+        expression = " and ".join(
+            p for p in (f"{_ID_FIELD} in {_literal(wanted)}", self._expression(filters, exclude)) if p
+        )
+        found = {
+            row[_ID_FIELD] for row in self.client.query(self.collection, filter=expression, output_fields=[_ID_FIELD])
+        }
         return np.array([p for p, i in enumerate(wanted) if i in found], dtype=np.int64)
 
     def save(self, folder: Path) -> None:
         """Flush the collection and write ``milvus.json``, which ``load`` reopens it from."""
         self.client.flush(self.collection)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "milvus.json").write_text(json.dumps(
-            {"uri": self.uri, "collection": self.collection, "dim": self.dim, "filterable": self._filterable,
-             "index": self.cfg.model_dump()}, indent=2))
+        (folder / "milvus.json").write_text(
+            json.dumps(
+                {
+                    "uri": self.uri,
+                    "collection": self.collection,
+                    "dim": self.dim,
+                    "filterable": self._filterable,
+                    "index": self.cfg.model_dump(),
+                },
+                indent=2,
+            )
+        )
 
     @classmethod
-    def load(cls, folder: Path, token: str = "") -> "MilvusIndex":
+    def load(cls, folder: Path, token: str = "") -> MilvusIndex:
         meta = json.loads((folder / "milvus.json").read_text())
-        return cls(meta["uri"], meta["collection"], meta["dim"], meta["filterable"], IndexConfig(**meta["index"]),
-                   token)
+        return cls(
+            meta["uri"], meta["collection"], meta["dim"], meta["filterable"], IndexConfig(**meta["index"]), token
+        )

@@ -33,7 +33,11 @@ def filterable_columns(items: pd.DataFrame | None) -> list[str]:
     cols: list[str] = []
     for c in items.columns:
         values = items[c].dropna().astype(str)
-        if c != "title" and not pd.api.types.is_numeric_dtype(items[c]) and values.nunique() <= max(1000, len(items) // 10):
+        if (
+            c != "title"
+            and not pd.api.types.is_numeric_dtype(items[c])
+            and values.nunique() <= max(1000, len(items) // 10)
+        ):
             cols.append(c)
     return cols
 
@@ -60,21 +64,24 @@ class ItemIndex(Protocol):
     def delete(self, item_id: str) -> bool:
         """Remove an item; False if it was not there."""
 
-    def search(self, query: np.ndarray, k: int, filters: Filters | None = None,
-               exclude: Collection[str] = ()) -> tuple[list[str], np.ndarray]:
+    def search(
+        self, query: np.ndarray, k: int, filters: Filters | None = None, exclude: Collection[str] = ()
+    ) -> tuple[list[str], np.ndarray]:
         """Top-k items for one (D,) query by inner product, best first, among those that pass
         every filter and are not excluded; k results whenever k such items exist."""
 
-    def search_many(self, queries: np.ndarray, ks: Sequence[int],
-                    excludes: Sequence[Collection[str]]) -> list[tuple[list[str], np.ndarray]]:
+    def search_many(
+        self, queries: np.ndarray, ks: Sequence[int], excludes: Sequence[Collection[str]]
+    ) -> list[tuple[list[str], np.ndarray]]:
         """``search`` without filters for each of (n, D) queries, its own k and exclusions:
         what a batch of requests needs, in as few backend calls as the backend allows."""
 
     def vectors(self, item_ids: Sequence[str]) -> np.ndarray:
         """(n, D) vectors of ``item_ids`` as the index holds them; NaN rows for items it does not hold."""
 
-    def select(self, item_ids: Sequence[str], filters: Filters | None = None,
-               exclude: Collection[str] = ()) -> np.ndarray:
+    def select(
+        self, item_ids: Sequence[str], filters: Filters | None = None, exclude: Collection[str] = ()
+    ) -> np.ndarray:
         """Positions in ``item_ids`` of the items in the index that pass the filters and are not excluded."""
 
     def save(self, folder: Path) -> None:

@@ -19,8 +19,19 @@ import pandas as pd
 from embrecall.errors import ConfigError
 from embrecall.index.protocol import Filters, ItemIndex, fetch_depth
 
-__all__ = ["History", "user_histories", "recent_first", "UserQuery", "Candidates", "Channel", "StoredChannel",
-           "Scorer", "take_top", "Listed", "Timings"]
+__all__ = [
+    "History",
+    "user_histories",
+    "recent_first",
+    "UserQuery",
+    "Candidates",
+    "Channel",
+    "StoredChannel",
+    "Scorer",
+    "take_top",
+    "Listed",
+    "Timings",
+]
 
 History = tuple[str, ...]
 """A user's items, most recent last: what training examples, evaluation queries, the bundle's
@@ -69,8 +80,14 @@ Timings = dict[str, float]
 class Channel(Protocol):
     name: str
 
-    def recommend(self, queries: Sequence[UserQuery], k: int, exclude: Sequence[Collection[str]] | None = None,
-                  filters: Sequence[Filters] | None = None, timings: Timings | None = None) -> list[Candidates]:
+    def recommend(
+        self,
+        queries: Sequence[UserQuery],
+        k: int,
+        exclude: Sequence[Collection[str]] | None = None,
+        filters: Sequence[Filters] | None = None,
+        timings: Timings | None = None,
+    ) -> list[Candidates]:
         """Top-``k`` items for each query, best first, never one of that query's ``exclude`` items
         and only items that pass its ``filters`` (attribute -> accepted values).
 
@@ -88,7 +105,7 @@ class StoredChannel(Channel, Protocol):
         ...
 
     @classmethod
-    def load(cls, folder: Path, cfg: Any) -> "StoredChannel":
+    def load(cls, folder: Path, cfg: Any) -> StoredChannel:
         """Read back what ``save`` wrote; ``cfg`` is the bundle's whole ``Config``."""
         ...
 
@@ -134,8 +151,9 @@ class Listed:
     name: str
     items: ItemIndex | None = None
 
-    def ranked(self, queries: Sequence[UserQuery], depth: int,
-               exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
+    def ranked(
+        self, queries: Sequence[UserQuery], depth: int, exclude: Sequence[Collection[str]] | None = None
+    ) -> list[Candidates]:
         """Each query's own best-first list of ``depth`` items, the excluded ones left out."""
         raise NotImplementedError
 
@@ -149,15 +167,23 @@ class Listed:
         keep = items.select(found.item_ids, filters)[:k]
         return Candidates([found.item_ids[i] for i in keep], found.scores[keep], [self.name] * len(keep))
 
-    def recommend(self, queries: Sequence[UserQuery], k: int, exclude: Sequence[Collection[str]] | None = None,
-                  filters: Sequence[Filters] | None = None, timings: Timings | None = None) -> list[Candidates]:
+    def recommend(
+        self,
+        queries: Sequence[UserQuery],
+        k: int,
+        exclude: Sequence[Collection[str]] | None = None,
+        filters: Sequence[Filters] | None = None,
+        timings: Timings | None = None,
+    ) -> list[Candidates]:
         t = time.perf_counter()
         wants = [dict(f) for f in filters] if filters is not None else [{} for _ in queries]
         items = self.items
         if items is None:
             if any(wants):
-                raise ConfigError(f"the {self.name} channel filters through an item index; this one has none "
-                                  "(filters apply to a served version's channels)")
+                raise ConfigError(
+                    f"the {self.name} channel filters through an item index; this one has none "
+                    "(filters apply to a served version's channels)"
+                )
             return self.ranked(queries, k, exclude)
         out: list[Candidates] = [Candidates([], np.zeros(0, np.float32), []) for _ in queries]
         for filtered in (False, True):  # one call per kind: a filter makes the first fetch deeper
@@ -165,8 +191,9 @@ class Listed:
             if not group:
                 continue
             depth = fetch_depth(k, 0, filtered)
-            lists = self.ranked([queries[i] for i in group], depth,
-                                [exclude[i] for i in group] if exclude is not None else None)
+            lists = self.ranked(
+                [queries[i] for i in group], depth, [exclude[i] for i in group] if exclude is not None else None
+            )
             for i, found in zip(group, lists):
                 kept, asked = self._kept(items, found, k, wants[i]), depth
                 while len(kept.item_ids) < k and len(found.item_ids) == asked and asked < MAX_DEPTH_FACTOR * k:

@@ -26,8 +26,14 @@ class Dithered:
         self.oversample = oversample
         self.rng = np.random.default_rng(seed)
 
-    def recommend(self, queries: Sequence[UserQuery], k: int, exclude: Sequence[Collection[str]] | None = None,
-                  filters: Sequence[Filters] | None = None, timings: Timings | None = None) -> list[Candidates]:
+    def recommend(
+        self,
+        queries: Sequence[UserQuery],
+        k: int,
+        exclude: Sequence[Collection[str]] | None = None,
+        filters: Sequence[Filters] | None = None,
+        timings: Timings | None = None,
+    ) -> list[Candidates]:
         found = self.channel.recommend(queries, k * self.oversample, exclude, filters, timings)
         out = []
         for c in found:

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from safetensors.numpy import load_file as load_numpy, save_file as save_numpy
+from safetensors.numpy import load_file as load_numpy
+from safetensors.numpy import save_file as save_numpy
 from scipy.linalg import get_lapack_funcs
 
 from embrecall.config import Config, EaseConfig
@@ -38,8 +39,9 @@ def ease_weights(gram: np.ndarray, l2: float) -> np.ndarray:
     if info == 0:
         p, info = potri(factor, lower=False, overwrite_c=True)
     if info != 0:
-        raise ConfigError(f"EASE: the regularised Gram matrix is not positive definite (LAPACK info {info}); "
-                          "raise channels.ease.l2")
+        raise ConfigError(
+            f"EASE: the regularised Gram matrix is not positive definite (LAPACK info {info}); raise channels.ease.l2"
+        )
     for start in range(0, len(p), 1024):  # potri fills the upper triangle: mirror it, a block at a time
         end = start + 1024
         p[start:end, :start] = p[:start, start:end].T
@@ -58,21 +60,25 @@ class Ease(Listed):
         self.item_ids_: np.ndarray | None = None
         self.weights_: np.ndarray | None = None
 
-    def fit(self, log: EventLog, items: pd.DataFrame | None = None) -> "Ease":
+    def fit(self, log: EventLog, items: pd.DataFrame | None = None) -> Ease:
         """The Gram matrix X^T X summed part by part (a part holds whole users), then EASE's closed form."""
         catalog = log.item_counts().index
         n = len(catalog)
         if n > self.cfg.max_items:
             gib = n * n * 4 * 2 / 2**30
-            raise ConfigError(f"the ease channel holds a dense item x item matrix: {n:,} items need about "
-                              f"{gib:.1f} GiB (over channels.ease.max_items = {self.cfg.max_items:,}); raise "
-                              "channels.ease.max_items if the memory is there, or use itemcf")
+            raise ConfigError(
+                f"the ease channel holds a dense item x item matrix: {n:,} items need about "
+                f"{gib:.1f} GiB (over channels.ease.max_items = {self.cfg.max_items:,}); raise "
+                "channels.ease.max_items if the memory is there, or use itemcf"
+            )
         dtype = np.float64 if n <= 10_000 else np.float32  # float32 halves the memory of large catalogs
         gram = np.zeros((n, n), dtype=dtype)
         for events in log.parts():
             users = pd.factorize(events["user_id"])[0]
-            x = sp.csr_matrix((np.ones(len(users), dtype=np.float32), (users, catalog.get_indexer(events["item_id"]))),
-                              shape=(users.max() + 1 if len(users) else 0, n))
+            x = sp.csr_matrix(
+                (np.ones(len(users), dtype=np.float32), (users, catalog.get_indexer(events["item_id"]))),
+                shape=(users.max() + 1 if len(users) else 0, n),
+            )
             x.data[:] = 1.0  # repeated events count once: X is binary
             gram += (x.T @ x).toarray()
         self._set(np.asarray(catalog, dtype=object), ease_weights(gram, self.cfg.l2).astype(np.float32, copy=False))
@@ -91,7 +97,7 @@ class Ease(Listed):
         return ["ease.safetensors", "ease_items.parquet"]
 
     @classmethod
-    def load(cls, folder: Path, cfg: Config) -> "Ease":
+    def load(cls, folder: Path, cfg: Config) -> Ease:
         model = cls(cfg.channels.ease)
         item_ids = pd.read_parquet(folder / "ease_items.parquet")["item_id"].astype(str).to_numpy(dtype=object)
         model._set(item_ids, load_numpy(str(folder / "ease.safetensors"))["weights"])
@@ -106,9 +112,10 @@ class Ease(Listed):
                 if pos >= 0:
                     rows.append(r)
                     cols.append(pos)
-                    vals.append(self.cfg.decay ** p)
-        return sp.csr_matrix((np.asarray(vals, dtype=np.float32), (rows, cols)),
-                             shape=(len(queries), len(self._position)))
+                    vals.append(self.cfg.decay**p)
+        return sp.csr_matrix(
+            (np.asarray(vals, dtype=np.float32), (rows, cols)), shape=(len(queries), len(self._position))
+        )
 
     def score(self, queries: Sequence[UserQuery], items: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """EASE's score of each item for each profile (-inf for an item it never saw)."""
@@ -120,8 +127,9 @@ class Ease(Listed):
             out.append(np.where(pos >= 0, row[np.maximum(pos, 0)], -np.inf).astype(np.float32))
         return out
 
-    def ranked(self, queries: Sequence[UserQuery], k: int,
-               exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
+    def ranked(
+        self, queries: Sequence[UserQuery], k: int, exclude: Sequence[Collection[str]] | None = None
+    ) -> list[Candidates]:
         if self.weights_ is None or self.item_ids_ is None:
             raise NotFittedError("Ease is not fitted yet. Call 'fit' with training events first.")
         if not queries:

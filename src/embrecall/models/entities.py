@@ -42,8 +42,9 @@ class EntityRanker(Protocol):
 
     name: str
 
-    def recommend(self, queries: Sequence[UserQuery], k: int,
-                  exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]: ...
+    def recommend(
+        self, queries: Sequence[UserQuery], k: int, exclude: Sequence[Collection[str]] | None = None
+    ) -> list[Candidates]: ...
 
 
 class Entities:
@@ -53,14 +54,15 @@ class Entities:
         self.column, self.values, self.members = column, values, members
 
     @classmethod
-    def of(cls, column: str, items: pd.DataFrame | None, item_ids: Sequence[str]) -> "Entities":
+    def of(cls, column: str, items: pd.DataFrame | None, item_ids: Sequence[str]) -> Entities:
         values = entity_values(items, column, item_ids)
         if values.empty:
             raise DataError(f"item attribute '{column}' has no value for any catalog item", column=column)
         position = pd.Index(item_ids, dtype=object).get_indexer(values.index)
         codes, names = pd.factorize(values.to_numpy())
-        members = sparse.csr_matrix((np.ones(len(codes), dtype=np.float32), (codes, position)),
-                                    shape=(len(names), len(item_ids)))
+        members = sparse.csr_matrix(
+            (np.ones(len(codes), dtype=np.float32), (codes, position)), shape=(len(names), len(item_ids))
+        )
         return cls(column, np.asarray(names, dtype=object), members)
 
 
@@ -69,18 +71,25 @@ class EntityRecall:
     items' summed ``exp(score / temperature)``.  ``exclude`` is ignored: a user's own categories
     are what u2c should find."""
 
-    def __init__(self, entities: Entities, embed: Callable[[Sequence[UserQuery]], np.ndarray],
-                 item_vectors: np.ndarray, temperature: float, name: str = "two_tower"):
+    def __init__(
+        self,
+        entities: Entities,
+        embed: Callable[[Sequence[UserQuery]], np.ndarray],
+        item_vectors: np.ndarray,
+        temperature: float,
+        name: str = "two_tower",
+    ):
         self.entities, self.embed, self.item_vectors, self.temperature = entities, embed, item_vectors, temperature
         self.name = name
 
-    def recommend(self, queries: Sequence[UserQuery], k: int,
-                  exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
+    def recommend(
+        self, queries: Sequence[UserQuery], k: int, exclude: Sequence[Collection[str]] | None = None
+    ) -> list[Candidates]:
         if not queries:
             return []
         users = self.embed(queries)
         per = max(1, SCORES_AT_ONCE // max(len(self.item_vectors), 1))  # (users, items) scores held at a time
-        scores = np.concatenate([self._scores(users[s:s + per]) for s in range(0, len(users), per)])
+        scores = np.concatenate([self._scores(users[s : s + per]) for s in range(0, len(users), per)])
         k = min(k, scores.shape[1])
         out = []
         for row in scores:
@@ -102,27 +111,33 @@ class HistoryEntities:
     ``decay**p`` by how far back (p = 0: the latest), then the most clicked values overall
     (``history = 0``: those alone, popularity)."""
 
-    def __init__(self, items: pd.DataFrame | None, attribute: str, events: pd.DataFrame, history: int = 50,
-                 decay: float = 0.9):
+    def __init__(
+        self, items: pd.DataFrame | None, attribute: str, events: pd.DataFrame, history: int = 50, decay: float = 0.9
+    ):
         clicked = events["item_id"].value_counts()
         values = entity_values(items, attribute, [] if items is None else items.index.tolist())
         self.values_of = values.groupby(level=0).agg(list).to_dict()
-        self.popular = pd.Series(clicked.reindex(values.index).fillna(0).to_numpy(), index=values.to_numpy()) \
-            .groupby(level=0).sum().sort_values(ascending=False, kind="stable")
+        self.popular = (
+            pd.Series(clicked.reindex(values.index).fillna(0).to_numpy(), index=values.to_numpy())
+            .groupby(level=0)
+            .sum()
+            .sort_values(ascending=False, kind="stable")
+        )
         self.popular = self.popular[self.popular > 0]
         self.history, self.decay = history, decay
         self.name = "history" if history else "popular"
 
-    def recommend(self, queries: Sequence[UserQuery], k: int,
-                  exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
+    def recommend(
+        self, queries: Sequence[UserQuery], k: int, exclude: Sequence[Collection[str]] | None = None
+    ) -> list[Candidates]:
         out = []
         for q in queries:
             score: dict[str, float] = {}
             for p, item in enumerate(recent_first(q.history, self.history)):
                 for value in self.values_of.get(item, ()):
-                    score[value] = score.get(value, 0.0) + self.decay ** p
+                    score[value] = score.get(value, 0.0) + self.decay**p
             ranked = sorted(score, key=lambda v: -score[v])[:k]
-            for value in self.popular.index[:k + len(ranked)]:
+            for value in self.popular.index[: k + len(ranked)]:
                 if len(ranked) == k:
                     break
                 if value not in score:

@@ -11,15 +11,16 @@ proportional to the category's recency weight (per-category parallel recall).
 from __future__ import annotations
 
 import tempfile
-from contextlib import ExitStack
 from collections.abc import Collection, Iterable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TextIO
 
 import faiss
 import numpy as np
 import pandas as pd
-from safetensors.numpy import load_file as load_numpy, save_file as save_numpy
+from safetensors.numpy import load_file as load_numpy
+from safetensors.numpy import save_file as save_numpy
 
 from embrecall.config import Config, Item2VecConfig
 from embrecall.data.log import EventLog
@@ -31,8 +32,9 @@ from embrecall.models.merge import merge_by_quota
 __all__ = ["Item2Vec", "session_starts"]
 
 
-_NO_SESSION = ("item2vec found no session with two or more items; increase channels.item2vec.session_gap or "
-               "check the timestamps")
+_NO_SESSION = (
+    "item2vec found no session with two or more items; increase channels.item2vec.session_gap or check the timestamps"
+)
 
 
 def _write_sessions(fh: TextIO, sequences: Iterable[np.ndarray]) -> int:
@@ -77,13 +79,23 @@ class Item2Vec(Listed):
         from gensim.models import Word2Vec  # training only: a served bundle reads the vectors
 
         c = self.cfg
-        model = Word2Vec(corpus_file=str(corpus), vector_size=c.dim, window=c.window, min_count=c.min_count,
-                         sg=1, sample=c.sample, negative=c.negative, ns_exponent=c.ns_exponent, epochs=c.epochs,
-                         workers=2, seed=c.seed)
+        model = Word2Vec(
+            corpus_file=str(corpus),
+            vector_size=c.dim,
+            window=c.window,
+            min_count=c.min_count,
+            sg=1,
+            sample=c.sample,
+            negative=c.negative,
+            ns_exponent=c.ns_exponent,
+            epochs=c.epochs,
+            workers=2,
+            seed=c.seed,
+        )
         tokens = np.asarray(model.wv.index_to_key, dtype=np.int64)
         return _Space(catalog[tokens], model.wv.vectors.astype(np.float32))
 
-    def fit(self, log: EventLog, items: pd.DataFrame | None = None) -> "Item2Vec":
+    def fit(self, log: EventLog, items: pd.DataFrame | None = None) -> Item2Vec:
         """Sessions written part by part to one corpus file (and, with ``group_column``, each to
         its group's file too), then word2vec over each file: a log of any size costs the model's
         memory only."""
@@ -116,7 +128,9 @@ class Item2Vec(Listed):
             for _, fh in corpora.values():
                 fh.close()
             ids = catalog.to_numpy(dtype=object)
-            self.spaces_ = {group: self._word2vec(path, ids) for group, (path, _) in corpora.items() if written.get(group)}
+            self.spaces_ = {
+                group: self._word2vec(path, ids) for group, (path, _) in corpora.items() if written.get(group)
+            }
         self._categories(items)
         return self
 
@@ -126,9 +140,11 @@ class Item2Vec(Listed):
         if not column:
             return None
         if column not in events.columns:
-            raise DataError(f"channels.item2vec.group_column '{column}' is not an event column; add it to "
-                            "data.context_columns (a sharded log keeps none: leave group_column out there)",
-                            column=column)
+            raise DataError(
+                f"channels.item2vec.group_column '{column}' is not an event column; add it to "
+                "data.context_columns (a sharded log keeps none: leave group_column out there)",
+                column=column,
+            )
         return events[column].astype(str).to_numpy()
 
     def _categories(self, items: pd.DataFrame | None) -> None:
@@ -136,8 +152,10 @@ class Item2Vec(Listed):
         c = self.cfg
         if c.category_column:
             if items is None or c.category_column not in items.columns:
-                raise DataError(f"channels.item2vec.category_column '{c.category_column}' is not an item "
-                                "attribute", column=c.category_column)
+                raise DataError(
+                    f"channels.item2vec.category_column '{c.category_column}' is not an item attribute",
+                    column=c.category_column,
+                )
             self.category_ = items[c.category_column].astype(str).str.split("|").str[0].to_dict()
 
     def item_vectors(self) -> tuple[np.ndarray, np.ndarray]:
@@ -149,19 +167,25 @@ class Item2Vec(Listed):
         """Every space's unit vectors (safetensors, stacked) and their items and groups (Parquet);
         the item categories when ``category_column`` is set."""
         spaces = self._spaces()
-        save_numpy({"vectors": np.concatenate([s.vectors for s in spaces.values()])}, str(folder / "item2vec.safetensors"))
-        pd.DataFrame({"group": np.concatenate([[g] * len(s.item_ids) for g, s in spaces.items()]).astype(object),
-                      "item_id": np.concatenate([s.item_ids for s in spaces.values()])}
-                     ).to_parquet(folder / "item2vec_items.parquet", index=False)
+        save_numpy(
+            {"vectors": np.concatenate([s.vectors for s in spaces.values()])}, str(folder / "item2vec.safetensors")
+        )
+        pd.DataFrame(
+            {
+                "group": np.concatenate([[g] * len(s.item_ids) for g, s in spaces.items()]).astype(object),
+                "item_id": np.concatenate([s.item_ids for s in spaces.values()]),
+            }
+        ).to_parquet(folder / "item2vec_items.parquet", index=False)
         files = ["item2vec.safetensors", "item2vec_items.parquet"]
         if self.category_ is not None:
-            pd.DataFrame({"item_id": list(self.category_), "category": list(self.category_.values())}
-                         ).to_parquet(folder / "item2vec_categories.parquet", index=False)
+            pd.DataFrame({"item_id": list(self.category_), "category": list(self.category_.values())}).to_parquet(
+                folder / "item2vec_categories.parquet", index=False
+            )
             files.append("item2vec_categories.parquet")
         return files
 
     @classmethod
-    def load(cls, folder: Path, cfg: Config) -> "Item2Vec":
+    def load(cls, folder: Path, cfg: Config) -> Item2Vec:
         model = cls(cfg.channels.item2vec)
         vectors = load_numpy(str(folder / "item2vec.safetensors"))["vectors"]
         table = pd.read_parquet(folder / "item2vec_items.parquet")
@@ -209,11 +233,13 @@ class Item2Vec(Listed):
         depth = min(len(space.item_ids), fetch_depth(k, len(exclude)))
         queries = np.stack([v / max(np.linalg.norm(v), 1e-12) for v, _ in interests]).astype(np.float32)
         scores, idx = space.index.search(queries, depth)
-        lists = [take_top(space.item_ids[row[row >= 0]], s[row >= 0], depth, exclude, self.name)
-                 for row, s in zip(idx, scores)]
+        lists = [
+            take_top(space.item_ids[row[row >= 0]], s[row >= 0], depth, exclude, self.name)
+            for row, s in zip(idx, scores)
+        ]
         return merge_by_quota(lists, quotas, k)
 
-    def ranked(self, queries: Sequence[UserQuery], k: int,
-               exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
+    def ranked(
+        self, queries: Sequence[UserQuery], k: int, exclude: Sequence[Collection[str]] | None = None
+    ) -> list[Candidates]:
         return [self._one(q, k, exclude[i] if exclude is not None else ()) for i, q in enumerate(queries)]
-

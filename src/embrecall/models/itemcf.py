@@ -30,8 +30,9 @@ def _blocks(load: np.ndarray, budget: int) -> list[tuple[int, int]]:
     return [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
-def _top_per_row(block: sp.csr_matrix, n_rows: np.ndarray, n_cols: np.ndarray, alpha: float,
-                 keep: int) -> sp.csr_matrix:
+def _top_per_row(
+    block: sp.csr_matrix, n_rows: np.ndarray, n_cols: np.ndarray, alpha: float, keep: int
+) -> sp.csr_matrix:
     """``c_ij / (n_i**alpha * n_j**(1 - alpha))`` of a block's counts, each row cut to its ``keep`` best."""
     co = block.tocoo()
     sim = (co.data / (n_rows[co.row] ** alpha * n_cols[co.col] ** (1.0 - alpha))).astype(np.float32)
@@ -49,7 +50,7 @@ class ItemCF(Neighbours):
         super().__init__(cfg or ItemCFConfig())
         self.cfg: ItemCFConfig
 
-    def fit(self, log: EventLog, items: pd.DataFrame | None = None) -> "ItemCF":
+    def fit(self, log: EventLog, items: pd.DataFrame | None = None) -> ItemCF:
         """Count co-occurrences a block of items at a time (rows of the item x item matrix whose
         pairs add up to about ``PAIR_BUDGET``), in float32, summed over the log's parts (each
         holds whole users), keeping each block's top neighbours before the next: memory follows
@@ -59,15 +60,24 @@ class ItemCF(Neighbours):
         catalog = item_counts.index
         n = len(catalog)
         counts = item_counts.to_numpy(np.float64)
-        coded = [(catalog.get_indexer(ev["item_id"]).astype(np.int32),  # sorted by user: a user's events adjacent
-                  pd.factorize(ev["user_id"])[0].astype(np.int32)) for ev in log.parts()]
+        coded = [
+            (
+                catalog.get_indexer(ev["item_id"]).astype(np.int32),  # sorted by user: a user's events adjacent
+                pd.factorize(ev["user_id"])[0].astype(np.int32),
+            )
+            for ev in log.parts()
+        ]
         blocks = []
         for lo, hi in _blocks(counts * 2 * c.window, PAIR_BUDGET):
-            block = sum((self._block(codes, user, lo, hi, n) for codes, user in coded),
-                        sp.csr_matrix((hi - lo, n), dtype=np.float32))
+            block = sum(
+                (self._block(codes, user, lo, hi, n) for codes, user in coded),
+                sp.csr_matrix((hi - lo, n), dtype=np.float32),
+            )
             blocks.append(_top_per_row(block, counts[lo:hi], counts, c.alpha, c.neighbours))
-        self._set(catalog.to_numpy(dtype=object), sp.vstack(blocks, format="csr") if blocks
-                  else sp.csr_matrix((0, 0), dtype=np.float32))
+        self._set(
+            catalog.to_numpy(dtype=object),
+            sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, 0), dtype=np.float32),
+        )
         return self
 
     def _block(self, codes: np.ndarray, user: np.ndarray, lo: int, hi: int, n: int) -> sp.csr_matrix:
@@ -82,5 +92,8 @@ class ItemCF(Neighbours):
                 rows.append(x[mine] - lo)
                 cols.append(y[mine])
                 weights.append(np.full(int(mine.sum()), self.cfg.pair_decay ** (d - 1), dtype=np.float32))
-        return sp.csr_matrix((np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))),
-                             shape=(hi - lo, n), dtype=np.float32)  # duplicate pairs are summed
+        return sp.csr_matrix(
+            (np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(hi - lo, n),
+            dtype=np.float32,
+        )  # duplicate pairs are summed

@@ -25,8 +25,9 @@ __all__ = ["Merged", "merge_by_quota"]
 class Merged:
     name = "merged"
 
-    def __init__(self, channels: Mapping[str, Channel], shares: Mapping[str, float], mode: str = "quota",
-                 depth: int = 2):
+    def __init__(
+        self, channels: Mapping[str, Channel], shares: Mapping[str, float], mode: str = "quota", depth: int = 2
+    ):
         """``depth``: with rrf, each channel contributes its top ``depth * k`` (fusion needs the overlap)."""
         missing = [c for c in shares if c not in channels]
         if missing:
@@ -36,8 +37,14 @@ class Merged:
         self.mode = mode
         self.depth = depth if mode == "rrf" else 1
 
-    def recommend(self, queries: Sequence[UserQuery], k: int, exclude: Sequence[Collection[str]] | None = None,
-                  filters: Sequence[Filters] | None = None, timings: Timings | None = None) -> list[Candidates]:
+    def recommend(
+        self,
+        queries: Sequence[UserQuery],
+        k: int,
+        exclude: Sequence[Collection[str]] | None = None,
+        filters: Sequence[Filters] | None = None,
+        timings: Timings | None = None,
+    ) -> list[Candidates]:
         per_channel = [c.recommend(queries, k * self.depth, exclude, filters, timings) for c in self.channels.values()]
         merge = merge_by_quota if self.mode == "quota" else merge_by_rrf
         return [merge([lists[i] for lists in per_channel], self.shares, k) for i in range(len(queries))]

@@ -12,7 +12,8 @@ from typing import Any, Self
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from safetensors.numpy import load_file as load_numpy, save_file as save_numpy
+from safetensors.numpy import load_file as load_numpy
+from safetensors.numpy import save_file as save_numpy
 
 from embrecall.config import Config
 from embrecall.errors import NotFittedError
@@ -37,8 +38,14 @@ class Neighbours(Listed):
     def save(self, folder: Path) -> list[str]:
         """The inverted lists as CSR arrays (safetensors) and the item ids (Parquet), named after the channel."""
         nb = self._fitted()
-        save_numpy({"indptr": nb.indptr.astype(np.int64), "indices": nb.indices.astype(np.int64),
-                    "sims": nb.data.astype(np.float32)}, str(folder / f"{self.name}.safetensors"))
+        save_numpy(
+            {
+                "indptr": nb.indptr.astype(np.int64),
+                "indices": nb.indices.astype(np.int64),
+                "sims": nb.data.astype(np.float32),
+            },
+            str(folder / f"{self.name}.safetensors"),
+        )
         pd.DataFrame({"item_id": self.item_ids_}).to_parquet(folder / f"{self.name}_items.parquet", index=False)
         return [f"{self.name}.safetensors", f"{self.name}_items.parquet"]
 
@@ -73,8 +80,9 @@ class Neighbours(Listed):
         pos = np.fromiter((self._position.get(i, -1) for i in recent), dtype=np.int64, count=len(recent))
         weights = self.cfg.decay ** np.arange(len(recent))
         known = pos >= 0
-        return (sp.csr_matrix((weights[known], (np.zeros(known.sum(), int), pos[known])),
-                              shape=(1, nb.shape[0])) @ nb).tocoo()
+        return (
+            sp.csr_matrix((weights[known], (np.zeros(known.sum(), int), pos[known])), shape=(1, nb.shape[0])) @ nb
+        ).tocoo()
 
     def score(self, queries: Sequence[UserQuery], items: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """Each item's summed similarity to the user's recent items (0 when none is a neighbour; -inf
@@ -88,8 +96,9 @@ class Neighbours(Listed):
             out.append(np.where(pos >= 0, dense[np.maximum(pos, 0)], -np.inf).astype(np.float32))
         return out
 
-    def ranked(self, queries: Sequence[UserQuery], k: int,
-               exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
+    def ranked(
+        self, queries: Sequence[UserQuery], k: int, exclude: Sequence[Collection[str]] | None = None
+    ) -> list[Candidates]:
         out = []
         item_ids = self.item_ids_ if self.item_ids_ is not None else np.zeros(0, dtype=object)
         for i, q in enumerate(queries):

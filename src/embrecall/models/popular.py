@@ -26,7 +26,7 @@ class Popular(Listed):
         self.item_ids_: np.ndarray | None = None
         self.counts_: np.ndarray | None = None
 
-    def fit(self, log: EventLog, items: pd.DataFrame | None = None) -> "Popular":
+    def fit(self, log: EventLog, items: pd.DataFrame | None = None) -> Popular:
         """The log's events per item (its catalog order: the most first, ties as the log keeps them)."""
         counts = log.item_counts()
         self.item_ids_ = counts.index.to_numpy(dtype=object)
@@ -36,12 +36,13 @@ class Popular(Listed):
     def save(self, folder: Path) -> list[str]:
         """The ranked items and their counts (Parquet)."""
         self._fitted()
-        pd.DataFrame({"item_id": self.item_ids_, "count": self.counts_}).to_parquet(folder / "popular.parquet",
-                                                                                   index=False)
+        pd.DataFrame({"item_id": self.item_ids_, "count": self.counts_}).to_parquet(
+            folder / "popular.parquet", index=False
+        )
         return ["popular.parquet"]
 
     @classmethod
-    def load(cls, folder: Path, cfg: Config) -> "Popular":
+    def load(cls, folder: Path, cfg: Config) -> Popular:
         table = pd.read_parquet(folder / "popular.parquet")
         model = cls()
         model.item_ids_ = table["item_id"].astype(str).to_numpy(dtype=object)
@@ -59,8 +60,9 @@ class Popular(Listed):
         table = pd.Series(counts, index=pd.Index(item_ids, dtype=object))
         return [table.reindex(list(wanted)).fillna(-np.inf).to_numpy(np.float32) for wanted in items]
 
-    def ranked(self, queries: Sequence[UserQuery], k: int,
-               exclude: Sequence[Collection[str]] | None = None) -> list[Candidates]:
+    def ranked(
+        self, queries: Sequence[UserQuery], k: int, exclude: Sequence[Collection[str]] | None = None
+    ) -> list[Candidates]:
         item_ids, counts = self._fitted()
         out = []
         for i, _ in enumerate(queries):

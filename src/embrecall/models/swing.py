@@ -56,10 +56,12 @@ class Swing(Neighbours):
             kept = _last_per(items, times, c.max_users)
             users, items, times = users[kept], items[kept], times[kept]
         codes = np.unique(users, return_inverse=True)[1]
-        return sp.csr_matrix((np.ones(len(codes), np.float32), (codes, items)),
-                             shape=(int(codes.max()) + 1 if len(codes) else 0, len(catalog)))
+        return sp.csr_matrix(
+            (np.ones(len(codes), np.float32), (codes, items)),
+            shape=(int(codes.max()) + 1 if len(codes) else 0, len(catalog)),
+        )
 
-    def fit(self, log: EventLog, items: pd.DataFrame | None = None) -> "Swing":
+    def fit(self, log: EventLog, items: pd.DataFrame | None = None) -> Swing:
         c = self.cfg
         catalog = log.item_counts().index
         taken = self._taken(log, catalog)
@@ -67,7 +69,7 @@ class Swing(Neighbours):
         by_item = taken.T.tocsr()
         rows, cols, sims = [], [], []
         for i in range(len(catalog)):
-            who = by_item.indices[by_item.indptr[i]:by_item.indptr[i + 1]]
+            who = by_item.indices[by_item.indptr[i] : by_item.indptr[i + 1]]
             if len(who) < 2:
                 continue
             theirs = taken[who]
@@ -77,14 +79,19 @@ class Swing(Neighbours):
             np.fill_diagonal(pair, 0.0)
             sim = ((pair @ a) * a).sum(axis=0)  # sum over u != v of pair[u, v] a[u, j] a[v, j]
             sim[shared == i] = 0.0
-            top = np.argsort(-sim, kind="stable")[:c.neighbours]
+            top = np.argsort(-sim, kind="stable")[: c.neighbours]
             top = top[sim[top] > 0]
             rows.append(np.full(len(top), i))
             cols.append(shared[top])
             sims.append(sim[top].astype(np.float32))
         n = len(catalog)
-        neighbours = sp.csr_matrix((np.concatenate(sims) if sims else np.zeros(0, np.float32),
-                                    (np.concatenate(rows) if rows else [], np.concatenate(cols) if cols else [])),
-                                   shape=(n, n), dtype=np.float32)
+        neighbours = sp.csr_matrix(
+            (
+                np.concatenate(sims) if sims else np.zeros(0, np.float32),
+                (np.concatenate(rows) if rows else [], np.concatenate(cols) if cols else []),
+            ),
+            shape=(n, n),
+            dtype=np.float32,
+        )
         self._set(catalog.to_numpy(dtype=object), neighbours)
         return self

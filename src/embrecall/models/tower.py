@@ -13,8 +13,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embrecall.config import (CategoricalFeature, Feature, HistoryFeature, ItemIdFeature, ModelConfig, MultiFeature, NumericFeature,
-                              SequenceFeature, TextFeature)
+from embrecall.config import (
+    CategoricalFeature,
+    Feature,
+    HistoryFeature,
+    ItemIdFeature,
+    ModelConfig,
+    MultiFeature,
+    NumericFeature,
+    SequenceFeature,
+    TextFeature,
+)
 from embrecall.features.text import WIDTH as TEXT_WIDTH
 
 __all__ = ["Tower"]
@@ -36,15 +45,16 @@ class _History(nn.Module):
     def __init__(self, f: HistoryFeature, table: nn.Embedding):
         super().__init__()
         self.table = table
-        init = torch.tensor([f.decay ** p for p in range(f.max_len)], dtype=torch.float32)
+        init = torch.tensor([f.decay**p for p in range(f.max_len)], dtype=torch.float32)
         raw = torch.log(torch.expm1(init.clamp_min(1e-4)))  # inverse softplus
         self.position_logits = nn.Parameter(raw, requires_grad=f.learned_weights)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         weights = F.softplus(self.position_logits[: ids.shape[1]]) * (ids > 0)  # (B, L)
         # One fused gather-and-sum: no (B, L, D) tensor, forward or backward (half the time of a bmm here).
-        pooled = F.embedding_bag(ids, self.table.weight, per_sample_weights=weights, mode="sum",
-                                 sparse=self.table.sparse)
+        pooled = F.embedding_bag(
+            ids, self.table.weight, per_sample_weights=weights, mode="sum", sparse=self.table.sparse
+        )
         return pooled / weights.sum(dim=1, keepdim=True).clamp_min(1e-6)  # (B, D)
 
 
@@ -62,8 +72,9 @@ class _Block(nn.Module):
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         B, L, D = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        att = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
-                                             dropout_p=self.dropout if self.training else 0.0)  # (B, H, L, D/H)
+        att = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, H, L, D/H)
         x = x + self.drop(self.out(att.transpose(1, 2).reshape(B, L, D)))
         return x + self.drop(self.ffn(self.norm2(x)))
 
@@ -115,8 +126,11 @@ class _Multi(nn.Module):
     def __init__(self, size: int, dim: int, pool: str, sparse: bool = False):
         super().__init__()
         self.table = nn.Embedding(size, dim, padding_idx=0, sparse=sparse)
-        self.attention = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1, bias=False)) \
-            if pool == "attention" else None
+        self.attention = (
+            nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1, bias=False))
+            if pool == "attention"
+            else None
+        )
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         emb = self.table(ids)  # (B, L, D)
@@ -150,8 +164,14 @@ class Tower(nn.Module):
     """Maps one side's feature dict to a (B, output_dim) unit vector; ``sparse``: its lookup
     tables give sparse gradients (``model.sparse_ids``)."""
 
-    def __init__(self, features: list[Feature], sizes: dict[str, int], item_table: nn.Embedding, cfg: ModelConfig,
-                 sparse: bool = False):
+    def __init__(
+        self,
+        features: list[Feature],
+        sizes: dict[str, int],
+        item_table: nn.Embedding,
+        cfg: ModelConfig,
+        sparse: bool = False,
+    ):
         super().__init__()
         self.names = [f.name for f in features]
         self.sequence: str | None = None  # the SequenceFeature's name, if any

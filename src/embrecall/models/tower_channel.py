@@ -34,27 +34,44 @@ class VectorStore(Protocol):
 class TowerChannel:
     name = "two_tower"
 
-    def __init__(self, profiles: UserProfiles, embed_users: UserEmbedder, index: ItemIndex,
-                 cache: VectorStore | None = None, version: str = ""):
+    def __init__(
+        self,
+        profiles: UserProfiles,
+        embed_users: UserEmbedder,
+        index: ItemIndex,
+        cache: VectorStore | None = None,
+        version: str = "",
+    ):
         """``version``: part of every cache key, so that a cache shared by versions never mixes them."""
-        self.profiles, self.embed_users, self.index, self.cache, self.version = profiles, embed_users, index, cache, version
+        self.profiles, self.embed_users, self.index, self.cache, self.version = (
+            profiles,
+            embed_users,
+            index,
+            cache,
+            version,
+        )
         self.history_len = profiles.encoders.history_len()  # what the tower reads: all the cache key needs
 
     def key(self, q: UserQuery) -> tuple:
         """The user-vector cache key: everything the tower reads of the query."""
-        recent = q.history[-self.history_len:] if self.history_len else ()
+        recent = q.history[-self.history_len :] if self.history_len else ()
         return (self.version, q.user_id, recent, tuple(sorted(q.context.items())))
 
     def user_vectors(self, queries: Sequence[UserQuery]) -> np.ndarray:
         """(B, D) user vectors: from the cache where it has them, the rest in one tower run."""
         keys = [self.key(q) for q in queries] if self.cache is not None else []
-        found: list[np.ndarray | None] = [self.cache.get(key) for key in keys] if self.cache is not None \
-            else [None] * len(queries)
+        found: list[np.ndarray | None] = (
+            [self.cache.get(key) for key in keys] if self.cache is not None else [None] * len(queries)
+        )
         todo = [i for i, v in enumerate(found) if v is None]
         if todo:
-            fresh = self.embed_users(self.profiles.inputs([queries[i].user_id for i in todo],
-                                                          [queries[i].history for i in todo],
-                                                          [queries[i].context for i in todo]))
+            fresh = self.embed_users(
+                self.profiles.inputs(
+                    [queries[i].user_id for i in todo],
+                    [queries[i].history for i in todo],
+                    [queries[i].context for i in todo],
+                )
+            )
             for i, vector in zip(todo, fresh):
                 found[i] = vector
                 if self.cache is not None:
@@ -69,8 +86,14 @@ class TowerChannel:
             out.append(np.where(np.isnan(scores), -np.inf, scores).astype(np.float32))
         return out
 
-    def recommend(self, queries: Sequence[UserQuery], k: int, exclude: Sequence[Collection[str]] | None = None,
-                  filters: Sequence[Filters] | None = None, timings: Timings | None = None) -> list[Candidates]:
+    def recommend(
+        self,
+        queries: Sequence[UserQuery],
+        k: int,
+        exclude: Sequence[Collection[str]] | None = None,
+        filters: Sequence[Filters] | None = None,
+        timings: Timings | None = None,
+    ) -> list[Candidates]:
         """One index search for the unfiltered queries together, one per filtered query."""
         if not queries:
             return []
@@ -84,10 +107,13 @@ class TowerChannel:
         plain = [i for i, f in enumerate(wants) if not f]
         found: dict[int, tuple[list[str], np.ndarray]] = {}
         if plain:
-            found.update(zip(plain, self.index.search_many(vectors[plain], [k] * len(plain),
-                                                           [excluded[i] for i in plain])))
+            found.update(
+                zip(plain, self.index.search_many(vectors[plain], [k] * len(plain), [excluded[i] for i in plain]))
+            )
         for i, f in enumerate(wants):
             if f:
                 found[i] = self.index.search(vectors[i], k, f, excluded[i])
         timings["search"] = timings.get("search", 0.0) + (time.perf_counter() - t) * 1000
-        return [Candidates(ids, scores, [self.name] * len(ids)) for ids, scores in (found[i] for i in range(len(queries)))]
+        return [
+            Candidates(ids, scores, [self.name] * len(ids)) for ids, scores in (found[i] for i in range(len(queries)))
+        ]

@@ -27,8 +27,9 @@ class TwoTower(nn.Module):
         item_sizes = {f.name: encoders.input_size("item", f) for f in spec.item}
         rows = encoders.n_trained_ + 1 + sum(user_sizes.values()) + sum(item_sizes.values())
         self.sparse = cfg.sparse_ids if cfg.sparse_ids is not None else rows > SPARSE_ABOVE
-        self.item_table = nn.Embedding(encoders.n_trained_ + 1, cfg.item_embedding_dim, padding_idx=0,
-                                       sparse=self.sparse)
+        self.item_table = nn.Embedding(
+            encoders.n_trained_ + 1, cfg.item_embedding_dim, padding_idx=0, sparse=self.sparse
+        )
         nn.init.normal_(self.item_table.weight, std=0.05)
         with torch.no_grad():
             self.item_table.weight[0].zero_()
@@ -41,7 +42,9 @@ class TwoTower(nn.Module):
     def item(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.item_tower(inputs)  # (B, D)
 
-    def forward(self, users: dict[str, torch.Tensor], items: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, users: dict[str, torch.Tensor], items: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Both towers at once: the call ``DistributedDataParallel`` wraps (it syncs gradients of
         what its forward computed)."""
         return self.user(users), self.item(items)

@@ -16,7 +16,8 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import anyio
-from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -28,8 +29,17 @@ from embrecall.errors import BundleError, DataError, EmbrecallError, Unavailable
 from embrecall.serve.cache import RedisVectorCache, VectorCache
 from embrecall.serve.events import Histories, MemoryHistories, RedisHistories
 from embrecall.serve.feed import ChangeFeed
-from embrecall.serve.schemas import (BatchRecallRequest, BatchRecallResponse, ErrorMessage, ItemUpsert, RecallRequest,
-                                     RecallResponse, UserEvents, ValidationErrors, check_text)
+from embrecall.serve.schemas import (
+    BatchRecallRequest,
+    BatchRecallResponse,
+    ErrorMessage,
+    ItemUpsert,
+    RecallRequest,
+    RecallResponse,
+    UserEvents,
+    ValidationErrors,
+    check_text,
+)
 from embrecall.serve.service import ServingVersion
 from embrecall.serve.settings import ServeConfig
 from embrecall.serve.state import ServiceState
@@ -37,11 +47,15 @@ from embrecall.serve.state import ServiceState
 __all__ = ["create_app"]
 
 PathId = Annotated[str, PathParam(min_length=1, max_length=256), AfterValidator(check_text)]  # an item or user id
-_REFUSED: dict[int | str, dict[str, Any]] = {413: {"model": ErrorMessage, "description": "The body is larger than the service's max_body_bytes"},
-            422: {"model": ValidationErrors, "description": "The request cannot be used as given"},
-            503: {"model": ErrorMessage, "description": "The active version or the event store cannot answer"}}
-_ADMIN: dict[int | str, dict[str, Any]] = {401: {"model": ErrorMessage, "description": "Missing or wrong bearer token"},
-          403: {"model": ErrorMessage, "description": "The endpoint is disabled: no token was set for it"}}
+_REFUSED: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorMessage, "description": "The body is larger than the service's max_body_bytes"},
+    422: {"model": ValidationErrors, "description": "The request cannot be used as given"},
+    503: {"model": ErrorMessage, "description": "The active version or the event store cannot answer"},
+}
+_ADMIN: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorMessage, "description": "Missing or wrong bearer token"},
+    403: {"model": ErrorMessage, "description": "The endpoint is disabled: no token was set for it"},
+}
 
 
 def _printable(part: object) -> str | int:
@@ -52,37 +66,63 @@ def _printable(part: object) -> str | int:
 def _problems(errors: list[dict], prefix: tuple = ()) -> JSONResponse:
     """422 with where and what, never echoing the input: a NaN, an overflowing number or a lone
     surrogate in it would make the answer itself unwritable (a 500)."""
-    detail = [{"loc": [_printable(p) for p in (*prefix, *e.get("loc", ()))], "msg": _printable(e.get("msg", "")),
-               "type": str(e.get("type", "value_error"))} for e in errors]
+    detail = [
+        {
+            "loc": [_printable(p) for p in (*prefix, *e.get("loc", ()))],
+            "msg": _printable(e.get("msg", "")),
+            "type": str(e.get("type", "value_error")),
+        }
+        for e in errors
+    ]
     return JSONResponse({"detail": detail}, status_code=422)
 
 
 class _Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.stage = Histogram("embrecall_stage_seconds", "Time per recall stage", ["stage"], registry=self.registry,
-                               buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0))
-        self.errors = Counter("embrecall_errors_total", "Requests answered with an error", ["status"],
-                              registry=self.registry)
+        self.stage = Histogram(
+            "embrecall_stage_seconds",
+            "Time per recall stage",
+            ["stage"],
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+        )
+        self.errors = Counter(
+            "embrecall_errors_total", "Requests answered with an error", ["status"], registry=self.registry
+        )
         self.index_size = Gauge("embrecall_index_items", "Items in the live index", registry=self.registry)
-        self.cache_hits = Gauge("embrecall_user_vector_cache_hit_ratio", "User-vector cache hit ratio",
-                                registry=self.registry)
-        self.cache_failures = Gauge("embrecall_cache_backend_failures", "Redis cache calls that failed",
-                                    registry=self.registry)
-        self.version = Gauge("embrecall_active_version_info", "Active bundle version", ["version"],
-                             registry=self.registry)
-        self.feed_lag = Gauge("embrecall_change_feed_lag_ms", "Age of the newest applied item change when applied",
-                              registry=self.registry)
-        self.feed_applied = Gauge("embrecall_change_feed_applied", "Item changes applied from the feed",
-                                  registry=self.registry)
-        self.feed_replayed = Gauge("embrecall_change_feed_replayed", "Feed entries replayed at start (after the snapshot)",
-                                   registry=self.registry)
-        self.feed_resets = Gauge("embrecall_change_feed_resets_total",
-                                 "Times the feed's stream or group was gone and re-created", registry=self.registry)
-        self.feed_dead = Gauge("embrecall_change_feed_dead", "Feed entries set aside as malformed", registry=self.registry)
+        self.cache_hits = Gauge(
+            "embrecall_user_vector_cache_hit_ratio", "User-vector cache hit ratio", registry=self.registry
+        )
+        self.cache_failures = Gauge(
+            "embrecall_cache_backend_failures", "Redis cache calls that failed", registry=self.registry
+        )
+        self.version = Gauge(
+            "embrecall_active_version_info", "Active bundle version", ["version"], registry=self.registry
+        )
+        self.feed_lag = Gauge(
+            "embrecall_change_feed_lag_ms", "Age of the newest applied item change when applied", registry=self.registry
+        )
+        self.feed_applied = Gauge(
+            "embrecall_change_feed_applied", "Item changes applied from the feed", registry=self.registry
+        )
+        self.feed_replayed = Gauge(
+            "embrecall_change_feed_replayed",
+            "Feed entries replayed at start (after the snapshot)",
+            registry=self.registry,
+        )
+        self.feed_resets = Gauge(
+            "embrecall_change_feed_resets_total",
+            "Times the feed's stream or group was gone and re-created",
+            registry=self.registry,
+        )
+        self.feed_dead = Gauge(
+            "embrecall_change_feed_dead", "Feed entries set aside as malformed", registry=self.registry
+        )
         self.events = Counter("embrecall_user_events_total", "User events accepted", registry=self.registry)
-        self.events_failures = Gauge("embrecall_user_events_backend_failures", "Event store (Redis) calls that failed",
-                                     registry=self.registry)
+        self.events_failures = Gauge(
+            "embrecall_user_events_backend_failures", "Event store (Redis) calls that failed", registry=self.registry
+        )
 
 
 class _CountErrors:
@@ -100,6 +140,7 @@ class _CountErrors:
             if message["type"] == "http.response.start" and message["status"] >= 400:
                 self.counter.labels(str(message["status"])).inc()
             await send(message)
+
         await self.app(scope, receive, counting)
 
 
@@ -139,6 +180,7 @@ def _bearer(token: str | None, what: str, variable: str):
         given = credentials.credentials if credentials is not None else ""
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
     return check
 
 
@@ -148,10 +190,16 @@ def create_app(config: ServeConfig) -> FastAPI:
     service says it is ready."""
     token, client = config.secret("admin_token"), config.secret("client_token")
     metrics = _Metrics()
-    cache = (RedisVectorCache(config.cache.redis, ttl_s=config.cache.ttl_s, size=config.cache.size) if config.cache.redis
-             else VectorCache(size=config.cache.size, ttl_s=config.cache.ttl_s))
-    histories: Histories = (RedisHistories(config.events.url, config.events.stream, config.replica) if config.events.url
-                            else MemoryHistories())
+    cache = (
+        RedisVectorCache(config.cache.redis, ttl_s=config.cache.ttl_s, size=config.cache.size)
+        if config.cache.redis
+        else VectorCache(size=config.cache.size, ttl_s=config.cache.ttl_s)
+    )
+    histories: Histories = (
+        RedisHistories(config.events.url, config.events.stream, config.replica)
+        if config.events.url
+        else MemoryHistories()
+    )
     milvus_uri = config.index.uri if config.index.backend == "milvus" else None
     state = ServiceState(config.source, cache, milvus_uri=milvus_uri, histories=histories)
 
@@ -161,8 +209,9 @@ def create_app(config: ServeConfig) -> FastAPI:
         metrics.version.labels(state.current.version).set(1)
         feed = None
         if config.feed.url:
-            feed = ChangeFeed(state, config.feed.url, config.feed.stream, consumer=config.replica,
-                              max_len=config.feed.max_len)
+            feed = ChangeFeed(
+                state, config.feed.url, config.feed.stream, consumer=config.replica, max_len=config.feed.max_len
+            )
             feed.start()
         app.state.feed = feed
         if isinstance(histories, RedisHistories):
@@ -181,8 +230,13 @@ def create_app(config: ServeConfig) -> FastAPI:
         if isinstance(histories, RedisHistories):
             histories.stop()
 
-    app = FastAPI(title="embrecall", version="1", lifespan=lifespan, max_body_size=config.max_body_bytes,
-                  description="Candidate recall: a user in, a few hundred items out.")
+    app = FastAPI(
+        title="embrecall",
+        version="1",
+        lifespan=lifespan,
+        max_body_size=config.max_body_bytes,
+        description="Candidate recall: a user in, a few hundred items out.",
+    )
 
     app.add_middleware(_CountErrors, counter=metrics.errors)
 
@@ -212,6 +266,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     # so that it does not hold single requests up, and shares one tower run and one index search;
     # batches take turns (one thread), so several clients' batches cannot crowd single requests out.
     one_batch_at_a_time = anyio.CapacityLimiter(1)
+
     # Responses are serialised once by pydantic-core; response_model documents them.
     @app.post("/v1/recall", response_model=RecallResponse, responses=_REFUSED)
     async def recall(req: RecallRequest, v: ServingVersion = Depends(serving)) -> Response:
@@ -221,10 +276,14 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def recall_batch(req: BatchRecallRequest, v: ServingVersion = Depends(serving)) -> Response:
         def answer() -> str | list[dict]:
             answers = v.recall_many(req.requests)
-            bad = [{"loc": ("body", "requests", i), "msg": str(a), "type": "value_error"}
-                   for i, a in enumerate(answers) if isinstance(a, DataError)]
+            bad = [
+                {"loc": ("body", "requests", i), "msg": str(a), "type": "value_error"}
+                for i, a in enumerate(answers)
+                if isinstance(a, DataError)
+            ]
             good = [_observe(a) for a in answers if not isinstance(a, DataError)]
             return bad or BatchRecallResponse(responses=good).model_dump_json()
+
         got = await anyio.to_thread.run_sync(answer, limiter=one_batch_at_a_time)
         return _problems(got) if isinstance(got, list) else Response(got, media_type="application/json")
 
@@ -249,8 +308,11 @@ def create_app(config: ServeConfig) -> FastAPI:
         _share(request, "upsert", item_id, body.attributes)
         return {"item_id": item_id, "version": v.version, "ms": (time.perf_counter() - started) * 1000}
 
-    @app.delete("/v1/items/{item_id}", dependencies=[Depends(admin)], responses={
-        **_REFUSED, **_ADMIN, 404: {"model": ErrorMessage, "description": "The item is not in the index"}})
+    @app.delete(
+        "/v1/items/{item_id}",
+        dependencies=[Depends(admin)],
+        responses={**_REFUSED, **_ADMIN, 404: {"model": ErrorMessage, "description": "The item is not in the index"}},
+    )
     def delete_item(item_id: PathId, request: Request) -> dict:
         state = request.app.state.service
         if not state.delete(item_id):
@@ -261,9 +323,15 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.get("/v1/version")
     def version(v: ServingVersion = Depends(serving)) -> dict:
         m = v.bundle.manifest
-        return {"version": v.version, "created_at": m["created_at"], "items": len(v.index),
-                "channels": list(v.channels), "quotas": v.quotas, "fallback": v.fallback,
-                "metrics": m.get("metrics", {})}
+        return {
+            "version": v.version,
+            "created_at": m["created_at"],
+            "items": len(v.index),
+            "channels": list(v.channels),
+            "quotas": v.quotas,
+            "fallback": v.fallback,
+            "metrics": m.get("metrics", {}),
+        }
 
     @app.get("/healthz")
     def healthz() -> dict:

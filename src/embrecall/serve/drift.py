@@ -41,7 +41,7 @@ def _neighbours(version: ServingVersion, items: list[str], chunk: int = 32) -> l
     vectors = version.bundle.item_vectors()
     out: list[set[str]] = []
     for start in range(0, len(items), chunk):
-        rows = version.bundle.encoders.catalog.get_indexer(items[start:start + chunk])
+        rows = version.bundle.encoders.catalog.get_indexer(items[start : start + chunk])
         scores = vectors[rows] @ vectors.T
         scores[np.arange(len(rows)), rows] = -np.inf
         top = np.argpartition(-scores, NEIGHBOURS, axis=1)[:, :NEIGHBOURS]
@@ -61,8 +61,14 @@ def _popularity(version: ServingVersion, lists: list[list[str]], k: int) -> floa
     return popularity_profile(lists, popular.item_ids_, k)[f"popularity_pct@{k}"]  # type: ignore[attr-defined]
 
 
-def drift_report(candidate: Bundle | Path | str, active: Bundle | Path | str, users: int = 500, items: int = 500, k: int = 100,
-                 seed: int = 0) -> dict[str, float | int | str | None]:
+def drift_report(
+    candidate: Bundle | Path | str,
+    active: Bundle | Path | str,
+    users: int = 500,
+    items: int = 500,
+    k: int = 100,
+    seed: int = 0,
+) -> dict[str, float | int | str | None]:
     """Overlap of the served top-``k`` for up to ``users`` sampled users known to both versions,
     the share of up to ``items`` sampled items whose nearest neighbours changed by more than half,
     and coverage and popularity of the recommendations in each version."""
@@ -75,12 +81,18 @@ def drift_report(candidate: Bundle | Path | str, active: Bundle | Path | str, us
     shared = sorted(set(new.bundle.encoders.catalog) & set(old.bundle.encoders.catalog))
     picked = [shared[i] for i in rng.choice(len(shared), min(items, len(shared)), replace=False)] if shared else []
     changed = [len(a & b) < NEIGHBOURS / 2 for a, b in zip(_neighbours(new, picked), _neighbours(old, picked))]
-    return {"active": old.version, "users": len(sample), "k": k,
-            f"top{k}_overlap": float(np.mean(overlap)) if overlap else None,
-            "items": len(picked), "neighbours_changed": float(np.mean(changed)) if changed else None,
-            f"coverage@{k}_active": _coverage(old_lists, old), f"coverage@{k}_candidate": _coverage(new_lists, new),
-            f"popularity_pct@{k}_active": _popularity(old, old_lists, k),
-            f"popularity_pct@{k}_candidate": _popularity(new, new_lists, k)}
+    return {
+        "active": old.version,
+        "users": len(sample),
+        "k": k,
+        f"top{k}_overlap": float(np.mean(overlap)) if overlap else None,
+        "items": len(picked),
+        "neighbours_changed": float(np.mean(changed)) if changed else None,
+        f"coverage@{k}_active": _coverage(old_lists, old),
+        f"coverage@{k}_candidate": _coverage(new_lists, new),
+        f"popularity_pct@{k}_active": _popularity(old, old_lists, k),
+        f"popularity_pct@{k}_candidate": _popularity(new, new_lists, k),
+    }
 
 
 def describe_drift(report: dict) -> str:
@@ -90,7 +102,10 @@ def describe_drift(report: dict) -> str:
     def num(key: str) -> str:
         v = report.get(key)
         return "-" if v is None else f"{v:.3f}"
-    return (f"drift vs {report['active']}: top-{k} overlap {num(f'top{k}_overlap')} ({report['users']} users); "
-            f"items whose {NEIGHBOURS} nearest items changed by more than half {num('neighbours_changed')} "
-            f"({report['items']} items); coverage@{k} {num(f'coverage@{k}_active')} -> {num(f'coverage@{k}_candidate')}; "
-            f"popularity percentile {num(f'popularity_pct@{k}_active')} -> {num(f'popularity_pct@{k}_candidate')}")
+
+    return (
+        f"drift vs {report['active']}: top-{k} overlap {num(f'top{k}_overlap')} ({report['users']} users); "
+        f"items whose {NEIGHBOURS} nearest items changed by more than half {num('neighbours_changed')} "
+        f"({report['items']} items); coverage@{k} {num(f'coverage@{k}_active')} -> {num(f'coverage@{k}_candidate')}; "
+        f"popularity percentile {num(f'popularity_pct@{k}_active')} -> {num(f'popularity_pct@{k}_candidate')}"
+    )

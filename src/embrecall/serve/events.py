@@ -99,16 +99,25 @@ class RedisHistories(StreamFollower):
 
     name = "user events"
 
-    def __init__(self, url: str, stream: str = "embrecall:events", consumer: str = "embrecall-1", keep: int = 200,
-                 ttl_s: int = 30 * 86_400, max_len: int = 1_000_000, local_users: int = 100_000,
-                 backoff_s: float = 5.0):
+    def __init__(
+        self,
+        url: str,
+        stream: str = "embrecall:events",
+        consumer: str = "embrecall-1",
+        keep: int = 200,
+        ttl_s: int = 30 * 86_400,
+        max_len: int = 1_000_000,
+        local_users: int = 100_000,
+        backoff_s: float = 5.0,
+    ):
         """``keep``: events kept per user; ``ttl_s``: a user's list expires after this long without an
         event; ``max_len``: stream entries kept (approximately); ``local_users``: local copies kept."""
         # Requests fail fast when Redis is slow; the stream follower waits longer (a busy machine
         # answers a blocking read late, and each timeout makes the replica drop its copies).
         self.client = redis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
-        super().__init__(redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=2), stream, consumer,
-                         consumer)
+        super().__init__(
+            redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=2), stream, consumer, consumer
+        )
         self.keep, self.ttl_s, self.max_len = keep, ttl_s, max_len
         self.local_users, self.backoff_s = local_users, backoff_s
         self._add = self.client.register_script(_ADD)
@@ -152,8 +161,9 @@ class RedisHistories(StreamFollower):
     def recent(self, user_ids: Sequence[str]) -> list[list[Stamped]]:
         with self._lock:
             found = {u: list(self._local[u]) for u in user_ids if u in self._local}  # copies: the follower appends
-            missing = [u for u in dict.fromkeys(user_ids) if u not in found
-                       and (self._active is None or u in self._active)]
+            missing = [
+                u for u in dict.fromkeys(user_ids) if u not in found and (self._active is None or u in self._active)
+            ]
         if missing and time.monotonic() >= self._down_until:
             try:
                 with self.client.pipeline(transaction=False) as pipe:
@@ -168,7 +178,7 @@ class RedisHistories(StreamFollower):
                     found[u] = [self._parse(r) for r in raw]
                     newest = found[u][-1][0] if found[u] else "0-0"
                     if entry_order(self._latest.get(u, "0-0")) <= entry_order(newest):  # else read before an event the
-                        self._local[u] = list(found[u])                          # stream has delivered since
+                        self._local[u] = list(found[u])  # stream has delivered since
                         self._local.move_to_end(u)
                 while len(self._local) > self.local_users:
                     self._local.popitem(last=False)
@@ -188,7 +198,7 @@ class RedisHistories(StreamFollower):
                 held = self._local.get(user)
                 if held is not None and (not held or entry_order(eid) > entry_order(held[-1][0])):  # else it holds it
                     held.append((eid, ts, item))
-                    del held[:-self.keep]
+                    del held[: -self.keep]
             while len(self._latest) > self.local_users:
                 self._latest.popitem(last=False)
 
@@ -197,8 +207,14 @@ class RedisHistories(StreamFollower):
         out = []
         for entry_id, fields in entries:
             try:
-                out.append((as_text(entry_id), as_text(fields[b"user_id"]), int(fields[b"timestamp"]),
-                            as_text(fields[b"item_id"])))
+                out.append(
+                    (
+                        as_text(entry_id),
+                        as_text(fields[b"user_id"]),
+                        int(fields[b"timestamp"]),
+                        as_text(fields[b"item_id"]),
+                    )
+                )
             except (KeyError, ValueError, UnicodeDecodeError):
                 log.error("user events: malformed entry %s in %s skipped", as_text(entry_id), self.stream)
         return out
@@ -218,7 +234,7 @@ class RedisHistories(StreamFollower):
         while self.poll("0", block_ms=None):
             pass
         prefix = f"{self.stream}:h:"
-        active = {as_text(k)[len(prefix):] for k in self.follower.scan_iter(match=prefix + "*", count=10_000)}
+        active = {as_text(k)[len(prefix) :] for k in self.follower.scan_iter(match=prefix + "*", count=10_000)}
         with self._lock:
             self._active = active | (self._active or set())
 

@@ -42,8 +42,9 @@ log = logging.getLogger("embrecall.serve.feed")
 COMPACT_EVERY_S = 5.0  # how often a replica checks whether the stream needs a snapshot and a trim
 
 
-def send_item_change(client: redis.Redis, stream: str, op: str, item_id: str,
-                     attributes: Mapping[str, object] | None = None) -> str:
+def send_item_change(
+    client: redis.Redis, stream: str, op: str, item_id: str, attributes: Mapping[str, object] | None = None
+) -> str:
     """Append one change to the stream; returns its entry id."""
     fields = {"op": op, "item_id": item_id, "attributes": json.dumps(dict(attributes or {}))}
     return as_text(client.xadd(stream, fields))  # type: ignore[arg-type]
@@ -52,8 +53,15 @@ def send_item_change(client: redis.Redis, stream: str, op: str, item_id: str,
 class ChangeFeed(StreamFollower):
     name = "change feed"
 
-    def __init__(self, state: ServiceState, url: str, stream: str = "embrecall:items", group: str | None = None,
-                 consumer: str = "embrecall-1", max_len: int = 10_000):
+    def __init__(
+        self,
+        state: ServiceState,
+        url: str,
+        stream: str = "embrecall:items",
+        group: str | None = None,
+        consumer: str = "embrecall-1",
+        max_len: int = 10_000,
+    ):
         """``consumer``: this replica's name, kept across its restarts (``group`` defaults to it);
         ``max_len``: stream entries above which a snapshot is written and the stream trimmed."""
         self.client = redis.Redis.from_url(url)
@@ -71,11 +79,19 @@ class ChangeFeed(StreamFollower):
         """The entry as a change, or None once a malformed one is set aside."""
         try:
             raw = {as_text(k): as_text(v) for k, v in fields.items()}
-            change = ItemChange.model_validate({"op": raw.get("op"), "item_id": raw.get("item_id"),
-                                                "attributes": json.loads(raw.get("attributes", "{}"))})
+            change = ItemChange.model_validate(
+                {
+                    "op": raw.get("op"),
+                    "item_id": raw.get("item_id"),
+                    "attributes": json.loads(raw.get("attributes", "{}")),
+                }
+            )
         except (ValueError, UnicodeDecodeError) as err:  # pydantic's ValidationError and JSON errors included
-            reason = str(err).splitlines()[0] if not isinstance(err, ValidationError) else \
-                "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+            reason = (
+                str(err).splitlines()[0]
+                if not isinstance(err, ValidationError)
+                else "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+            )
             self._set_aside(entry_id, fields, reason)
             return None
         return change
@@ -111,16 +127,20 @@ class ChangeFeed(StreamFollower):
                 try:
                     self.state.apply({item_id: change}, origin="feed")
                 except DataError as err:
-                    self._set_aside(b"?", {b"op": b"upsert", b"item_id": item_id.encode(),
-                                           b"attributes": json.dumps(change).encode()}, str(err))
+                    self._set_aside(
+                        b"?",
+                        {b"op": b"upsert", b"item_id": item_id.encode(), b"attributes": json.dumps(change).encode()},
+                        str(err),
+                    )
 
     def publish(self, op: str, item_id: str, attributes: Mapping[str, object] | None = None) -> None:
         """Send a change made on this replica to every replica (this one re-applies it: the same result)."""
         try:
             send_item_change(self.client, self.stream, op, item_id, attributes)
         except (redis.RedisError, OSError) as err:
-            raise Unavailable(f"item {item_id!r} changed on this replica only: the change feed is down ({err}); "
-                              "send the change again") from err
+            raise Unavailable(
+                f"item {item_id!r} changed on this replica only: the change feed is down ({err}); send the change again"
+            ) from err
 
     # ------------------------------------------------------------------ start-up
 
@@ -190,7 +210,7 @@ class ChangeFeed(StreamFollower):
                 pipe.delete(key)
                 items = list(self.state.from_feed().items())
                 for i in range(0, len(items), 10_000):
-                    pipe.hset(key, mapping={item: json.dumps(change) for item, change in items[i:i + 10_000]})
+                    pipe.hset(key, mapping={item: json.dumps(change) for item, change in items[i : i + 10_000]})
                 pipe.set(at_key, self.position)
                 pipe.execute()
             except redis.WatchError:

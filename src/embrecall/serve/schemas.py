@@ -15,8 +15,23 @@ from typing_extensions import TypedDict
 
 from embrecall.data.timestamps import MAX_TIMESTAMP
 
-__all__ = ["RecallRequest", "Parallel", "BatchRecallRequest", "RecalledItem", "RecallResponse", "BatchRecallResponse",
-           "ItemUpsert", "ItemChange", "UserEvent", "UserEvents", "ErrorMessage", "ValidationErrors", "MAX_K", "MAX_BATCH_K", "check_text"]
+__all__ = [
+    "RecallRequest",
+    "Parallel",
+    "BatchRecallRequest",
+    "RecalledItem",
+    "RecallResponse",
+    "BatchRecallResponse",
+    "ItemUpsert",
+    "ItemChange",
+    "UserEvent",
+    "UserEvents",
+    "ErrorMessage",
+    "ValidationErrors",
+    "MAX_K",
+    "MAX_BATCH_K",
+    "check_text",
+]
 
 MAX_K = 1000
 MAX_BATCH_K = 25_600  # a batch's summed k: 256 requests of k=100 (bounds its work and its reply, ~2 MB)
@@ -62,38 +77,49 @@ class Parallel(_Strict):
 
 class RecallRequest(_Strict):
     user_id: Id
-    recent_items: list[Id] = Field(default_factory=list, max_length=500,
-                                   description="Items clicked since the bundle was built, oldest first.")
-    context: dict[Id, Scalar] = Field(default_factory=dict, max_length=32,
-                                      description="Event context such as city or hour ('timestamp': unix seconds, "
-                                                  "1970..2100).")
+    recent_items: list[Id] = Field(
+        default_factory=list, max_length=500, description="Items clicked since the bundle was built, oldest first."
+    )
+    context: dict[Id, Scalar] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Event context such as city or hour ('timestamp': unix seconds, 1970..2100).",
+    )
     k: int = Field(100, ge=1, le=MAX_K)
-    filters: dict[Id, list[Id]] = Field(default_factory=dict, max_length=16,
-                                        description="Attribute -> accepted values, e.g. {'category': ['c1']}.")
+    filters: dict[Id, list[Id]] = Field(
+        default_factory=dict, max_length=16, description="Attribute -> accepted values, e.g. {'category': ['c1']}."
+    )
     exclude: list[Id] = Field(default_factory=list, max_length=10_000)
     quotas: dict[Id, Annotated[Number, Field(ge=0)]] | None = Field(
-        default=None, max_length=8,
+        default=None,
+        max_length=8,
         description="Share of the k slots per channel (the channels the version serves: GET /v1/version); "
-                    "default: the version's channels.serve.")
-    target: Id = Field("item", description="'item', or a filterable item attribute such as 'category': rank that "
-                                           "attribute's values for the user with the two-tower model (entity "
-                                           "recall); each answer's item_id then holds a value.")
+        "default: the version's channels.serve.",
+    )
+    target: Id = Field(
+        "item",
+        description="'item', or a filterable item attribute such as 'category': rank that "
+        "attribute's values for the user with the two-tower model (entity "
+        "recall); each answer's item_id then holds a value.",
+    )
     parallel: Parallel | None = Field(None, description="Category-parallel recall of items.")
 
     @model_validator(mode="after")
-    def _timestamp_is_a_time(self) -> "RecallRequest":
+    def _timestamp_is_a_time(self) -> RecallRequest:
         ts = self.context.get("timestamp")
         if ts is not None and (isinstance(ts, (bool, str)) or not 0 <= ts < MAX_TIMESTAMP):
             raise ValueError(f"context.timestamp must be unix seconds between 0 and {MAX_TIMESTAMP} (1970..2100)")
         return self
 
     @model_validator(mode="after")
-    def _entity_target_alone(self) -> "RecallRequest":
+    def _entity_target_alone(self) -> RecallRequest:
         if self.target != "item":
             used = [name for name in ("filters", "exclude", "quotas", "parallel") if getattr(self, name)]
             if used:
-                raise ValueError(f"target '{self.target}' ranks attribute values with the two-tower model: "
-                                 f"{', '.join(used)} apply to target 'item' only")
+                raise ValueError(
+                    f"target '{self.target}' ranks attribute values with the two-tower model: "
+                    f"{', '.join(used)} apply to target 'item' only"
+                )
         return self
 
 
@@ -101,11 +127,13 @@ class BatchRecallRequest(_Strict):
     requests: list[RecallRequest] = Field(min_length=1, max_length=256)
 
     @model_validator(mode="after")
-    def _bounded_work(self) -> "BatchRecallRequest":
+    def _bounded_work(self) -> BatchRecallRequest:
         total = sum(r.k * (r.parallel.groups + 1 if r.parallel else 1) for r in self.requests)
         if total > MAX_BATCH_K:
-            raise ValueError(f"the requests ask for {total:,} items in all (the sum of their k, times groups + 1 for "
-                             f"category-parallel ones); a batch may ask for at most {MAX_BATCH_K:,}: split it")
+            raise ValueError(
+                f"the requests ask for {total:,} items in all (the sum of their k, times groups + 1 for "
+                f"category-parallel ones); a batch may ask for at most {MAX_BATCH_K:,}: split it"
+            )
         return self
 
 
@@ -128,8 +156,9 @@ class BatchRecallResponse(BaseModel):
 
 
 class ItemUpsert(_Strict):
-    attributes: dict[Id, Scalar] = Field(default_factory=dict, max_length=64,
-                                         description="Item attributes the item tower reads (category, title...).")
+    attributes: dict[Id, Scalar] = Field(
+        default_factory=dict, max_length=64, description="Item attributes the item tower reads (category, title...)."
+    )
 
 
 class ItemChange(_Strict):

@@ -18,16 +18,16 @@ import pandas as pd
 
 from embrecall.errors import DataError
 from embrecall.export import Bundle
+from embrecall.features.profiles import UserProfiles
 from embrecall.index.live import LiveIndex
 from embrecall.index.milvus_index import MilvusIndex
 from embrecall.index.protocol import Filters, filterable_columns
 from embrecall.models.channel import Candidates, Channel, History, Timings, UserQuery
-from embrecall.models.tower_channel import TowerChannel
 from embrecall.models.entities import Entities, EntityRecall
 from embrecall.models.merge import merge_by_quota
+from embrecall.models.tower_channel import TowerChannel
 from embrecall.serve.cache import VectorCache
 from embrecall.serve.events import Histories, Stamped
-from embrecall.features.profiles import UserProfiles
 from embrecall.serve.schemas import RecallRequest, RecallResponse
 
 __all__ = ["ServingVersion", "ServedChannel", "Ask"]
@@ -40,6 +40,7 @@ class Ask:
     """One request as the version's channels see it; ``parallel``: (attribute, groups) for
     category-parallel recall, which the version turns into one filtered ask per group before any
     channel runs."""
+
     query: UserQuery
     k: int
     filters: Filters = field(default_factory=dict)
@@ -52,8 +53,13 @@ def _recommend(channel: Channel, asks: Sequence[Ask], timings: Timings) -> list[
     out: list[Candidates | None] = [None] * len(asks)
     for k in sorted({a.k for a in asks}):
         group = [i for i, a in enumerate(asks) if a.k == k]
-        found = channel.recommend([asks[i].query for i in group], k, [asks[i].exclude for i in group],
-                                  [asks[i].filters for i in group], timings)
+        found = channel.recommend(
+            [asks[i].query for i in group],
+            k,
+            [asks[i].exclude for i in group],
+            [asks[i].filters for i in group],
+            timings,
+        )
         for i, c in zip(group, found):
             out[i] = c
     return out  # type: ignore[return-value]
@@ -62,15 +68,21 @@ def _recommend(channel: Channel, asks: Sequence[Ask], timings: Timings) -> list[
 @dataclass
 class _Plan:
     """One request on its way through a batch."""
+
     req: RecallRequest
     ask: Ask
     quotas: dict[str, float]
 
 
 class ServingVersion:
-    def __init__(self, bundle: Bundle | Path | str, cache: VectorCache | None = None,
-                 quotas: Mapping[str, float] | None = None, milvus_uri: str | None = None,
-                 histories: Histories | None = None):
+    def __init__(
+        self,
+        bundle: Bundle | Path | str,
+        cache: VectorCache | None = None,
+        quotas: Mapping[str, float] | None = None,
+        milvus_uri: str | None = None,
+        histories: Histories | None = None,
+    ):
         """``milvus_uri``: serve from a Milvus collection of this version's items (created on first use)
         instead of the in-process FAISS index; ``histories``: users' events since (see ``serve.events``)."""
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
@@ -81,15 +93,30 @@ class ServingVersion:
         self.index: LiveIndex | MilvusIndex
         if milvus_uri:
             collection = "embrecall_" + re.sub(r"\W", "_", self.version)
-            self.index = MilvusIndex.build(milvus_uri, collection, catalog, self.bundle.item_vectors(),
-                                           self.bundle.items, filterable, self.bundle.config.index)
+            self.index = MilvusIndex.build(
+                milvus_uri,
+                collection,
+                catalog,
+                self.bundle.item_vectors(),
+                self.bundle.items,
+                filterable,
+                self.bundle.config.index,
+            )
         else:
-            self.index = LiveIndex(catalog, self.bundle.item_vectors(), self.bundle.items, self.bundle.config.index,
-                                   filterable, index=self.bundle.index.index)
+            self.index = LiveIndex(
+                catalog,
+                self.bundle.item_vectors(),
+                self.bundle.items,
+                self.bundle.config.index,
+                filterable,
+                index=self.bundle.index.index,
+            )
         self.cache = cache or VectorCache()
         self.tower = TowerChannel(self.profiles, self.bundle.user_tower, self.index, self.cache, self.version)
-        self.channels: dict[str, Channel] = {"two_tower": self.tower,
-                                             **{name: c.over(self.index) for name, c in self.bundle.channels.items()}}
+        self.channels: dict[str, Channel] = {
+            "two_tower": self.tower,
+            **{name: c.over(self.index) for name, c in self.bundle.channels.items()},
+        }
         fallback = self.bundle.config.channels.fallback
         self.fallback = fallback if fallback in self.channels else None
         self.quotas = dict(quotas or self.bundle.config.channels.serve)
@@ -112,7 +139,7 @@ class ServingVersion:
         """Add or replace items (embedded together, 4096 at a time); every vector is checked before
         any is indexed."""
         pairs = list(changes.items())
-        chunks = [dict(pairs[i:i + 4096]) for i in range(0, len(pairs), 4096)]
+        chunks = [dict(pairs[i : i + 4096]) for i in range(0, len(pairs), 4096)]
         vectors = np.concatenate([self.embed_items(c) for c in chunks]) if chunks else np.zeros((0, 0), np.float32)
         bad = [item for item, v in zip(changes, vectors) if not np.isfinite(v).all()]
         if bad:  # a NaN vector would be scored NaN and answered as null
@@ -127,8 +154,9 @@ class ServingVersion:
         (so items changed since it was trained move it only in the next version)."""
         if attribute not in self._entities:
             entities = Entities.of(attribute, self.bundle.items, list(self.bundle.encoders.catalog))
-            self._entities[attribute] = EntityRecall(entities, self.tower.user_vectors, self._trained_vectors,
-                                                     self.bundle.config.train.temperature)
+            self._entities[attribute] = EntityRecall(
+                entities, self.tower.user_vectors, self._trained_vectors, self.bundle.config.train.temperature
+            )
         return self._entities[attribute]
 
     @cached_property
@@ -151,7 +179,9 @@ class ServingVersion:
 
     # ------------------------------------------------------------------ recall
 
-    def history(self, user_id: str, recent_items: Sequence[str] = (), events: Sequence[Stamped] | None = None) -> History:
+    def history(
+        self, user_id: str, recent_items: Sequence[str] = (), events: Sequence[Stamped] | None = None
+    ) -> History:
         """The user's stored history, their events since training (``events``: as the event store
         holds them; read from it when not given), then the items the request adds."""
         if events is None:
@@ -160,21 +190,34 @@ class ServingVersion:
 
     def _plan(self, req: RecallRequest, events: Sequence[Stamped]) -> _Plan:
         """What a request asks for, checked against this version (a DataError says what is wrong)."""
-        unknown = [f for f in [*req.filters, *([req.parallel.attribute] if req.parallel else [])]
-                   if f not in self.index.filterable]
+        unknown = [
+            f
+            for f in [*req.filters, *([req.parallel.attribute] if req.parallel else [])]
+            if f not in self.index.filterable
+        ]
         if unknown:
             raise DataError(f"cannot filter on {unknown}; filterable attributes: {self.index.filterable}")
         if req.target != "item" and req.target not in self.index.filterable:
-            raise DataError(f"cannot recall '{req.target}': targets are 'item' or an item attribute of "
-                            f"{self.index.filterable}")
+            raise DataError(
+                f"cannot recall '{req.target}': targets are 'item' or an item attribute of {self.index.filterable}"
+            )
         quotas = dict(req.quotas or self.quotas)
         missing = [c for c, share in quotas.items() if share > 0 and c not in self.channels]
         if missing:
             raise DataError(f"quotas name {missing}; version {self.version} serves {list(self.channels)}")
         history = self.history(req.user_id, req.recent_items, events)
         parallel = (req.parallel.attribute, req.parallel.groups) if req.parallel else None
-        return _Plan(req, Ask(UserQuery(req.user_id, history, req.context), req.k, req.filters,
-                              set(history) | set(req.exclude), parallel), quotas)
+        return _Plan(
+            req,
+            Ask(
+                UserQuery(req.user_id, history, req.context),
+                req.k,
+                req.filters,
+                set(history) | set(req.exclude),
+                parallel,
+            ),
+            quotas,
+        )
 
     def answer(self, asks: Sequence[Ask], quotas: Sequence[Mapping[str, float]]) -> tuple[list[Candidates], dict]:
         """Each ask's merged list: every channel with a share runs once for all the asks that give
@@ -200,7 +243,9 @@ class ServingVersion:
         timings["merge"] = (time.perf_counter() - t) * 1000
         return merged, timings
 
-    def _answer_parallel(self, asks: Sequence[Ask], quotas: Sequence[Mapping[str, float]]) -> tuple[list[Candidates], dict]:
+    def _answer_parallel(
+        self, asks: Sequence[Ask], quotas: Sequence[Mapping[str, float]]
+    ) -> tuple[list[Candidates], dict]:
         """``answer`` with each category-parallel ask split into its groups' asks, answered together
         and merged back in equal shares (its plain ask only filling the slots they leave empty)."""
         t = time.perf_counter()
@@ -210,7 +255,7 @@ class ServingVersion:
         found, timings = self.answer(flat, each)
         merged, start = [], 0
         for ask, ps in zip(asks, parts):
-            got = found[start:start + len(ps)]
+            got = found[start : start + len(ps)]
             shares = [1.0] * (len(got) - 1) + [BACKFILL if ask.parallel else 1.0]
             merged.append(merge_by_quota(got, shares, ask.k))
             start += len(ps)
@@ -239,8 +284,12 @@ class ServingVersion:
         items = [p for p in good if p.req.target == "item"]
         found, timings = self.answer([p.ask for p in items], [p.quotas for p in items])
         t, lists = time.perf_counter(), iter(found)
-        merged = [next(lists) if p.req.target == "item" else
-                  self.entity_recall(p.req.target).recommend([p.ask.query], p.req.k)[0] for p in good]
+        merged = [
+            next(lists)
+            if p.req.target == "item"
+            else self.entity_recall(p.req.target).recommend([p.ask.query], p.req.k)[0]
+            for p in good
+        ]
         if len(items) < len(good):
             timings["entities"] = timings.get("entities", 0.0) + (time.perf_counter() - t) * 1000
         timings = {"profile": profile, **timings, "total": (time.perf_counter() - t0) * 1000}
@@ -248,29 +297,50 @@ class ServingVersion:
         return [p if isinstance(p, DataError) else next(answers) for p in plans]
 
     def _response(self, p: _Plan, merged: Candidates, timings: dict[str, float]) -> RecallResponse:
-        items = [{"item_id": i, "score": s, "channel": c}
-                 for i, s, c in zip(merged.item_ids, merged.scores.tolist(), merged.channels)]
+        items = [
+            {"item_id": i, "score": s, "channel": c}
+            for i, s, c in zip(merged.item_ids, merged.scores.tolist(), merged.channels)
+        ]
         known = bool(p.ask.query.history) or p.req.user_id in self.profiles
         # Built from values this method made: validating them again would cost ~20 µs per 100 items
         # (model_construct keeps the dicts as they are; they serialise as RecalledItem would).
-        return RecallResponse.model_construct(user_id=p.req.user_id, items=items,  # type: ignore[arg-type]
-                                              version=self.version,
-                                              cold_start=not known, timings_ms=dict(timings))
+        return RecallResponse.model_construct(
+            user_id=p.req.user_id,
+            items=items,  # type: ignore[arg-type]
+            version=self.version,
+            cold_start=not known,
+            timings_ms=dict(timings),
+        )
 
 
 class ServedChannel:
     """A served version as a ``Channel`` with fixed quotas: what ``evaluate --bundle``, ``recommend``
     and the gate's figures measure."""
 
-    def __init__(self, version: ServingVersion, quotas: Mapping[str, float], name: str,
-                 parallel: tuple[str, int] | None = None):
+    def __init__(
+        self, version: ServingVersion, quotas: Mapping[str, float], name: str, parallel: tuple[str, int] | None = None
+    ):
         """``parallel``: (attribute, groups) to answer as category-parallel recall."""
         self.version, self.quotas, self.name, self.parallel = version, dict(quotas), name, parallel
 
-    def recommend(self, queries: Sequence[UserQuery], k: int, exclude: Sequence[Collection[str]] | None = None,
-                  filters: Sequence[Filters] | None = None, timings: Timings | None = None) -> list[Candidates]:
-        asks = [Ask(q, k, dict(filters[i]) if filters is not None else {},
-                    set(exclude[i]) if exclude is not None else set(), self.parallel) for i, q in enumerate(queries)]
+    def recommend(
+        self,
+        queries: Sequence[UserQuery],
+        k: int,
+        exclude: Sequence[Collection[str]] | None = None,
+        filters: Sequence[Filters] | None = None,
+        timings: Timings | None = None,
+    ) -> list[Candidates]:
+        asks = [
+            Ask(
+                q,
+                k,
+                dict(filters[i]) if filters is not None else {},
+                set(exclude[i]) if exclude is not None else set(),
+                self.parallel,
+            )
+            for i, q in enumerate(queries)
+        ]
         found, spent = self.version.answer(asks, [self.quotas] * len(asks))
         if timings is not None:
             timings.update(spent)

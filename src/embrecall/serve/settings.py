@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict,
-                               TomlConfigSettingsSource)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from embrecall.errors import ConfigError
 
@@ -60,7 +59,7 @@ class IndexSettings(_Section):
     uri: str | None = None  # milvus: a milvus-lite file or a server like http://host:19530
 
     @model_validator(mode="after")
-    def _milvus_has_an_address(self) -> "IndexSettings":
+    def _milvus_has_an_address(self) -> IndexSettings:
         if self.backend == "milvus" and not self.uri:
             raise ValueError("index.backend = 'milvus' needs index.uri (a milvus-lite file or http://host:19530)")
         return self
@@ -72,7 +71,9 @@ class ServeConfig(BaseSettings):
     source: Path  # a bundle, or a registry whose active version is followed
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65_535)
-    workers: int = Field(1, ge=1)  # processes on the port; more than one needs feed.url and events.url for the tokens set
+    workers: int = Field(
+        1, ge=1
+    )  # processes on the port; more than one needs feed.url and events.url for the tokens set
     replica: str = "embrecall-1"  # this replica's name on the feed and events streams; keep it across restarts
     watch_interval_s: float = Field(1.0, gt=0)  # how often a registry's ACTIVE is read
     max_body_bytes: int = Field(1 << 20, ge=1024)  # larger request bodies get 413
@@ -84,14 +85,23 @@ class ServeConfig(BaseSettings):
     index: IndexSettings = IndexSettings()
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         file = _FILE.get()
-        return (init_settings, env_settings, *([TomlConfigSettingsSource(settings_cls, toml_file=file)] if file else []))
+        return (
+            init_settings,
+            env_settings,
+            *([TomlConfigSettingsSource(settings_cls, toml_file=file)] if file else []),
+        )
 
     @classmethod
-    def load(cls, file: Path | None = None, **given: Any) -> "ServeConfig":
+    def load(cls, file: Path | None = None, **given: Any) -> ServeConfig:
         """The settings from ``file`` (TOML), the environment and ``given`` (flags; None: not given)."""
         if file is not None and not Path(file).is_file():
             raise ConfigError(f"serve config {file} does not exist")
@@ -99,7 +109,9 @@ class ServeConfig(BaseSettings):
         try:
             return cls(**{k: v for k, v in given.items() if v is not None})
         except ValidationError as err:
-            where = f"{file} (and EMBRECALL_* variables)" if file else "the serve settings (flags, EMBRECALL_* variables)"
+            where = (
+                f"{file} (and EMBRECALL_* variables)" if file else "the serve settings (flags, EMBRECALL_* variables)"
+            )
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in err.errors())
             raise ConfigError(f"{where}: {problems}") from None
         except ValueError as err:  # a TOML file that does not parse
@@ -114,5 +126,8 @@ class ServeConfig(BaseSettings):
 
     def for_workers(self) -> dict[str, Any]:
         """Everything, tokens included, as JSON values (what worker processes rebuild it from)."""
-        return {**self.model_dump(mode="json"), "admin_token": self.secret("admin_token"),
-                "client_token": self.secret("client_token")}
+        return {
+            **self.model_dump(mode="json"),
+            "admin_token": self.secret("admin_token"),
+            "client_token": self.secret("client_token"),
+        }

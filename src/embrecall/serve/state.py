@@ -27,6 +27,7 @@ Attributes = Mapping[str, object] | None  # an item's attributes, None once it i
 class Accepted(NamedTuple):
     """An item's latest accepted change: its attributes (None: deleted) and where the change came
     from: a request to this replica, or the change feed every replica follows."""
+
     attributes: Attributes
     origin: Literal["request", "feed"]
 
@@ -40,8 +41,13 @@ def _settle() -> None:
 
 
 class ServiceState:
-    def __init__(self, source: Path | str, cache: VectorCache | None = None, milvus_uri: str | None = None,
-                 histories: Histories | None = None):
+    def __init__(
+        self,
+        source: Path | str,
+        cache: VectorCache | None = None,
+        milvus_uri: str | None = None,
+        histories: Histories | None = None,
+    ):
         """``source``: a bundle folder, or a registry folder whose ``ACTIVE`` version is served and followed;
         ``cache``: the user-vector cache, shared across versions (keys carry the version);
         ``histories``: users' events since training, shared across versions;
@@ -70,7 +76,9 @@ class ServiceState:
     def _wanted(self) -> Path:
         return self.source if self.registry is None else self.registry.folder(self._active_name())
 
-    def apply(self, changes: Mapping[str, Attributes], origin: Literal["request", "feed"] = "request") -> ServingVersion:
+    def apply(
+        self, changes: Mapping[str, Attributes], origin: Literal["request", "feed"] = "request"
+    ) -> ServingVersion:
         """Apply item changes (item_id -> attributes, or None to delete), upserts embedded in one run,
         and keep them for the versions that come later."""
         with self._lock:

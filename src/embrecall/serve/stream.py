@@ -60,8 +60,9 @@ class StreamFollower:
     def poll(self, start: str = ">", block_ms: int | None = 100, count: int = 256) -> int:
         """Handle and acknowledge entries: new ones (``start`` ">"), or this consumer's pending ones
         from before a restart ("0"); returns how many."""
-        reply: Any = self.follower.xreadgroup(self.group, self.consumer, {self.stream: start}, count=count,
-                                              block=block_ms)
+        reply: Any = self.follower.xreadgroup(
+            self.group, self.consumer, {self.stream: start}, count=count, block=block_ms
+        )
         entries: list[Entry] = [e for _, batch in reply or [] for e in batch]
         if entries:
             self.handle(entries)
@@ -81,8 +82,12 @@ class StreamFollower:
             except redis.ResponseError as err:
                 lost = "NOGROUP" in str(err)
                 if lost:
-                    log.error("%s: stream %s or group %s is gone (Redis restarted empty?); re-creating it",
-                              self.name, self.stream, self.group)
+                    log.error(
+                        "%s: stream %s or group %s is gone (Redis restarted empty?); re-creating it",
+                        self.name,
+                        self.stream,
+                        self.group,
+                    )
                 else:
                     log.exception("%s: unexpected Redis reply; retrying", self.name)
             except (redis.RedisError, OSError) as err:

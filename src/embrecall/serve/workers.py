@@ -37,17 +37,26 @@ _held: list[IO[str]] = []  # this worker's slot lock: open (and locked) for as l
 def run(config: ServeConfig) -> None:
     """Serve with ``config.workers`` processes."""
     if config.feed.url is None and config.secret("admin_token"):
-        raise ConfigError("workers > 1 with an admin token needs feed.url (--feed): an item change sent to one worker "
-                          "reaches the others through the change feed")
+        raise ConfigError(
+            "workers > 1 with an admin token needs feed.url (--feed): an item change sent to one worker "
+            "reaches the others through the change feed"
+        )
     if config.events.url is None and config.secret("client_token"):
-        raise ConfigError("workers > 1 with a client token needs events.url (--events): a user's events must reach "
-                          "every worker")
+        raise ConfigError(
+            "workers > 1 with a client token needs events.url (--events): a user's events must reach every worker"
+        )
     os.environ[_SETTINGS] = json.dumps(config.for_workers())
     failed = _folder(config.port) / "failed"
     failed.unlink(missing_ok=True)
-    uvicorn.run("embrecall.serve.workers:worker_app", factory=True, host=config.host, port=config.port,
-                workers=config.workers, log_level="warning",
-                timeout_worker_healthcheck=30)  # a worker loading a large bundle answers late
+    uvicorn.run(
+        "embrecall.serve.workers:worker_app",
+        factory=True,
+        host=config.host,
+        port=config.port,
+        workers=config.workers,
+        log_level="warning",
+        timeout_worker_healthcheck=30,
+    )  # a worker loading a large bundle answers late
     if failed.is_file():
         raise EmbrecallError(failed.read_text())
 

@@ -35,8 +35,9 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], plain: dict[str, Any]
     return {"state": state, "param_groups": plain["param_groups"]}
 
 
-def save_checkpoint(folder: Path, epoch: int, model: torch.nn.Module, optimizer: Optimizer,
-                    meta: dict[str, Any]) -> Path:
+def save_checkpoint(
+    folder: Path, epoch: int, model: torch.nn.Module, optimizer: Optimizer, meta: dict[str, Any]
+) -> Path:
     """Write ``epoch-NNN.model.safetensors``, ``.optim.safetensors`` and ``.json`` into ``folder``
     (the JSON last, so a checkpoint counts only once it is complete)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -48,8 +49,7 @@ def save_checkpoint(folder: Path, epoch: int, model: torch.nn.Module, optimizer:
     return Path(f"{stem}.model.safetensors")
 
 
-def load_latest_checkpoint(folder: Path, model: torch.nn.Module,
-                           optimizer: Optimizer) -> dict[str, Any] | None:
+def load_latest_checkpoint(folder: Path, model: torch.nn.Module, optimizer: Optimizer) -> dict[str, Any] | None:
     """Restore the newest checkpoint in ``folder`` into model and optimiser; its metadata, or None."""
     metas = sorted(folder.glob("epoch-*.json")) if folder.is_dir() else []
     if not metas:
@@ -59,7 +59,8 @@ def load_latest_checkpoint(folder: Path, model: torch.nn.Module,
     try:
         load_model(model, f"{stem}.model.safetensors")
     except RuntimeError as err:
-        raise BundleError(f"checkpoint {stem} does not fit this model ({err}); delete {folder} "
-                          "or set train.resume = false") from None
+        raise BundleError(
+            f"checkpoint {stem} does not fit this model ({err}); delete {folder} or set train.resume = false"
+        ) from None
     optimizer.load_state_dict(_unflatten_optimizer(load_file(f"{stem}.optim.safetensors"), meta.pop("optimizer")))
     return meta

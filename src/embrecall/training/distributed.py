@@ -22,8 +22,20 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 
-__all__ = ["Ranks", "ranks", "join_from_env", "leave", "gather", "my_share", "agree", "mean_over_ranks", "smallest",
-           "barrier", "data_parallel", "average_sparse_gradients"]
+__all__ = [
+    "Ranks",
+    "ranks",
+    "join_from_env",
+    "leave",
+    "gather",
+    "my_share",
+    "agree",
+    "mean_over_ranks",
+    "smallest",
+    "barrier",
+    "data_parallel",
+    "average_sparse_gradients",
+]
 
 
 @dataclass(frozen=True)
@@ -75,7 +87,7 @@ def my_share(rows: np.ndarray, r: Ranks) -> np.ndarray:
     """This rank's slice of a global batch: equal slices in rank order; the few rows of a last,
     uneven batch that do not divide evenly are left out, since every rank must gather the same shape."""
     per = len(rows) // r.world
-    return rows[r.rank * per:(r.rank + 1) * per]
+    return rows[r.rank * per : (r.rank + 1) * per]
 
 
 def agree(value: Any) -> Any:
@@ -104,7 +116,8 @@ def data_parallel(model: torch.nn.Module) -> torch.nn.Module:
     after a thousand or so steps of two ranks on the 10M-event log)."""
     sparse = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Embedding) and m.sparse]
     torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
-        model, [f"{name}.weight" for name in sparse])
+        model, [f"{name}.weight" for name in sparse]
+    )
     return torch.nn.parallel.DistributedDataParallel(model)
 
 
@@ -116,20 +129,28 @@ def average_sparse_gradients(model: torch.nn.Module) -> None:
         return
     tables = {id(m.weight): m.weight for m in model.modules() if isinstance(m, torch.nn.Embedding) and m.sparse}
     for weight in tables.values():
-        grad = weight.grad.coalesce() if weight.grad is not None else torch.sparse_coo_tensor(
-            torch.zeros((1, 0), dtype=torch.int64), weight.new_zeros((0, weight.shape[1])), weight.shape)
+        grad = (
+            weight.grad.coalesce()
+            if weight.grad is not None
+            else torch.sparse_coo_tensor(
+                torch.zeros((1, 0), dtype=torch.int64), weight.new_zeros((0, weight.shape[1])), weight.shape
+            )
+        )
         rows, values = grad.indices()[0], grad.values()
         longest = torch.tensor([len(rows)])
         dist.all_reduce(longest, op=dist.ReduceOp.MAX)
         pad = int(longest.item()) - len(rows)  # padding adds zeros to row 0, the padding row
         rows = torch.cat([rows, rows.new_zeros(pad)])
         values = torch.cat([values, values.new_zeros((pad, values.shape[1]))])
-        every_rows, every_values = [torch.empty_like(rows) for _ in range(world)], [torch.empty_like(values)
-                                                                                   for _ in range(world)]
+        every_rows, every_values = (
+            [torch.empty_like(rows) for _ in range(world)],
+            [torch.empty_like(values) for _ in range(world)],
+        )
         dist.all_gather(every_rows, rows)
         dist.all_gather(every_values, values)
-        weight.grad = torch.sparse_coo_tensor(torch.cat(every_rows)[None], torch.cat(every_values) / world,
-                                              weight.shape).coalesce()
+        weight.grad = torch.sparse_coo_tensor(
+            torch.cat(every_rows)[None], torch.cat(every_values) / world, weight.shape
+        ).coalesce()
 
 
 def smallest(value: int) -> int:

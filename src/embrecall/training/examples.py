@@ -23,7 +23,7 @@ class Catalog:
     def __init__(self, encoders: Encoders, items: pd.DataFrame | None, counts: np.ndarray):
         self.item_inputs = {k: torch.from_numpy(v) for k, v in encoders.encode_items(items).items()}
         self.item_counts = np.zeros(encoders.n_items)
-        self.item_counts[:len(counts)] = counts
+        self.item_counts[: len(counts)] = counts
         self.events = max(float(counts.sum()), 1.0)
         self.log_q = torch.from_numpy(np.log(np.maximum(self.item_counts, 1.0) / self.events)).float()  # (n_items,)
 
@@ -32,13 +32,19 @@ class Catalog:
         return {k: v[idx] for k, v in self.item_inputs.items()}
 
 
-
 class Examples:
     """Training examples of a log (or of one shard of it), with the item side of the whole catalog."""
 
-    def __init__(self, events: pd.DataFrame, encoders: Encoders, users: pd.DataFrame | None,
-                 items: pd.DataFrame | None, exposures: pd.DataFrame | None = None, group_column: str | None = None,
-                 catalog: Catalog | None = None):
+    def __init__(
+        self,
+        events: pd.DataFrame,
+        encoders: Encoders,
+        users: pd.DataFrame | None,
+        items: pd.DataFrame | None,
+        exposures: pd.DataFrame | None = None,
+        group_column: str | None = None,
+        catalog: Catalog | None = None,
+    ):
         ev = sort_events(events)
         index = encoders.catalog
         self.item_idx = index.get_indexer(ev["item_id"]).astype(np.int64)
@@ -54,8 +60,12 @@ class Examples:
         self.sequence = next(((f.name, f.max_len) for f in encoders.spec.user if isinstance(f, SequenceFeature)), None)
         self.catalog = catalog or Catalog(encoders, items, np.bincount(self.item_idx, minlength=encoders.n_items))
         c = self.catalog
-        self.item_inputs, self.item_counts, self.log_q, self.item_batch = (c.item_inputs, c.item_counts, c.log_q,
-                                                                           c.item_batch)
+        self.item_inputs, self.item_counts, self.log_q, self.item_batch = (
+            c.item_inputs,
+            c.item_counts,
+            c.log_q,
+            c.item_batch,
+        )
         self.user_code, user_index = pd.factorize(ev["user_id"])
         self.groups = self._groups(items, group_column, index) if group_column else None
         self.exposure = self._exposure(ev, exposures, pd.Index(user_index, dtype=object), index)
@@ -64,16 +74,20 @@ class Examples:
     def _groups(items: pd.DataFrame | None, column: str, catalog: pd.Index) -> np.ndarray:
         """(n_items,) group code of each catalog item (first value of a multi-valued column), -1 if none."""
         if items is None or column not in items.columns:
-            raise DataError(f"train.negatives.hard_column '{column}' is not an item attribute; the item table has "
-                            f"{[] if items is None else list(items.columns)}", column=column)
+            raise DataError(
+                f"train.negatives.hard_column '{column}' is not an item attribute; the item table has "
+                f"{[] if items is None else list(items.columns)}",
+                column=column,
+            )
         values = items[column].reindex(catalog).astype(object).where(lambda v: v.notna(), None)
         first = values.map(lambda v: None if v in (None, "") else str(v).split("|")[0])
         codes, _ = pd.factorize(first)
         return codes.astype(np.int64)
 
     @staticmethod
-    def _exposure(ev: pd.DataFrame, exposures: pd.DataFrame | None, users: pd.Index,
-                  catalog: pd.Index) -> ExposureSampler | None:
+    def _exposure(
+        ev: pd.DataFrame, exposures: pd.DataFrame | None, users: pd.Index, catalog: pd.Index
+    ) -> ExposureSampler | None:
         """Items each training user was shown before their last training event and never clicked."""
         if exposures is None or len(exposures) == 0:
             return None
@@ -140,4 +154,3 @@ class Examples:
         batch = self.user_batch(rows, skip=name)
         batch[name] = torch.from_numpy(ids)
         return batch, torch.from_numpy(at), rows
-

@@ -23,8 +23,14 @@ def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: 
     return ((1.0 - label_smoothing) * nll + label_smoothing * spread).mean()
 
 
-def softmax_loss(user: torch.Tensor, candidates: torch.Tensor, labels: torch.Tensor, log_q: torch.Tensor,
-                 temperature: float, label_smoothing: float = 0.0) -> torch.Tensor:
+def softmax_loss(
+    user: torch.Tensor,
+    candidates: torch.Tensor,
+    labels: torch.Tensor,
+    log_q: torch.Tensor,
+    temperature: float,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
     """Softmax over distinct candidate items: the whole catalog (full softmax, ``log_q`` zero), or
     the distinct positives of a batch (``log_q``: log of each one's chance to be in a batch).
 
@@ -35,9 +41,16 @@ def softmax_loss(user: torch.Tensor, candidates: torch.Tensor, labels: torch.Ten
     return _cross_entropy(logits, labels, label_smoothing)
 
 
-def sampled_softmax_loss(user: torch.Tensor, item: torch.Tensor, item_idx: torch.Tensor, log_q: torch.Tensor,
-                         temperature: float, remove_accidental_hits: bool = True,
-                         label_smoothing: float = 0.0, offset: int = 0) -> torch.Tensor:
+def sampled_softmax_loss(
+    user: torch.Tensor,
+    item: torch.Tensor,
+    item_idx: torch.Tensor,
+    log_q: torch.Tensor,
+    temperature: float,
+    remove_accidental_hits: bool = True,
+    label_smoothing: float = 0.0,
+    offset: int = 0,
+) -> torch.Tensor:
     """Softmax over in-batch items, each user's own item the positive.
 
     user: (B, D); item: (C, D) the batch's positives, row ``offset + b`` user b's (C = B, or the
@@ -58,8 +71,9 @@ def sampled_softmax_loss(user: torch.Tensor, item: torch.Tensor, item_idx: torch
     return _cross_entropy(logits, labels, label_smoothing)
 
 
-def bce_loss(user: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, temperature: float,
-             neg_mask: torch.Tensor | None = None) -> torch.Tensor:
+def bce_loss(
+    user: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, temperature: float, neg_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Binary cross-entropy: positives towards 1, sampled negatives towards 0.
 
     user, pos: (B, D); neg: (B, N, D); neg_mask: (B, N) False where a negative is the positive itself.
@@ -74,12 +88,21 @@ def bce_loss(user: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, temperatu
     return pos_loss + neg_losses.mean()
 
 
-def mixed_softmax_loss(user: torch.Tensor, batch_items: torch.Tensor, row_items: torch.Tensor,
-                       batch_idx: torch.Tensor, row_idx: torch.Tensor, row_valid: torch.Tensor,
-                       log_count_batch: torch.Tensor, log_count_row: torch.Tensor,
-                       log_weight_batch: torch.Tensor, log_weight_row: torch.Tensor,
-                       temperature: float, logq_strength: float = 1.0,
-                       label_smoothing: float = 0.0) -> torch.Tensor:
+def mixed_softmax_loss(
+    user: torch.Tensor,
+    batch_items: torch.Tensor,
+    row_items: torch.Tensor,
+    batch_idx: torch.Tensor,
+    row_idx: torch.Tensor,
+    row_valid: torch.Tensor,
+    log_count_batch: torch.Tensor,
+    log_count_row: torch.Tensor,
+    log_weight_batch: torch.Tensor,
+    log_weight_row: torch.Tensor,
+    temperature: float,
+    logq_strength: float = 1.0,
+    label_smoothing: float = 0.0,
+) -> torch.Tensor:
     """Sampled softmax over in-batch positives + shared negatives + each row's own negatives.
 
     user: (B, D); batch_items: (B + G, D), the batch's positives then the shared negatives;
@@ -93,8 +116,11 @@ def mixed_softmax_loss(user: torch.Tensor, batch_items: torch.Tensor, row_items:
     offsets = log_weight_batch.unsqueeze(0).expand(B, -1).clone()  # (B, B + G)
     offsets[torch.arange(B), torch.arange(B)] = 0.0
     logits_b = user @ batch_items.T / temperature - logq_strength * log_count_batch + offsets  # (B, B + G)
-    logits_r = (torch.einsum("bd,brd->br", user, row_items) / temperature
-                - logq_strength * log_count_row + log_weight_row.unsqueeze(0))  # (B, R)
+    logits_r = (
+        torch.einsum("bd,brd->br", user, row_items) / temperature
+        - logq_strength * log_count_row
+        + log_weight_row.unsqueeze(0)
+    )  # (B, R)
     hit_b = batch_idx.unsqueeze(0) == pos_idx.unsqueeze(1)
     hit_b[torch.arange(B), torch.arange(B)] = False
     low = torch.finfo(logits_b.dtype).min

@@ -116,8 +116,9 @@ class NegativeDraw:
 class MixedNegatives:
     """Draws the extra negatives of a batch and the matching logQ terms."""
 
-    def __init__(self, cfg: NegativesConfig, counts: np.ndarray, groups: np.ndarray | None,
-                 exposure: ExposureSampler | None):
+    def __init__(
+        self, cfg: NegativesConfig, counts: np.ndarray, groups: np.ndarray | None, exposure: ExposureSampler | None
+    ):
         self.cfg = cfg
         self.p_batch = np.asarray(counts, np.float64) / max(float(np.sum(counts)), 1.0)
         self.global_ = PopularitySampler(counts, cfg.global_alpha) if cfg.global_count else None
@@ -156,13 +157,16 @@ class MixedNegatives:
         count_batch = self._expected(batch_cands, positives, B)
         count_row = self._expected(per_row, positives, B)
         if self.exposure is not None:
-            count_row[:, per_row.shape[1] - c.exposure_count:] += c.exposure_count * self.exposure.prob(users)[:, None]
+            count_row[:, per_row.shape[1] - c.exposure_count :] += c.exposure_count * self.exposure.prob(users)[:, None]
         floor = 1e-12
         return NegativeDraw(
-            shared=shared, per_row=per_row, valid=valid,
+            shared=shared,
+            per_row=per_row,
+            valid=valid,
             log_count_batch=np.log(np.maximum(count_batch, floor)).astype(np.float32),
             log_count_row=np.log(np.maximum(count_row, floor)).astype(np.float32),
-            log_weight_batch=np.r_[np.full(B, np.log(c.in_batch_weight)),
-                                   np.full(len(shared), np.log(c.global_weight))].astype(np.float32),
+            log_weight_batch=np.r_[
+                np.full(B, np.log(c.in_batch_weight)), np.full(len(shared), np.log(c.global_weight))
+            ].astype(np.float32),
             log_weight_row=(np.concatenate(weights) if weights else np.zeros(0)).astype(np.float32),
         )

@@ -12,8 +12,7 @@ from embrecall.errors import ConfigError
 
 __all__ = ["Optimizer", "make_optimizer"]
 
-_KINDS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
-          "adagrad": torch.optim.Adagrad}
+_KINDS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad}
 
 
 class Optimizer:
@@ -46,11 +45,14 @@ class Optimizer:
         offset, first = 0, 0
         for part in self.parts:
             n_groups = len(part.param_groups)
-            groups = saved["param_groups"][first:first + n_groups]
+            groups = saved["param_groups"][first : first + n_groups]
             count = sum(len(g["params"]) for g in groups)
-            part.load_state_dict({
-                "state": {pid - offset: v for pid, v in saved["state"].items() if offset <= pid < offset + count},
-                "param_groups": [{**g, "params": [pid - offset for pid in g["params"]]} for g in groups]})
+            part.load_state_dict(
+                {
+                    "state": {pid - offset: v for pid, v in saved["state"].items() if offset <= pid < offset + count},
+                    "param_groups": [{**g, "params": [pid - offset for pid in g["params"]]} for g in groups],
+                }
+            )
             offset, first = offset + count, first + n_groups
 
 
@@ -62,8 +64,10 @@ def make_optimizer(cfg: Config, model: torch.nn.Module) -> Optimizer:
     dense = [p for p in params if id(p) not in sparse_tables]
     sparse = [p for p in params if id(p) in sparse_tables]
     if sparse and t.weight_decay:
-        raise ConfigError("train.weight_decay is not applied to sparse lookup tables (model.sparse_ids); set it to 0 "
-                          "or model.sparse_ids = false")
+        raise ConfigError(
+            "train.weight_decay is not applied to sparse lookup tables (model.sparse_ids); set it to 0 "
+            "or model.sparse_ids = false"
+        )
     # fused: one kernel over all parameters (a third of the per-tensor loop's time on ml-100k's model)
     parts = [_KINDS[t.optimizer](dense, lr=t.lr, weight_decay=t.weight_decay, fused=True)] if dense else []
     if sparse:

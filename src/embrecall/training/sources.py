@@ -33,7 +33,7 @@ class InMemory:
         units = ex.windows() if self.windowed else np.arange(len(ex))
         per_step = max(1, round(batch_size * r.world * len(units) / max(len(ex), 1)))
         order = units[rng.permutation(len(units))]
-        steps = [order[s:s + per_step] for s in range(0, len(order), per_step)]
+        steps = [order[s : s + per_step] for s in range(0, len(order), per_step)]
         if r.world > 1:  # every rank walks the same global batches, each taking its slice
             steps = [mine for mine in (my_share(s, r) for s in steps) if len(mine)]
         steps = steps[:limit]
@@ -49,8 +49,15 @@ class FromParts:
 
     windowed, groups, exposure = False, None, None
 
-    def __init__(self, log: EventLog, encoders: Encoders, users: pd.DataFrame | None, items: pd.DataFrame | None,
-                 counts: pd.Series, r: Ranks):
+    def __init__(
+        self,
+        log: EventLog,
+        encoders: Encoders,
+        users: pd.DataFrame | None,
+        items: pd.DataFrame | None,
+        counts: pd.Series,
+        r: Ranks,
+    ):
         """``counts``: the log's ``item_counts``, in the encoders' catalog order."""
         self.log, self.encoders, self.users, self.items = log, encoders, users, items
         self.catalog = Catalog(encoders, items, counts.to_numpy(np.float64))
@@ -69,5 +76,5 @@ class FromParts:
             ex = Examples(self.log.read(int(shard)), self.encoders, self.users, self.items, catalog=self.catalog)
             order = rng.permutation(len(ex))
             for b in range(min(len(ex) // batch_size, left)):
-                yield ex, order[b * batch_size:(b + 1) * batch_size]
+                yield ex, order[b * batch_size : (b + 1) * batch_size]
                 left -= 1

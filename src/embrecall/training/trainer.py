@@ -14,9 +14,9 @@ import pandas as pd
 import torch
 
 from embrecall.config import Config, IndexConfig, SequenceFeature
-from embrecall.errors import ConfigError
 from embrecall.data.log import EventLog
 from embrecall.data.split import Split
+from embrecall.errors import ConfigError
 from embrecall.evaluation.protocol import evaluate_channel
 from embrecall.features import Encoders
 from embrecall.features.profiles import UserProfiles
@@ -26,8 +26,16 @@ from embrecall.models.tower_channel import TowerChannel
 from embrecall.models.two_tower import TwoTower
 from embrecall.progress import note, progress_bar
 from embrecall.training.checkpoint import load_latest_checkpoint, save_checkpoint
-from embrecall.training.distributed import (Ranks, agree, average_sparse_gradients, barrier, data_parallel, gather,
-                                            mean_over_ranks, ranks)
+from embrecall.training.distributed import (
+    Ranks,
+    agree,
+    average_sparse_gradients,
+    barrier,
+    data_parallel,
+    gather,
+    mean_over_ranks,
+    ranks,
+)
 from embrecall.training.examples import Catalog, Examples
 from embrecall.training.losses import bce_loss, mixed_softmax_loss, sampled_softmax_loss, softmax_loss
 from embrecall.training.negatives import MixedNegatives
@@ -53,39 +61,69 @@ def item_vectors(model: TwoTower, catalog: Catalog, batch_size: int = 65_536) ->
     """(n_items, D) item-tower vectors of the whole catalog, in item_idx order."""
     model.eval()
     n = len(catalog.item_counts)
-    parts = [model.item(catalog.item_batch(np.arange(s, min(n, s + batch_size)))).numpy()
-             for s in range(0, n, batch_size)]
+    parts = [
+        model.item(catalog.item_batch(np.arange(s, min(n, s + batch_size)))).numpy() for s in range(0, n, batch_size)
+    ]
     return np.concatenate(parts).astype(np.float32)
 
 
-def two_tower_channel(model: TwoTower, encoders: Encoders, users: pd.DataFrame | None, vectors: np.ndarray,
-                      index_cfg: IndexConfig | None = None, items: pd.DataFrame | None = None) -> TowerChannel:
+def two_tower_channel(
+    model: TwoTower,
+    encoders: Encoders,
+    users: pd.DataFrame | None,
+    vectors: np.ndarray,
+    index_cfg: IndexConfig | None = None,
+    items: pd.DataFrame | None = None,
+) -> TowerChannel:
     """The channel of a PyTorch model over a live index of its item vectors, as a bundle of it would
     serve them (exact search unless an index config is given; ``items``: attributes to filter on)."""
+
     def embed(inputs: dict[str, np.ndarray]) -> np.ndarray:
         model.eval()
         with torch.no_grad():
             return model.user({k: torch.from_numpy(v) for k, v in inputs.items()}).numpy()
 
-    index = LiveIndex(list(encoders.catalog), vectors, items, index_cfg or IndexConfig(kind="flat"),
-                      filterable_columns(items))
+    index = LiveIndex(
+        list(encoders.catalog), vectors, items, index_cfg or IndexConfig(kind="flat"), filterable_columns(items)
+    )
     return TowerChannel(UserProfiles(encoders, users), embed, index)
 
 
-def _mixed_loss(cfg: Config, model: TwoTower, ex: Examples, rows: np.ndarray, user: torch.Tensor,
-                mixed: MixedNegatives, rng: np.random.Generator) -> torch.Tensor:
+def _mixed_loss(
+    cfg: Config,
+    model: TwoTower,
+    ex: Examples,
+    rows: np.ndarray,
+    user: torch.Tensor,
+    mixed: MixedNegatives,
+    rng: np.random.Generator,
+) -> torch.Tensor:
     pos_idx = ex.item_idx[rows]
     draw = mixed.draw(pos_idx, ex.user_code[rows], rng)
     batch_idx = np.r_[pos_idx, draw.shared]
     batch_items = model.item(ex.item_batch(batch_idx))  # (B + G, D)
     B, R = draw.per_row.shape
-    row_items = (model.item(ex.item_batch(draw.per_row.reshape(-1))).view(B, R, -1) if R
-                 else batch_items.new_zeros((B, 0, batch_items.shape[1])))
+    row_items = (
+        model.item(ex.item_batch(draw.per_row.reshape(-1))).view(B, R, -1)
+        if R
+        else batch_items.new_zeros((B, 0, batch_items.shape[1]))
+    )
     t = torch.from_numpy
-    return mixed_softmax_loss(user, batch_items, row_items, t(batch_idx), t(draw.per_row), t(draw.valid),
-                              t(draw.log_count_batch), t(draw.log_count_row), t(draw.log_weight_batch),
-                              t(draw.log_weight_row), cfg.train.temperature, cfg.train.logq_strength,
-                              cfg.train.label_smoothing)
+    return mixed_softmax_loss(
+        user,
+        batch_items,
+        row_items,
+        t(batch_idx),
+        t(draw.per_row),
+        t(draw.valid),
+        t(draw.log_count_batch),
+        t(draw.log_count_row),
+        t(draw.log_weight_batch),
+        t(draw.log_weight_row),
+        cfg.train.temperature,
+        cfg.train.logq_strength,
+        cfg.train.label_smoothing,
+    )
 
 
 def pretrain_item_table(cfg: Config, model: TwoTower, encoders: Encoders, log: EventLog) -> int:
@@ -115,8 +153,16 @@ def _in_batch_loss(cfg: Config, r: Ranks, net: torch.nn.Module, ex: Examples, ro
     idx = torch.from_numpy(ex.item_idx[rows])
     user, pos = net(ex.user_batch(rows), ex.item_batch(ex.item_idx[rows]))
     every = gather(idx)
-    return sampled_softmax_loss(user, gather(pos), every, ex.log_q[every] * t.logq_strength, t.temperature,
-                                t.remove_accidental_hits, t.label_smoothing, offset=r.rank * len(rows))
+    return sampled_softmax_loss(
+        user,
+        gather(pos),
+        every,
+        ex.log_q[every] * t.logq_strength,
+        t.temperature,
+        t.remove_accidental_hits,
+        t.label_smoothing,
+        offset=r.rank * len(rows),
+    )
 
 
 def _in_batch_only(cfg: Config, windowed: bool, mixed: MixedNegatives) -> bool:
@@ -127,13 +173,14 @@ def _in_batch_only(cfg: Config, windowed: bool, mixed: MixedNegatives) -> bool:
 def _check_distributable(cfg: Config, windowed: bool, mixed: MixedNegatives) -> None:
     """Under torchrun the trainer runs the gathered in-batch softmax; what it does not yet gather is refused."""
     if not _in_batch_only(cfg, windowed, mixed):
-        raise ConfigError("training on several ranks (torchrun) takes train.loss = 'sampled_softmax' with in-batch "
-                          "negatives only: no [train.negatives] sources and no sequence feature (their candidates "
-                          "are not gathered across ranks yet); run those on one process")
+        raise ConfigError(
+            "training on several ranks (torchrun) takes train.loss = 'sampled_softmax' with in-batch "
+            "negatives only: no [train.negatives] sources and no sequence feature (their candidates "
+            "are not gathered across ranks yet); run those on one process"
+        )
 
 
-def _user_vectors(model: TwoTower, ex: Examples, step: np.ndarray,
-                  windowed: bool) -> tuple[torch.Tensor, np.ndarray]:
+def _user_vectors(model: TwoTower, ex: Examples, step: np.ndarray, windowed: bool) -> tuple[torch.Tensor, np.ndarray]:
     """(N, D) user vectors and the N event rows they predict: one per row, or one per position of
     each window (one causal pass over a window yields all of its pairs)."""
     if windowed:
@@ -142,24 +189,38 @@ def _user_vectors(model: TwoTower, ex: Examples, step: np.ndarray,
     return model.user(ex.user_batch(step)), step
 
 
-def _batch_loss(cfg: Config, model: TwoTower, ex: Examples, rows: np.ndarray, user: torch.Tensor,
-                windowed: bool, gen: torch.Generator, mixed: MixedNegatives,
-                rng: np.random.Generator) -> torch.Tensor:
+def _batch_loss(
+    cfg: Config,
+    model: TwoTower,
+    ex: Examples,
+    rows: np.ndarray,
+    user: torch.Tensor,
+    windowed: bool,
+    gen: torch.Generator,
+    mixed: MixedNegatives,
+    rng: np.random.Generator,
+) -> torch.Tensor:
     t = cfg.train
     pos_idx = ex.item_idx[rows]
     if t.loss == "full_softmax":
         items = model.item(ex.item_inputs)  # (n_items, D): every catalog item is a candidate
-        return softmax_loss(user, items, torch.from_numpy(pos_idx), items.new_zeros(len(items)), t.temperature,
-                            t.label_smoothing)
+        return softmax_loss(
+            user, items, torch.from_numpy(pos_idx), items.new_zeros(len(items)), t.temperature, t.label_smoothing
+        )
     if t.loss == "sampled_softmax" and mixed.active:
         return _mixed_loss(cfg, model, ex, rows, user, mixed, rng)
     if t.loss == "sampled_softmax" and windowed:  # windows hold many pairs: score each distinct positive once
         distinct, labels = np.unique(pos_idx, return_inverse=True)
-        return softmax_loss(user, model.item(ex.item_batch(distinct)), torch.from_numpy(labels),
-                            ex.log_inclusion(distinct, len(rows)) * t.logq_strength, t.temperature,
-                            t.label_smoothing)
+        return softmax_loss(
+            user,
+            model.item(ex.item_batch(distinct)),
+            torch.from_numpy(labels),
+            ex.log_inclusion(distinct, len(rows)) * t.logq_strength,
+            t.temperature,
+            t.label_smoothing,
+        )
     pos = model.item(ex.item_batch(pos_idx))  # (B, D)
-    weights = torch.from_numpy(ex.item_counts ** t.negative_alpha).float()
+    weights = torch.from_numpy(ex.item_counts**t.negative_alpha).float()
     neg_idx = torch.multinomial(weights, len(rows) * t.num_negatives, replacement=True, generator=gen)
     neg_idx = neg_idx.view(len(rows), t.num_negatives)  # (B, N)
     neg = model.item(ex.item_batch(neg_idx.reshape(-1).numpy())).view(len(rows), t.num_negatives, -1)
@@ -173,35 +234,60 @@ def _estimate(label: str, steps: int, timed: int, seconds: float, epochs: int, v
     """One line before long work: what an epoch holds and, from the batches timed so far, what it costs."""
     per_epoch = seconds / timed * steps
     checks = f" plus a validation check of {valid_users:,} users" if valid_users else ""
-    return (f"{label}: {steps:,} batches an epoch, about {per_epoch:,.0f} s each{checks} (timed on {timed} "
-            f"batches); up to {epochs} epoch{'s' * (epochs > 1)}: about {per_epoch * epochs / 60:,.1f} min of training")
+    return (
+        f"{label}: {steps:,} batches an epoch, about {per_epoch:,.0f} s each{checks} (timed on {timed} "
+        f"batches); up to {epochs} epoch{'s' * (epochs > 1)}: about {per_epoch * epochs / 60:,.1f} min of training"
+    )
 
 
-def _source(cfg: Config, log: EventLog, users: pd.DataFrame | None, items: pd.DataFrame | None,
-            exposures: pd.DataFrame | None, r: Ranks) -> tuple[Encoders, InMemory | FromParts]:
+def _source(
+    cfg: Config,
+    log: EventLog,
+    users: pd.DataFrame | None,
+    items: pd.DataFrame | None,
+    exposures: pd.DataFrame | None,
+    r: Ranks,
+) -> tuple[Encoders, InMemory | FromParts]:
     """The fitted encoders and where the examples come from: the whole log in memory, or its parts."""
     neg = cfg.train.negatives
     windowed = any(isinstance(f, SequenceFeature) for f in cfg.features.user)
     events = log.whole()
     if events is None:
         if windowed or neg.hard_count or neg.exposure_count:
-            raise ConfigError("a sharded log (data.shards) trains on event rows with in-batch, uniform or popular "
-                              "negatives: a sequence feature's windows and hard or exposure negatives need the whole "
-                              "log in memory; leave data.shards out for them")
+            raise ConfigError(
+                "a sharded log (data.shards) trains on event rows with in-batch, uniform or popular "
+                "negatives: a sequence feature's windows and hard or exposure negatives need the whole "
+                "log in memory; leave data.shards out for them"
+            )
         counts = log.item_counts()
         encoders = Encoders(cfg.features).fit_ids(counts.index, log.user_ids(), pd.DataFrame(), users, items)
         return encoders, FromParts(log, encoders, users, items, counts, r)
     encoders = Encoders(cfg.features).fit(events, users, items)
-    examples = Examples(events, encoders, users, items, exposures if neg.exposure_count else None,
-                        neg.hard_column if neg.hard_count else None)
+    examples = Examples(
+        events,
+        encoders,
+        users,
+        items,
+        exposures if neg.exposure_count else None,
+        neg.hard_column if neg.hard_count else None,
+    )
     return encoders, InMemory(examples, windowed)
 
 
-def fit_two_tower(cfg: Config, log: EventLog, users: pd.DataFrame | None,
-                  items: pd.DataFrame | None, *, epochs: int, validation: Split | None = None,
-                  checkpoint_dir: Path | None = None, show_progress: bool = True, label: str = "train",
-                  exposures: pd.DataFrame | None = None,
-                  on_epoch: Callable[[int, float], None] | None = None) -> FitResult:
+def fit_two_tower(
+    cfg: Config,
+    log: EventLog,
+    users: pd.DataFrame | None,
+    items: pd.DataFrame | None,
+    *,
+    epochs: int,
+    validation: Split | None = None,
+    checkpoint_dir: Path | None = None,
+    show_progress: bool = True,
+    label: str = "train",
+    exposures: pd.DataFrame | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> FitResult:
     """Fit on ``log`` (in memory, or sharded); with ``validation``, watch
     HR@early_stop_k on its validation targets each epoch, stop after ``patience`` epochs without
     gain and return the best epoch's weights.  ``on_epoch(epoch, score)`` hears each validation
@@ -217,8 +303,10 @@ def fit_two_tower(cfg: Config, log: EventLog, users: pd.DataFrame | None,
     if cfg.model.pretrained_items != "none":
         found = pretrain_item_table(cfg, model, encoders, log)
         if show_progress:
-            note(f"{label}: item2vec vectors for {found:,} of {encoders.n_trained_:,} items start the item table "
-                 f"({cfg.model.pretrained_items.replace('_', '-')})")
+            note(
+                f"{label}: item2vec vectors for {found:,} of {encoders.n_trained_:,} items start the item table "
+                f"({cfg.model.pretrained_items.replace('_', '-')})"
+            )
     optimizer = make_optimizer(cfg, model)
     result = FitResult(model, encoders, catalog, best_epoch=0)
     best_score, best_state, start_epoch = -1.0, None, 1
@@ -270,16 +358,31 @@ def fit_two_tower(cfg: Config, log: EventLog, users: pd.DataFrame | None,
                     rate = pairs / max(time.perf_counter() - tick, 1e-9)
                     bar.update(task, advance=1, loss=total_loss / (b + 1), rate=rate)
                     if show_progress and epoch == start_epoch and b == min(steps - 1, ESTIMATE_AFTER):
-                        note(_estimate(label, steps, b + 1, time.perf_counter() - tick, epochs - start_epoch + 1,
-                                       None if validation is None else len(validation.valid)))
+                        note(
+                            _estimate(
+                                label,
+                                steps,
+                                b + 1,
+                                time.perf_counter() - tick,
+                                epochs - start_epoch + 1,
+                                None if validation is None else len(validation.valid),
+                            )
+                        )
                 seconds = time.perf_counter() - tick
-                entry = {"epoch": epoch, "loss": mean_over_ranks(total_loss / max(steps, 1)), "seconds": seconds,
-                         "pairs_per_s": pairs * r.world / max(seconds, 1e-9)}
+                entry = {
+                    "epoch": epoch,
+                    "loss": mean_over_ranks(total_loss / max(steps, 1)),
+                    "seconds": seconds,
+                    "pairs_per_s": pairs * r.world / max(seconds, 1e-9),
+                }
                 if validation is not None:  # rank 0 checks; every rank acts on its score
                     vectors = item_vectors(model, catalog) if r.main else None
                     channel = two_tower_channel(model, encoders, users, vectors) if vectors is not None else None
-                    entry[metric] = agree(evaluate_channel(channel, validation, [t.early_stop_k], on="valid")[metric]
-                                          if channel is not None else None)
+                    entry[metric] = agree(
+                        evaluate_channel(channel, validation, [t.early_stop_k], on="valid")[metric]
+                        if channel is not None
+                        else None
+                    )
                     bar.update(task, description=f"{title} valid {metric}={entry[metric]:.4f}")
                     if on_epoch is not None:
                         on_epoch(epoch, entry[metric])
@@ -290,15 +393,27 @@ def fit_two_tower(cfg: Config, log: EventLog, users: pd.DataFrame | None,
                     result.best_epoch, best_state = epoch, None  # without validation the last epoch is kept
                 result.log.append(entry)
                 if checkpoint_dir is not None and r.main:
-                    save_checkpoint(checkpoint_dir, epoch, model, optimizer,
-                                    {"log": result.log, "best_epoch": result.best_epoch, "best_score": best_score})
+                    save_checkpoint(
+                        checkpoint_dir,
+                        epoch,
+                        model,
+                        optimizer,
+                        {"log": result.log, "best_epoch": result.best_epoch, "best_score": best_score},
+                    )
                 barrier()  # a rank resumed later finds the epoch every rank finished
                 if validation is not None and epoch - result.best_epoch >= t.patience:
                     break
                 spent = time.perf_counter() - started
-                if validation is not None and t.max_seconds and epoch < epochs and agree(spent + seconds > t.max_seconds):
-                    note(f"{label}: stopped after epoch {epoch} ({spent:.0f} s): another epoch would pass "
-                         f"train.max_seconds = {t.max_seconds:g}")
+                if (
+                    validation is not None
+                    and t.max_seconds
+                    and epoch < epochs
+                    and agree(spent + seconds > t.max_seconds)
+                ):
+                    note(
+                        f"{label}: stopped after epoch {epoch} ({spent:.0f} s): another epoch would pass "
+                        f"train.max_seconds = {t.max_seconds:g}"
+                    )
                     break
     finally:
         torch.set_num_threads(threads_before)

@@ -29,17 +29,25 @@ class _Fixed:
         self.held_out, self.target_score = held_out, target_score
 
     def score(self, queries, items):
-        return [np.asarray([self.target_score if i == self.held_out[q.user_id] else 1.0 for i in wanted],
-                           dtype=np.float32) for q, wanted in zip(queries, items)]
+        return [
+            np.asarray([self.target_score if i == self.held_out[q.user_id] else 1.0 for i in wanted], dtype=np.float32)
+            for q, wanted in zip(queries, items)
+        ]
 
 
 @pytest.fixture
 def world():
     rng = np.random.default_rng(0)
     import pandas as pd
+
     items = [f"i{n}" for n in range(300)]
-    train = pd.DataFrame({"user_id": np.repeat([f"u{n}" for n in range(20)], 5),
-                          "item_id": rng.choice(items, 100), "timestamp": np.arange(100)})
+    train = pd.DataFrame(
+        {
+            "user_id": np.repeat([f"u{n}" for n in range(20)], 5),
+            "item_id": rng.choice(items, 100),
+            "timestamp": np.arange(100),
+        }
+    )
     test = pd.DataFrame({"user_id": [f"u{n}" for n in range(20)], "item_id": items[:20], "timestamp": 200})
     queries, exclude = build_queries(train, test)
     return queries, exclude, test["item_id"].to_numpy(), set(items)
@@ -54,10 +62,14 @@ def test_sampled_auc_is_one_zero_or_a_half_as_the_held_out_items_rank(world):
 
 def test_evaluate_reports_auc_for_channels_that_score_and_the_average_position(world):
     from embrecall.data.split import Split
+
     queries, exclude, targets, catalog = world
     import pandas as pd
-    train = pd.DataFrame([(q.user_id, i, t) for q in queries for t, i in enumerate(q.history)],
-                         columns=["user_id", "item_id", "timestamp"])
+
+    train = pd.DataFrame(
+        [(q.user_id, i, t) for q in queries for t, i in enumerate(q.history)],
+        columns=["user_id", "item_id", "timestamp"],
+    )
     test = pd.DataFrame({"user_id": [q.user_id for q in queries], "item_id": targets, "timestamp": 999})
     split = Split(train=train, valid=train.iloc[:0], train_full=train, test=test)
     metrics = evaluate_channel(Popular().fit(MemoryLog(train)), split, [10, 100])
@@ -69,11 +81,16 @@ def test_auc_against_shown_items_takes_what_was_shown_since_the_last_click_and_a
 
     from embrecall.data.split import Split
     from embrecall.evaluation.protocol import shown_auc, shown_items
+
     train = pd.DataFrame({"user_id": ["u", "u", "v"], "item_id": ["a", "b", "a"], "timestamp": [10, 20, 10]})
     test = pd.DataFrame({"user_id": ["u", "v"], "item_id": ["t", "t"], "timestamp": [30, 30]})
-    shown = pd.DataFrame({"user_id": ["u", "u", "u", "u", "u", "v", "v"],
-                          "item_id": ["old", "x", "y", "b", "t", "z", "late"],
-                          "timestamp": [15, 25, 29, 25, 30, 12, 31]})
+    shown = pd.DataFrame(
+        {
+            "user_id": ["u", "u", "u", "u", "u", "v", "v"],
+            "item_id": ["old", "x", "y", "b", "t", "z", "late"],
+            "timestamp": [15, 25, 29, 25, 30, 12, 31],
+        }
+    )
     queries, exclude = build_queries(train, test)
     got = shown_items(train, test, shown, exclude)
     # u: after its last click (20) up to the target (30), less its own item b and the target; v: after 10

@@ -24,7 +24,7 @@ def _total_variation(draws: np.ndarray, expected: np.ndarray) -> float:
 
 def test_popularity_sampler_follows_counts_to_the_alpha():
     sampler = PopularitySampler(COUNTS, alpha=0.75)
-    expected = COUNTS ** 0.75 / (COUNTS ** 0.75).sum()
+    expected = COUNTS**0.75 / (COUNTS**0.75).sum()
     draws = sampler.draw(200_000, np.random.default_rng(0))
     assert _total_variation(draws, expected) < 0.01
     assert not (draws == 5).any()  # an item never seen in training is never drawn
@@ -60,9 +60,19 @@ def test_mixed_loss_without_extra_negatives_equals_in_batch_sampled_softmax():
     mixed = MixedNegatives(NegativesConfig(), counts, None, None)
     draw = mixed.draw(idx.numpy(), np.zeros(B, np.int64), np.random.default_rng(0))
     t = torch.from_numpy
-    ours = mixed_softmax_loss(user, items, items.new_zeros((B, 0, D)), idx, t(draw.per_row), t(draw.valid),
-                              t(draw.log_count_batch), t(draw.log_count_row), t(draw.log_weight_batch),
-                              t(draw.log_weight_row), temperature=0.1)
+    ours = mixed_softmax_loss(
+        user,
+        items,
+        items.new_zeros((B, 0, D)),
+        idx,
+        t(draw.per_row),
+        t(draw.valid),
+        t(draw.log_count_batch),
+        t(draw.log_count_row),
+        t(draw.log_weight_batch),
+        t(draw.log_weight_row),
+        temperature=0.1,
+    )
     log_q = torch.log(torch.from_numpy(counts / counts.sum())).float()[idx]
     torch.testing.assert_close(ours, sampled_softmax_loss(user, items, idx, log_q, 0.1))
 

@@ -70,10 +70,19 @@ def test_full_softmax_equals_sampled_softmax_with_every_item_sampled_and_zero_co
     full = softmax_loss(user, catalog, pos, torch.zeros(n), 0.1)
     batch_idx = torch.cat([pos, torch.arange(n)])
     zeros_b, no_rows = torch.zeros(b, b + n), torch.zeros(b, 0)
-    sampled = mixed_softmax_loss(user, catalog[batch_idx], torch.zeros(b, 0, 8), batch_idx,
-                                 torch.zeros(b, 0, dtype=torch.long), torch.zeros(b, 0, dtype=torch.bool),
-                                 zeros_b, no_rows, torch.cat([torch.full((b,), -1e9), torch.zeros(n)]),
-                                 torch.zeros(0), 0.1)
+    sampled = mixed_softmax_loss(
+        user,
+        catalog[batch_idx],
+        torch.zeros(b, 0, 8),
+        batch_idx,
+        torch.zeros(b, 0, dtype=torch.long),
+        torch.zeros(b, 0, dtype=torch.bool),
+        zeros_b,
+        no_rows,
+        torch.cat([torch.full((b,), -1e9), torch.zeros(n)]),
+        torch.zeros(0),
+        0.1,
+    )
     torch.testing.assert_close(full, sampled)
 
 
@@ -85,7 +94,13 @@ def test_label_smoothing_spreads_over_live_candidates_only():
     assert torch.isfinite(smoothed)  # the masked column does not enter the smoothing term
     plain = sampled_softmax_loss(user, items, idx, torch.zeros(2), 1.0)
     torch.testing.assert_close(smoothed, plain)  # one live candidate per row: nothing to spread over
-    full = softmax_loss(user, items[:1].repeat(3, 1) * torch.tensor([[1.0], [0.0], [-1.0]]), torch.tensor([0, 1]),
-                        torch.zeros(3), 1.0, label_smoothing=0.3)
+    full = softmax_loss(
+        user,
+        items[:1].repeat(3, 1) * torch.tensor([[1.0], [0.0], [-1.0]]),
+        torch.tensor([0, 1]),
+        torch.zeros(3),
+        1.0,
+        label_smoothing=0.3,
+    )
     logits = user @ (items[:1].repeat(3, 1) * torch.tensor([[1.0], [0.0], [-1.0]])).T
     torch.testing.assert_close(full, F.cross_entropy(logits, torch.tensor([0, 1]), label_smoothing=0.3))

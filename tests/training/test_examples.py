@@ -10,16 +10,22 @@ from embrecall.features import Encoders
 from embrecall.models.channel import user_histories
 from embrecall.training.examples import Examples
 
-SPEC = FeaturesConfig.model_validate({
-    "user": [{"kind": "history", "name": "recent", "max_len": 3}],
-    "item": [{"kind": "item_id"}],
-})
+SPEC = FeaturesConfig.model_validate(
+    {
+        "user": [{"kind": "history", "name": "recent", "max_len": 3}],
+        "item": [{"kind": "item_id"}],
+    }
+)
 
 
 def test_history_holds_only_earlier_events_of_the_same_user_most_recent_first():
-    events = pd.DataFrame({"user_id": ["u", "v", "u", "u", "u", "v"],
-                           "item_id": ["a", "x", "b", "c", "d", "y"],
-                           "timestamp": [1, 1, 2, 3, 4, 2]})
+    events = pd.DataFrame(
+        {
+            "user_id": ["u", "v", "u", "u", "u", "v"],
+            "item_id": ["a", "x", "b", "c", "d", "y"],
+            "timestamp": [1, 1, 2, 3, 4, 2],
+        }
+    )
     enc = Encoders(SPEC).fit(events, None, None)
     ex = Examples(events, enc, None, None)
     hist = ex.user_batch(np.arange(len(ex)))["recent"].numpy()
@@ -31,11 +37,16 @@ def test_history_holds_only_earlier_events_of_the_same_user_most_recent_first():
 
 def test_a_training_history_is_what_serving_builds_from_the_users_history_so_far():
     rng = np.random.default_rng(0)
-    events = pd.DataFrame({"user_id": rng.choice(["u", "v", "w"], 60), "item_id": rng.choice(list("abcdefgh"), 60),
-                           "timestamp": rng.integers(0, 20, 60)})
+    events = pd.DataFrame(
+        {
+            "user_id": rng.choice(["u", "v", "w"], 60),
+            "item_id": rng.choice(list("abcdefgh"), 60),
+            "timestamp": rng.integers(0, 20, 60),
+        }
+    )
     enc = Encoders(SPEC).fit(events, None, None)
     ex = Examples(events, enc, None, None)
     served = []
-    for user, history in sorted(user_histories(events).items()):  # Examples orders rows by user, then time
+    for _, history in sorted(user_histories(events).items()):  # Examples orders rows by user, then time
         served += [list(history[:n]) for n in range(len(history))]
     np.testing.assert_array_equal(ex.history(np.arange(len(ex))), enc.history_matrix(served))

@@ -43,8 +43,8 @@ def test_agrees_with_ranx():
     users, items = 60, 300
     lists = [list(rng.choice(items, 100, replace=False)) for _ in range(users)]
     targets = [int(rng.choice(items)) for _ in range(users)]
-    ranks = np.array([l.index(t) if t in l else -1 for l, t in zip(lists, targets)])
-    ours = ranking_metrics(ranks, [[str(i) for i in l] for l in lists], items, [10, 20, 50, 100])
+    ranks = np.array([ranked.index(t) if t in ranked else -1 for ranked, t in zip(lists, targets)])
+    ours = ranking_metrics(ranks, [[str(i) for i in ranked] for ranked in lists], items, [10, 20, 50, 100])
     qrels = ranx.Qrels({f"q{u}": {str(targets[u]): 1} for u in range(users)})
     run = ranx.Run({f"q{u}": {str(i): float(100 - r) for r, i in enumerate(lists[u])} for u in range(users)})
     theirs = ranx.evaluate(qrels, run, ["hit_rate@10", "hit_rate@100", "ndcg@10", "ndcg@50", "mrr@100"])

@@ -62,8 +62,15 @@ def _rank(rank: int, folder: str) -> None:
     table = torch.nn.Embedding(10, 3, sparse=True)
     (table(torch.tensor(SPARSE_ROWS[rank])) * (rank + 1)).sum().backward()
     average_sparse_gradients(table)
-    torch.save({"loss": loss.detach(), "grads": grads, "share": my_share(torch.arange(11).numpy(), ranks()),
-                "sparse": table.weight.grad.to_dense()}, f"{folder}/rank{rank}.pt")
+    torch.save(
+        {
+            "loss": loss.detach(),
+            "grads": grads,
+            "share": my_share(torch.arange(11).numpy(), ranks()),
+            "sparse": table.weight.grad.to_dense(),
+        },
+        f"{folder}/rank{rank}.pt",
+    )
     dist.destroy_process_group()
 
 
@@ -102,11 +109,11 @@ def _fit_on_two_ranks(rank: int, folder: str, epochs: int, resume: bool, name: s
     cfg = load_config(Path(folder) / "config.yaml", [f"train.resume={str(resume).lower()}"])
     log = prepare_shards(cfg).log("train")
     users, items = read_feature_tables(cfg.data, numeric_columns(cfg), [])
-    fit = fit_two_tower(cfg, log, users, items, epochs=epochs, checkpoint_dir=Path(folder) / f"ckpt-{name}",
-                        show_progress=False)
+    fit = fit_two_tower(
+        cfg, log, users, items, epochs=epochs, checkpoint_dir=Path(folder) / f"ckpt-{name}", show_progress=False
+    )
     if rank == 0:
-        torch.save({"state": fit.model.state_dict(), "log": fit.log, "sparse": fit.model.sparse},
-                   f"{folder}/{name}.pt")
+        torch.save({"state": fit.model.state_dict(), "log": fit.log, "sparse": fit.model.sparse}, f"{folder}/{name}.pt")
     dist.destroy_process_group()
 
 
@@ -125,14 +132,39 @@ def test_two_ranks_on_their_own_shards_resume_from_rank_0s_checkpoint(tmp_path):
         torch.testing.assert_close(a, b, msg=f"{name} differs after resuming on two ranks")
 
 
-TINY = ["--set", "data.synthetic.users=300", "--set", "data.synthetic.items=200", "--set", "data.synthetic.events=6000",
-        "--set", "train.epochs=3", "--set", "train.patience=3", "--no-progress"]
+TINY = [
+    "--set",
+    "data.synthetic.users=300",
+    "--set",
+    "data.synthetic.items=200",
+    "--set",
+    "data.synthetic.events=6000",
+    "--set",
+    "train.epochs=3",
+    "--set",
+    "train.patience=3",
+    "--no-progress",
+]
 
 
 def _train(tmp: Path, nproc: int, batch: int) -> dict:
     out = tmp / f"{nproc}-ranks"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
-           "-m", "embrecall.cli", "train", "--out", str(out), "--set", f"train.batch_size={batch}", *TINY]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        str(nproc),
+        "-m",
+        "embrecall.cli",
+        "train",
+        "--out",
+        str(out),
+        "--set",
+        f"train.batch_size={batch}",
+        *TINY,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -160,7 +192,6 @@ def test_settings_not_gathered_across_ranks_are_refused_with_a_message():
     for cfg, windowed in ((load_config(None, ["train.loss=bce"]), False), (plain, True)):
         with pytest.raises(ConfigError, match="takes train.loss = 'sampled_softmax'"):
             _check_distributable(cfg, windowed=windowed, mixed=none)
-
 
 
 def test_sparse_table_gradients_are_averaged_over_ranks_as_ddp_averages_dense_ones(two_ranks):

@@ -21,8 +21,9 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path):
     ckpt = tmp_path / "ckpt"
     fit_two_tower(cfg, MemoryLog(events), data.users, data.items, epochs=1, checkpoint_dir=ckpt, show_progress=False)
     resumed_cfg = tiny_config(tmp_path, "train.epochs=2", "train.resume=true")
-    resumed = fit_two_tower(resumed_cfg, MemoryLog(events), data.users, data.items, epochs=2, checkpoint_dir=ckpt,
-                            show_progress=False)
+    resumed = fit_two_tower(
+        resumed_cfg, MemoryLog(events), data.users, data.items, epochs=2, checkpoint_dir=ckpt, show_progress=False
+    )
     assert [e["epoch"] for e in resumed.log] == [1, 2]
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         torch.testing.assert_close(a, b, msg=f"{name} differs after resume")
@@ -32,7 +33,9 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
     cfg = tiny_config(tmp_path, "train.epochs=6", "train.patience=1")
     data = load_dataset(cfg)
     split = split_dataset(data, cfg.split)
-    fit = fit_two_tower(cfg, MemoryLog(split.train), data.users, data.items, epochs=6, validation=split, show_progress=False)
+    fit = fit_two_tower(
+        cfg, MemoryLog(split.train), data.users, data.items, epochs=6, validation=split, show_progress=False
+    )
     scores = [e["HR@50"] for e in fit.log]
     assert fit.best_epoch == 1 + int(np.argmax(scores))
     assert len(fit.log) == 6 or len(fit.log) - fit.best_epoch == 1  # stopped one epoch after the best
@@ -44,16 +47,31 @@ def test_mixed_negatives_with_impressions_train_and_beat_popularity(tmp_path):
     from embrecall.training.examples import Examples
     from embrecall.training.trainer import item_vectors, two_tower_channel
 
-    cfg = tiny_config(tmp_path, "data.synthetic.impressions=2", "data.events=[click]",
-                      "data.exposure_events=[impression]", "train.epochs=3", "train.negatives.global_count=64",
-                      "train.negatives.hard_count=4", "train.negatives.hard_column=category",
-                      "train.negatives.exposure_count=2", "train.negatives.exposure_weight=2.0")
+    cfg = tiny_config(
+        tmp_path,
+        "data.synthetic.impressions=2",
+        "data.events=[click]",
+        "data.exposure_events=[impression]",
+        "train.epochs=3",
+        "train.negatives.global_count=64",
+        "train.negatives.hard_count=4",
+        "train.negatives.hard_column=category",
+        "train.negatives.exposure_count=2",
+        "train.negatives.exposure_weight=2.0",
+    )
     data = load_dataset(cfg)
     assert data.exposures is not None and set(data.exposures["event"]) == {"impression"}
     assert set(data.events["event"]) == {"click"}
     split = split_dataset(data, cfg.split)
-    fit = fit_two_tower(cfg, MemoryLog(split.train_full), data.users, data.items, epochs=3, show_progress=False,
-                        exposures=data.exposures)
+    fit = fit_two_tower(
+        cfg,
+        MemoryLog(split.train_full),
+        data.users,
+        data.items,
+        epochs=3,
+        show_progress=False,
+        exposures=data.exposures,
+    )
     assert all(np.isfinite(e["loss"]) for e in fit.log)
     ex = Examples(split.train_full, fit.encoders, data.users, data.items)
     channel = two_tower_channel(fit.model, fit.encoders, data.users, item_vectors(fit.model, ex.catalog))
@@ -67,8 +85,9 @@ def test_runs_side_by_side_keep_their_own_checkpoints(tmp_path):
 
     first, second = (tiny_config(tmp_path, f"train.seed={s}", "train.epochs=1") for s in (0, 1))
     assert checkpoint_folder(first) != checkpoint_folder(second)
-    assert checkpoint_folder(first) == checkpoint_folder(first.model_copy(
-        update={"train": first.train.model_copy(update={"resume": True})}))  # resume finds the same folder
+    assert checkpoint_folder(first) == checkpoint_folder(
+        first.model_copy(update={"train": first.train.model_copy(update={"resume": True})})
+    )  # resume finds the same folder
     train(first, show_progress=False)
     kept = sorted(checkpoint_folder(first).rglob("*"))
     train(second, show_progress=False)
@@ -79,7 +98,9 @@ def test_a_wall_time_budget_stops_choosing_epochs(tmp_path):
     cfg = tiny_config(tmp_path, "train.epochs=6", "train.patience=6", "train.max_seconds=0.001")
     data = load_dataset(cfg)
     split = split_dataset(data, cfg.split)
-    fit = fit_two_tower(cfg, MemoryLog(split.train), data.users, data.items, epochs=6, validation=split, show_progress=False)
+    fit = fit_two_tower(
+        cfg, MemoryLog(split.train), data.users, data.items, epochs=6, validation=split, show_progress=False
+    )
     assert len(fit.log) == 1  # the first epoch runs; the next would pass the budget
 
 

@@ -12,9 +12,23 @@ from tests.test_cli import TINY
 
 def test_evaluate_report_has_every_channel_and_plots(tmp_path):
     out = tmp_path / "report"
-    result = CliRunner().invoke(app, ["evaluate", "--channel", "popular", "--channel", "itemcf", "--channel",
-                                      "item2vec", "--set", "channels.item2vec.min_count=1", "--report", str(out),
-                                      *TINY])
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--channel",
+            "popular",
+            "--channel",
+            "itemcf",
+            "--channel",
+            "item2vec",
+            "--set",
+            "channels.item2vec.min_count=1",
+            "--report",
+            str(out),
+            *TINY,
+        ],
+    )
     assert result.exit_code == 0, result.output
     text = (out / "report.md").read_text()
     for name in ("popular", "itemcf", "item2vec"):

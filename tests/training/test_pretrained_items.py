@@ -14,8 +14,13 @@ from tests.conftest import tiny_config
 
 
 def test_frozen_item2vec_vectors_start_and_stay_in_the_item_table(tmp_path, monkeypatch):
-    cfg = tiny_config(tmp_path, "model.pretrained_items=frozen", "model.item_embedding_dim=16",
-                      "channels.item2vec.min_count=1", "channels.item2vec.epochs=2")
+    cfg = tiny_config(
+        tmp_path,
+        "model.pretrained_items=frozen",
+        "model.item_embedding_dim=16",
+        "channels.item2vec.min_count=1",
+        "channels.item2vec.epochs=2",
+    )
     data = load_dataset(cfg)
     events = split_dataset(data, cfg.split).train
     started: list[torch.Tensor] = []
@@ -42,8 +47,9 @@ def test_frozen_item2vec_vectors_start_and_stay_in_the_item_table(tmp_path, monk
 
 
 def test_fine_tuned_item2vec_vectors_move_with_training(tmp_path):
-    cfg = tiny_config(tmp_path, "model.pretrained_items=fine_tune", "channels.item2vec.min_count=1",
-                      "channels.item2vec.epochs=2")
+    cfg = tiny_config(
+        tmp_path, "model.pretrained_items=fine_tune", "channels.item2vec.min_count=1", "channels.item2vec.epochs=2"
+    )
     data = load_dataset(cfg)
     events = split_dataset(data, cfg.split).train
     one = trainer.fit_two_tower(cfg, MemoryLog(events), data.users, data.items, epochs=1, show_progress=False)
