@@ -17,27 +17,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embrecall.channel_table import CHANNELS, EVALUATED, STORED
+from embrecall.channel_table import EVALUATED, STORED
 from embrecall.config import Config
-from embrecall.data import Dataset, Split, load_dataset, split_dataset
-from embrecall.data.load import numeric_columns
+from embrecall.data.dataset import Dataset
+from embrecall.data.load import load_dataset, numeric_columns
 from embrecall.data.log import EventLog, MemoryLog
 from embrecall.data.shards import Shards, prepare_shards, shard_folder
-from embrecall.data.split import cold_item_split
+from embrecall.data.split import Split, cold_item_split, split_dataset
 from embrecall.data.table import read_feature_tables
 from embrecall.errors import ConfigError, DataError
 from embrecall.evaluation import evaluate_channel
 from embrecall.evaluation.entities import evaluate_entities
 from embrecall.evaluation.protocol import split_by
 from embrecall.export import Bundle
-from embrecall.export.writer import write_bundle
-from embrecall.models.channel import Channel, StoredChannel, UserQuery
+from embrecall.models.channel import Channel, UserQuery
 from embrecall.models.dither import Dithered
 from embrecall.models.entities import Entities, EntityRanker, EntityRecall, HistoryEntities
+from embrecall.models.fitting import fit_channel
 from embrecall.models.merge import Merged
 from embrecall.progress import note, step
 from embrecall.serve.cache import VectorCache
 from embrecall.serve.service import ServedChannel, ServingVersion
+from embrecall.training.bundle_writer import write_bundle
 from embrecall.training.distributed import barrier, join_from_env, leave, ranks
 from embrecall.training.trainer import FitResult, fit_two_tower, item_vectors, two_tower_channel
 
@@ -250,19 +251,6 @@ def train(cfg: Config, *, show_progress: bool = True) -> TrainReport:
             channels=stored,
         )
     return TrainReport(path, metrics, fit.best_epoch, fit.log, seconds)
-
-
-def fit_channel(
-    name: str, cfg: Config, log: EventLog, items: pd.DataFrame | None, show_progress: bool = True
-) -> StoredChannel:
-    """One of the channels a bundle can store (all but the two-tower model), fitted on ``log``."""
-    if name not in STORED:
-        raise ConfigError(f"'{name}' is not a channel a bundle stores; choose from {list(STORED)}")
-    kind = CHANNELS[name]
-    cls = kind.load_class()
-    model = cls(getattr(cfg.channels, kind.section)) if kind.section else cls()
-    with step(kind.fitting, show_progress):
-        return model.fit(log, items)
 
 
 def build_channel(

@@ -20,8 +20,9 @@ import yaml
 
 from embrecall.channel_table import CHANNELS
 from embrecall.config import LOSS_SETTINGS, Config, SearchDim, TrainConfig, config_from_dict, get_field, set_field
-from embrecall.data import Dataset, Split
+from embrecall.data.dataset import Dataset
 from embrecall.data.log import MemoryLog
+from embrecall.data.split import Split
 from embrecall.errors import ConfigError, EmbrecallError
 from embrecall.evaluation import evaluate_channel
 from embrecall.progress import note

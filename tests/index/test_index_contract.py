@@ -136,3 +136,14 @@ def test_save_and_load_keep_every_change(catalog, tmp_path):
     assert again.search(vectors[3], 5, {"genres": ["Crime"]})[0] == ["fresh"]
     assert again.search(vectors[4], 3, {"category": ["c9"]})[0] == ["item-4"]
     assert again.search(vectors[8], 10)[0] == index.search(vectors[8], 10)[0]
+
+
+def test_vectors_of_items_held_and_not_held(catalog):
+    index, ids, vectors, _ = catalog
+    got = index.vectors([ids[3], "nobody", ids[0]])
+    np.testing.assert_allclose(got[[0, 2]], vectors[[3, 0]], rtol=1e-6)
+    assert np.isnan(got[1]).all()
+    moved = np.roll(vectors[5], 1)
+    index.upsert(ids[5], moved, {"category": "c1"})  # what the index holds now
+    np.testing.assert_allclose(index.vectors([ids[5]])[0], moved, rtol=1e-6)
+    assert index.vectors([]).shape == (0, D)

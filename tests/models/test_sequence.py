@@ -58,7 +58,7 @@ def test_window_training_gives_each_target_its_served_vector(tmp_path):
 
 def test_onnx_user_tower_equals_pytorch_with_a_sequence_feature(tmp_path):
     from embrecall.export.onnx_runtime import OnnxTower
-    from embrecall.export.onnx_towers import export_tower
+    from embrecall.training.onnx_export import export_tower
 
     cfg, data, events, enc, model = _world(tmp_path)
     ex = Examples(events, enc, data.users, data.items)

@@ -105,11 +105,20 @@ def test_evaluate_bundle_reports_each_served_channel_and_their_merge(served):
     assert all(0 <= m["HR@10"] <= m["HR@100"] <= 1 for m in metrics.values())
 
 
-def test_the_service_imports_no_training_code():
-    code = (
-        "import sys, embrecall.serve.app; "
-        "print([m for m in ('torch', 'gensim', 'embrecall.training', 'embrecall.pipeline') if m in sys.modules])"
+def test_the_service_imports_no_training_code_and_no_log_reader():
+    unwanted = (
+        "torch",
+        "gensim",
+        "optuna",
+        "matplotlib",
+        "embrecall.training",
+        "embrecall.pipeline",
+        "embrecall.data.movielens",
+        "embrecall.data.table",
+        "embrecall.data.shards",
+        "embrecall.data.synthetic",
     )
+    code = f"import sys, embrecall.serve.app; print([m for m in {unwanted!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

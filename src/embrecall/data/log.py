@@ -9,13 +9,12 @@ it fits a small one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
-
-from embrecall.data.split import sort_events
 
 __all__ = ["EventLog", "MemoryLog", "data_profile"]
 
@@ -40,12 +39,12 @@ class EventLog(Protocol):
     def part_count(self) -> int:
         """How many parts ``read`` takes."""
 
-    def read(self, part: int) -> pd.DataFrame:
-        """One part's events (user_id, item_id, timestamp and whatever columns the log keeps),
-        sorted by user then time."""
+    def read(self, part: int, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """One part's events (user_id, item_id, timestamp and whatever columns the log keeps; only
+        ``columns`` when given), sorted by user then time."""
 
-    def parts(self) -> Iterator[pd.DataFrame]:
-        """Every part's events in turn."""
+    def parts(self, columns: Sequence[str] | None = None) -> Iterator[pd.DataFrame]:
+        """Every part's events in turn (``columns``: only those, all a fit need hold)."""
 
     def rows(self, part: int) -> int:
         """How many events ``read(part)`` holds (known without reading it)."""
@@ -69,28 +68,24 @@ class EventLog(Protocol):
 
 @dataclass
 class MemoryLog:
-    """A log held in memory: one part."""
+    """A log held in memory: one part, sorted when read (a copy of the columns asked for only)."""
 
     events: pd.DataFrame
-    _sorted: pd.DataFrame | None = field(default=None, repr=False)
 
     @property
     def part_count(self) -> int:
         return 1
 
-    def read(self, part: int) -> pd.DataFrame:
+    def read(self, part: int, columns: Sequence[str] | None = None) -> pd.DataFrame:
         if part != 0:
             raise IndexError(f"a log in memory has one part, not part {part}")
-        if self._sorted is None:  # a log without times (enough for counts) is sorted by user alone
-            self._sorted = (
-                sort_events(self.events)
-                if "timestamp" in self.events
-                else self.events.sort_values("user_id", kind="stable").reset_index(drop=True)
-            )
-        return self._sorted
+        ev = self.events
+        times = ev["timestamp"].to_numpy() if "timestamp" in ev else np.zeros(len(ev))  # no times: by user alone
+        order = np.lexsort((np.arange(len(ev)), times, ev["user_id"].to_numpy()))  # stable: file order breaks ties
+        return (ev if columns is None else ev[list(columns)]).iloc[order].reset_index(drop=True)
 
-    def parts(self) -> Iterator[pd.DataFrame]:
-        yield self.read(0)
+    def parts(self, columns: Sequence[str] | None = None) -> Iterator[pd.DataFrame]:
+        yield self.read(0, columns)
 
     def rows(self, part: int) -> int:
         return len(self.events)

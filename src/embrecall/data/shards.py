@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -309,8 +309,8 @@ class Shards:
             self._catalog = pd.read_parquet(self.folder / "catalog.parquet")
         return self._catalog
 
-    def read(self, shard: int) -> pd.DataFrame:
-        return pd.read_parquet(self.folder / f"shard-{shard:05d}.parquet")
+    def read(self, shard: int, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        return pd.read_parquet(self.folder / f"shard-{shard:05d}.parquet", columns=columns)
 
     def sample_split(self, users: int, seed: int) -> Split:
         """The split of ``users`` users drawn at random from the shards that hold targets (all
@@ -379,8 +379,8 @@ class ShardLog:
     def part_count(self) -> int:
         return self.shards.count
 
-    def parts(self) -> Iterator[pd.DataFrame]:
-        return (self.read(shard) for shard in range(self.shards.count))
+    def parts(self, columns: Sequence[str] | None = None) -> Iterator[pd.DataFrame]:
+        return (self.read(shard, columns) for shard in range(self.shards.count))
 
     def whole(self) -> None:
         return None  # never whole in memory
@@ -389,9 +389,9 @@ class ShardLog:
         meta = self.shards.meta  # a bundle's history is train + validation: the figures shards.json keeps
         return {"events": len(self), "until": meta["until"], "profile": meta["profile"]}
 
-    def read(self, shard: int) -> pd.DataFrame:
+    def read(self, shard: int, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """This part's events of one shard, sorted by user then time."""
-        events = self.shards.read(shard)
+        events = self.shards.read(shard, None if columns is None else [*columns, "in_train"])
         if self.part == "train":
             events = events[events["in_train"].to_numpy()]
         return events.drop(columns="in_train").reset_index(drop=True)

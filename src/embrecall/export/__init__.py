@@ -1,7 +1,7 @@
 """Bundles: one model version on disk, the contract between training and serving.
 
-Reading (``Bundle``) needs numpy, ONNX Runtime and FAISS only; writing (``embrecall.export.writer``)
-exports PyTorch towers and so imports torch."""
+This package reads, checks and publishes them and needs numpy, ONNX Runtime and FAISS only;
+writing one (``embrecall.training.bundle_writer``) exports PyTorch towers and lives with training."""
 
 from embrecall.export.bundle import Bundle
 

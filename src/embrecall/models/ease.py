@@ -73,7 +73,7 @@ class Ease(Listed):
             )
         dtype = np.float64 if n <= 10_000 else np.float32  # float32 halves the memory of large catalogs
         gram = np.zeros((n, n), dtype=dtype)
-        for events in log.parts():
+        for events in log.parts(["user_id", "item_id"]):
             users = pd.factorize(events["user_id"])[0]
             x = sp.csr_matrix(
                 (np.ones(len(users), dtype=np.float32), (users, catalog.get_indexer(events["item_id"]))),

@@ -111,7 +111,8 @@ class Item2Vec(Listed):
                     corpora[group] = (path, files.enter_context(path.open("w")))
                 return corpora[group][1]
 
-            for ev in log.parts():
+            wanted = None if c.group_column else ["user_id", "item_id", "timestamp"]  # all: a missing group is said
+            for ev in log.parts(wanted):
                 codes = catalog.get_indexer(ev["item_id"])
                 starts = session_starts(ev["user_id"].to_numpy(), ev["timestamp"].to_numpy(), c.session_gap)
                 groups = self._groups(ev)

@@ -65,7 +65,7 @@ class ItemCF(Neighbours):
                 catalog.get_indexer(ev["item_id"]).astype(np.int32),  # sorted by user: a user's events adjacent
                 pd.factorize(ev["user_id"])[0].astype(np.int32),
             )
-            for ev in log.parts()
+            for ev in log.parts(["user_id", "item_id"])
         ]
         blocks = []
         for lo, hi in _blocks(counts * 2 * c.window, PAIR_BUDGET):

@@ -44,7 +44,9 @@ class Swing(Neighbours):
         c = self.cfg
         users = items = times = np.zeros(0, np.int64)
         offset = 0
-        for ev in log.parts():  # a part holds whole users: its codes, shifted, are the log's
+        for ev in log.parts(
+            ["user_id", "item_id", "timestamp"]
+        ):  # a part holds whole users: its codes, shifted, are the log's
             u = pd.factorize(ev["user_id"])[0].astype(np.int64) + offset
             offset = int(u.max()) + 1 if len(u) else offset
             i = catalog.get_indexer(ev["item_id"]).astype(np.int64)

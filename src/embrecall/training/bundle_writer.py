@@ -23,11 +23,11 @@ from embrecall import __version__
 from embrecall.config import Config
 from embrecall.data.log import EventLog
 from embrecall.export.bundle import BUNDLE_FORMAT, MANIFEST_HASH, sha256
-from embrecall.export.onnx_towers import export_tower
 from embrecall.features import Encoders
 from embrecall.index import FaissIndex
 from embrecall.models.channel import History, StoredChannel, UserQuery, user_histories
 from embrecall.models.two_tower import TwoTower
+from embrecall.training.onnx_export import export_tower
 
 __all__ = ["write_bundle", "TWO_TOWER_FILES"]
 

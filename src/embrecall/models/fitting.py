@@ -1,0 +1,29 @@
+"""Fitting a stored channel by its name in the channel table: what `train`, `evaluate`, `tune`
+and the benchmarks call, without loading the two-tower model's training code."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from embrecall.channel_table import CHANNELS, STORED
+from embrecall.config import Config
+from embrecall.data.log import EventLog
+from embrecall.errors import ConfigError
+from embrecall.models.channel import StoredChannel
+from embrecall.progress import step
+
+__all__ = ["fit_channel"]
+
+
+def fit_channel(
+    name: str, cfg: Config, log: EventLog, items: pd.DataFrame | None, show_progress: bool = True
+) -> StoredChannel:
+    """One of the channels a bundle can store (all but the two-tower model), fitted on ``log``
+    with its ``channels.<section>`` settings."""
+    if name not in STORED:
+        raise ConfigError(f"'{name}' is not a channel a bundle stores; choose from {list(STORED)}")
+    kind = CHANNELS[name]
+    cls = kind.load_class()
+    model = cls(getattr(cfg.channels, kind.section)) if kind.section else cls()
+    with step(kind.fitting, show_progress):
+        return model.fit(log, items)
