@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embrecall.channel_table import EVALUATED, STORED
+from embrecall.channel_table import EVALUATED, STORED, TWO_TOWER
 from embrecall.config import Config
 from embrecall.data.dataset import Dataset
 from embrecall.data.load import load_dataset, numeric_columns
@@ -211,7 +211,7 @@ def train(cfg: Config, *, show_progress: bool = True) -> TrainReport:
         if not r.main:
             return TrainReport(None, {}, fit.best_epoch, fit.log, seconds)
     history = td.train_full if cfg.train.refit else td.train
-    served = [n for n in dict.fromkeys([*cfg.channels.serve, cfg.channels.fallback]) if n not in (None, "two_tower")]
+    served = [n for n in dict.fromkeys([*cfg.channels.serve, cfg.channels.fallback]) if n not in (None, TWO_TOWER)]
     stored = {name: fit_channel(name, cfg, history, td.items, show_progress) for name in served}
     metrics: dict[str, dict[str, float]] = {}
 
@@ -287,7 +287,7 @@ def build_channel(
         }
         built.update(parts)
         return Merged(parts, cfg.channels.merge, cfg.channels.merge_mode, cfg.channels.merge_depth)
-    if name == "two_tower":
+    if name == TWO_TOWER:
         fit, _ = _fit_protocol(cfg, TrainingData.of(data, split), show_progress)
         return two_tower_channel(
             fit.model, fit.encoders, data.users, item_vectors(fit.model, fit.catalog), cfg.index, data.items

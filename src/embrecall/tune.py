@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 import yaml
 
-from embrecall.channel_table import CHANNELS
+from embrecall.channel_table import CHANNELS, TWO_TOWER
 from embrecall.config import LOSS_SETTINGS, Config, SearchDim, TrainConfig, config_from_dict, get_field, set_field
 from embrecall.data.dataset import Dataset
 from embrecall.data.log import MemoryLog
@@ -111,7 +111,7 @@ def _score(cfg: Config, data: Dataset, split: Split, trial: optuna.Trial) -> flo
     view = split.validation_view()
     k = cfg.tune.metric.partition("@")[2]
     ks = [int(k)] if k.isdigit() else cfg.evaluate.ks
-    if cfg.tune.channel != "two_tower":
+    if cfg.tune.channel != TWO_TOWER:
         channel = build_channel(cfg.tune.channel, cfg, data, view, show_progress=False)
         return evaluate_channel(channel, view, ks)[cfg.tune.metric]
 

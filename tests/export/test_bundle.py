@@ -88,3 +88,16 @@ def test_damaged_or_incomplete_bundle_is_refused(trained, tmp_path):
 def test_no_half_written_bundle_is_left_behind(trained):
     cfg, report = trained
     assert not [p for p in report.bundle.parent.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_a_live_index_is_filled_from_the_bundles_file_a_block_at_a_time(trained, monkeypatch):
+    from embrecall.index import live
+    from embrecall.index.live import LiveIndex
+
+    _, report = trained
+    bundle = Bundle.load(report.bundle)
+    rows, whole = bundle.vector_rows(), bundle.item_vectors()
+    assert rows.shape == whole.shape and np.array_equal(rows[3:9], whole[3:9])
+    monkeypatch.setattr(live, "FILL_ROWS", 7)  # many blocks, the last one short
+    index = LiveIndex(list(bundle.encoders.catalog), rows, None, bundle.config.index)
+    np.testing.assert_array_equal(index.vectors(list(bundle.encoders.catalog)), whole)

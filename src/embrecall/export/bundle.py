@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 from safetensors import safe_open
 
-from embrecall.channel_table import CHANNELS, STORED
+from embrecall.channel_table import CHANNELS, STORED, TWO_TOWER
 from embrecall.config import Config, config_from_dict
 from embrecall.errors import BundleError
 from embrecall.export.onnx_runtime import OnnxTower
@@ -86,6 +86,19 @@ def _opened(folder: Path, name: str, load: Callable[[Path], T]) -> T:
             f"{folder}: {name} cannot be opened ({type(err).__name__}: {err}); the bundle is "
             "damaged: re-run `embrecall train`"
         ) from err
+
+
+class VectorRows:
+    """A bundle's (n, D) item vectors as rows read from the file on demand."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        with safe_open(str(path), framework="numpy") as f:
+            self.shape = tuple(f.get_slice("vectors").get_shape())
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        with safe_open(str(self.path), framework="numpy") as f:
+            return f.get_slice("vectors")[rows]
 
 
 @dataclass
@@ -187,13 +200,13 @@ class Bundle:
     def _channels(path: Path, manifest: dict[str, Any], config: Config) -> dict[str, StoredChannel]:
         """The stored channels the manifest lists, each read by its own class."""
         listed = manifest.get("channels")
-        if not isinstance(listed, dict) or "two_tower" not in listed:
+        if not isinstance(listed, dict) or TWO_TOWER not in listed:
             raise BundleError(
                 f"{path / 'manifest.json'} has no 'channels' table naming two_tower; re-run `embrecall train`"
             )
         out: dict[str, StoredChannel] = {}
         for name, files in listed.items():
-            if name == "two_tower":
+            if name == TWO_TOWER:
                 continue
             if name not in STORED:
                 raise BundleError(
@@ -237,6 +250,10 @@ class Bundle:
         """The item-tower vectors in item_idx order (read when asked: they are large)."""
         with safe_open(str(self.path / "item_vectors.safetensors"), framework="numpy") as f:
             return f.get_tensor("vectors")
+
+    def vector_rows(self) -> VectorRows:
+        """The same vectors, read a block of rows at a time (what fills a live index)."""
+        return VectorRows(self.path / "item_vectors.safetensors")
 
     def query(self, user_id: str, context: dict[str, Any] | None = None) -> UserQuery:
         """The query for a known user from the stored profile (unknown users get an empty history)."""

@@ -20,6 +20,7 @@ import json
 import threading
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import faiss
 import numpy as np
@@ -38,6 +39,7 @@ EXACT_BELOW = 20_000  # eligible items below which exact scoring beats an ANN se
 _MAX_LISTED = 50_000  # retired slots up to which an unfiltered search lists them instead of using a bitmap
 _MAX_FETCHED = 1_000  # excluded items up to which an unfiltered search fetches more instead of using a bitmap
 EXACT_BLOCK = 1 << 24  # scores (queries x slots) held at a time when several queries are scored exactly
+FILL_ROWS = 65_536  # rows of the given vectors copied into the index's own at a time
 COMPACT_ABOVE = 1_024  # retired slots below which no compaction runs (rebuilding a tiny index each change is waste)
 
 
@@ -101,11 +103,20 @@ def _without(slots: np.ndarray, dropped: np.ndarray) -> np.ndarray:
     return slots[dropped[at] != slots]
 
 
+class Rows(Protocol):
+    """(n, D) vectors that can be read a block of rows at a time: an array, or a bundle's file."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def __getitem__(self, rows: slice) -> np.ndarray: ...
+
+
 class LiveIndex:
     def __init__(
         self,
         item_ids: Sequence[str],
-        vectors: np.ndarray,
+        vectors: Rows,
         attributes: pd.DataFrame | None,
         cfg: IndexConfig,
         filterable: Sequence[str] = (),
@@ -113,7 +124,8 @@ class LiveIndex:
         exact_below: int = EXACT_BELOW,
         compact_above: int = COMPACT_ABOVE,
     ):
-        """``index``: an index already holding ``vectors`` in order (a bundle's), else one is built;
+        """``vectors``: copied in ``FILL_ROWS`` rows at a time, so a file's never all in memory twice;
+        ``index``: an index already holding ``vectors`` in order (a bundle's), else one is built;
         ``exact_below``: with fewer eligible items than this, a query scores them exactly;
         ``compact_above``: retired slots tolerated before compaction, however small the catalog."""
         self.exact_below, self.compact_above = exact_below, compact_above
@@ -122,7 +134,9 @@ class LiveIndex:
         self._lock = threading.Lock()
         capacity = max(16, 2 * n)
         self._vectors = np.zeros((capacity, self.dim), dtype=np.float32)
-        self._vectors[:n] = vectors
+        for start in range(0, n, FILL_ROWS):
+            end = min(n, start + FILL_ROWS)
+            self._vectors[start:end] = vectors[start:end]
         self._ids = np.empty(capacity, dtype=object)
         self._ids[:n] = list(item_ids)
         self._alive = np.zeros(capacity, dtype=bool)
@@ -132,7 +146,7 @@ class LiveIndex:
         self._dead: set[int] = set()  # retired slots, which searches must skip
         if index is not None and (index.ntotal != n or index.d != self.dim):
             raise BundleError(f"index holds {index.ntotal} vectors of dim={index.d}, expected {n} of dim={self.dim}")
-        self._index = index if index is not None else FaissIndex.build(vectors, cfg).index
+        self._index = index if index is not None else FaissIndex.build(self._vectors[:n], cfg).index
         table = attributes.reindex(pd.Index(list(item_ids), dtype=object)) if attributes is not None else None
         self._attrs = {
             c: _Attribute(table[c].tolist() if table is not None and c in table else [None] * n, capacity)

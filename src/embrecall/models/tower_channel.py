@@ -13,6 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
+from embrecall.channel_table import TWO_TOWER
 from embrecall.features.profiles import UserProfiles
 from embrecall.index.protocol import Filters, ItemIndex
 from embrecall.models.channel import Candidates, Timings, UserQuery
@@ -32,7 +33,7 @@ class VectorStore(Protocol):
 
 
 class TowerChannel:
-    name = "two_tower"
+    name = TWO_TOWER
 
     def __init__(
         self,

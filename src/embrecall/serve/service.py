@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from embrecall.channel_table import TWO_TOWER
 from embrecall.errors import DataError
 from embrecall.export import Bundle
 from embrecall.features.profiles import UserProfiles
@@ -105,7 +106,7 @@ class ServingVersion:
         else:
             self.index = LiveIndex(
                 catalog,
-                self.bundle.item_vectors(),
+                self.bundle.vector_rows(),
                 self.bundle.items,
                 self.bundle.config.index,
                 filterable,
@@ -114,7 +115,7 @@ class ServingVersion:
         self.cache = cache or VectorCache()
         self.tower = TowerChannel(self.profiles, self.bundle.user_tower, self.index, self.cache, self.version)
         self.channels: dict[str, Channel] = {
-            "two_tower": self.tower,
+            TWO_TOWER: self.tower,
             **{name: c.over(self.index) for name, c in self.bundle.channels.items()},
         }
         fallback = self.bundle.config.channels.fallback

@@ -20,6 +20,7 @@ from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import save_model
 
 from embrecall import __version__
+from embrecall.channel_table import TWO_TOWER
 from embrecall.config import Config
 from embrecall.data.log import EventLog
 from embrecall.export.bundle import BUNDLE_FORMAT, MANIFEST_HASH, sha256
@@ -169,7 +170,7 @@ def write_bundle(
             "index": {"kind": cfg.index.kind, "size": int(len(item_vectors))},
             "training": training,
             "metrics": {},
-            "channels": {"two_tower": TWO_TOWER_FILES, **stored},
+            "channels": {TWO_TOWER: TWO_TOWER_FILES, **stored},
             "config": cfg.model_dump(mode="json"),
             "files": {name: sha256(tmp / name) for name in files},
         }
