@@ -224,6 +224,7 @@ def _closed_loop(
     thread), so the load generator takes little of the cores the server needs; ``batch`` > 1
     sends that many users per request to the batch endpoint; ``vectors``: to the floor endpoint."""
     script = OUT.parent / "wrk-recall.lua"
+    script.parent.mkdir(parents=True, exist_ok=True)  # a given --bundle builds nothing there
     if vectors is not None:
         bodies = ",".join("'" + json.dumps({"vector": [round(x, 6) for x in v.tolist()]}) + "'" for v in vectors)
         script.write_text(f"BODIES = {{{bodies}}}\n" + WRK_FLOOR)

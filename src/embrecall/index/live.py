@@ -360,8 +360,9 @@ class LiveIndex:
             elif k > 0:
                 short.append(i)
         exact = [i for i in short if self._exact(live - len(skipped[i]))]
-        for i, got in zip(exact, self._best_many(q[exact], [ks[i] for i in exact], [skipped[i] for i in exact])):
-            results[i] = got
+        if exact:
+            for i, got in zip(exact, self._best_many(q[exact], [ks[i] for i in exact], [skipped[i] for i in exact])):
+                results[i] = got
         for i in sorted(set(short) - set(exact)):  # the ANN search came up short: a bitmap of the eligible
             results[i] = self._search_masked(q[i], ks[i], None, excludes[i])
         return results
@@ -374,7 +375,7 @@ class LiveIndex:
         ``ks`` never exceed the eligible items."""
         with self._lock:  # compaction replaces these arrays: keep the ones of one moment
             vectors, ids, n = self._vectors, self._ids, self._n
-            dead = np.flatnonzero(~self._alive[:n])
+            dead = np.fromiter(self._dead, dtype=np.int64, count=len(self._dead))  # retired: few, not a scan
         rows = max(1, EXACT_BLOCK // max(n, 1))
         out = []
         for start in range(0, len(ks), rows):
