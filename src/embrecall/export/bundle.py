@@ -228,8 +228,9 @@ class Bundle:
         opens but does not fit the others is refused before the version is published."""
         try:
             query = self.query(str(self.users.index[0])) if len(self.users) else UserQuery("")
+            one = self.users.iloc[:1]  # profiles of one user: a large users table is encoded when served
             user = self.user_tower(
-                UserProfiles(self.encoders, self.users).inputs([query.user_id], [query.history], [query.context])
+                UserProfiles(self.encoders, one).inputs([query.user_id], [query.history], [query.context])
             )
             vector = self.item_tower(self.encoders.encode_items(self.items, self.encoders.catalog[:1]))
             if vector.shape != (1, self.index.dim) or user.shape != (1, self.index.dim):
