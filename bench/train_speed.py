@@ -30,8 +30,9 @@ from rich.table import Table
 
 from embrecall import evaluate
 from embrecall.config import Config, config_from_dict, load_config, set_field
-from embrecall.data import load_dataset, split_dataset
+from embrecall.data.load import load_dataset
 from embrecall.data.log import MemoryLog
+from embrecall.data.split import split_dataset
 from embrecall.features import Encoders
 from embrecall.models.two_tower import TwoTower
 from embrecall.training.distributed import Ranks

@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 
 from embrecall import evaluate, load_config
 from embrecall.cli import app
-from embrecall.data import load_dataset, split_dataset
+from embrecall.data.load import load_dataset
+from embrecall.data.split import split_dataset
 from embrecall.features import Encoders
 
 

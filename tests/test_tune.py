@@ -5,7 +5,8 @@ from __future__ import annotations
 import optuna
 
 from embrecall.config import load_config
-from embrecall.data import load_dataset, split_dataset
+from embrecall.data.load import load_dataset
+from embrecall.data.split import split_dataset
 from embrecall.tune import tune
 from tests.conftest import tiny_config
 

@@ -35,6 +35,7 @@ from embrecall.models.dither import Dithered
 from embrecall.models.entities import Entities, EntityRanker, EntityRecall, HistoryEntities
 from embrecall.models.fitting import fit_channel
 from embrecall.models.merge import Merged
+from embrecall.models.tower_channel import TowerChannel
 from embrecall.progress import note, step
 from embrecall.serve.cache import VectorCache
 from embrecall.serve.service import ServedChannel, ServingVersion
@@ -253,6 +254,14 @@ def train(cfg: Config, *, show_progress: bool = True) -> TrainReport:
     return TrainReport(path, metrics, fit.best_epoch, fit.log, seconds)
 
 
+def _fit_tower(cfg: Config, data: Dataset, split: Split, show_progress: bool) -> TowerChannel:
+    """The two-tower channel fitted under the protocol (as ``train`` fits it), over a live index
+    of its item vectors."""
+    fit, _ = _fit_protocol(cfg, TrainingData.of(data, split), show_progress)
+    vectors = item_vectors(fit.model, fit.catalog)
+    return two_tower_channel(fit.model, fit.encoders, data.users, vectors, cfg.index, data.items)
+
+
 def build_channel(
     name: str,
     cfg: Config,
@@ -288,10 +297,7 @@ def build_channel(
         built.update(parts)
         return Merged(parts, cfg.channels.merge, cfg.channels.merge_mode, cfg.channels.merge_depth)
     if name == TWO_TOWER:
-        fit, _ = _fit_protocol(cfg, TrainingData.of(data, split), show_progress)
-        return two_tower_channel(
-            fit.model, fit.encoders, data.users, item_vectors(fit.model, fit.catalog), cfg.index, data.items
-        )
+        return _fit_tower(cfg, data, split, show_progress)
     raise ConfigError(f"unknown channel '{name}'; choose from {list(EVALUATED)}")
 
 
@@ -368,11 +374,10 @@ def evaluate_entity_recall(
     if bundle is not None:
         tower: EntityRanker = ServingVersion(bundle, VectorCache(size=0)).entity_recall(attribute)
     else:
-        fit, _ = _fit_protocol(cfg, TrainingData.of(data, split), show_progress)
-        vectors = item_vectors(fit.model, fit.catalog)
-        fitted = two_tower_channel(fit.model, fit.encoders, data.users, vectors)
-        entities = Entities.of(attribute, data.items, list(fit.encoders.catalog))
-        tower = EntityRecall(entities, fitted.user_vectors, vectors, cfg.train.temperature)
+        fitted = _fit_tower(cfg, data, split, show_progress)
+        catalog = list(fitted.profiles.encoders.catalog)
+        entities = Entities.of(attribute, data.items, catalog)
+        tower = EntityRecall(entities, fitted.user_vectors, fitted.index.vectors(catalog), cfg.train.temperature)
     rows: dict[str, EntityRanker] = {
         "two_tower": tower,
         "history": HistoryEntities(data.items, attribute, split.train_full),

@@ -25,7 +25,9 @@ from embrecall.data.log import MemoryLog
 from embrecall.data.split import Split
 from embrecall.errors import ConfigError, EmbrecallError
 from embrecall.evaluation import evaluate_channel
+from embrecall.pipeline import build_channel
 from embrecall.progress import note
+from embrecall.training.trainer import fit_two_tower, item_vectors, two_tower_channel
 
 __all__ = ["DEFAULT_SPACES", "TuneResult", "tune", "search_space"]
 
@@ -105,9 +107,6 @@ def _current(raw: dict[str, Any], space: dict[str, SearchDim]) -> dict[str, Any]
 
 def _score(cfg: Config, data: Dataset, split: Split, trial: optuna.Trial) -> float:
     """Fit ``cfg.tune.channel`` on train and return its validation metric."""
-    from embrecall.pipeline import build_channel
-    from embrecall.training.trainer import fit_two_tower, item_vectors, two_tower_channel
-
     view = split.validation_view()
     k = cfg.tune.metric.partition("@")[2]
     ks = [int(k)] if k.isdigit() else cfg.evaluate.ks

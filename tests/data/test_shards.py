@@ -11,10 +11,10 @@ import pytest
 
 from embrecall import Bundle, recommend
 from embrecall.config import load_config
-from embrecall.data import load_dataset, split_dataset
-from embrecall.data.load import numeric_columns
+from embrecall.data.load import load_dataset, numeric_columns
 from embrecall.data.log import MemoryLog
 from embrecall.data.shards import prepare_shards, shard_folder
+from embrecall.data.split import split_dataset
 from embrecall.data.table import read_feature_tables
 from embrecall.errors import ConfigError, DataError
 from embrecall.features import Encoders

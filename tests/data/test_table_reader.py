@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from embrecall.config import load_config
-from embrecall.data import load_dataset
+from embrecall.data.load import load_dataset
 from embrecall.errors import DataError
 
 

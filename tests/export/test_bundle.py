@@ -26,7 +26,8 @@ def test_onnx_towers_match_pytorch(trained):
     bundle = Bundle.load(report.bundle)
     from safetensors.torch import load_model
 
-    from embrecall.data import load_dataset, split_dataset
+    from embrecall.data.load import load_dataset
+    from embrecall.data.split import split_dataset
     from embrecall.models.two_tower import TwoTower
 
     model = TwoTower(cfg.features, bundle.encoders, cfg.model)

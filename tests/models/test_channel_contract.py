@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from embrecall.channel_table import CHANNELS
-from embrecall.data import load_dataset, split_dataset
+from embrecall.data.load import load_dataset
+from embrecall.data.split import split_dataset
 from embrecall.evaluation import build_queries
 from embrecall.models.dither import Dithered
 from embrecall.pipeline import build_channel

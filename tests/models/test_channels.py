@@ -35,7 +35,7 @@ def test_itemcf_neighbours_and_popularity_normalisation():
 
 def test_itemcf_counted_block_by_block_equals_counted_at_once(monkeypatch):
     from embrecall.config import load_config
-    from embrecall.data import load_dataset
+    from embrecall.data.load import load_dataset
     from embrecall.models import itemcf
 
     events = load_dataset(load_config(None, ["data.synthetic.events=20000"])).events

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from embrecall.data import load_dataset, split_dataset
+from embrecall.data.load import load_dataset
+from embrecall.data.split import split_dataset
 from embrecall.features import Encoders
 from embrecall.models.two_tower import TwoTower
 from embrecall.training.examples import Examples

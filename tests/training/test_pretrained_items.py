@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from embrecall.data import load_dataset, split_dataset
+from embrecall.data.load import load_dataset
 from embrecall.data.log import MemoryLog
+from embrecall.data.split import split_dataset
 from embrecall.models.item2vec import Item2Vec
 from embrecall.training import trainer
 from tests.conftest import tiny_config

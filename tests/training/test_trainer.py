@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from embrecall.data import load_dataset, split_dataset
+from embrecall.data.load import load_dataset
 from embrecall.data.log import MemoryLog
+from embrecall.data.split import split_dataset
 from embrecall.training.trainer import fit_two_tower
 from tests.conftest import tiny_config
 

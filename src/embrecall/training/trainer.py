@@ -22,6 +22,7 @@ from embrecall.features import Encoders
 from embrecall.features.profiles import UserProfiles
 from embrecall.index.live import LiveIndex
 from embrecall.index.protocol import filterable_columns
+from embrecall.models.item2vec import Item2Vec  # gensim itself is imported only when it trains
 from embrecall.models.tower_channel import TowerChannel
 from embrecall.models.two_tower import TwoTower
 from embrecall.progress import note, progress_bar
@@ -131,8 +132,6 @@ def pretrain_item_table(cfg: Config, model: TwoTower, encoders: Encoders, log: E
     item vectors), each scaled to the random start's typical length, and freeze it if asked.
     Items item2vec leaves out (rarer than its ``min_count``) keep their random start.  Returns how
     many items got a vector."""
-    from embrecall.models.item2vec import Item2Vec  # gensim: only when asked for
-
     table = model.item_table.weight
     w2v = Item2Vec(cfg.channels.item2vec.model_copy(update={"dim": table.shape[1], "category_column": None}))
     ids, unit = w2v.fit(log).item_vectors()
