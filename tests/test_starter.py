@@ -109,3 +109,46 @@ def test_init_takes_the_tags_of_the_latest_movielens_releases(tmp_path):
     cfg = load_config(tmp_path / "ml.toml")
     data = load_dataset(cfg)
     Encoders(cfg.features).fit(split_dataset(data, cfg.split).train, data.users, data.items)
+
+
+def _purchases(rows: int = 6000, seed: int = 1) -> pd.DataFrame:
+    """A grocery purchase log: a product's subclass written before its 13-digit product code, each
+    basket's lines sharing one date, quantities and prices per line."""
+    rng = np.random.default_rng(seed)
+    baskets = rng.integers(0, 900, rows)
+    products = rng.zipf(1.4, rows) % 700
+    return pd.DataFrame(
+        {
+            "TRANSACTION_DT": pd.to_datetime(1_000_000_000 + baskets * 86_400 // 9, unit="s").strftime("%m/%d/%Y"),
+            "CUSTOMER_ID": [f"{(b % 240):08d}" for b in baskets],
+            "AGE_GROUP": [f"{25 + 5 * (b % 240 % 6)}-{29 + 5 * (b % 240 % 6)}" for b in baskets],
+            "PRODUCT_SUBCLASS": [100_000 + p % 40 for p in products],
+            "PRODUCT_ID": [4_710_000_000_000 + 7919 * p for p in products],
+            "AMOUNT": rng.integers(1, 4, rows),
+            "SALES_PRICE": rng.integers(20, 900, rows),
+        }
+    )
+
+
+def test_init_on_a_purchase_log_takes_the_product_code_for_the_item(tmp_path):
+    _purchases().to_csv(tmp_path / "baskets.csv", index=False)
+    result = CliRunner().invoke(app, ["init", str(tmp_path / "baskets.csv"), "--out", str(tmp_path / "b.toml")])
+    assert result.exit_code == 0, result.output
+    assert "item: column 'PRODUCT_ID'" in result.output and "not ['PRODUCT_SUBCLASS']" in result.output
+    assert "user: column 'CUSTOMER_ID'" in result.output and "item 'PRODUCT_SUBCLASS': categorical" in result.output
+    assert "'PRODUCT_ID': a rating" not in result.output and "'SALES_PRICE': a number per event" in result.output
+    cfg = load_config(tmp_path / "b.toml")
+    assert cfg.data.columns.item == "PRODUCT_ID"
+
+
+def test_init_asks_when_two_columns_compete_for_the_item(tmp_path):
+    log = _purchases()
+    log["SKU"] = [f"s{(p * 31) % 997}" for p in log["PRODUCT_ID"]]  # another id, one per product
+    log["PRODUCT_ID"] = log["PRODUCT_ID"].sample(frac=1.0, random_state=0).to_numpy()  # unrelated to SKU now
+    log.to_csv(tmp_path / "baskets.csv", index=False)
+    asked = CliRunner().invoke(app, ["init", str(tmp_path / "baskets.csv"), "--out", str(tmp_path / "b.toml")])
+    assert asked.exit_code == 2 and "could each hold the item; pass --item COLUMN" in asked.output
+    told = CliRunner().invoke(
+        app, ["init", str(tmp_path / "baskets.csv"), "--item", "SKU", "--out", str(tmp_path / "b.toml")]
+    )
+    assert told.exit_code == 0 and "item: column 'SKU' (given)" in told.output

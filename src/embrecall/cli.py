@@ -268,6 +268,9 @@ def init(
     data: Annotated[Path, typer.Argument(help="A log (CSV, TSV or Parquet) or a MovieLens folder.")],
     out: Annotated[Path, typer.Option(help="Where to write the config.")] = Path("embrecall.toml"),
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+    user: Annotated[Optional[str], typer.Option(help="The column of user ids (else inferred).")] = None,
+    item: Annotated[Optional[str], typer.Option(help="The column of item ids (else inferred).")] = None,
+    time: Annotated[Optional[str], typer.Option(help="The column of event times (else inferred).")] = None,
 ) -> None:
     """Look at a log and write a commented config that runs as it is."""
     from embrecall.starter import starter_config
@@ -276,7 +279,7 @@ def init(
         if out.exists() and not force:
             raise ConfigError(f"{out} exists; pass --force to overwrite it, or --out another file")
         with console.status(f"reading {data}"):
-            starter = starter_config(data, out.parent)
+            starter = starter_config(data, out.parent, {"user": user, "item": item, "timestamp": time})
         console.print("[bold]inferred[/]")
         for line in starter.said:
             console.print(f"  {escape(line)}", highlight=False)

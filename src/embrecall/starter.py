@@ -28,11 +28,12 @@ __all__ = ["Starter", "starter_config"]
 
 SAMPLE_ROWS = 200_000
 _NAMES = {
-    "user": r"user|uid|customer|member|visitor|buyer|reader|client",
+    "user": r"user|uid|customer|member|visitor|buyer|reader|client|household|shopper|account",
     "item": r"item|product|movie|sku|goods|article|book|song|track|video|doc|offer",
     "timestamp": r"time|date|^ts$|timestamp|^day$|created",
     "event": r"event|behav|action|^type$|interaction",
 }
+_ID_NAME = r"(^|[_\W])(id|sku|code|no|number)$|(?<=[a-z])Id$|^id$"  # an id-like column name
 
 
 @dataclass
@@ -98,21 +99,58 @@ def _pick(frame: pd.DataFrame, role: str, taken: set[str]) -> str | None:
     return next((c for c in frame.columns if c not in taken and re.search(_NAMES[role], c, re.I)), None)
 
 
-def _infer_columns(frame: pd.DataFrame, said: list[str]) -> dict[str, str]:
-    """user, item, timestamp (and event) columns: by name where the file has names, else by content."""
+def _determines(frame: pd.DataFrame, key: str, column: str) -> bool:
+    """Whether ``key`` determines ``column`` and has more values: ``column`` is then an attribute
+    of ``key`` (a product's category), not the entity itself."""
+    return frame[key].nunique() > frame[column].nunique() and _per(frame, key, column)
+
+
+def _entity(frame: pd.DataFrame, role: str, taken: set[str], given: str | None, said: list[str]) -> str:
+    """The column holding ``role`` (user or item): the one given, else among the columns its name
+    suggests, the one no other candidate determines (a category column names the product too, but
+    each product has one category); an id-like name (``*_id``, ``sku``, ``code``) breaks a tie, and
+    two candidates that still compete are asked for (``--user``/``--item``)."""
+    if given is not None:
+        if given not in frame.columns:
+            raise DataError(f"--{role} names column {given!r}; the log has {list(frame.columns)}")
+        said.append(f"{role}: column '{given}' (given)")
+        return given
+    named = [c for c in frame.columns if c not in taken and re.search(_NAMES[role], c, re.I)]
+    if not named:  # headerless or unnamed: the first columns in order, as logs are written
+        name = next(c for c in frame.columns if c not in taken)
+        said.append(f"{role}: column '{name}' (position: no column name says {role})")
+        return name
+    kept = [c for c in named if not any(_determines(frame, other, c) for other in named if other != c)]
+    if len(kept) > 1:
+        kept = [c for c in kept if re.search(_ID_NAME, c, re.I)] or kept
+    if len(kept) > 1:
+        raise DataError(
+            f"columns {kept} could each hold the {role}; pass --{role} COLUMN to say which "
+            f"(the others become attributes)"
+        )
+    dropped = [c for c in named if c != kept[0]]
+    why = f"; not {dropped}: attributes of it" if dropped and len(named) > 1 else ""
+    said.append(f"{role}: column '{kept[0]}' (its name{why})")
+    return kept[0]
+
+
+def _infer_columns(
+    frame: pd.DataFrame, said: list[str], given: dict[str, str | None] | None = None
+) -> dict[str, str]:
+    """user, item, timestamp (and event) columns: by name where the file has names, else by content;
+    ``given`` (role -> column) overrides the inference."""
+    given = given or {}
     cols: dict[str, str] = {}
     for role in ("user", "item"):
-        name = _pick(frame, role, set(cols.values()))
-        if name is None:  # headerless or unnamed: the first id-like columns in order, as logs are written
-            name = next(c for c in frame.columns if c not in cols.values())
-            said.append(f"{role}: column '{name}' (position: no column name says {role})")
-        else:
-            said.append(f"{role}: column '{name}' (its name)")
-        cols[role] = name
-    named = _pick(frame, "timestamp", set(cols.values()))
+        cols[role] = _entity(frame, role, set(cols.values()) | {v for v in given.values() if v}, given.get(role), said)
+    named = given.get("timestamp") or _pick(frame, "timestamp", set(cols.values()))
+    if named is not None and named not in frame.columns:
+        raise DataError(f"--time names column {named!r}; the log has {list(frame.columns)}")
     candidates = ([named] if named else []) + [c for c in frame.columns if c not in cols.values() and c != named]
     for c in candidates:
         fmt = _time_format(frame[c])
+        if c == given.get("timestamp") and fmt is None:
+            raise DataError(f"--time column {c!r} holds no times (unix seconds or milliseconds, or dates)")
         if fmt:
             cols["timestamp"], cols["timestamp_format"] = c, fmt
             said.append(f"time: column '{c}', read as {fmt} ({'its name' if c == named else 'its values'})")
@@ -130,6 +168,16 @@ def _infer_columns(frame: pd.DataFrame, said: list[str]) -> dict[str, str]:
             "set data.events to keep some)"
         )
     return cols
+
+
+def _per_event(values: pd.Series) -> str:
+    """What a column that belongs to neither items nor users holds, to say why it is left out."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    if numbers.notna().mean() <= 0.99:
+        return "per event"
+    if values.astype(str).str.len().median() >= 8 and bool((numbers.dropna() % 1 == 0).all()):
+        return "an id or code (long whole numbers)"
+    return "a rating or count" if numbers.nunique() <= 11 else "a number per event (an amount, a price)"
 
 
 def _per(frame: pd.DataFrame, key: str, column: str) -> bool:
@@ -234,8 +282,9 @@ def _toml(data: list[str], user: list[str], item: list[str], said: list[str]) ->
     return "\n".join(blocks)
 
 
-def starter_config(source: Path, config_dir: Path) -> Starter:
-    """The starter config for the log at ``source``; paths written relative to ``config_dir``."""
+def starter_config(source: Path, config_dir: Path, given: dict[str, str | None] | None = None) -> Starter:
+    """The starter config for the log at ``source``; paths written relative to ``config_dir``;
+    ``given``: the user, item or timestamp column where the caller names it (``--item`` etc.)."""
     source = Path(source)
     if not source.exists():
         raise DataError("not found; give a CSV/TSV/Parquet log or a MovieLens folder", file=str(source))
@@ -256,7 +305,7 @@ def starter_config(source: Path, config_dir: Path) -> Starter:
         user_table, item_table = users, items
     else:
         frame, delimiter, header = _sample(source)
-        cols = _infer_columns(frame, said)
+        cols = _infer_columns(frame, said, given)
         item_cols, user_cols = [], []
         for c in frame.columns:
             if c in cols.values():
@@ -278,7 +327,7 @@ def starter_config(source: Path, config_dir: Path) -> Starter:
                     "one counts as a positive: set data.events to keep some)"
                 )
             else:
-                kind = "a rating" if pd.to_numeric(frame[c], errors="coerce").notna().mean() > 0.99 else "per event"
+                kind = _per_event(frame[c])
                 left_out.append(
                     f"'{c}': {kind}, neither an item's nor a user's attribute (every event counts as "
                     "a positive under BENCHMARK.md; add it to data.context_columns to use it as context)"
