@@ -1,10 +1,10 @@
-"""Every recall channel on ml-100k under BENCHMARK.md, the merged result, and mixed negatives
+"""Every recall channel on ml-100k under BENCHMARK.md, the served merge, and mixed negatives
 against in-batch only; writes the comparison report (Markdown + PNG plots).
 
     python bench/channels.py [--seeds 0 1 2] [--report bench/out/channels]
 
 Channels that do not depend on the seed (popular, itemcf, item2vec with its fixed seed) are
-fitted once; the two-tower rows and the merged row (which contains the two-tower model) are
+fitted once; the two-tower rows and the served row (which contains the two-tower model) are
 averaged over seeds, with the half-range as spread.
 """
 
@@ -45,7 +45,7 @@ def main() -> None:
             runs[name] = [row]
         for seed in args.seeds:
             cfg = load_config(args.config, [f"out={tmp}", f"train.seed={seed}"])
-            for name, row in evaluate(cfg, ["two_tower", "merged"], show_progress=False).items():
+            for name, row in evaluate(cfg, ["two_tower", "served"], show_progress=False).items():
                 runs.setdefault(name, []).append(row)
             mixed = load_config(args.config, [f"out={tmp}", f"train.seed={seed}", *MIXED])
             runs.setdefault("two_tower_mixed_neg", []).append(
@@ -53,7 +53,7 @@ def main() -> None:
             )
             Console().print(
                 f"seed {seed} done: two_tower HR@100 {runs['two_tower'][-1]['HR@100']:.4f}, "
-                f"merged {runs['merged'][-1]['HR@100']:.4f}, "
+                f"served {runs["served"][-1]['HR@100']:.4f}, "
                 f"mixed {runs['two_tower_mixed_neg'][-1]['HR@100']:.4f}"
             )
     table = Table(
@@ -67,8 +67,8 @@ def main() -> None:
         cells = [cell([r[m] for r in rows], "{:.1f}" if m == "train_seconds" else "{:.4f}") for m in SHOWN]
         table.add_row(name, *cells)
     Console(width=220).print(table)
-    paired = [m["HR@100"] - t["HR@100"] for m, t in zip(runs["merged"], runs["two_tower"])]
-    Console().print(f"merged - two_tower HR@100 per seed: {[round(x, 4) for x in paired]}")
+    paired = [m["HR@100"] - t["HR@100"] for m, t in zip(runs["served"], runs["two_tower"])]
+    Console().print(f"served - two_tower HR@100 per seed: {[round(x, 4) for x in paired]}")
     cfg = load_config(args.config)
     path = write_report(
         args.report,
@@ -76,7 +76,7 @@ def main() -> None:
         cfg.evaluate.ks,
         title="embrecall channels on MovieLens 100K",
         context=f"BENCHMARK.md protocol on ml-100k; seeded rows averaged over seeds {args.seeds}; "
-        f"merged = {cfg.channels.merge_mode} {dict(cfg.channels.merge)}; "
+        f"served = {cfg.channels.merge_mode} {dict(cfg.channels.serve)}; "
         f"two_tower_mixed_neg = {' '.join(MIXED)}; {os.cpu_count()} cores.",
     )
     Console().print(f"report: {path}")

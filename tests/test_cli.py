@@ -174,3 +174,35 @@ def test_evaluate_target_ranks_an_item_attribute(tmp_path):
     assert "entity recall of category" in result.output
     refused = runner.invoke(app, ["evaluate", "--target", "category", "--channel", "itemcf", *TINY])
     assert refused.exit_code == 2 and "--target" in refused.output
+
+
+def test_evaluate_skips_a_default_channel_that_cannot_run_and_keeps_the_others(tmp_path):
+    out = tmp_path / "m.json"
+    small = ["--set", "channels.ease.max_items=5", "--set", "channels.serve={two_tower: 2, itemcf: 1, ease: 1}"]
+    result = runner.invoke(app, ["evaluate", "--json", str(out), *small, *TINY])
+    assert result.exit_code == 0, result.output
+    assert "skipping ease: the ease channel holds a dense item x item matrix" in " ".join(result.output.split())
+    assert "skipping served: it merges ['ease']" in result.output
+    rows = json.loads(out.read_text())
+    assert {"two_tower", "popular", "itemcf", "swing", "item2vec"} <= set(rows) and "ease" not in rows
+    named = runner.invoke(app, ["evaluate", "--channel", "popular", "--channel", "ease", *small, *TINY])
+    assert named.exit_code == 2 and "ease: the ease channel holds" in named.output and "evaluating" not in named.output
+
+
+def test_evaluate_keeps_the_rows_measured_before_a_failure(tmp_path, monkeypatch):
+    import embrecall.pipeline as pipeline
+    from embrecall.errors import DataError
+
+    built = pipeline.build_channel
+
+    def failing(name, *args, **kwargs):
+        if name == "itemcf":
+            raise DataError("the disk went away")
+        return built(name, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "build_channel", failing)
+    out = tmp_path / "m.json"
+    result = runner.invoke(app, ["evaluate", "--channel", "popular", "--channel", "itemcf", "--json", str(out), *TINY])
+    assert result.exit_code == 2 and "the disk went away" in result.output
+    assert "metrics measured before the error" in " ".join(result.output.split())
+    assert set(json.loads(out.read_text())) == {"popular"}

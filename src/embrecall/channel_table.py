@@ -113,6 +113,6 @@ _KINDS = (
 
 CHANNELS: dict[str, ChannelKind] = {kind.name: kind for kind in _KINDS}
 STORED = tuple(name for name, kind in CHANNELS.items() if kind.path is not None)  # all but the two-tower model
-# What `evaluate` can measure: every channel, "merged" (channels.merge over the others) and
-# "served" (a bundle's channels merged by its quotas, through the service's own objects).
-EVALUATED = (*CHANNELS, "merged", "served")
+# What `evaluate` can measure: every channel and "served" (channels.serve merged as the service
+# merges them; with a bundle, through the service's own objects).
+EVALUATED = (*CHANNELS, "served")

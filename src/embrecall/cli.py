@@ -135,7 +135,8 @@ def evaluate(
     channel: Annotated[
         Optional[list[str]],
         typer.Option(
-            help=f"{', '.join(EVALUATED)} (served: a --bundle's channels merged as served); repeatable; default all."
+            help=f"{', '.join(EVALUATED)} (served: channels.serve merged as the service merges them, or a "
+            "--bundle's); repeatable; default all (a channel that cannot run on the log is skipped with a note)."
         ),
     ] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write metrics as JSON.")] = None,
@@ -190,7 +191,20 @@ def evaluate(
                 json_out.write_text(json.dumps(found, indent=2))
                 console.print(f"metrics written to {json_out}")
             return
-        metrics = run_evaluate(cfg, channel, bundle, on=on, show_progress=progress)
+        metrics: dict[str, dict[str, Any]] = {}
+
+        def keep(name: str, row: dict[str, Any]) -> None:
+            """Each row written as soon as it is measured: a failure later loses none."""
+            metrics[name] = row
+            if json_out:
+                json_out.write_text(json.dumps(metrics, indent=2))
+
+        try:
+            run_evaluate(cfg, channel, bundle, on=on, show_progress=progress, on_row=keep)
+        except EmbrecallError:
+            if metrics:
+                console.print(_metrics_table(metrics, cfg.evaluate.ks, f"{on} metrics measured before the error"))
+            raise
         console.print(_split_line(next(iter(metrics.values()))).replace("test:", f"{on}:", 1))
         console.print(_metrics_table(metrics, cfg.evaluate.ks, f"{on} metrics (BENCHMARK.md)"))
         console.print(MEASURES_NOTE, style="dim", soft_wrap=True)
@@ -206,7 +220,7 @@ def evaluate(
             source = cfg.data.path or f"synthetic data (seed {cfg.data.synthetic.seed})"
             context = (
                 f"Data: {source}. Split: {cfg.split.kind} (BENCHMARK.md). Full-catalog ranking, each user's "
-                f"own items removed. Merge: {cfg.channels.merge_mode} {dict(cfg.channels.merge)}. "
+                f"own items removed. Served: {cfg.channels.merge_mode} {dict(cfg.channels.serve)}. "
                 f"Dithering epsilon: {cfg.channels.dither_epsilon}. Machine: {os.cpu_count()} cores."
             )
             path = write_report(

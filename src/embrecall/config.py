@@ -556,23 +556,23 @@ class ChannelsConfig(_Strict):
     itemcf: ItemCFConfig = ItemCFConfig()
     swing: SwingConfig = SwingConfig()
     ease: EaseConfig = EaseConfig()
-    merge: dict[str, float] = {"two_tower": 2.0, "itemcf": 1.0}  # weight (rrf) or slot share (quota)
+    # The served list: channel -> weight (rrf) or slot share (quota); `embrecall train` fits and
+    # stores each, `evaluate` measures it as `served`, `tune --served` chooses it on validation.
+    serve: dict[str, float] = {"two_tower": 2.0, "itemcf": 1.0}
     merge_mode: Literal["quota", "rrf"] = "rrf"
+    rrf_offset: float = Field(60.0, gt=0.0)  # rrf: score = weight / (rrf_offset + rank)
     merge_depth: int = Field(2, ge=1)  # rrf: each channel contributes its top merge_depth * k
-    dither_epsilon: float = Field(1.0, ge=1.0)  # > 1 reorders by log-rank noise for diversity; 1 is off
-    # The service's channels and default slot shares; `embrecall train` fits each and stores it in the bundle.
-    serve: dict[str, float] = {"two_tower": 0.8, "popular": 0.2}
-    # The served channel that fills the slots the others leave empty (a strict filter, a cold user); always stored.
+    # The channel that fills the slots the others leave empty (a strict filter, a cold user); always stored.
     fallback: str | None = "popular"
+    dither_epsilon: float = Field(1.0, ge=1.0)  # > 1 reorders by log-rank noise for diversity; 1 is off
 
     @model_validator(mode="after")
     def _quotas(self) -> ChannelsConfig:
-        if not self.merge or any(v <= 0 for v in self.merge.values()):
-            raise ValueError("channels.merge needs at least one channel with a positive quota share")
         unknown = sorted(set(self.serve) - set(CHANNELS))
-        if unknown or not self.serve or any(v < 0 for v in self.serve.values()):
+        if unknown or not any(v > 0 for v in self.serve.values()) or any(v < 0 for v in self.serve.values()):
             raise ValueError(
-                f"channels.serve maps channels {list(CHANNELS)} to non-negative slot shares; got {self.serve}"
+                f"channels.serve maps channels {list(CHANNELS)} to non-negative weights, one at least positive; "
+                f"got {self.serve}"
             )
         if self.fallback is not None and self.fallback not in STORED:
             raise ValueError(f"channels.fallback is one of {list(STORED)} or none; got {self.fallback!r}")

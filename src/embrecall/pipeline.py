@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,8 @@ from embrecall.export import Bundle
 from embrecall.models.channel import Channel, UserQuery
 from embrecall.models.dither import Dithered
 from embrecall.models.entities import Entities, EntityRanker, EntityRecall, HistoryEntities
-from embrecall.models.fitting import fit_channel
-from embrecall.models.merge import Merged
+from embrecall.models.fitting import fit_channel, fit_problem
+from embrecall.models.merge import Merged, MergeRule
 from embrecall.models.tower_channel import TowerChannel
 from embrecall.progress import note, step
 from embrecall.serve.cache import VectorCache
@@ -206,13 +207,16 @@ def train(cfg: Config, *, show_progress: bool = True) -> TrainReport:
     r = join_from_env()
     show_progress = show_progress and r.main
     td, fingerprint = read_training_data(cfg, show_progress)
+    history = td.train_full if cfg.train.refit else td.train
+    served = [n for n in dict.fromkeys([*cfg.channels.serve, cfg.channels.fallback]) if n not in (None, TWO_TOWER)]
+    problems = channel_problems(cfg, served, history, list(td.split.train_full.columns), td.items)
+    if problems:
+        raise ConfigError("channels.serve: " + "; ".join(f"{n}: {why}" for n, why in problems.items()))
     fit, seconds = _fit_protocol(cfg, td, show_progress)
     if r.world > 1:
         leave()
         if not r.main:
             return TrainReport(None, {}, fit.best_epoch, fit.log, seconds)
-    history = td.train_full if cfg.train.refit else td.train
-    served = [n for n in dict.fromkeys([*cfg.channels.serve, cfg.channels.fallback]) if n not in (None, TWO_TOWER)]
     stored = {name: fit_channel(name, cfg, history, td.items, show_progress) for name in served}
     metrics: dict[str, dict[str, float]] = {}
 
@@ -276,7 +280,8 @@ def build_channel(
 
     With ``bundle`` (a served version), a channel the version serves, and ``served`` (its channels
     merged by its quotas), run through the service's own objects: live index, filters, merge.
-    ``merged`` combines the channels named in ``channels.merge``, reusing those already in ``built``.
+    Without, ``served`` merges the channels of ``channels.serve`` as the service would, reusing
+    those already in ``built``.
     """
     built = built if built is not None else {}
     if name in built:
@@ -286,19 +291,33 @@ def build_channel(
     if bundle is not None and name == "served":
         return ServedChannel(bundle, bundle.quotas, name)
     if name == "served":
-        raise ConfigError("the 'served' channel is a bundle's: pass --bundle")
-    if name in STORED:
-        return fit_channel(name, cfg, MemoryLog(split.train_full), data.items, show_progress)
-    if name == "merged":
+        weights = {c: w for c, w in cfg.channels.serve.items() if w > 0}
+        fallback = cfg.channels.fallback
         parts = {
-            c: build_channel(c, cfg, data, split, bundle=bundle, built=built, show_progress=show_progress)
-            for c in cfg.channels.merge
+            c: build_channel(c, cfg, data, split, built=built, show_progress=show_progress)
+            for c in [*weights, *([fallback] if fallback else [])]
         }
         built.update(parts)
-        return Merged(parts, cfg.channels.merge, cfg.channels.merge_mode, cfg.channels.merge_depth)
+        return Merged(parts, weights, MergeRule.of(cfg.channels), parts[fallback] if fallback else None)
+    if name in STORED:
+        return fit_channel(name, cfg, MemoryLog(split.train_full), data.items, show_progress)
     if name == TWO_TOWER:
         return _fit_tower(cfg, data, split, show_progress)
     raise ConfigError(f"unknown channel '{name}'; choose from {list(EVALUATED)}")
+
+
+def channel_problems(
+    cfg: Config, names: list[str], log: EventLog, columns: list[str], items: pd.DataFrame | None
+) -> dict[str, str]:
+    """Why each of ``names`` (``served``: each channel it merges) cannot be fitted on ``log`` (with
+    event ``columns``), found before anything is trained; those that can are left out."""
+    catalog = len(log.item_counts())
+    found = {n: why for n in STORED if (why := fit_problem(n, cfg, catalog, items, columns))}
+    merged = [c for c, w in cfg.channels.serve.items() if w > 0] + [c for c in [cfg.channels.fallback] if c]
+    out = {n: found[n] for n in names if n in found}
+    if "served" in names and (inside := [c for c in merged if c in found]):
+        out["served"] = f"it merges {inside}: " + "; ".join(found[c] for c in inside)
+    return out
 
 
 def _check_on(on: str, bundle: Path | None) -> None:
@@ -316,16 +335,21 @@ def evaluate(
     *,
     on: str = "test",
     show_progress: bool = True,
+    on_row: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """BENCHMARK.md metrics of each channel on the config's data, keyed by channel then metric.
 
-    With ``bundle``, the channels that bundle serves (and ``served``, their quota merge; by default
-    just those) run as the service runs them: the version made live, its live index and merge;
-    the others are fitted here under the protocol.  Each value of an ``evaluate.per`` column (a
-    scene) adds a row per channel, ``"<channel> [scene=<value>]"``.  ``on = "validation"``: every
-    channel fitted on train and measured on the validation targets, the figures to choose settings by.  Each row carries
-    its fitting time (for ``merged``, only what was not already fitted for another row) and the
-    process's peak memory so far (so it depends on the rows before it); with
+    By default every channel and ``served`` (the channels of ``channels.serve`` merged as the
+    service merges them); a default channel that cannot run on this log (EASE over a catalog too
+    large) is skipped with a note, and one named in ``channels`` stops the run before anything is
+    trained.  With ``bundle``, the channels that bundle serves (and ``served``, their merge; by
+    default just those) run as the service runs them: the version made live, its live index and
+    merge; the others are fitted here under the protocol.  Each value of an ``evaluate.per``
+    column (a scene) adds a row per channel, ``"<channel> [scene=<value>]"``.  ``on =
+    "validation"``: every channel fitted on train and measured on the validation targets, the
+    figures to choose settings by.  Each row carries its fitting time (for ``served``, only what
+    was not already fitted for another row) and the process's peak memory so far (so it depends
+    on the rows before it), and is given to ``on_row`` as soon as it is measured; with
     ``channels.dither_epsilon`` > 1 every channel's output is dithered.
     """
     unknown = [c for c in channels or () if c not in EVALUATED]
@@ -333,14 +357,33 @@ def evaluate(
         raise ConfigError(f"unknown channel(s) {unknown}; choose from {list(EVALUATED)}")
     _check_on(on, bundle)
     served = None if bundle is None else ServingVersion(bundle, VectorCache(size=0))
-    channels = channels or ([c for c in EVALUATED if c != "served"] if served is None else [*served.channels, "served"])
+    named = bool(channels)
+    channels = channels or (list(EVALUATED) if served is None else [*served.channels, "served"])
     data, split = read_split(cfg, show_progress)
     if on == "validation":
         split = split.validation_view()
+    ready = set(served.channels) | {"served"} if served is not None else set()
+    problems = {
+        n: why
+        for n, why in channel_problems(
+            cfg, channels, MemoryLog(split.train_full), list(split.train_full.columns), data.items
+        ).items()
+        if n not in ready
+    }
+    if problems and named:
+        raise ConfigError("; ".join(f"{n}: {why}" for n, why in problems.items()))
+    for name, why in problems.items():
+        note(f"skipping {name}: {why}")
     parts = {column: split_by(split, column) for column in cfg.evaluate.per}  # a missing column is said first
     built: dict[str, Channel] = {}
     out: dict[str, dict[str, Any]] = {}
-    for name in channels:
+
+    def row(name: str, metrics: dict[str, Any]) -> None:
+        out[name] = metrics
+        if on_row is not None:
+            on_row(name, metrics)
+
+    for name in [c for c in channels if c not in problems]:
         started = time.perf_counter()
         channel = build_channel(name, cfg, data, split, bundle=served, built=built, show_progress=show_progress)
         built[name] = channel
@@ -348,15 +391,19 @@ def evaluate(
         if cfg.channels.dither_epsilon > 1:
             channel = Dithered(channel, cfg.channels.dither_epsilon, seed=cfg.train.seed)
         with step(f"evaluating {name}", show_progress):
-            out[name] = {
-                **evaluate_channel(channel, split, cfg.evaluate.ks, exposures=data.exposures),
-                "train_seconds": fitted,
-                "peak_rss_mb": peak_rss_mb(),
-            }
+            row(
+                name,
+                {
+                    **evaluate_channel(channel, split, cfg.evaluate.ks, exposures=data.exposures),
+                    "train_seconds": fitted,
+                    "peak_rss_mb": peak_rss_mb(),
+                },
+            )
             for column, by_value in parts.items():
                 for value, part in by_value.items():
-                    out[f"{name} [{column}={value}]"] = evaluate_channel(
-                        channel, part, cfg.evaluate.ks, exposures=data.exposures
+                    row(
+                        f"{name} [{column}={value}]",
+                        evaluate_channel(channel, part, cfg.evaluate.ks, exposures=data.exposures),
                     )
     return out
 

@@ -134,9 +134,7 @@ def _entity(frame: pd.DataFrame, role: str, taken: set[str], given: str | None, 
     return kept[0]
 
 
-def _infer_columns(
-    frame: pd.DataFrame, said: list[str], given: dict[str, str | None] | None = None
-) -> dict[str, str]:
+def _infer_columns(frame: pd.DataFrame, said: list[str], given: dict[str, str | None] | None = None) -> dict[str, str]:
     """user, item, timestamp (and event) columns: by name where the file has names, else by content;
     ``given`` (role -> column) overrides the inference."""
     given = given or {}

@@ -14,7 +14,7 @@ from embrecall.models.dither import Dithered
 from embrecall.pipeline import build_channel
 from tests.conftest import tiny_config
 
-NAMES = [*CHANNELS, "merged"]  # every channel of the table
+NAMES = [*CHANNELS, "served"]  # every channel of the table, and their merge
 
 
 @pytest.fixture(scope="module")

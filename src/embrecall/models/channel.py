@@ -151,6 +151,12 @@ class Listed:
     name: str
     items: ItemIndex | None = None
 
+    @classmethod
+    def problem(cls, settings: Any, catalog: int, items: pd.DataFrame | None, columns: Collection[str]) -> str | None:
+        """Why this channel cannot be fitted with ``settings`` on a log of ``catalog`` items with event
+        ``columns`` and item table ``items`` (None: it can): checked before anything is trained."""
+        return None
+
     def ranked(
         self, queries: Sequence[UserQuery], depth: int, exclude: Sequence[Collection[str]] | None = None
     ) -> list[Candidates]:

@@ -60,17 +60,26 @@ class Ease(Listed):
         self.item_ids_: np.ndarray | None = None
         self.weights_: np.ndarray | None = None
 
+    @classmethod
+    def problem(
+        cls, settings: EaseConfig, catalog: int, items: pd.DataFrame | None, columns: Collection[str]
+    ) -> str | None:
+        if catalog <= settings.max_items:
+            return None
+        gib = catalog * catalog * 4 * 2 / 2**30
+        return (
+            f"the ease channel holds a dense item x item matrix: {catalog:,} items need about "
+            f"{gib:.1f} GiB (over channels.ease.max_items = {settings.max_items:,}); raise "
+            "channels.ease.max_items if the memory is there, or use itemcf"
+        )
+
     def fit(self, log: EventLog, items: pd.DataFrame | None = None) -> Ease:
         """The Gram matrix X^T X summed part by part (a part holds whole users), then EASE's closed form."""
         catalog = log.item_counts().index
         n = len(catalog)
-        if n > self.cfg.max_items:
-            gib = n * n * 4 * 2 / 2**30
-            raise ConfigError(
-                f"the ease channel holds a dense item x item matrix: {n:,} items need about "
-                f"{gib:.1f} GiB (over channels.ease.max_items = {self.cfg.max_items:,}); raise "
-                "channels.ease.max_items if the memory is there, or use itemcf"
-            )
+        why = self.problem(self.cfg, n, items, ())
+        if why:
+            raise ConfigError(why)
         dtype = np.float64 if n <= 10_000 else np.float32  # float32 halves the memory of large catalogs
         gram = np.zeros((n, n), dtype=dtype)
         for events in log.parts(["user_id", "item_id"]):

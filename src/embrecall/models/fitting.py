@@ -3,6 +3,8 @@ and the benchmarks call, without loading the two-tower model's training code."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import pandas as pd
 
 from embrecall.channel_table import CHANNELS, STORED
@@ -12,7 +14,18 @@ from embrecall.errors import ConfigError
 from embrecall.models.channel import StoredChannel
 from embrecall.progress import step
 
-__all__ = ["fit_channel"]
+__all__ = ["fit_channel", "fit_problem"]
+
+
+def fit_problem(
+    name: str, cfg: Config, catalog: int, items: pd.DataFrame | None, columns: Collection[str]
+) -> str | None:
+    """Why the stored channel ``name`` cannot be fitted on a log of ``catalog`` items with event
+    ``columns`` (None: it can), said before anything is trained."""
+    kind = CHANNELS[name]
+    return kind.load_class().problem(
+        getattr(cfg.channels, kind.section) if kind.section else None, catalog, items, columns
+    )
 
 
 def fit_channel(

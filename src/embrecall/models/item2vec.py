@@ -95,6 +95,16 @@ class Item2Vec(Listed):
         tokens = np.asarray(model.wv.index_to_key, dtype=np.int64)
         return _Space(catalog[tokens], model.wv.vectors.astype(np.float32))
 
+    @classmethod
+    def problem(
+        cls, settings: Item2VecConfig, catalog: int, items: pd.DataFrame | None, columns: Collection[str]
+    ) -> str | None:
+        if settings.group_column and settings.group_column not in columns:
+            return f"channels.item2vec.group_column '{settings.group_column}' is not an event column"
+        if settings.category_column and (items is None or settings.category_column not in items.columns):
+            return f"channels.item2vec.category_column '{settings.category_column}' is not an item attribute"
+        return None
+
     def fit(self, log: EventLog, items: pd.DataFrame | None = None) -> Item2Vec:
         """Sessions written part by part to one corpus file (and, with ``group_column``, each to
         its group's file too), then word2vec over each file: a log of any size costs the model's

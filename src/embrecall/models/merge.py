@@ -1,41 +1,86 @@
-"""Several recall channels as one list.
+"""Several recall channels as one list: the served list, offline and in the service alike.
 
 ``quota``: each channel fills about its share of the k slots; lists are interleaved so each
 channel's best items come early (the channel furthest behind its share goes next), an item
 found by several channels appears once (credited to the first), and slots a short list leaves
 empty go to the others.
-``rrf``: weighted reciprocal-rank fusion, score(j) = sum over channels of w_c / (60 + rank_c(j));
+``rrf``: weighted reciprocal-rank fusion, score(j) = sum over channels of w_c / (offset + rank_c(j));
 items that several channels agree on rise, credited to the channel that ranks them best.
+A fallback channel fills the slots the merged channels leave empty (a strict filter, a cold user).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
+from embrecall.config import ChannelsConfig
 from embrecall.errors import ConfigError
 from embrecall.index.protocol import Filters
 from embrecall.models.channel import Candidates, Channel, Timings, UserQuery
 
-__all__ = ["Merged", "merge_by_quota"]
+__all__ = ["Merged", "MergeRule", "fill", "merge_by_quota", "merge_by_rrf"]
+
+
+@dataclass(frozen=True)
+class MergeRule:
+    """How channels' lists become one: ``mode`` quota or rrf, the rrf ``offset``, and ``depth``:
+    with rrf each channel gives its top ``depth * k`` (fusion needs the overlap)."""
+
+    mode: str = "rrf"
+    offset: float = 60.0
+    depth: int = 2
+
+    @classmethod
+    def of(cls, channels: ChannelsConfig) -> MergeRule:
+        return cls(channels.merge_mode, channels.rrf_offset, channels.merge_depth)
+
+    def fetch(self, k: int) -> int:
+        """How many items to ask each channel for, for a merged list of ``k``."""
+        return k * self.depth if self.mode == "rrf" else k
+
+    def merge(self, lists: Sequence[Candidates], weights: Sequence[float], k: int) -> Candidates:
+        if self.mode == "quota":
+            return merge_by_quota(lists, weights, k)
+        return merge_by_rrf(lists, weights, k, self.offset)
+
+
+def fill(merged: Candidates, extra: Candidates, k: int) -> Candidates:
+    """``merged`` with ``extra``'s items it lacks appended, up to ``k`` (the fallback's place)."""
+    if len(merged.item_ids) >= k:
+        return merged
+    have = set(merged.item_ids)
+    more = [i for i, item in enumerate(extra.item_ids) if item not in have][: k - len(merged.item_ids)]
+    return Candidates(
+        [*merged.item_ids, *(extra.item_ids[i] for i in more)],
+        np.concatenate([merged.scores, extra.scores[more]]).astype(np.float32),
+        [*merged.channels, *(extra.channels[i] for i in more)],
+    )
 
 
 class Merged:
-    name = "merged"
+    """Channels merged by weight under one rule, the fallback filling what they leave: the served
+    list of fitted channels (``evaluate``'s ``served`` without a bundle, ``tune --served``)."""
+
+    name = "served"
 
     def __init__(
-        self, channels: Mapping[str, Channel], shares: Mapping[str, float], mode: str = "quota", depth: int = 2
+        self,
+        channels: Mapping[str, Channel],
+        weights: Mapping[str, float],
+        rule: MergeRule = MergeRule(),
+        fallback: Channel | None = None,
     ):
-        """``depth``: with rrf, each channel contributes its top ``depth * k`` (fusion needs the overlap)."""
-        missing = [c for c in shares if c not in channels]
+        missing = [c for c, w in weights.items() if w > 0 and c not in channels]
         if missing:
-            raise ConfigError(f"channels.merge names {missing}, which are not available; have {list(channels)}")
-        self.channels = {name: channels[name] for name in shares}
-        self.shares = [float(v) for v in shares.values()]
-        self.mode = mode
-        self.depth = depth if mode == "rrf" else 1
+            raise ConfigError(f"channels.serve names {missing}, which are not available; have {list(channels)}")
+        self.channels = {name: channels[name] for name, w in weights.items() if w > 0}
+        self.weights = [float(weights[name]) for name in self.channels]
+        self.rule = rule
+        self.fallback = fallback
 
     def recommend(
         self,
@@ -45,9 +90,21 @@ class Merged:
         filters: Sequence[Filters] | None = None,
         timings: Timings | None = None,
     ) -> list[Candidates]:
-        per_channel = [c.recommend(queries, k * self.depth, exclude, filters, timings) for c in self.channels.values()]
-        merge = merge_by_quota if self.mode == "quota" else merge_by_rrf
-        return [merge([lists[i] for lists in per_channel], self.shares, k) for i in range(len(queries))]
+        fetch = self.rule.fetch(k)
+        per_channel = [c.recommend(queries, fetch, exclude, filters, timings) for c in self.channels.values()]
+        merged = [self.rule.merge([lists[i] for lists in per_channel], self.weights, k) for i in range(len(queries))]
+        short = [i for i, m in enumerate(merged) if len(m.item_ids) < k] if self.fallback is not None else []
+        if short:
+            found = self.fallback.recommend(  # type: ignore[union-attr]
+                [queries[i] for i in short],
+                k,
+                [exclude[i] for i in short] if exclude is not None else None,
+                [filters[i] for i in short] if filters is not None else None,
+                timings,
+            )
+            for i, extra in zip(short, found):
+                merged[i] = fill(merged[i], extra, k)
+        return merged
 
 
 def merge_by_quota(lists: Sequence[Candidates], quotas: Sequence[float], k: int) -> Candidates:

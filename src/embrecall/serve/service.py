@@ -1,5 +1,5 @@
 """One bundle made live: its channels over one live item index (FAISS in process, or Milvus),
-answering recall requests one at a time or in batches, merged by quota.  A request keeps the
+answering recall requests one at a time or in batches, merged as its config says.  A request keeps the
 version it started with, so a swap never mixes a user tower of one version with an index of
 another.  Evaluation runs the same object (``ServedChannel``), so the figure a user reads is the
 figure the service answers with."""
@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -25,15 +25,13 @@ from embrecall.index.milvus_index import MilvusIndex
 from embrecall.index.protocol import Filters, filterable_columns
 from embrecall.models.channel import Candidates, Channel, History, Timings, UserQuery
 from embrecall.models.entities import Entities, EntityRecall
-from embrecall.models.merge import merge_by_quota
+from embrecall.models.merge import MergeRule, fill, merge_by_quota
 from embrecall.models.tower_channel import TowerChannel
 from embrecall.serve.cache import VectorCache
 from embrecall.serve.events import Histories, Stamped
 from embrecall.serve.schemas import RecallRequest, RecallResponse
 
 __all__ = ["ServingVersion", "ServedChannel", "Ask"]
-
-BACKFILL = 1e-9  # the fallback channel's share in a list left short: it only fills the empty slots
 
 
 @dataclass
@@ -121,6 +119,7 @@ class ServingVersion:
         fallback = self.bundle.config.channels.fallback
         self.fallback = fallback if fallback in self.channels else None
         self.quotas = dict(quotas or self.bundle.config.channels.serve)
+        self.rule = MergeRule.of(self.bundle.config.channels)
         self.histories = histories
         self.until = int(self.bundle.manifest["data"].get("until", 0))  # the newest event training saw
         self._entities: dict[str, EntityRecall] = {}
@@ -229,18 +228,18 @@ class ServingVersion:
             return self._answer_parallel(asks, quotas)
         timings: dict[str, float] = {}
         lists: list[list[tuple[Candidates, float]]] = [[] for _ in asks]
+        deeper = [replace(a, k=self.rule.fetch(a.k)) for a in asks]
         for name, channel in self.channels.items():
             wanted = [i for i, share in enumerate(quotas) if share.get(name, 0) > 0]
-            for i, found in zip(wanted, _recommend(channel, [asks[i] for i in wanted], timings) if wanted else ()):
+            for i, found in zip(wanted, _recommend(channel, [deeper[i] for i in wanted], timings) if wanted else ()):
                 lists[i].append((found, quotas[i][name]))
         t = time.perf_counter()
-        merged = [merge_by_quota([c for c, _ in got], [s for _, s in got], ask.k) for got, ask in zip(lists, asks)]
+        merged = [self.rule.merge([c for c, _ in got], [s for _, s in got], ask.k) for got, ask in zip(lists, asks)]
         short = [i for i, m in enumerate(merged) if len(m.item_ids) < asks[i].k] if self.fallback else []
         if short:
             filled = _recommend(self.channels[self.fallback], [asks[i] for i in short], timings)  # type: ignore[index]
             for i, found in zip(short, filled):
-                got = [*lists[i], (found, BACKFILL)]
-                merged[i] = merge_by_quota([c for c, _ in got], [s for _, s in got], asks[i].k)
+                merged[i] = fill(merged[i], found, asks[i].k)
         timings["merge"] = (time.perf_counter() - t) * 1000
         return merged, timings
 
@@ -257,8 +256,8 @@ class ServingVersion:
         merged, start = [], 0
         for ask, ps in zip(asks, parts):
             got = found[start : start + len(ps)]
-            shares = [1.0] * (len(got) - 1) + [BACKFILL if ask.parallel else 1.0]
-            merged.append(merge_by_quota(got, shares, ask.k))
+            groups = got[:-1] if ask.parallel else got
+            merged.append(fill(merge_by_quota(groups, [1.0] * len(groups), ask.k), got[-1], ask.k))
             start += len(ps)
         return merged, {"entities": entities, **timings}
 
