@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import optuna
+import yaml
 
+from embrecall.channel_table import CHANNELS
 from embrecall.config import load_config
 from embrecall.data.load import load_dataset
 from embrecall.data.split import split_dataset
+from embrecall.pipeline import evaluate, read_split
+from embrecall.served_tuning import SHORTFALL, tune_served
 from embrecall.tune import tune
 from tests.conftest import tiny_config
 
@@ -50,3 +54,19 @@ def test_an_unknown_metric_is_a_config_error():
 
     with pytest.raises(ConfigError, match="tune.metric"):
         load_config(None, ["tune.metric=AUC"])
+
+
+def test_tune_served_is_never_below_the_best_single_channel_on_validation(tmp_path):
+    cfg = tiny_config(tmp_path, "tune.trials=12", "channels.item2vec.min_count=1")
+    data, split = read_split(cfg, show_progress=False)
+    result = tune_served(cfg, data, split, tmp_path / "served", show_progress=False)
+    table = yaml.safe_load((tmp_path / "served" / "served.yaml").read_text())["validation"]
+    singles = {name: row for name, row in table.items() if name != "served"}
+    assert set(singles) == set(CHANNELS)
+    for metric in cfg.tune.served_metrics:
+        best = max(row[metric] for row in singles.values())
+        assert table["served"][metric] >= best * (1 - 1 / SHORTFALL / len(cfg.tune.served_metrics)), metric
+    chosen = load_config(result.config_path)
+    assert set(chosen.channels.serve) <= set(CHANNELS) and all(w > 0 for w in chosen.channels.serve.values())
+    again = evaluate(chosen, ["served"], on="validation", show_progress=False)["served"]
+    assert again["HR@100"] > 0

@@ -240,7 +240,13 @@ def evaluate(
 def tune(
     config: ConfigOpt = None,
     set: SetOpt = None,
-    channel: Annotated[Optional[str], typer.Option(help="The channel to tune (default: tune.channel).")] = None,
+    channel: Annotated[
+        Optional[str],
+        typer.Option(
+            help="The channel to tune (default: tune.channel); served: which channels serve, their weights "
+            "and merge, chosen from every channel's validation lists."
+        ),
+    ] = None,
     metric: Annotated[Optional[str], typer.Option(help="Validation metric to maximise, e.g. NDCG@20.")] = None,
     trials: Annotated[Optional[int], typer.Option(help="Trials at most (default: tune.trials).")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Seconds before no new trial starts.")] = None,
@@ -252,8 +258,9 @@ def tune(
     ] = None,
     progress: ProgressOpt = True,
 ) -> None:
-    """Choose a channel's settings with Optuna (TPE, pruning), scored on validation targets only."""
+    """Choose a channel's settings, or the served merge, with Optuna, scored on validation targets only."""
     from embrecall.pipeline import read_split
+    from embrecall.served_tuning import tune_served
     from embrecall.tune import tune as run_tune
 
     def go() -> None:
@@ -264,10 +271,13 @@ def tune(
         )
         folder = out or cfg.out / f"tune-{cfg.tune.channel}"
         data, split = read_split(cfg, progress)
-        result = run_tune(cfg, data, split, folder, show_progress=progress)
+        run = tune_served if cfg.tune.channel == "served" else run_tune
+        result = run(cfg, data, split, folder, show_progress=progress)
+        figures = ", ".join(f"{m} = {v:.4f}" for m, v in result.figures.items())
         console.print(
-            f"{result.trials} trials ({result.pruned} pruned); best validation {cfg.tune.metric} = "
-            f"{result.best_value:.4f} with {result.best_params}"
+            escape(
+                f"{result.trials} trials ({result.pruned} pruned); best on validation: {figures}; {result.best_params}"
+            )
         )
         console.print(
             f"best config written: [bold]{result.config_path}[/] — next: embrecall evaluate "

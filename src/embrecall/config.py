@@ -582,7 +582,7 @@ class ChannelsConfig(_Strict):
 class EvalConfig(_Strict):
     """The ranking cut-offs of BENCHMARK.md."""
 
-    ks: list[Annotated[int, Field(ge=1, le=10_000)]] = Field([10, 20, 50, 100], min_length=1)
+    ks: list[Annotated[int, Field(ge=1, le=10_000)]] = Field([10, 20, 50, 100, 200, 500], min_length=1)
     cold_quantile: float = Field(0.5, gt=0.0, lt=1.0)  # cold-item evaluation: test period starts at this time quantile
     per: list[str] = []  # event columns (such as scene) whose every value also gets its own row of metrics
 
@@ -606,11 +606,16 @@ class SearchDim(_Strict):
         return self
 
 
+_METRIC = r"^((HR|NDCG|coverage)@[1-9][0-9]*|MRR)$"
+
+
 class TuneConfig(_Strict):
     """``embrecall tune``: Optuna search over config fields, scored on validation only."""
 
     channel: str = "two_tower"
-    metric: str = Field("NDCG@20", pattern=r"^((HR|NDCG|coverage)@[1-9][0-9]*|MRR)$")  # HR@K, NDCG@K, MRR...
+    metric: str = Field("NDCG@20", pattern=_METRIC)  # HR@K, NDCG@K, MRR...
+    # `tune --channel served`: the served list may not lose to the best single channel on any of these.
+    served_metrics: list[Annotated[str, Field(pattern=_METRIC)]] = Field(["HR@10", "HR@100", "HR@500"], min_length=1)
     trials: int = Field(40, ge=1)
     timeout_s: float = Field(1800.0, gt=0.0)  # the study stops starting trials after this
     # Config field (as for --set) -> its range; empty: the channel's default space (embrecall.tune).

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from embrecall.config import EaseConfig
 from embrecall.data.movielens import is_movielens_dir, read_movielens
 from embrecall.errors import DataError
 
@@ -261,7 +262,30 @@ def _history_features(events_per_user: float, said: list[str]) -> list[str]:
     return out
 
 
-def _toml(data: list[str], user: list[str], item: list[str], said: list[str]) -> str:
+def _catalog(path: Path, column: str, delimiter: str, header: bool) -> int:
+    """The number of distinct items in the whole log (one column read): which channels fit it."""
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return len(pq.read_table(path, columns=[column]).column(0).unique())
+    usecols = [column] if header else [int(column)]
+    frame = pd.read_csv(
+        path, sep=delimiter, header=0 if header else None, usecols=usecols, dtype=str, encoding="utf-8-sig"
+    )
+    return int(frame.iloc[:, 0].nunique())
+
+
+def _served(items: int, said: list[str]) -> str:
+    """The served list: every channel that fits the catalog, fused by rank (EASE while its dense
+    item x item matrix fits ``channels.ease.max_items``); ``tune --channel served`` refines it."""
+    fits = items <= EaseConfig().max_items
+    said.append(
+        f"served: two_tower, itemcf{', ease' * fits} fused by rank ({items:,} items"
+        f"{'' if fits else ': too many for EASE'}); choose on validation with embrecall tune --channel served"
+    )
+    weights = "two_tower = 1.0, itemcf = 1.0" + ", ease = 1.0" * fits
+    return f'[channels]\nserve = {{ {weights} }}\nmerge_mode = "rrf"\n'
+
+
+def _toml(data: list[str], user: list[str], item: list[str], said: list[str], served: str) -> str:
     blocks = [
         "# Written by `embrecall init`: what was inferred, and why:",
         *[f"#   {s}" for s in said],
@@ -276,6 +300,7 @@ def _toml(data: list[str], user: list[str], item: list[str], said: list[str]) ->
         "[model]\nitem_embedding_dim = 64\nhidden = [256]\noutput_dim = 64\n",
         '[train]\nloss = "sampled_softmax"\ntemperature = 0.05\nbatch_size = 512\nepochs = 30\npatience = 3\n'
         "lr = 0.002\n",
+        served,
     ]
     return "\n".join(blocks)
 
@@ -301,6 +326,7 @@ def starter_config(source: Path, config_dir: Path, given: dict[str, str | None] 
                 "item 'title': a text feature needs pip install 'embrecall[text]' (see README, Text features)"
             )
         user_table, item_table = users, items
+        catalog = int(events["item_id"].nunique())
     else:
         frame, delimiter, header = _sample(source)
         cols = _infer_columns(frame, said, given)
@@ -346,6 +372,7 @@ def starter_config(source: Path, config_dir: Path, given: dict[str, str | None] 
         if user_cols:
             lines.append(f"user_columns = {user_cols}".replace("'", '"'))
         events = frame.rename(columns={cols["user"]: "user_id", cols["item"]: "item_id"})
+        catalog = _catalog(source, cols["item"], delimiter, header)
         item_table = events.groupby("item_id")[item_cols].last() if item_cols else None
         user_table = events.groupby("user_id")[user_cols].last() if user_cols else None
         for side, key in (("user", cols["user"]), ("item", cols["item"])):
@@ -370,4 +397,5 @@ def starter_config(source: Path, config_dir: Path, given: dict[str, str | None] 
     user += _features(user_cols, user_table, said, "user")
     user += _history_features(per_user, said)
     item = ['kind = "item_id"', *_features(item_cols, item_table, said, "item")]
-    return Starter(_toml(lines, user, item, said), said, left_out)
+    served = _served(catalog, said)
+    return Starter(_toml(lines, user, item, said, served), said, left_out)

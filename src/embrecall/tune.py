@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class TuneResult:
     config_path: Path
     trials: int
     pruned: int
+    figures: dict[str, float] = field(default_factory=dict)  # the best trial's validation figures
 
 
 FULL_SOFTMAX_ITEMS = 10_000  # above this the default space leaves the full softmax out: on CiaoDVD's
@@ -200,4 +201,6 @@ def tune(cfg: Config, data: Dataset, split: Split, out: Path, *, show_progress: 
         f"# tuned: {best.params}\n" + yaml.safe_dump(with_params(raw, best.params), sort_keys=False)
     )
     pruned = sum(x.state == optuna.trial.TrialState.PRUNED for x in study.trials)
-    return TuneResult(float(study.best_value), dict(best.params), path, len(study.trials), pruned)
+    return TuneResult(
+        float(study.best_value), dict(best.params), path, len(study.trials), pruned, {t.metric: float(study.best_value)}
+    )
