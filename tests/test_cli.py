@@ -206,3 +206,18 @@ def test_evaluate_keeps_the_rows_measured_before_a_failure(tmp_path, monkeypatch
     assert result.exit_code == 2 and "the disk went away" in result.output
     assert "metrics measured before the error" in " ".join(result.output.split())
     assert set(json.loads(out.read_text())) == {"popular"}
+
+
+def test_evaluate_breakdown_groups_the_targets(tmp_path):
+    out = tmp_path / "b.json"
+    result = runner.invoke(
+        app, ["evaluate", "--channel", "popular", "--channel", "itemcf", "--breakdown", "--json", str(out), *TINY]
+    )
+    assert result.exit_code == 0, result.output
+    assert "hits by popularity" in result.output and "hits by basket" in result.output
+    rows = json.loads(out.read_text())
+    for grouping in ("popularity", "history", "basket"):
+        groups = rows["itemcf"]["breakdown"][grouping]
+        assert sum(g["targets"] for g in groups.values()) == rows["itemcf"]["targets"]
+        hits = sum(g["targets"] * g["HR@100"] for g in groups.values())
+        assert abs(hits / rows["itemcf"]["targets"] - rows["itemcf"]["HR@100"]) < 1e-9

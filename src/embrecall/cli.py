@@ -65,6 +65,24 @@ MEASURES_NOTE = (
 )
 
 
+def _breakdown_table(metrics: dict[str, dict[str, Any]], grouping: str, ks: list[int]) -> Table:
+    """HR@10 / HR@100 (or the cut-offs there are) of each channel, one row per group of targets."""
+    shown = [k for k in ks if k in (10, 100)] or ks[:2]
+    metrics = {name: m for name, m in metrics.items() if "breakdown" in m}  # not the per-scene rows
+    first = next(iter(metrics.values()))["breakdown"][grouping]
+    table = Table(title=f"hits by {grouping}: " + " / ".join(f"HR@{k}" for k in shown))
+    table.add_column(grouping)
+    table.add_column("targets", justify="right")
+    for name in metrics:
+        table.add_column(escape(name), justify="right")
+    for label, row in first.items():
+        cells = [
+            " / ".join(f"{m['breakdown'][grouping][label][f'HR@{k}']:.3f}" for k in shown) for m in metrics.values()
+        ]
+        table.add_row(escape(label), f"{row['targets']:,}", *cells)
+    return table
+
+
 def _split_line(row: dict[str, Any]) -> str:
     """What the test targets allow: how many, against which catalog, and how many no channel can hit."""
     return (
@@ -161,6 +179,13 @@ def evaluate(
             "recall) against the held-out item's value."
         ),
     ] = "item",
+    breakdown: Annotated[
+        bool,
+        typer.Option(
+            help="Also hits per group of targets: by the target's popularity decile, the user's history "
+            "length, and targets in the same basket as the last history event."
+        ),
+    ] = False,
     progress: ProgressOpt = True,
 ) -> None:
     """Run the BENCHMARK.md protocol on one or more channels and print a table."""
@@ -200,7 +225,7 @@ def evaluate(
                 json_out.write_text(json.dumps(metrics, indent=2))
 
         try:
-            run_evaluate(cfg, channel, bundle, on=on, show_progress=progress, on_row=keep)
+            run_evaluate(cfg, channel, bundle, on=on, show_progress=progress, on_row=keep, breakdown=breakdown)
         except EmbrecallError:
             if metrics:
                 console.print(_metrics_table(metrics, cfg.evaluate.ks, f"{on} metrics measured before the error"))
@@ -208,6 +233,9 @@ def evaluate(
         console.print(_split_line(next(iter(metrics.values()))).replace("test:", f"{on}:", 1))
         console.print(_metrics_table(metrics, cfg.evaluate.ks, f"{on} metrics (BENCHMARK.md)"))
         console.print(MEASURES_NOTE, style="dim", soft_wrap=True)
+        if breakdown:
+            for grouping in next(iter(metrics.values()))["breakdown"]:
+                console.print(_breakdown_table(metrics, grouping, cfg.evaluate.ks))
         cold_metrics = {"two_tower": evaluate_cold_items(cfg, show_progress=progress)} if cold else None
         if cold_metrics:
             console.print(_metrics_table(cold_metrics, cfg.evaluate.ks, "cold items (new in the test period)"))

@@ -582,7 +582,7 @@ class ChannelsConfig(_Strict):
 class EvalConfig(_Strict):
     """The ranking cut-offs of BENCHMARK.md."""
 
-    ks: list[Annotated[int, Field(ge=1, le=10_000)]] = Field([10, 20, 50, 100, 200, 500], min_length=1)
+    ks: list[Annotated[int, Field(ge=1, le=10_000)]] = Field([10, 20, 50, 100, 200, 500, 1000], min_length=1)
     cold_quantile: float = Field(0.5, gt=0.0, lt=1.0)  # cold-item evaluation: test period starts at this time quantile
     per: list[str] = []  # event columns (such as scene) whose every value also gets its own row of metrics
 

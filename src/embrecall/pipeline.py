@@ -336,6 +336,7 @@ def evaluate(
     on: str = "test",
     show_progress: bool = True,
     on_row: Callable[[str, dict[str, Any]], None] | None = None,
+    breakdown: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """BENCHMARK.md metrics of each channel on the config's data, keyed by channel then metric.
 
@@ -350,7 +351,8 @@ def evaluate(
     figures to choose settings by.  Each row carries its fitting time (for ``served``, only what
     was not already fitted for another row) and the process's peak memory so far (so it depends
     on the rows before it), and is given to ``on_row`` as soon as it is measured; with
-    ``channels.dither_epsilon`` > 1 every channel's output is dithered.
+    ``channels.dither_epsilon`` > 1 every channel's output is dithered.  ``breakdown``: each row
+    also holds its hits per group of targets (``evaluation.breakdown``).
     """
     unknown = [c for c in channels or () if c not in EVALUATED]
     if unknown:
@@ -394,7 +396,7 @@ def evaluate(
             row(
                 name,
                 {
-                    **evaluate_channel(channel, split, cfg.evaluate.ks, exposures=data.exposures),
+                    **evaluate_channel(channel, split, cfg.evaluate.ks, exposures=data.exposures, breakdown=breakdown),
                     "train_seconds": fitted,
                     "peak_rss_mb": peak_rss_mb(),
                 },

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from embrecall.data.split import Split
 from embrecall.errors import DataError
+from embrecall.evaluation.breakdown import hits_by_group, target_groups
 from embrecall.evaluation.metrics import MRR_CUTOFF, auc_against, ranking_metrics
 from embrecall.models.channel import Channel, Scorer, UserQuery, user_histories
 
@@ -41,14 +43,16 @@ def evaluate_channel(
     batch_size: int = 1024,
     cold_items: bool = False,
     exposures: pd.DataFrame | None = None,
-) -> dict[str, float]:
+    breakdown: bool = False,
+) -> dict[str, Any]:
     """HR@K, NDCG@K, MRR, average position and coverage@K of ``channel`` on the test (or
     validation) targets, and AUC against sampled negatives when the channel can score items
     (with ``exposures``, also ``AUC_shown``: against the items shown to the user and not clicked).
 
     On ``test`` the user's history and the catalog are train + validation; on ``valid``, train.
     ``cold_items``: the targets' items (new in the test period) join the catalog, for
-    ``cold_item_split`` evaluations.
+    ``cold_item_split`` evaluations.  ``breakdown``: also HR@K per group of targets (by the
+    target's popularity, the user's history length, baskets), under ``"breakdown"``.
     """
     history = split.train_full if on == "test" else split.train
     targets = split.test if on == "test" else split.valid
@@ -73,11 +77,13 @@ def evaluate_channel(
         shown = None if exposures is None else shown_items(history, targets, exposures, exclude)
         if shown is not None and any(shown):
             auc["AUC_shown"] = shown_auc(channel, queries, target_items, shown)
+    groups = {"breakdown": hits_by_group(ranks, target_groups(split, on), ks)} if breakdown else {}
     return {
         **ranking_metrics(ranks, top_lists, len(catalog), ks),
         **auc,
         **popularity_profile(top_lists, ranked, max(ks)),
         **reachability(target_items, exclude, catalog),
+        **groups,
     }
 
 
