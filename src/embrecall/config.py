@@ -618,6 +618,7 @@ class TuneConfig(_Strict):
     served_metrics: list[Annotated[str, Field(pattern=_METRIC)]] = Field(["HR@10", "HR@100", "HR@500"], min_length=1)
     trials: int = Field(40, ge=1)
     timeout_s: float = Field(1800.0, gt=0.0)  # the study stops starting trials after this
+    max_epochs: int = Field(10, ge=1)  # a two-tower trial trains at most this many epochs
     # Config field (as for --set) -> its range; empty: the channel's default space (embrecall.tune).
     space: dict[str, SearchDim] = {}
     seed: int = 0
@@ -678,15 +679,24 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def _list_item(node: list[Any], part: str) -> int | None:
+    """The position of ``part`` in a list: an index, or the name of a feature (``recent``)."""
+    if part.isdigit():
+        return int(part) if int(part) < len(node) else None
+    return next((i for i, x in enumerate(node) if isinstance(x, dict) and x.get("name") == part), None)
+
+
 def set_field(raw: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
-    """Set the field at dotted ``key`` (list items by index: ``features.user.2.dim``) to ``value``."""
+    """Set the field at dotted ``key`` to ``value``; list items by index or by name
+    (``features.user.2.dim``, ``features.user.recent.max_len``)."""
     node: Any = raw
     parts = key.split(".")
     for part in parts[:-1]:
         if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"field '{key}': '{part}' is not an index of a list of {len(node)}")
-            node = node[int(part)]
+            at = _list_item(node, part)
+            if at is None:
+                raise ConfigError(f"field '{key}': '{part}' is neither an index nor a name in a list of {len(node)}")
+            node = node[at]
         else:
             node = node.setdefault(part, {})
     last = parts[-1]
@@ -703,8 +713,8 @@ def get_field(raw: dict[str, Any], key: str) -> Any:
     """The value at dotted ``key``, or None where the path does not exist."""
     node: Any = raw
     for part in key.split("."):
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
+        if isinstance(node, list) and (at := _list_item(node, part)) is not None:
+            node = node[at]
         elif isinstance(node, dict) and part in node:
             node = node[part]
         else:

@@ -2,7 +2,9 @@
 
 Each trial applies suggested values to config fields (the same paths ``--set`` takes), fits the
 channel on the train part and scores it on the validation targets (never on test); two-tower
-trials report every epoch's validation score, so TPE's poor starts are pruned early.  The study
+trials run at most ``tune.max_epochs`` epochs and report every epoch's validation score, so
+Hyperband stops the weak ones after a few (multi-fidelity).  The two-tower space holds the
+model's shape (user-id feature, MLP, widths, history lengths and decays) beside the optimiser.  The study
 lives in SQLite beside the output, so a stopped search resumes; the best settings come back as a
 complete config file that ``train`` and ``evaluate`` take.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,16 @@ import optuna
 import yaml
 
 from embrecall.channel_table import CHANNELS, TWO_TOWER
-from embrecall.config import LOSS_SETTINGS, Config, SearchDim, TrainConfig, config_from_dict, get_field, set_field
+from embrecall.config import (
+    LOSS_SETTINGS,
+    Config,
+    HistoryFeature,
+    SearchDim,
+    TrainConfig,
+    config_from_dict,
+    get_field,
+    set_field,
+)
 from embrecall.data.dataset import Dataset
 from embrecall.data.log import MemoryLog
 from embrecall.data.split import Split
@@ -54,8 +66,45 @@ FULL_SOFTMAX_ITEMS = 10_000  # above this the default space leaves the full soft
 # 15,616 items one epoch of it cost about ten of the in-batch softmax (bench/train_speed.py)
 
 
+# Settings of the model's shape that are no single config field: name -> (set it, read it).
+def _keep_user_id(raw: dict[str, Any], keep: bool) -> None:
+    if not keep:
+        raw["features"]["user"] = [f for f in raw["features"]["user"] if f.get("name") != "user_id"]
+
+
+def _set_hidden(raw: dict[str, Any], value: str) -> None:
+    set_field(raw, "model.hidden", [] if value == "none" else [int(w) for w in value.split("x")])
+
+
+SHAPE: dict[str, tuple[Callable[[dict[str, Any], Any], None], Callable[[dict[str, Any]], Any]]] = {
+    "features.user_id": (
+        _keep_user_id,
+        lambda raw: any(f.get("name") == "user_id" for f in get_field(raw, "features.user") or []),
+    ),
+    "model.hidden": (_set_hidden, lambda raw: "x".join(map(str, get_field(raw, "model.hidden") or [])) or "none"),
+}
+
+
+def _shape_space(cfg: Config) -> dict[str, SearchDim]:
+    """The two-tower model's shape: the user-id feature or none, an MLP or none, the widths, and
+    each pooled history's length and decay."""
+    space = {
+        "model.hidden": SearchDim(choices=["none", "256"]),
+        "model.output_dim": SearchDim(choices=[32, 64, 128]),
+        "model.item_embedding_dim": SearchDim(choices=[32, 64, 128]),
+    }
+    if any(f.name == "user_id" for f in cfg.features.user):
+        space["features.user_id"] = SearchDim(choices=[True, False])
+    for f in cfg.features.user:
+        if isinstance(f, HistoryFeature) and f.max_len > 1:
+            space[f"features.user.{f.name}.max_len"] = SearchDim(low=5, high=200, int=True, log=True)
+            space[f"features.user.{f.name}.decay"] = SearchDim(low=0.5, high=1.0)
+    return space
+
+
 def search_space(cfg: Config, catalog_items: int = 0) -> dict[str, SearchDim]:
-    """The declared ``[tune.space]``, else the channel's default one (sized to the catalog)."""
+    """The declared ``[tune.space]``, else the channel's default one (sized to the catalog; for the
+    two-tower model, its shape too)."""
     if cfg.tune.space:
         return cfg.tune.space
     space = DEFAULT_SPACES.get(cfg.tune.channel)
@@ -66,6 +115,8 @@ def search_space(cfg: Config, catalog_items: int = 0) -> dict[str, SearchDim]:
         )
     if catalog_items > FULL_SOFTMAX_ITEMS and "train.loss" in space:
         space = {k: v for k, v in space.items() if k != "train.loss"}
+    if cfg.tune.channel == TWO_TOWER:
+        space = {**_shape_space(cfg), **space}
     return space
 
 
@@ -82,7 +133,10 @@ def with_params(raw: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     where the loss is tuned, the settings the trial's loss does not read go back to their defaults."""
     out = copy.deepcopy(raw)
     for key, value in params.items():
-        set_field(out, key, value)
+        if key in SHAPE:
+            SHAPE[key][0](out, value)
+        else:
+            set_field(out, key, value)
     if "train.loss" in params:
         for name, losses in LOSS_SETTINGS.items():
             if params["train.loss"] not in losses:
@@ -95,7 +149,7 @@ def _current(raw: dict[str, Any], space: dict[str, SearchDim]) -> dict[str, Any]
     """The config's own values of the tuned fields, where they lie in the space: the first trial."""
     out = {}
     for key, dim in space.items():
-        value = get_field(raw, key)
+        value = SHAPE[key][1](raw) if key in SHAPE else get_field(raw, key)
         if dim.choices is not None:
             inside = value in dim.choices
         else:
@@ -125,7 +179,7 @@ def _score(cfg: Config, data: Dataset, split: Split, trial: optuna.Trial) -> flo
         MemoryLog(split.train),
         data.users,
         data.items,
-        epochs=cfg.train.epochs,
+        epochs=min(cfg.train.epochs, cfg.tune.max_epochs),
         validation=split,
         show_progress=False,
         label=f"trial {trial.number}",
@@ -153,9 +207,9 @@ def tune(cfg: Config, data: Dataset, split: Split, out: Path, *, show_progress: 
         load_if_exists=True,
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=t.seed),
-        # Pruned: below the median of earlier trials at the same epoch, from the fifth epoch on (slow
-        # starters with small learning rates often end best; earlier pruning dropped them all on ml-100k).
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=4),
+        # Two-tower trials report every epoch: Hyperband stops the weak ones after 1, 3, 9... epochs,
+        # so most of the budget goes to the configurations still in the running.
+        pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=t.max_epochs, reduction_factor=3),
     )
     if not study.trials:
         study.enqueue_trial(_current(raw, space))  # the config as given is the first trial: the baseline
