@@ -69,6 +69,7 @@ _KINDS = (
             "channels.itemcf.pair_decay": {"low": 0.5, "high": 1.0},
             "channels.itemcf.history": {"low": 1, "high": 50, "int": True, "log": True},
             "channels.itemcf.decay": {"low": 0.3, "high": 1.0},
+            "channels.itemcf.neighbours": {"low": 20, "high": 1000, "int": True, "log": True},
         },
     ),
     ChannelKind(
@@ -107,6 +108,7 @@ _KINDS = (
             "channels.ease.l2": {"low": 10.0, "high": 1e4, "log": True},
             "channels.ease.decay": {"low": 0.5, "high": 1.0},
             "channels.ease.history": {"low": 5, "high": 200, "int": True, "log": True},
+            "channels.ease.min_count": {"low": 1, "high": 20, "int": True, "log": True},
         },
     ),
 )

@@ -546,6 +546,7 @@ class EaseConfig(_Strict):
     l2: float = Field(500.0, gt=0.0)  # ridge strength (500: best of 50/200/500 on ml-100k validation)
     history: int = Field(50, ge=1)  # last N items make the profile
     decay: float = Field(0.9, gt=0.0, le=1.0)  # weight of the item p steps back: decay**p
+    min_count: int = Field(1, ge=1)  # items with fewer training events are left out of the model
     max_items: int = Field(20_000, ge=1)  # a dense item x item matrix: larger catalogs are refused
 
 

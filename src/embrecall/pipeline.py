@@ -311,8 +311,8 @@ def channel_problems(
 ) -> dict[str, str]:
     """Why each of ``names`` (``served``: each channel it merges) cannot be fitted on ``log`` (with
     event ``columns``), found before anything is trained; those that can are left out."""
-    catalog = len(log.item_counts())
-    found = {n: why for n in STORED if (why := fit_problem(n, cfg, catalog, items, columns))}
+    counts = log.item_counts()
+    found = {n: why for n in STORED if (why := fit_problem(n, cfg, counts, items, columns))}
     merged = [c for c, w in cfg.channels.serve.items() if w > 0] + [c for c in [cfg.channels.fallback] if c]
     out = {n: found[n] for n in names if n in found}
     if "served" in names and (inside := [c for c in merged if c in found]):

@@ -262,27 +262,34 @@ def _history_features(events_per_user: float, said: list[str]) -> list[str]:
     return out
 
 
-def _catalog(path: Path, column: str, delimiter: str, header: bool) -> int:
-    """The number of distinct items in the whole log (one column read): which channels fit it."""
+def _item_counts(path: Path, column: str, delimiter: str, header: bool) -> pd.Series:
+    """Events per item in the whole log (one column read): which channels fit the catalog."""
     if path.suffix.lower() in (".parquet", ".pq"):
-        return len(pq.read_table(path, columns=[column]).column(0).unique())
+        return pq.read_table(path, columns=[column]).column(0).to_pandas().value_counts()
     usecols = [column] if header else [int(column)]
     frame = pd.read_csv(
         path, sep=delimiter, header=0 if header else None, usecols=usecols, dtype=str, encoding="utf-8-sig"
     )
-    return int(frame.iloc[:, 0].nunique())
+    return frame.iloc[:, 0].value_counts()
 
 
-def _served(items: int, said: list[str]) -> str:
-    """The served list: every channel that fits the catalog, fused by rank (EASE while its dense
-    item x item matrix fits ``channels.ease.max_items``); ``tune --channel served`` refines it."""
-    fits = items <= EaseConfig().max_items
+EASE_FLOOR = 20  # init leaves EASE out when fitting it would take a floor above this many events per item
+
+
+def _served(counts: pd.Series, said: list[str]) -> str:
+    """The served list: every channel that fits the catalog, fused by rank; EASE over the items
+    with enough events that its dense item x item matrix fits ``channels.ease.max_items``.
+    ``tune --channel served`` chooses on validation."""
+    most = EaseConfig().max_items
+    floor = next((f for f in range(1, EASE_FLOOR + 1) if int((counts >= f).sum()) <= most), None)
+    ease = "" if floor is None else f"ease (items with at least {floor} events)" if floor > 1 else "ease"
     said.append(
-        f"served: two_tower, itemcf{', ease' * fits} fused by rank ({items:,} items"
-        f"{'' if fits else ': too many for EASE'}); choose on validation with embrecall tune --channel served"
+        f"served: two_tower, itemcf{', ' + ease if ease else ''} fused by rank ({len(counts):,} items"
+        f"{'' if ease else ': too many for EASE'}); choose on validation with embrecall tune --channel served"
     )
-    weights = "two_tower = 1.0, itemcf = 1.0" + ", ease = 1.0" * fits
-    return f'[channels]\nserve = {{ {weights} }}\nmerge_mode = "rrf"\n'
+    weights = "two_tower = 1.0, itemcf = 1.0" + ", ease = 1.0" * bool(ease)
+    block = f'[channels]\nserve = {{ {weights} }}\nmerge_mode = "rrf"\n'
+    return block + (f"\n[channels.ease]\nmin_count = {floor}\n" if floor and floor > 1 else "")
 
 
 def _toml(data: list[str], user: list[str], item: list[str], said: list[str], served: str) -> str:
@@ -326,7 +333,7 @@ def starter_config(source: Path, config_dir: Path, given: dict[str, str | None] 
                 "item 'title': a text feature needs pip install 'embrecall[text]' (see README, Text features)"
             )
         user_table, item_table = users, items
-        catalog = int(events["item_id"].nunique())
+        counts = events["item_id"].value_counts()
     else:
         frame, delimiter, header = _sample(source)
         cols = _infer_columns(frame, said, given)
@@ -372,7 +379,7 @@ def starter_config(source: Path, config_dir: Path, given: dict[str, str | None] 
         if user_cols:
             lines.append(f"user_columns = {user_cols}".replace("'", '"'))
         events = frame.rename(columns={cols["user"]: "user_id", cols["item"]: "item_id"})
-        catalog = _catalog(source, cols["item"], delimiter, header)
+        counts = _item_counts(source, cols["item"], delimiter, header)
         item_table = events.groupby("item_id")[item_cols].last() if item_cols else None
         user_table = events.groupby("user_id")[user_cols].last() if user_cols else None
         for side, key in (("user", cols["user"]), ("item", cols["item"])):
@@ -397,5 +404,5 @@ def starter_config(source: Path, config_dir: Path, given: dict[str, str | None] 
     user += _features(user_cols, user_table, said, "user")
     user += _history_features(per_user, said)
     item = ['kind = "item_id"', *_features(item_cols, item_table, said, "item")]
-    served = _served(catalog, said)
+    served = _served(counts, said)
     return Starter(_toml(lines, user, item, said, served), said, left_out)

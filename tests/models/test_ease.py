@@ -41,6 +41,15 @@ def test_catalog_too_large_for_a_dense_matrix_is_refused():
         Ease(EaseConfig(max_items=4)).fit(MemoryLog(events))
 
 
+def test_items_under_the_frequency_floor_are_left_out_and_the_rest_fit():
+    events = pd.DataFrame({"user_id": list("aabbccd"), "item_id": ["x", "y", "x", "y", "x", "z", "w"]})
+    with pytest.raises(ConfigError, match="channels.ease.min_count"):
+        Ease(EaseConfig(max_items=2)).fit(MemoryLog(events))
+    model = Ease(EaseConfig(max_items=2, min_count=2)).fit(MemoryLog(events))
+    assert set(model.item_ids_) == {"x", "y"}
+    assert model.recommend([UserQuery("q", ("x", "w"))], 5, [{"x", "w"}])[0].item_ids == ["y"]
+
+
 def test_in_place_cholesky_inverse_matches_numpy_beyond_one_block():
     rng = np.random.default_rng(1)
     x = (rng.random((400, 1100)) < 0.02).astype(np.float64)

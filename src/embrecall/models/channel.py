@@ -152,9 +152,12 @@ class Listed:
     items: ItemIndex | None = None
 
     @classmethod
-    def problem(cls, settings: Any, catalog: int, items: pd.DataFrame | None, columns: Collection[str]) -> str | None:
-        """Why this channel cannot be fitted with ``settings`` on a log of ``catalog`` items with event
-        ``columns`` and item table ``items`` (None: it can): checked before anything is trained."""
+    def problem(
+        cls, settings: Any, counts: pd.Series, items: pd.DataFrame | None, columns: Collection[str]
+    ) -> str | None:
+        """Why this channel cannot be fitted with ``settings`` on a log of these item ``counts``
+        (training events per item), event ``columns`` and item table ``items`` (None: it can):
+        checked before anything is trained."""
         return None
 
     def ranked(

@@ -62,30 +62,35 @@ class Ease(Listed):
 
     @classmethod
     def problem(
-        cls, settings: EaseConfig, catalog: int, items: pd.DataFrame | None, columns: Collection[str]
+        cls, settings: EaseConfig, counts: pd.Series, items: pd.DataFrame | None, columns: Collection[str]
     ) -> str | None:
-        if catalog <= settings.max_items:
+        n = int((counts >= settings.min_count).sum())
+        if n <= settings.max_items:
             return None
-        gib = catalog * catalog * 4 * 2 / 2**30
+        gib = n * n * 4 * 2 / 2**30
         return (
-            f"the ease channel holds a dense item x item matrix: {catalog:,} items need about "
-            f"{gib:.1f} GiB (over channels.ease.max_items = {settings.max_items:,}); raise "
-            "channels.ease.max_items if the memory is there, or use itemcf"
+            f"the ease channel holds a dense item x item matrix: {n:,} items with at least "
+            f"{settings.min_count} events need about {gib:.1f} GiB (over channels.ease.max_items = "
+            f"{settings.max_items:,}); raise channels.ease.min_count (items with fewer events are left "
+            "out) or channels.ease.max_items if the memory is there, or use itemcf"
         )
 
     def fit(self, log: EventLog, items: pd.DataFrame | None = None) -> Ease:
         """The Gram matrix X^T X summed part by part (a part holds whole users), then EASE's closed form."""
-        catalog = log.item_counts().index
-        n = len(catalog)
-        why = self.problem(self.cfg, n, items, ())
+        counts = log.item_counts()
+        why = self.problem(self.cfg, counts, items, ())
         if why:
             raise ConfigError(why)
+        catalog = counts.index[counts.to_numpy() >= self.cfg.min_count]
+        n = len(catalog)
         dtype = np.float64 if n <= 10_000 else np.float32  # float32 halves the memory of large catalogs
         gram = np.zeros((n, n), dtype=dtype)
         for events in log.parts(["user_id", "item_id"]):
-            users = pd.factorize(events["user_id"])[0]
+            columns = catalog.get_indexer(events["item_id"])
+            kept = columns >= 0  # items under min_count are left out
+            users = pd.factorize(events["user_id"].to_numpy()[kept])[0]
             x = sp.csr_matrix(
-                (np.ones(len(users), dtype=np.float32), (users, catalog.get_indexer(events["item_id"]))),
+                (np.ones(len(users), dtype=np.float32), (users, columns[kept])),
                 shape=(users.max() + 1 if len(users) else 0, n),
             )
             x.data[:] = 1.0  # repeated events count once: X is binary

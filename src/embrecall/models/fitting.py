@@ -18,13 +18,13 @@ __all__ = ["fit_channel", "fit_problem"]
 
 
 def fit_problem(
-    name: str, cfg: Config, catalog: int, items: pd.DataFrame | None, columns: Collection[str]
+    name: str, cfg: Config, counts: pd.Series, items: pd.DataFrame | None, columns: Collection[str]
 ) -> str | None:
-    """Why the stored channel ``name`` cannot be fitted on a log of ``catalog`` items with event
+    """Why the stored channel ``name`` cannot be fitted on a log of these item ``counts`` with event
     ``columns`` (None: it can), said before anything is trained."""
     kind = CHANNELS[name]
     return kind.load_class().problem(
-        getattr(cfg.channels, kind.section) if kind.section else None, catalog, items, columns
+        getattr(cfg.channels, kind.section) if kind.section else None, counts, items, columns
     )
 
 

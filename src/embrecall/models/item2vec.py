@@ -97,7 +97,7 @@ class Item2Vec(Listed):
 
     @classmethod
     def problem(
-        cls, settings: Item2VecConfig, catalog: int, items: pd.DataFrame | None, columns: Collection[str]
+        cls, settings: Item2VecConfig, counts: pd.Series, items: pd.DataFrame | None, columns: Collection[str]
     ) -> str | None:
         if settings.group_column and settings.group_column not in columns:
             return f"channels.item2vec.group_column '{settings.group_column}' is not an event column"
