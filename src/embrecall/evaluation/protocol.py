@@ -14,7 +14,15 @@ from embrecall.evaluation.breakdown import hits_by_group, target_groups
 from embrecall.evaluation.metrics import MRR_CUTOFF, auc_against, ranking_metrics
 from embrecall.models.channel import Channel, Scorer, UserQuery, user_histories
 
-__all__ = ["build_queries", "evaluate_channel", "sampled_auc", "shown_auc", "split_by", "AUC_NEGATIVES"]
+__all__ = [
+    "build_queries",
+    "evaluate_channel",
+    "profile_depth",
+    "sampled_auc",
+    "shown_auc",
+    "split_by",
+    "AUC_NEGATIVES",
+]
 
 AUC_NEGATIVES = 100  # items drawn per target for AUC
 
@@ -81,7 +89,7 @@ def evaluate_channel(
     return {
         **ranking_metrics(ranks, top_lists, len(catalog), ks),
         **auc,
-        **popularity_profile(top_lists, ranked, max(ks)),
+        **popularity_profile(top_lists, ranked, profile_depth(ks)),
         **reachability(target_items, exclude, catalog),
         **groups,
     }
@@ -195,6 +203,11 @@ def reachability(targets: np.ndarray, exclude: list[set[str]], catalog: set[str]
         "targets_already_seen": float(seen),
         "hit_ceiling": 1.0 - (outside + seen) / n,
     }
+
+
+def profile_depth(ks: Sequence[int]) -> int:
+    """The cut-off a popularity profile is read at: the deepest up to 100 (what a ranker is given)."""
+    return max([k for k in ks if k <= 100] or [min(ks)])
 
 
 def popularity_profile(top_lists: list[list[str]], ranked: Sequence[str], k: int) -> dict[str, float]:

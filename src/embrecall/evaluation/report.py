@@ -12,6 +12,8 @@ from typing import Any
 
 import matplotlib
 
+from embrecall.evaluation.protocol import profile_depth
+
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -49,6 +51,7 @@ def _bars(metrics: dict[str, dict[str, Any]], keys: list[str], path: Path, title
 
 
 def _accuracy_vs_tail(metrics: dict[str, dict[str, Any]], k: int, path: Path) -> None:
+    """HR@k against the long-tail share at the popularity profile's depth ``k``."""
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for name, m in metrics.items():
         ax.scatter(m[f"long_tail@{k}"], m[f"HR@{k}"], s=60)
@@ -82,11 +85,11 @@ def write_report(
     """Write ``report.md``, ``metrics.json`` and the PNG plots into ``out_dir``; returns the Markdown path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    k = max(ks)
+    k, deepest = profile_depth(ks), max(ks)
     _hr_curves(metrics, ks, out_dir / "hr_at_k.png")
     _bars(
         metrics,
-        [f"NDCG@{ks[0]}", f"NDCG@{k}", f"coverage@{k}"],
+        [f"NDCG@{ks[0]}", f"NDCG@{k}", f"coverage@{deepest}"],
         out_dir / "ndcg_coverage.png",
         "ranking quality and catalog coverage",
     )
