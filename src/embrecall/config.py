@@ -398,6 +398,9 @@ class ModelConfig(_Strict):
     hidden: list[int] = [256]
     output_dim: int = Field(64, ge=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    # Multi-interest user tower (ComiRec-SA): > 1 gives each user that many vectors, each read by
+    # self-attention from the longest pooled history; each is searched and the lists merged by score.
+    interests: int = Field(1, ge=1, le=16)
 
 
 class NegativesConfig(_Strict):
@@ -638,6 +641,17 @@ class Config(_Strict):
     channels: ChannelsConfig = ChannelsConfig()
     tune: TuneConfig = TuneConfig()
     out: Path = Path("runs")
+
+    @model_validator(mode="after")
+    def _interests_need_a_history(self) -> Config:
+        if self.model.interests > 1 and not any(
+            isinstance(f, HistoryFeature) and f.max_len > 1 for f in self.features.user
+        ):
+            raise ValueError(
+                f"model.interests = {self.model.interests} reads the interests from a pooled history: "
+                "add a [[features.user]] of kind 'history' with max_len > 1"
+            )
+        return self
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> Config:

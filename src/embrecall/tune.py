@@ -86,8 +86,8 @@ SHAPE: dict[str, tuple[Callable[[dict[str, Any], Any], None], Callable[[dict[str
 
 
 def _shape_space(cfg: Config) -> dict[str, SearchDim]:
-    """The two-tower model's shape: the user-id feature or none, an MLP or none, the widths, and
-    each pooled history's length and decay."""
+    """The two-tower model's shape: the user-id feature or none, an MLP or none, the widths, each
+    pooled history's length and decay, and one user vector or several interests."""
     space = {
         "model.hidden": SearchDim(choices=["none", "256"]),
         "model.output_dim": SearchDim(choices=[32, 64, 128]),
@@ -95,10 +95,12 @@ def _shape_space(cfg: Config) -> dict[str, SearchDim]:
     }
     if any(f.name == "user_id" for f in cfg.features.user):
         space["features.user_id"] = SearchDim(choices=[True, False])
-    for f in cfg.features.user:
-        if isinstance(f, HistoryFeature) and f.max_len > 1:
-            space[f"features.user.{f.name}.max_len"] = SearchDim(low=5, high=200, int=True, log=True)
-            space[f"features.user.{f.name}.decay"] = SearchDim(low=0.5, high=1.0)
+    pooled = [f for f in cfg.features.user if isinstance(f, HistoryFeature) and f.max_len > 1]
+    for f in pooled:
+        space[f"features.user.{f.name}.max_len"] = SearchDim(low=5, high=200, int=True, log=True)
+        space[f"features.user.{f.name}.decay"] = SearchDim(low=0.5, high=1.0)
+    if pooled:
+        space["model.interests"] = SearchDim(choices=[1, 2, 4])
     return space
 
 

@@ -233,12 +233,14 @@ class Bundle:
                 UserProfiles(self.encoders, one).inputs([query.user_id], [query.history], [query.context])
             )
             vector = self.item_tower(self.encoders.encode_items(self.items, self.encoders.catalog[:1]))
-            if vector.shape != (1, self.index.dim) or user.shape != (1, self.index.dim):
+            interests = self.config.model.interests
+            wanted = (1, self.index.dim) if interests == 1 else (1, interests, self.index.dim)
+            if vector.shape != (1, self.index.dim) or user.shape != wanted:
                 raise ValueError(
                     f"the towers give vectors of shapes {user.shape[1:]} and {vector.shape[1:]}, the "
-                    f"index holds dim={self.index.dim}"
+                    f"index holds dim={self.index.dim} (model.interests = {interests})"
                 )
-            self.index.search(user, 1)
+            self.index.search(user.reshape(-1, self.index.dim), 1)
             for channel in self.channels.values():
                 channel.recommend([query], 1)
         except Exception as err:

@@ -100,7 +100,8 @@ class EntityRecall:
 
     def _scores(self, users: np.ndarray) -> np.ndarray:
         """(B, values) log of each value's summed exp(score / temperature) over its items."""
-        logits = users @ self.item_vectors.T / self.temperature  # (B, items)
+        logits = users @ self.item_vectors.T / self.temperature  # (B, items), or (B, K, items)
+        logits = logits if logits.ndim == 2 else logits.max(axis=1)  # an item's best interest
         top = logits.max(axis=1, keepdims=True)
         mass = self.entities.members @ np.exp(logits - top).T  # (values, B)
         return (np.log(np.maximum(mass, 1e-30)) + top.T).T.astype(np.float32)

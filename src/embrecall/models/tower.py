@@ -79,6 +79,28 @@ class _Block(nn.Module):
         return x + self.drop(self.ffn(self.norm2(x)))
 
 
+class _Interests(nn.Module):
+    """ComiRec-SA: K attention heads over the user's recent items, each a softmax over positions of
+    ``w_k . tanh(W (e + p))``, so each head gathers one interest from the history as a weighted
+    sum of its item embeddings.  (B, L) ids, most recent first -> (B, K, D); a user without
+    history gets zero interests (the other features still place them)."""
+
+    def __init__(self, table: nn.Embedding, max_len: int, interests: int):
+        super().__init__()
+        self.table = table
+        dim = table.embedding_dim
+        self.positions = nn.Embedding(max_len, dim)
+        nn.init.normal_(self.positions.weight, std=0.05)
+        self.attend = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, interests, bias=False))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        emb = self.table(ids)  # (B, L, D)
+        logits = self.attend(emb + self.positions.weight[: ids.shape[1]])  # (B, L, K)
+        logits = logits.masked_fill((ids == 0).unsqueeze(-1), float("-inf"))
+        weights = torch.softmax(logits, dim=1).nan_to_num(0.0)  # (B, L, K)
+        return torch.einsum("blk,bld->bkd", weights, emb)
+
+
 class _Sequence(nn.Module):
     """Causal self-attention over the user's recent items (SASRec): the state at each position
     sees that item and the ones before it, never a later one.
@@ -161,8 +183,10 @@ class _Numeric(nn.Module):
 
 
 class Tower(nn.Module):
-    """Maps one side's feature dict to a (B, output_dim) unit vector; ``sparse``: its lookup
-    tables give sparse gradients (``model.sparse_ids``)."""
+    """Maps one side's feature dict to a (B, output_dim) unit vector, or with ``interests`` > 1
+    (the user side of ``model.interests``) to (B, interests, output_dim): the longest pooled
+    history read as that many interests, each joined with the other features and passed
+    through the MLP.  ``sparse``: its lookup tables give sparse gradients (``model.sparse_ids``)."""
 
     def __init__(
         self,
@@ -171,14 +195,21 @@ class Tower(nn.Module):
         item_table: nn.Embedding,
         cfg: ModelConfig,
         sparse: bool = False,
+        interests: int = 1,
     ):
         super().__init__()
         self.names = [f.name for f in features]
+        histories = [f for f in features if isinstance(f, HistoryFeature) and f.max_len > 1]
+        self.interest_source = max(histories, key=lambda f: f.max_len).name if interests > 1 and histories else None
+        self.interest_count = interests if self.interest_source else 1
         self.sequence: str | None = None  # the SequenceFeature's name, if any
         self.inputs = nn.ModuleDict()
         width = 0
         for f in features:
-            if isinstance(f, HistoryFeature):
+            if isinstance(f, HistoryFeature) and f.name == self.interest_source:
+                self.inputs[f.name] = _Interests(item_table, f.max_len, interests)
+                width += item_table.embedding_dim
+            elif isinstance(f, HistoryFeature):
                 self.inputs[f.name] = _History(f, item_table)
                 width += item_table.embedding_dim
             elif isinstance(f, SequenceFeature):
@@ -211,8 +242,9 @@ class Tower(nn.Module):
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, inputs: dict[str, torch.Tensor], at: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, output_dim) vectors.  ``at``: training by windows, the sequence input is (W, L) and
-        ``at`` (B,) picks which flat position of its (W * L) states each output row uses."""
+        """(B, output_dim) vectors, or (B, interests, output_dim).  ``at``: training by windows, the
+        sequence input is (W, L) and ``at`` (B,) picks which flat position of its (W * L) states
+        each output row uses."""
         parts = []
         for name in self.names:
             if name == self.sequence and at is not None:
@@ -221,4 +253,7 @@ class Tower(nn.Module):
             else:
                 encode: nn.Module = self.inputs[name]
                 parts.append(encode(inputs[name]))
-        return F.normalize(self.mlp(torch.cat(parts, dim=-1)), dim=-1)  # (B, output_dim)
+        if self.interest_source is not None:  # every other part joins each interest
+            many = parts[self.names.index(self.interest_source)]  # (B, K, D)
+            parts = [p if p.dim() == 3 else p.unsqueeze(1).expand(-1, many.shape[1], -1) for p in parts]
+        return F.normalize(self.mlp(torch.cat(parts, dim=-1)), dim=-1)  # (B, [K,] output_dim)

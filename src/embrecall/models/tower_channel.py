@@ -21,7 +21,8 @@ from embrecall.models.channel import Candidates, Timings, UserQuery
 __all__ = ["TowerChannel", "UserEmbedder", "VectorStore"]
 
 UserEmbedder = Callable[[dict[str, np.ndarray]], np.ndarray]
-"""Encoded user-tower inputs -> (B, D) user vectors: the PyTorch tower or its ONNX export."""
+"""Encoded user-tower inputs -> (B, D) user vectors, or (B, K, D) for a multi-interest tower: the
+PyTorch tower or its ONNX export."""
 
 
 class VectorStore(Protocol):
@@ -30,6 +31,19 @@ class VectorStore(Protocol):
     def get(self, key: tuple) -> np.ndarray | None: ...
 
     def put(self, key: tuple, vector: np.ndarray) -> None: ...
+
+
+def _best(lists: list[tuple[list[str], np.ndarray]], k: int) -> tuple[list[str], np.ndarray]:
+    """The top ``k`` of several best-first (ids, scores) lists, each item at its best score."""
+    if len(lists) == 1:
+        return lists[0]
+    best: dict[str, float] = {}
+    for ids, scores in lists:
+        for item, score in zip(ids, scores.tolist()):
+            if score > best.get(item, -np.inf):
+                best[item] = score
+    top = sorted(best, key=best.__getitem__, reverse=True)[:k]
+    return top, np.asarray([best[i] for i in top], dtype=np.float32)
 
 
 class TowerChannel:
@@ -42,8 +56,11 @@ class TowerChannel:
         index: ItemIndex,
         cache: VectorStore | None = None,
         version: str = "",
+        interests: int = 1,
     ):
-        """``version``: part of every cache key, so that a cache shared by versions never mixes them."""
+        """``version``: part of every cache key, so that a cache shared by versions never mixes them.
+        ``interests``: the user tower's vectors per user (``model.interests``); each is searched
+        and each item keeps its best score."""
         self.profiles, self.embed_users, self.index, self.cache, self.version = (
             profiles,
             embed_users,
@@ -52,6 +69,7 @@ class TowerChannel:
             version,
         )
         self.history_len = profiles.encoders.history_len()  # what the tower reads: all the cache key needs
+        self.interests = interests
 
     def key(self, q: UserQuery) -> tuple:
         """The user-vector cache key: everything the tower reads of the query."""
@@ -59,7 +77,8 @@ class TowerChannel:
         return (self.version, q.user_id, recent, tuple(sorted(q.context.items())))
 
     def user_vectors(self, queries: Sequence[UserQuery]) -> np.ndarray:
-        """(B, D) user vectors: from the cache where it has them, the rest in one tower run."""
+        """(B, D) user vectors, or (B, K, D): from the cache where it has them, the rest in one
+        tower run."""
         keys = [self.key(q) for q in queries] if self.cache is not None else []
         found: list[np.ndarray | None] = (
             [self.cache.get(key) for key in keys] if self.cache is not None else [None] * len(queries)
@@ -77,13 +96,16 @@ class TowerChannel:
                 found[i] = vector
                 if self.cache is not None:
                     self.cache.put(keys[i], vector)
-        return np.stack(found) if found else np.zeros((0, 0), np.float32)  # type: ignore[arg-type]
+        if not found:
+            return np.zeros((0, 0), np.float32)
+        flat = np.stack([np.ravel(v) for v in found])  # type: ignore[arg-type]  # a cache may keep them flat
+        return flat if self.interests == 1 else flat.reshape(len(found), self.interests, -1)
 
     def score(self, queries: Sequence[UserQuery], items: Sequence[Sequence[str]]) -> list[np.ndarray]:
-        """Inner products of each user's vector with its items' vectors (-inf for items the index lacks)."""
+        """Each user's best inner product with its items' vectors (-inf for items the index lacks)."""
         out = []
         for user, wanted in zip(self.user_vectors(queries), items):
-            scores = self.index.vectors(list(wanted)) @ user
+            scores = (self.index.vectors(list(wanted)) @ np.atleast_2d(user).T).max(axis=1)
             out.append(np.where(np.isnan(scores), -np.inf, scores).astype(np.float32))
         return out
 
@@ -105,15 +127,19 @@ class TowerChannel:
         t = time.perf_counter()
         excluded: list[Collection[str]] = list(exclude) if exclude is not None else [()] * len(queries)
         wants: list[Filters] = list(filters) if filters is not None else [{}] * len(queries)
+        each = 1 if vectors.ndim == 2 else vectors.shape[1]  # interests per user, searched alike
+        flat = vectors.reshape(len(queries) * each, -1)
         plain = [i for i, f in enumerate(wants) if not f]
-        found: dict[int, tuple[list[str], np.ndarray]] = {}
-        if plain:
-            found.update(
-                zip(plain, self.index.search_many(vectors[plain], [k] * len(plain), [excluded[i] for i in plain]))
+        rows = [i * each + j for i in plain for j in range(each)]
+        lists: dict[int, tuple[list[str], np.ndarray]] = {}
+        if rows:
+            lists.update(
+                zip(rows, self.index.search_many(flat[rows], [k] * len(rows), [excluded[r // each] for r in rows]))
             )
         for i, f in enumerate(wants):
-            if f:
-                found[i] = self.index.search(vectors[i], k, f, excluded[i])
+            for r in range(i * each, (i + 1) * each) if f else ():
+                lists[r] = self.index.search(flat[r], k, f, excluded[i])
+        found = {i: _best([lists[i * each + j] for j in range(each)], k) for i in range(len(queries))}
         timings["search"] = timings.get("search", 0.0) + (time.perf_counter() - t) * 1000
         return [
             Candidates(ids, scores, [self.name] * len(ids)) for ids, scores in (found[i] for i in range(len(queries)))

@@ -33,11 +33,11 @@ class TwoTower(nn.Module):
         nn.init.normal_(self.item_table.weight, std=0.05)
         with torch.no_grad():
             self.item_table.weight[0].zero_()
-        self.user_tower = Tower(list(spec.user), user_sizes, self.item_table, cfg, self.sparse)
+        self.user_tower = Tower(list(spec.user), user_sizes, self.item_table, cfg, self.sparse, cfg.interests)
         self.item_tower = Tower(list(spec.item), item_sizes, self.item_table, cfg, self.sparse)
 
     def user(self, inputs: dict[str, torch.Tensor], at: torch.Tensor | None = None) -> torch.Tensor:
-        return self.user_tower(inputs, at)  # (B, D)
+        return self.user_tower(inputs, at)  # (B, D), or (B, K, D) with model.interests = K
 
     def item(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.item_tower(inputs)  # (B, D)

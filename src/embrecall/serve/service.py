@@ -111,7 +111,14 @@ class ServingVersion:
                 index=self.bundle.index.index,
             )
         self.cache = cache or VectorCache()
-        self.tower = TowerChannel(self.profiles, self.bundle.user_tower, self.index, self.cache, self.version)
+        self.tower = TowerChannel(
+            self.profiles,
+            self.bundle.user_tower,
+            self.index,
+            self.cache,
+            self.version,
+            self.bundle.config.model.interests,
+        )
         self.channels: dict[str, Channel] = {
             TWO_TOWER: self.tower,
             **{name: c.over(self.index) for name, c in self.bundle.channels.items()},

@@ -1,6 +1,8 @@
 """Retrieval losses over user and item embeddings.
 
-Shapes: B users in a batch, D embedding dim, N sampled negatives per positive.
+Shapes: B users in a batch, D embedding dim, N sampled negatives per positive.  A user may
+also be K vectors (B, K, D) (``model.interests``): a user's score of an item is then the best
+of its interests' (the label-aware max of ComiRec), everywhere a score is taken.
 """
 
 from __future__ import annotations
@@ -8,7 +10,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["sampled_softmax_loss", "softmax_loss", "mixed_softmax_loss", "bce_loss"]
+__all__ = ["sampled_softmax_loss", "softmax_loss", "mixed_softmax_loss", "bce_loss", "scores", "row_scores"]
+
+
+def scores(user: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """(B, C) scores of every user (B, D) or (B, K, D) against every item (C, D)."""
+    if user.dim() == 2:
+        return user @ items.T
+    return torch.einsum("bkd,cd->bkc", user, items).amax(dim=1)
+
+
+def row_scores(user: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """(B, N) scores of each user (B, D) or (B, K, D) against its own items (B, N, D)."""
+    if user.dim() == 2:
+        return torch.einsum("bd,bnd->bn", user, items)
+    return torch.einsum("bkd,bnd->bkn", user, items).amax(dim=1)
 
 
 def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -37,7 +53,7 @@ def softmax_loss(
     user: (N, D); candidates: (C, D); labels: (N,) column of each row's positive; log_q: (C,).
     Each item appears once, so no accidental hit can occur.
     """
-    logits = user @ candidates.T / temperature - log_q.unsqueeze(0)  # (N, C)
+    logits = scores(user, candidates) / temperature - log_q.unsqueeze(0)  # (N, C)
     return _cross_entropy(logits, labels, label_smoothing)
 
 
@@ -60,7 +76,7 @@ def sampled_softmax_loss(
     Subtracting it keeps popular items from being pushed down just for appearing in many batches
     (Yi et al., 2019).  Accidental hits — the same item as another row's positive — are masked out.
     """
-    logits = user @ item.T / temperature  # (B, C)
+    logits = scores(user, item) / temperature  # (B, C)
     logits = logits - log_q.unsqueeze(0)
     rows = torch.arange(user.shape[0], device=user.device)
     labels = rows + offset
@@ -78,8 +94,8 @@ def bce_loss(
 
     user, pos: (B, D); neg: (B, N, D); neg_mask: (B, N) False where a negative is the positive itself.
     """
-    pos_logit = (user * pos).sum(-1) / temperature  # (B,)
-    neg_logit = torch.einsum("bd,bnd->bn", user, neg) / temperature  # (B, N)
+    pos_logit = row_scores(user, pos.unsqueeze(1)).squeeze(1) / temperature  # (B,)
+    neg_logit = row_scores(user, neg) / temperature  # (B, N)
     pos_loss = F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit))
     neg_losses = F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit), reduction="none")
     if neg_mask is not None:
@@ -115,11 +131,9 @@ def mixed_softmax_loss(
     pos_idx = batch_idx[:B]
     offsets = log_weight_batch.unsqueeze(0).expand(B, -1).clone()  # (B, B + G)
     offsets[torch.arange(B), torch.arange(B)] = 0.0
-    logits_b = user @ batch_items.T / temperature - logq_strength * log_count_batch + offsets  # (B, B + G)
+    logits_b = scores(user, batch_items) / temperature - logq_strength * log_count_batch + offsets  # (B, B + G)
     logits_r = (
-        torch.einsum("bd,brd->br", user, row_items) / temperature
-        - logq_strength * log_count_row
-        + log_weight_row.unsqueeze(0)
+        row_scores(user, row_items) / temperature - logq_strength * log_count_row + log_weight_row.unsqueeze(0)
     )  # (B, R)
     hit_b = batch_idx.unsqueeze(0) == pos_idx.unsqueeze(1)
     hit_b[torch.arange(B), torch.arange(B)] = False

@@ -87,7 +87,7 @@ def two_tower_channel(
     index = LiveIndex(
         list(encoders.catalog), vectors, items, index_cfg or IndexConfig(kind="flat"), filterable_columns(items)
     )
-    return TowerChannel(UserProfiles(encoders, users), embed, index)
+    return TowerChannel(UserProfiles(encoders, users), embed, index, interests=model.user_tower.interest_count)
 
 
 def _mixed_loss(
