@@ -1,114 +1,109 @@
-"""Every channel tuned on validation, then measured on test: the procedure a user follows on a new log.
+"""What a new user serves, by the procedure a new user follows: `init`, `tune` each channel, `tune
+--channel served`, then `evaluate` on test.
 
-    python bench/tuned.py --config configs/ml100k.toml [--channels two_tower ease itemcf item2vec]
-                          [--budget 1800] [--trials 40] [--seeds 0 1 2] [--out bench/out/tuned-ml100k]
+    python bench/tuned.py LOG [LOG ...] [--channels two_tower ease itemcf item2vec] [--budget 1200]
+                          [--trials 200] [--seeds 0 1 2] [--out bench/out/tuned]
 
-For each channel, ``embrecall tune`` runs on the validation targets (its study kept in
-``OUT/tune-<channel>/``: a second run resumes it and only tops it up to ``--trials``), then the
-best config is evaluated on test under BENCHMARK.md: the two-tower model over ``--seeds``
-(mean ± half-range), the others once (they do not depend on the training seed).  ``merged``
-combines the tuned two-tower model and the tuned ItemCF as the config's ``channels.merge`` says;
-``popular`` is the floor; the merged row reuses each seed's two-tower model.  Test is looked at
-only after every choice is made.
+For each log: the config `embrecall init` writes; each of ``--channels`` tuned on validation for
+``--budget`` seconds (its study kept in ``OUT/<log>/tune-<channel>/``; a second run resumes it);
+the tuned settings of every channel joined in one config; the served list chosen on validation
+(`tune --channel served`); then every channel and `served` on test under BENCHMARK.md, over
+``--seeds`` (mean ± half-range).  Test is looked at only after every choice is made.  Prints
+one table per log (HR@10, NDCG@10, HR@100, HR@500; the served list's ratio to the best single
+channel) and how many trials each study ran in its budget.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import time
 from pathlib import Path
+from typing import Any
 
-import optuna
-import yaml
 from rich.console import Console
 from rich.table import Table
 from seeded import cell  # bench/ is on sys.path when run as a script
 
 from embrecall import evaluate, load_config
+from embrecall.channel_table import CHANNELS, TWO_TOWER
 from embrecall.config import Config, config_from_dict, get_field, set_field
 from embrecall.pipeline import read_split
-from embrecall.tune import search_space, tune
+from embrecall.served_tuning import tune_served
+from embrecall.starter import starter_config
+from embrecall.tune import TuneResult, tune
 
-SHOWN = ["HR@10", "NDCG@10", "HR@20", "NDCG@20", "HR@100", "MRR", "coverage@100", "long_tail@100", "train_seconds"]
+SHOWN = ["HR@10", "NDCG@10", "HR@100", "HR@500"]
+TOWER_SECTIONS = ("features", "model", "train")  # what a two-tower study tunes
 
 
-def tuned_config(cfg: Config, channel: str, out: Path, trials: int, budget: float) -> tuple[Config, float]:
-    """The channel's best config on validation (tuning first where the study has fewer than ``trials``)."""
-    folder = out / f"tune-{channel}"
-    cfg = cfg.model_copy(update={"tune": cfg.tune.model_copy(update={"channel": channel, "timeout_s": budget})})
-    storage = f"sqlite:///{(folder / 'tune.sqlite').resolve()}"
-    study = (
-        optuna.load_study(study_name=f"{channel}-{cfg.tune.metric}", storage=storage)
-        if (folder / "tune.sqlite").is_file()
-        else None
+def _tuned(cfg: Config, channel: str, folder: Path, trials: int, budget: float) -> TuneResult:
+    settings = {"channel": channel, "timeout_s": budget, "trials": trials}
+    cfg = cfg.model_copy(update={"tune": cfg.tune.model_copy(update=settings)})
+    data, split = read_split(cfg, show_progress=False)
+    return tune(cfg, data, split, folder, show_progress=True)
+
+
+def _joined(raw: dict[str, Any], channel: str, best: Config) -> None:
+    """``raw`` with the tuned settings of ``channel`` taken from its best config."""
+    tuned = best.model_dump(mode="json")
+    sections = TOWER_SECTIONS if channel == TWO_TOWER else (f"channels.{CHANNELS[channel].section}",)
+    for section in sections:
+        set_field(raw, section, get_field(tuned, section))
+
+
+def run(log: Path, out: Path, channels: list[str], budget: float, trials: int, seeds: list[int]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "init.toml").write_text(starter_config(log, out).toml)
+    cfg = load_config(out / "init.toml", [f"out={out / 'runs'}"])
+    raw = cfg.model_dump(mode="json")
+    studies: dict[str, TuneResult] = {}
+    started = time.perf_counter()
+    for channel in channels:
+        studies[channel] = _tuned(cfg, channel, out / f"tune-{channel}", trials, budget)
+        _joined(raw, channel, load_config(studies[channel].config_path))
+    joined = config_from_dict(raw, "tuned channels")
+    data, split = read_split(joined, show_progress=False)
+    studies["served"] = tune_served(joined, data, split, out / "tune-served", show_progress=False)
+    chosen = load_config(studies["served"].config_path)
+    tuning = (time.perf_counter() - started) / 60
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for seed in seeds:
+        run_cfg = chosen.model_copy(update={"train": chosen.train.model_copy(update={"seed": seed})})
+        for name, row in evaluate(run_cfg, show_progress=False).items():
+            rows.setdefault(name, []).append(row)
+    singles = {n: r for n, r in rows.items() if n != "served"}
+    mean = {n: {m: sum(x[m] for x in r) / len(r) for m in SHOWN} for n, r in rows.items()}
+    best = {m: max(mean[n][m] for n in singles) for m in SHOWN}
+    served = chosen.channels
+    table = Table(
+        title=f"{log.name}: init, {', '.join(channels) or 'no channel'} tuned ({budget:.0f} s each), served "
+        f"chosen on validation: {served.merge_mode} {dict(served.serve)} offset {served.rrf_offset} depth "
+        f"{served.merge_depth}; test, seeds {seeds} (mean ± half-range); tuning {tuning:.1f} min on "
+        f"{os.cpu_count()} cores"
     )
-    done = 0 if study is None else sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-    if study is None or done < trials or not (folder / "best.yaml").is_file():
-        cfg = cfg.model_copy(update={"tune": cfg.tune.model_copy(update={"trials": max(1, trials - done)})})
-        data, split = read_split(cfg, show_progress=False)
-        result = tune(cfg, data, split, folder, show_progress=True)
-        return load_config(result.config_path), result.best_value
-    return load_config(folder / "best.yaml"), study.best_value
+    table.add_column("channel")
+    for m in SHOWN:
+        table.add_column(m, justify="right")
+    for name, runs in rows.items():
+        ratio = {m: f" ({mean[name][m] / best[m]:.2f}×)" if name == "served" else "" for m in SHOWN}
+        table.add_row(name, *[cell([r[m] for r in runs]) + ratio[m] for m in SHOWN])
+    Console(width=220).print(table)
+    for name, study in studies.items():
+        Console().print(f"  tune {name}: {study.trials} trials ({study.pruned} pruned) in the budget")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, required=True)
-    parser.add_argument("--channels", nargs="+", default=["two_tower", "ease", "itemcf", "item2vec"])
-    parser.add_argument("--budget", type=float, default=1800.0, help="seconds of tuning per channel")
-    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("logs", type=Path, nargs="+")
+    parser.add_argument("--channels", nargs="*", default=["two_tower", "ease", "itemcf", "item2vec"])
+    parser.add_argument("--budget", type=float, default=1200.0, help="seconds of tuning per channel")
+    parser.add_argument("--trials", type=int, default=200, help="trials per study at most")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=Path("bench/out/tuned"))
     args = parser.parse_args()
-    base = load_config(args.config)
-    out = args.out or Path("bench/out") / f"tuned-{args.config.stem}"
-    best: dict[str, Config] = {}
-    valid: dict[str, float] = {}
-    for channel in args.channels:
-        best[channel], valid[channel] = tuned_config(base, channel, out, args.trials, args.budget)
-        Console().print(f"{channel}: validation {base.tune.metric} {valid[channel]:.4f}")
-    rows: dict[str, list[dict[str, float]]] = {}
-    raw = best.get("two_tower", base).model_dump(mode="json")
-    set_field(raw, "out", str(out / "runs"))
-    if "itemcf" in best:  # merged: the tuned two-tower model with the tuned ItemCF
-        set_field(raw, "channels.itemcf", best["itemcf"].channels.itemcf.model_dump(mode="json"))
-    seeded = ["two_tower"] if "two_tower" in best else []
-    seeded += ["merged"] if {"two_tower", "itemcf"} <= set(best) else []
-    for seed in args.seeds if seeded else []:
-        set_field(raw, "train.seed", seed)
-        for name, row in evaluate(config_from_dict(raw, "tuned"), seeded, show_progress=False).items():
-            rows.setdefault(name, []).append(row)  # merged reuses the two-tower model just trained
-    for channel, cfg in best.items():
-        if channel != "two_tower":
-            run = cfg.model_copy(update={"out": out / "runs"})
-            rows[channel] = [evaluate(run, [channel], show_progress=False)[channel]]
-    rows["popular"] = [evaluate(base, ["popular"], show_progress=False)["popular"]]
-    first = rows["popular"][0]
-    table = Table(
-        title=f"{args.config.name}: tuned on validation ({base.tune.metric}, {args.budget:.0f} s or "
-        f"{args.trials} trials per channel), then test (BENCHMARK.md), {os.cpu_count()} cores; "
-        f"two_tower and merged: mean ± half-range over seeds {args.seeds}"
-    )
-    table.add_column("channel")
-    table.add_column(f"valid {base.tune.metric}", justify="right")
-    for m in SHOWN:
-        table.add_column(m.replace("_seconds", " s"), justify="right")
-    for name, runs in rows.items():
-        cells = [cell([r[m] for r in runs], "{:.1f}" if m == "train_seconds" else "{:.4f}") for m in SHOWN]
-        table.add_row(name, f"{valid[name]:.4f}" if name in valid else "", *cells)
-    Console(width=240).print(table)
-    Console().print(
-        f"test: {first['targets']:,.0f} users, catalog {first['catalog_items']:,.0f} items, "
-        f"HR ceiling {first['hit_ceiling']:.4f}"
-    )
-    for channel, cfg in best.items():
-        tuned = {
-            k: get_field(cfg.model_dump(mode="json"), k)
-            for k in search_space(cfg.model_copy(update={"tune": cfg.tune.model_copy(update={"channel": channel})}))
-        }
-        Console(width=240).print(
-            f"{channel} settings: {yaml.safe_dump(tuned, default_flow_style=True, width=1000).strip()}"
-        )
+    for log in args.logs:
+        run(log, args.out / log.stem, args.channels, args.budget, args.trials, args.seeds)
 
 
 if __name__ == "__main__":
