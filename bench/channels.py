@@ -53,7 +53,7 @@ def main() -> None:
             )
             Console().print(
                 f"seed {seed} done: two_tower HR@100 {runs['two_tower'][-1]['HR@100']:.4f}, "
-                f"served {runs["served"][-1]['HR@100']:.4f}, "
+                f"served {runs['served'][-1]['HR@100']:.4f}, "
                 f"mixed {runs['two_tower_mixed_neg'][-1]['HR@100']:.4f}"
             )
     table = Table(
