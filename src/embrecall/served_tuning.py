@@ -32,7 +32,7 @@ from embrecall.models.channel import Candidates, Channel, Timings, UserQuery
 from embrecall.models.merge import Merged, MergeRule
 from embrecall.pipeline import build_channel, channel_problems
 from embrecall.progress import note, step
-from embrecall.tune import TuneResult
+from embrecall.tune import TuneResult, open_study
 
 __all__ = ["Recorded", "tune_served", "ServedChoice"]
 
@@ -130,15 +130,7 @@ def tune_served(cfg: Config, data: Dataset, split: Split, out: Path, *, show_pro
     for name, row in choice.single.items():
         note(f"{name} alone: " + ", ".join(f"{m} {v:.4f}" for m, v in row.items()))
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    out.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(
-        study_name=f"served-{'+'.join(t.served_metrics)}-{'+'.join(names)}",
-        storage=f"sqlite:///{(out / 'tune.sqlite').resolve()}",
-        load_if_exists=True,
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=t.seed),
-    )
+    study = open_study(out, f"served-{'+'.join(t.served_metrics)}-{'+'.join(names)}", t.seed)
     if not study.trials:  # each channel alone, then the config's own served list: the baselines
         base = {"channels.merge_mode": "rrf", "channels.rrf_offset": 60.0, "channels.merge_depth": 2}
         for name in names:

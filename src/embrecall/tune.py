@@ -41,7 +41,7 @@ from embrecall.pipeline import build_channel
 from embrecall.progress import note
 from embrecall.training.trainer import fit_two_tower, item_vectors, two_tower_channel
 
-__all__ = ["DEFAULT_SPACES", "TuneResult", "tune", "search_space"]
+__all__ = ["DEFAULT_SPACES", "TuneResult", "open_study", "tune", "search_space"]
 
 
 # What tunes each channel when the config declares no [tune.space] (the channel table's spaces):
@@ -194,6 +194,20 @@ def _score(cfg: Config, data: Dataset, split: Split, trial: optuna.Trial) -> flo
     return evaluate_channel(channel, view, ks)[cfg.tune.metric]
 
 
+def open_study(out: Path, name: str, seed: int, pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+    """The study ``name`` in ``out/tune.sqlite``, created or resumed, maximising, sampled by TPE."""
+    out.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        study_name=name,
+        storage=f"sqlite:///{(out / 'tune.sqlite').resolve()}",
+        load_if_exists=True,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=pruner,
+    )
+
+
 def tune(cfg: Config, data: Dataset, split: Split, out: Path, *, show_progress: bool = True) -> TuneResult:
     """Run (or resume) the study in ``out/tune.sqlite`` and write the best config to ``out/best.yaml``."""
     t = cfg.tune
@@ -201,18 +215,10 @@ def tune(cfg: Config, data: Dataset, split: Split, out: Path, *, show_progress: 
     if len(split.valid) == 0:
         raise ConfigError("tuning needs validation targets, and this split has none")
     space = search_space(cfg, split.train["item_id"].nunique())
-    out.mkdir(parents=True, exist_ok=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=f"{t.channel}-{t.metric}",
-        storage=f"sqlite:///{(out / 'tune.sqlite').resolve()}",
-        load_if_exists=True,
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=t.seed),
-        # Two-tower trials report every epoch: Hyperband stops the weak ones after 1, 3, 9... epochs,
-        # so most of the budget goes to the configurations still in the running.
-        pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=t.max_epochs, reduction_factor=3),
-    )
+    # Two-tower trials report every epoch: Hyperband stops the weak ones after 1, 3, 9... epochs,
+    # so most of the budget goes to the configurations still in the running.
+    pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=t.max_epochs, reduction_factor=3)
+    study = open_study(out, f"{t.channel}-{t.metric}", t.seed, pruner)
     if not study.trials:
         study.enqueue_trial(_current(raw, space))  # the config as given is the first trial: the baseline
 
