@@ -11,6 +11,7 @@ A fallback channel fills the slots the merged channels leave empty (a strict fil
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -165,14 +166,20 @@ def _turns(share: tuple[float, ...], k: int) -> tuple[int, ...]:
 
 
 def merge_by_rrf(lists: Sequence[Candidates], weights: Sequence[float], k: int, offset: float = 60.0) -> Candidates:
-    """Weighted reciprocal-rank fusion of best-first lists (Cormack et al., 2009); returns the fused scores."""
+    """Weighted reciprocal-rank fusion of best-first lists (Cormack et al., 2009); returns the fused
+    scores, each item credited to the channel that gives it the largest part (the first on ties)."""
     score: dict[str, float] = {}
-    best: dict[str, tuple[float, str]] = {}
+    best: dict[str, float] = {}
+    owner: dict[str, str] = {}
     for c, w in zip(lists, weights):
-        for rank, (item, channel) in enumerate(zip(c.item_ids, c.channels)):
-            part = w / (offset + rank + 1)
-            score[item] = score.get(item, 0.0) + part
-            if part > best.get(item, (0.0, ""))[0]:
-                best[item] = (part, channel)
-    top = sorted(score, key=lambda i: -score[i])[:k]
-    return Candidates(top, np.asarray([score[i] for i in top], dtype=np.float32), [best[i][1] for i in top])
+        parts = (w / (offset + np.arange(1, len(c.item_ids) + 1))).tolist()
+        for item, part, channel in zip(c.item_ids, parts, c.channels):
+            had = score.get(item)
+            if had is None:
+                score[item], best[item], owner[item] = part, part, channel
+            else:
+                score[item] = had + part
+                if part > best[item]:
+                    best[item], owner[item] = part, channel
+    top = heapq.nlargest(k, score, key=score.__getitem__)  # stable: ties keep their first-seen order
+    return Candidates(top, np.asarray([score[i] for i in top], dtype=np.float32), [owner[i] for i in top])
