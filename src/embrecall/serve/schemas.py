@@ -93,8 +93,8 @@ class RecallRequest(_Strict):
     quotas: dict[Id, Annotated[Number, Field(ge=0)]] | None = Field(
         default=None,
         max_length=8,
-        description="Share of the k slots per channel (the channels the version serves: GET /v1/version); "
-        "default: the version's channels.serve.",
+        description="Weight (merge_mode rrf) or share of the k slots (quota) per channel (the channels the "
+        "version serves: GET /v1/version); default: the version's channels.serve.",
     )
     target: Id = Field(
         "item",
