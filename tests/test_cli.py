@@ -221,3 +221,23 @@ def test_evaluate_breakdown_groups_the_targets(tmp_path):
         assert sum(g["targets"] for g in groups.values()) == rows["itemcf"]["targets"]
         hits = sum(g["targets"] * g["HR@100"] for g in groups.values())
         assert abs(hits / rows["itemcf"]["targets"] - rows["itemcf"]["HR@100"]) < 1e-9
+
+
+def test_evaluate_by_default_skips_a_channel_whose_fit_fails(tmp_path, monkeypatch):
+    import embrecall.pipeline as pipeline
+    from embrecall.errors import DataError
+
+    built = pipeline.build_channel
+
+    def failing(name, *args, **kwargs):
+        if name == "item2vec":
+            raise DataError("no session of two or more events is left")
+        return built(name, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "build_channel", failing)
+    out = tmp_path / "m.json"
+    result = runner.invoke(app, ["evaluate", "--json", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    assert "skipping item2vec: no session" in result.output
+    rows = json.loads(out.read_text())
+    assert {"two_tower", "itemcf", "served"} <= set(rows) and "item2vec" not in rows
