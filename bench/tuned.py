@@ -5,7 +5,7 @@
                           [--trials 200] [--seeds 0 1 2] [--out bench/out/tuned]
 
 For each log: the config `embrecall init` writes; each of ``--channels`` tuned on validation for
-``--budget`` seconds (its study kept in ``OUT/<log>/tune-<channel>/``; a second run resumes it);
+``--budget`` seconds (its study kept in ``OUT/<log>/tune/<channel>/``; a second run resumes it);
 the tuned settings of every channel joined in one config; the served list chosen on validation
 (`tune --channel served`); then every channel and `served` on test under BENCHMARK.md, over
 ``--seeds`` (mean ± half-range).  Test is looked at only after every choice is made.  Prints
@@ -26,46 +26,22 @@ from rich.table import Table
 from seeded import cell  # bench/ is on sys.path when run as a script
 
 from embrecall import evaluate, load_config
-from embrecall.channel_table import CHANNELS, TWO_TOWER
-from embrecall.config import Config, config_from_dict, get_field, set_field
 from embrecall.pipeline import read_split
-from embrecall.served_tuning import tune_served
 from embrecall.starter import starter_config
-from embrecall.tune import TuneResult, tune
+from embrecall.tune_all import tune_all
 
 SHOWN = ["HR@10", "NDCG@10", "HR@100", "HR@500"]
-TOWER_SECTIONS = ("features", "model", "train")  # what a two-tower study tunes
-
-
-def _tuned(cfg: Config, channel: str, folder: Path, trials: int, budget: float) -> TuneResult:
-    settings = {"channel": channel, "timeout_s": budget, "trials": trials}
-    cfg = cfg.model_copy(update={"tune": cfg.tune.model_copy(update=settings)})
-    data, split = read_split(cfg, show_progress=False)
-    return tune(cfg, data, split, folder, show_progress=True)
-
-
-def _joined(raw: dict[str, Any], channel: str, best: Config) -> None:
-    """``raw`` with the tuned settings of ``channel`` taken from its best config."""
-    tuned = best.model_dump(mode="json")
-    sections = TOWER_SECTIONS if channel == TWO_TOWER else (f"channels.{CHANNELS[channel].section}",)
-    for section in sections:
-        set_field(raw, section, get_field(tuned, section))
 
 
 def run(log: Path, out: Path, channels: list[str], budget: float, trials: int, seeds: list[int]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "init.toml").write_text(starter_config(log, out).toml)
-    cfg = load_config(out / "init.toml", [f"out={out / 'runs'}"])
-    raw = cfg.model_dump(mode="json")
-    studies: dict[str, TuneResult] = {}
+    cfg = load_config(out / "init.toml", [f"out={out / 'runs'}", f"tune.timeout_s={budget}", f"tune.trials={trials}"])
     started = time.perf_counter()
-    for channel in channels:
-        studies[channel] = _tuned(cfg, channel, out / f"tune-{channel}", trials, budget)
-        _joined(raw, channel, load_config(studies[channel].config_path))
-    joined = config_from_dict(raw, "tuned channels")
-    data, split = read_split(joined, show_progress=False)
-    studies["served"] = tune_served(joined, data, split, out / "tune-served", show_progress=False)
-    chosen = load_config(studies["served"].config_path)
+    data, split = read_split(cfg, show_progress=False)
+    served, studies = tune_all(cfg, data, split, out / "tune", channels, show_progress=True)
+    studies["served"] = served
+    chosen = load_config(served.config_path)
     tuning = (time.perf_counter() - started) / 60
     rows: dict[str, list[dict[str, Any]]] = {}
     for seed in seeds:
@@ -75,11 +51,11 @@ def run(log: Path, out: Path, channels: list[str], budget: float, trials: int, s
     singles = {n: r for n, r in rows.items() if n != "served"}
     mean = {n: {m: sum(x[m] for x in r) / len(r) for m in SHOWN} for n, r in rows.items()}
     best = {m: max(mean[n][m] for n in singles) for m in SHOWN}
-    served = chosen.channels
+    merge = chosen.channels
     table = Table(
         title=f"{log.name}: init, {', '.join(channels) or 'no channel'} tuned ({budget:.0f} s each), served "
-        f"chosen on validation: {served.merge_mode} {dict(served.serve)} offset {served.rrf_offset} depth "
-        f"{served.merge_depth}; test, seeds {seeds} (mean ± half-range); tuning {tuning:.1f} min on "
+        f"chosen on validation: {merge.merge_mode} {dict(merge.serve)} offset {merge.rrf_offset} depth "
+        f"{merge.merge_depth}; test, seeds {seeds} (mean ± half-range); tuning {tuning:.1f} min on "
         f"{os.cpu_count()} cores"
     )
     table.add_column("channel")

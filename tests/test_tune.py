@@ -70,3 +70,15 @@ def test_tune_served_is_never_below_the_best_single_channel_on_validation(tmp_pa
     assert set(chosen.channels.serve) <= set(CHANNELS) and all(w > 0 for w in chosen.channels.serve.values())
     again = evaluate(chosen, ["served"], on="validation", show_progress=False)["served"]
     assert again["HR@100"] > 0
+
+
+def test_tune_all_carries_each_channel_into_the_served_choice(tmp_path):
+    from embrecall.tune_all import tune_all
+
+    cfg = tiny_config(tmp_path, "tune.trials=2", "channels.ease.l2=50")
+    data, split = read_split(cfg, show_progress=False)
+    served, studies = tune_all(cfg, data, split, tmp_path / "all", ["ease", "itemcf"], show_progress=False)
+    assert set(studies) == {"ease", "itemcf"} and all(s.trials == 2 for s in studies.values())
+    chosen = load_config(served.config_path)
+    assert chosen.channels.ease.l2 == load_config(studies["ease"].config_path).channels.ease.l2
+    assert chosen.channels.itemcf == load_config(studies["itemcf"].config_path).channels.itemcf

@@ -272,7 +272,8 @@ def tune(
         Optional[str],
         typer.Option(
             help="The channel to tune (default: tune.channel); served: which channels serve, their weights "
-            "and merge, chosen from every channel's validation lists."
+            "and merge, chosen from every channel's validation lists; all: each channel in turn "
+            "(--timeout each), then served."
         ),
     ] = None,
     metric: Annotated[Optional[str], typer.Option(help="Validation metric to maximise, e.g. NDCG@20.")] = None,
@@ -290,6 +291,7 @@ def tune(
     from embrecall.pipeline import read_split
     from embrecall.served_tuning import tune_served
     from embrecall.tune import tune as run_tune
+    from embrecall.tune_all import tune_all
 
     def go() -> None:
         cfg = _config(
@@ -299,8 +301,13 @@ def tune(
         )
         folder = out or cfg.out / f"tune-{cfg.tune.channel}"
         data, split = read_split(cfg, progress)
-        run = tune_served if cfg.tune.channel == "served" else run_tune
-        result = run(cfg, data, split, folder, show_progress=progress)
+        if cfg.tune.channel == "all":
+            result, studies = tune_all(cfg, data, split, folder, show_progress=progress)
+            for name, study in studies.items():
+                console.print(escape(f"{name}: {study.trials} trials ({study.pruned} pruned); {study.figures}"))
+        else:
+            run = tune_served if cfg.tune.channel == "served" else run_tune
+            result = run(cfg, data, split, folder, show_progress=progress)
         figures = ", ".join(f"{m} = {v:.4f}" for m, v in result.figures.items())
         console.print(
             escape(
