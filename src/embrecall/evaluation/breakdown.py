@@ -53,12 +53,18 @@ def target_groups(split: Split, on: str = "test") -> dict[str, np.ndarray]:
     }
 
 
+def _order(label: str) -> tuple[float, str]:
+    """Groups in their natural order: by the number they start with (deciles, history lengths)."""
+    lead = label.split("-")[0].rstrip("+")
+    return (float(lead) if lead.isdigit() else float("inf"), label)
+
+
 def hits_by_group(ranks: np.ndarray, groups: Mapping[str, np.ndarray], ks: list[int]) -> dict[str, dict[str, dict]]:
     """HR@K of each group of targets: grouping -> label -> {"targets": n, "HR@K": ...}."""
     out: dict[str, dict[str, dict]] = {}
     for grouping, labels in groups.items():
         out[grouping] = {}
-        for label in sorted(set(labels)):
+        for label in sorted(set(labels), key=_order):
             rows = labels == label
             hit = ranks[rows]
             out[grouping][label] = {
