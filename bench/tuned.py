@@ -8,7 +8,7 @@ For each log: the config `embrecall init` writes; each of ``--channels`` tuned o
 ``--budget`` seconds (its study kept in ``OUT/<log>/tune/<channel>/``; a second run resumes it);
 the tuned settings of every channel joined in one config; the served list chosen on validation
 (`tune --channel served`); then every channel and `served` on test under BENCHMARK.md, over
-``--seeds`` (mean ± half-range).  Test is looked at only after every choice is made.  Prints
+``--seeds`` (mean ± half-range), beside `served (init)`: the list init wrote, untuned.  Test is looked at only after every choice is made.  Prints
 one table per log (HR@10, NDCG@10, HR@100, HR@500; the served list's ratio to the best single
 channel) and how many trials each study ran in its budget.
 """
@@ -26,11 +26,16 @@ from rich.table import Table
 from seeded import cell  # bench/ is on sys.path when run as a script
 
 from embrecall import evaluate, load_config
+from embrecall.config import Config
 from embrecall.pipeline import read_split
 from embrecall.starter import starter_config
 from embrecall.tune_all import tune_all
 
 SHOWN = ["HR@10", "NDCG@10", "HR@100", "HR@500"]
+
+
+def _seeded(cfg: Config, seed: int) -> Config:
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"seed": seed})})
 
 
 def run(log: Path, out: Path, channels: list[str], budget: float, trials: int, seeds: list[int]) -> None:
@@ -45,10 +50,11 @@ def run(log: Path, out: Path, channels: list[str], budget: float, trials: int, s
     tuning = (time.perf_counter() - started) / 60
     rows: dict[str, list[dict[str, Any]]] = {}
     for seed in seeds:
-        run_cfg = chosen.model_copy(update={"train": chosen.train.model_copy(update={"seed": seed})})
-        for name, row in evaluate(run_cfg, show_progress=False).items():
+        for name, row in evaluate(_seeded(chosen, seed), show_progress=False).items():
             rows.setdefault(name, []).append(row)
-    singles = {n: r for n, r in rows.items() if n != "served"}
+        before = evaluate(_seeded(cfg, seed), ["served"], show_progress=False)["served"]
+        rows.setdefault("served (init)", []).append(before)  # init's list, untuned: the baseline
+    singles = {n: r for n, r in rows.items() if not n.startswith("served")}
     mean = {n: {m: sum(x[m] for x in r) / len(r) for m in SHOWN} for n, r in rows.items()}
     best = {m: max(mean[n][m] for n in singles) for m in SHOWN}
     merge = chosen.channels
@@ -62,7 +68,7 @@ def run(log: Path, out: Path, channels: list[str], budget: float, trials: int, s
     for m in SHOWN:
         table.add_column(m, justify="right")
     for name, runs in rows.items():
-        ratio = {m: f" ({mean[name][m] / best[m]:.2f}×)" if name == "served" else "" for m in SHOWN}
+        ratio = {m: f" ({mean[name][m] / best[m]:.2f}×)" if name.startswith("served") else "" for m in SHOWN}
         table.add_row(name, *[cell([r[m] for r in runs]) + ratio[m] for m in SHOWN])
     Console(width=220).print(table)
     for name, study in studies.items():
