@@ -8,9 +8,10 @@ For each log: the config `embrecall init` writes; each of ``--channels`` tuned o
 ``--budget`` seconds (its study kept in ``OUT/<log>/tune/<channel>/``; a second run resumes it);
 the tuned settings of every channel joined in one config; the served list chosen on validation
 (`tune --channel served`); then every channel and `served` on test under BENCHMARK.md, over
-``--seeds`` (mean ± half-range), beside `served (init)`: the list init wrote, untuned.  Test is looked at only after every choice is made.  Prints
-one table per log (HR@10, NDCG@10, HR@100, HR@500; the served list's ratio to the best single
-channel) and how many trials each study ran in its budget.
+``--seeds`` (mean ± half-range), beside `served (init)`: the list init wrote, untuned.  Test is
+looked at only after every choice is made.  Prints one table per log (HR@10, NDCG@10, HR@100,
+HR@500; the served lists' ratio to the best single channel) and how many trials each study ran
+in its budget.
 """
 
 from __future__ import annotations
