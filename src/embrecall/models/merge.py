@@ -12,6 +12,7 @@ A fallback channel fills the slots the merged channels leave empty (a strict fil
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -64,7 +65,7 @@ def fill(merged: Candidates, extra: Candidates, k: int) -> Candidates:
 
 class Merged:
     """Channels merged by weight under one rule, the fallback filling what they leave: the served
-    list of fitted channels (``evaluate``'s ``served`` without a bundle, ``tune --served``)."""
+    list, in the service (``ServingVersion.answer``), in ``evaluate`` and in ``tune``."""
 
     name = "served"
 
@@ -93,7 +94,10 @@ class Merged:
     ) -> list[Candidates]:
         fetch = self.rule.fetch(k)
         per_channel = [c.recommend(queries, fetch, exclude, filters, timings) for c in self.channels.values()]
+        t = time.perf_counter()
         merged = [self.rule.merge([lists[i] for lists in per_channel], self.weights, k) for i in range(len(queries))]
+        if timings is not None:
+            timings["merge"] = timings.get("merge", 0.0) + (time.perf_counter() - t) * 1000
         short = [i for i, m in enumerate(merged) if len(m.item_ids) < k] if self.fallback is not None else []
         if short:
             found = self.fallback.recommend(  # type: ignore[union-attr]

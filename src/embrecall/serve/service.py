@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from embrecall.index.milvus_index import MilvusIndex
 from embrecall.index.protocol import Filters, filterable_columns
 from embrecall.models.channel import Candidates, Channel, History, Timings, UserQuery
 from embrecall.models.entities import Entities, EntityRecall
-from embrecall.models.merge import MergeRule, fill, merge_by_quota
+from embrecall.models.merge import Merged, MergeRule, fill, merge_by_quota
 from embrecall.models.tower_channel import TowerChannel
 from embrecall.serve.cache import VectorCache
 from embrecall.serve.events import Histories, Stamped
@@ -45,23 +45,6 @@ class Ask:
     filters: Filters = field(default_factory=dict)
     exclude: set[str] = field(default_factory=set)
     parallel: tuple[str, int] | None = None
-
-
-def _recommend(channel: Channel, asks: Sequence[Ask], timings: Timings) -> list[Candidates]:
-    """Each ask's list from one channel: one call per distinct k (a batch's requests may differ)."""
-    out: list[Candidates | None] = [None] * len(asks)
-    for k in sorted({a.k for a in asks}):
-        group = [i for i, a in enumerate(asks) if a.k == k]
-        found = channel.recommend(
-            [asks[i].query for i in group],
-            k,
-            [asks[i].exclude for i in group],
-            [asks[i].filters for i in group],
-            timings,
-        )
-        for i, c in zip(group, found):
-            out[i] = c
-    return out  # type: ignore[return-value]
 
 
 @dataclass
@@ -227,28 +210,29 @@ class ServingVersion:
         )
 
     def answer(self, asks: Sequence[Ask], quotas: Sequence[Mapping[str, float]]) -> tuple[list[Candidates], dict]:
-        """Each ask's merged list: every channel with a share runs once for all the asks that give
-        it one; then the fallback channel fills the slots they left empty (a strict filter, a
-        cold user), after everything they found.  Returns the lists and the batch's stage
-        timings (ms)."""
+        """Each ask's merged list (``models.merge.Merged``: the channels with a share, merged by the
+        version's rule, the fallback channel filling the slots they left empty: a strict filter, a
+        cold user).  Asks with the same quotas and k run together, so each channel runs once for
+        all of them.  Returns the lists and the batch's stage timings (ms)."""
         if any(a.parallel for a in asks):
             return self._answer_parallel(asks, quotas)
         timings: dict[str, float] = {}
-        lists: list[list[tuple[Candidates, float]]] = [[] for _ in asks]
-        deeper = [replace(a, k=self.rule.fetch(a.k)) for a in asks]
-        for name, channel in self.channels.items():
-            wanted = [i for i, share in enumerate(quotas) if share.get(name, 0) > 0]
-            for i, found in zip(wanted, _recommend(channel, [deeper[i] for i in wanted], timings) if wanted else ()):
-                lists[i].append((found, quotas[i][name]))
-        t = time.perf_counter()
-        merged = [self.rule.merge([c for c, _ in got], [s for _, s in got], ask.k) for got, ask in zip(lists, asks)]
-        short = [i for i, m in enumerate(merged) if len(m.item_ids) < asks[i].k] if self.fallback else []
-        if short:
-            filled = _recommend(self.channels[self.fallback], [asks[i] for i in short], timings)  # type: ignore[index]
-            for i, found in zip(short, filled):
-                merged[i] = fill(merged[i], found, asks[i].k)
-        timings["merge"] = (time.perf_counter() - t) * 1000
-        return merged, timings
+        groups: dict[tuple[tuple[tuple[str, float], ...], int], list[int]] = {}
+        for i, (ask, weights) in enumerate(zip(asks, quotas)):
+            groups.setdefault((tuple(weights.items()), ask.k), []).append(i)
+        fallback = self.channels[self.fallback] if self.fallback else None
+        out: list[Candidates] = [Candidates([], np.zeros(0, np.float32), [])] * len(asks)
+        for (pairs, k), rows in groups.items():
+            found = Merged(self.channels, dict(pairs), self.rule, fallback).recommend(
+                [asks[i].query for i in rows],
+                k,
+                [asks[i].exclude for i in rows],
+                [asks[i].filters for i in rows],
+                timings,
+            )
+            for i, merged in zip(rows, found):
+                out[i] = merged
+        return out, timings
 
     def _answer_parallel(
         self, asks: Sequence[Ask], quotas: Sequence[Mapping[str, float]]
