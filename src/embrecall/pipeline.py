@@ -341,19 +341,19 @@ def evaluate(
     """BENCHMARK.md metrics of each channel on the config's data, keyed by channel then metric.
 
     By default every channel and ``served`` (the channels of ``channels.serve`` merged as the
-    service merges them); a default channel that cannot run on this log (EASE over a catalog too
-    large, found before anything is trained; item2vec with no session, found when it fits) is
-    skipped with a note, and one named in ``channels`` stops the run (before anything is trained
-    where it can be foreseen).  With ``bundle``, the channels that bundle serves (and ``served``, their merge; by
-    default just those) run as the service runs them: the version made live, its live index and
-    merge; the others are fitted here under the protocol.  Each value of an ``evaluate.per``
-    column (a scene) adds a row per channel, ``"<channel> [scene=<value>]"``.  ``on =
-    "validation"``: every channel fitted on train and measured on the validation targets, the
-    figures to choose settings by.  Each row carries its fitting time (for ``served``, only what
-    was not already fitted for another row) and the process's peak memory so far (so it depends
-    on the rows before it), and is given to ``on_row`` as soon as it is measured; with
-    ``channels.dither_epsilon`` > 1 every channel's output is dithered.  ``breakdown``: each row
-    also holds its hits per group of targets (``evaluation.breakdown``).
+    service merges them).  A default channel that cannot run on this log is skipped with a note
+    (EASE over a catalog too large: found before anything is trained; item2vec with no session:
+    found when it fits); one named in ``channels`` stops the run, before anything is trained
+    where that can be foreseen.  With ``bundle``, the channels that bundle serves (and
+    ``served``, their merge; by default just those) run as the service runs them: the version
+    made live, its live index and merge; the others are fitted here under the protocol.  Each
+    value of an ``evaluate.per`` column (a scene) adds a row per channel, ``"<channel>
+    [scene=<value>]"``.  ``on = "validation"``: every channel fitted on train and measured on the
+    validation targets, the figures to choose settings by.  Each row carries its fitting time
+    (for ``served``, only what was not already fitted for another row) and the process's peak
+    memory so far (so it depends on the rows before it), and is given to ``on_row`` as soon as
+    it is measured; with ``channels.dither_epsilon`` > 1 every channel's output is dithered.
+    ``breakdown``: each row also holds its hits per group of targets (``evaluation.breakdown``).
     """
     unknown = [c for c in channels or () if c not in EVALUATED]
     if unknown:
