@@ -264,12 +264,21 @@ def _history_features(events_per_user: float, said: list[str]) -> list[str]:
 
 def _item_counts(path: Path, column: str, delimiter: str, header: bool) -> pd.Series:
     """Events per item in the whole log (one column read): which channels fit the catalog."""
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return pq.read_table(path, columns=[column]).column(0).to_pandas().value_counts()
-    usecols = [column] if header else [int(column)]
-    frame = pd.read_csv(
-        path, sep=delimiter, header=0 if header else None, usecols=usecols, dtype=str, encoding="utf-8-sig"
-    )
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pq.read_table(path, columns=[column]).column(0).to_pandas().value_counts()
+        frame = pd.read_csv(
+            path,
+            sep=delimiter,
+            header=0 if header else None,
+            usecols=[column] if header else [int(column)],
+            dtype=str,
+            keep_default_na=False,
+            encoding="utf-8-sig",
+            on_bad_lines="skip",
+        )
+    except (ValueError, UnicodeDecodeError, OSError) as err:  # pandas' and pyarrow's parse errors are ValueErrors
+        raise DataError(f"cannot read the item column '{column}' of the whole file: {err}", file=str(path)) from None
     return frame.iloc[:, 0].value_counts()
 
 
