@@ -189,18 +189,23 @@ def test_evaluate_skips_a_default_channel_that_cannot_run_and_keeps_the_others(t
     assert named.exit_code == 2 and "ease: the ease channel holds" in named.output and "evaluating" not in named.output
 
 
-def test_evaluate_keeps_the_rows_measured_before_a_failure(tmp_path, monkeypatch):
+def _failing_fit(monkeypatch, channel: str, message: str) -> None:
+    """Fitting ``channel`` fails with a DataError saying ``message``; every other fits as usual."""
     import embrecall.pipeline as pipeline
     from embrecall.errors import DataError
 
     built = pipeline.build_channel
 
     def failing(name, *args, **kwargs):
-        if name == "itemcf":
-            raise DataError("the disk went away")
+        if name == channel:
+            raise DataError(message)
         return built(name, *args, **kwargs)
 
     monkeypatch.setattr(pipeline, "build_channel", failing)
+
+
+def test_evaluate_keeps_the_rows_measured_before_a_failure(tmp_path, monkeypatch):
+    _failing_fit(monkeypatch, "itemcf", "the disk went away")
     out = tmp_path / "m.json"
     result = runner.invoke(app, ["evaluate", "--channel", "popular", "--channel", "itemcf", "--json", str(out), *TINY])
     assert result.exit_code == 2 and "the disk went away" in result.output
@@ -224,17 +229,7 @@ def test_evaluate_breakdown_groups_the_targets(tmp_path):
 
 
 def test_evaluate_by_default_skips_a_channel_whose_fit_fails(tmp_path, monkeypatch):
-    import embrecall.pipeline as pipeline
-    from embrecall.errors import DataError
-
-    built = pipeline.build_channel
-
-    def failing(name, *args, **kwargs):
-        if name == "item2vec":
-            raise DataError("no session of two or more events is left")
-        return built(name, *args, **kwargs)
-
-    monkeypatch.setattr(pipeline, "build_channel", failing)
+    _failing_fit(monkeypatch, "item2vec", "no session of two or more events is left")
     out = tmp_path / "m.json"
     result = runner.invoke(app, ["evaluate", "--json", str(out), *TINY])
     assert result.exit_code == 0, result.output
