@@ -142,5 +142,11 @@ def test_channels_fitted_from_shards_equal_the_same_channel_fitted_in_memory(tmp
     whole = fit_channel(name, cfg, MemoryLog(events), None, show_progress=False)
     queries = [UserQuery(str(u), tuple(h)) for u, h in events.groupby("user_id")["item_id"].agg(tuple).head(50).items()]
     for a, b in zip(sharded.recommend(queries, 20), whole.recommend(queries, 20)):
-        assert a.item_ids == b.item_ids
+        # the same scores; items may trade places only where float sums taken in another user
+        # order tie them (shards hold users in hash order, memory in id order)
         np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
+        ours, theirs = dict(zip(a.item_ids, a.scores)), dict(zip(b.item_ids, b.scores))
+        for item in set(ours) & set(theirs):
+            assert np.isclose(ours[item], theirs[item], rtol=1e-5)
+        for item in set(ours) ^ set(theirs):
+            assert np.isclose({**ours, **theirs}[item], a.scores[-1], rtol=1e-5)

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-__all__ = ["EventLog", "MemoryLog", "data_profile"]
+__all__ = ["EventLog", "MemoryLog", "by_count", "data_profile"]
 
 
 def data_profile(events: pd.DataFrame) -> dict[str, float]:
@@ -66,6 +66,12 @@ class EventLog(Protocol):
     def __len__(self) -> int: ...
 
 
+def by_count(counts: pd.Series) -> pd.Series:
+    """Counts the most first, ties by id: every log orders its catalog so, whatever order it was
+    read in (a sharded log reads users shard by shard)."""
+    return counts.sort_index().sort_values(ascending=False, kind="stable")
+
+
 @dataclass
 class MemoryLog:
     """A log held in memory: one part, sorted when read (a copy of the columns asked for only)."""
@@ -98,8 +104,7 @@ class MemoryLog:
         return {"events": len(self.events), "until": until, "profile": data_profile(self.events)}
 
     def item_counts(self) -> pd.Series:
-        counts = self.events["item_id"].value_counts(sort=False)  # first-appearance order breaks ties
-        return counts.iloc[(-counts.to_numpy()).argsort(kind="stable")]
+        return by_count(self.events["item_id"].value_counts(sort=False))
 
     def whole(self) -> pd.DataFrame:
         return self.events
