@@ -139,7 +139,7 @@ def read_training_data(cfg: Config, show_progress: bool = True) -> tuple[Trainin
             prepare_shards(cfg)
         barrier()
         shards = Shards.open(shard_folder(cfg))
-        notes: list[str] = []
+        notes = shards.notes
         users, items = read_feature_tables(cfg.data, numeric_columns(cfg), notes)
         sample = shards.sample_split(cfg.data.shards.eval_users, cfg.train.seed)
     for text in notes:

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from embrecall.config import EaseConfig
 from embrecall.data.movielens import is_movielens_dir, read_movielens
+from embrecall.data.reader import is_parquet, open_source
 from embrecall.errors import DataError
 
 __all__ = ["Starter", "starter_config"]
@@ -62,24 +62,10 @@ def _sniff(path: Path) -> tuple[str, bool]:
 
 
 def _sample(path: Path) -> tuple[pd.DataFrame, str, bool]:
-    if path.suffix.lower() in (".parquet", ".pq"):  # the first rows only, however large the file
-        first = next(pq.ParquetFile(path).iter_batches(batch_size=SAMPLE_ROWS), None)
-        if first is None:
-            raise DataError("the file has no rows", file=str(path))
-        return first.to_pandas().astype(str), ",", True
-    delimiter, header = _sniff(path)
-    frame = pd.read_csv(
-        path,
-        sep=delimiter,
-        header=0 if header else None,
-        dtype=str,
-        keep_default_na=False,
-        nrows=SAMPLE_ROWS,
-        encoding="utf-8-sig",
-        on_bad_lines="skip",
-    )
-    frame.columns = [str(c) for c in frame.columns]
-    return frame, delimiter, header
+    """The log's first rows, every cell a string, skipping lines the reader cannot split."""
+    delimiter, header = (",", True) if is_parquet(path) else _sniff(path)
+    frame = open_source(path, [], delimiter=delimiter, header=header, bad_lines="skip").head(SAMPLE_ROWS)
+    return frame.astype(str), delimiter, header
 
 
 def _time_format(values: pd.Series) -> str | None:
@@ -263,23 +249,10 @@ def _history_features(events_per_user: float, said: list[str]) -> list[str]:
 
 
 def _item_counts(path: Path, column: str, delimiter: str, header: bool) -> pd.Series:
-    """Events per item in the whole log (one column read): which channels fit the catalog."""
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            return pq.read_table(path, columns=[column]).column(0).to_pandas().value_counts()
-        frame = pd.read_csv(
-            path,
-            sep=delimiter,
-            header=0 if header else None,
-            usecols=[column] if header else [int(column)],
-            dtype=str,
-            keep_default_na=False,
-            encoding="utf-8-sig",
-            on_bad_lines="skip",
-        )
-    except (ValueError, UnicodeDecodeError, OSError) as err:  # pandas' and pyarrow's parse errors are ValueErrors
-        raise DataError(f"cannot read the item column '{column}' of the whole file: {err}", file=str(path)) from None
-    return frame.iloc[:, 0].value_counts()
+    """Events per item in the whole log (one column read, in batches): which channels fit the catalog."""
+    source = open_source(path, [], delimiter=delimiter, header=header, bad_lines="skip")
+    counts = [frame[column].astype(str).value_counts() for frame in source.batches([column])]
+    return pd.concat(counts).groupby(level=0).sum() if counts else pd.Series(dtype=np.int64)
 
 
 EASE_FLOOR = 20  # init leaves EASE out when fitting it would take a floor above this many events per item

@@ -173,3 +173,36 @@ def test_a_last_line_cut_short_is_left_out_with_a_note(write):
     whole = write("whole.csv", "user_id,item_id,timestamp\nu,i,1700000000\nu,j,")  # all fields there, one empty
     with pytest.raises(DataError, match="row 3, column 'timestamp'"):
         _load(whole)
+
+
+def test_a_malformed_line_names_its_line_and_text(write):
+    p = write("log.csv", "user_id,item_id,timestamp\nu,i,1700000000\nu,j\nu,k,1700000002\n")
+    with pytest.raises(
+        DataError, match=r"log\.csv: not a well-formed delimited file: line 3 has 2 fields, the header 3: 'u,j'"
+    ):
+        _load(p)
+
+
+def test_text_that_is_not_utf8_is_refused(tmp_path):
+    p = tmp_path / "log.csv"
+    p.write_bytes(b"user_id,item_id,timestamp\nu,\xff\xfe,1700000000\n")
+    with pytest.raises(DataError, match=r"log\.csv: not UTF-8 text; re-encode the file as UTF-8"):
+        _load(p)
+
+
+def test_the_sharded_log_reads_the_same_events_as_the_log_in_memory(write, tmp_path):
+    """One reader: quoted ids, a BOM, blank lines and a last line cut short read alike both ways."""
+    from embrecall.data.shards import prepare_shards
+
+    rows = "".join(f'"{u:03d}",i{(u * 7 + t) % 13},{1700000000 + t}\n\n' for u in range(9) for t in range(4))
+    p = write("log.csv", "\ufeffuser_id,item_id,timestamp\n" + rows + "009,i1")
+    whole = _load(p)
+    cfg = load_config(
+        None,
+        ["data.format=table", f"data.path={p}", "data.shards.count=2", f"out={tmp_path}"],
+    )
+    shards = prepare_shards(cfg)
+    sharded = pd.concat([shards.log("train_full").read(s) for s in range(shards.count)], ignore_index=True)
+    assert shards.events == len(whole.events) == 36
+    assert any("fewer fields" in n for n in shards.notes) and any("fewer fields" in n for n in whole.notes)
+    assert set(sharded["user_id"]) == set(whole.events["user_id"]) == {f"{u:03d}" for u in range(9)}

@@ -29,14 +29,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from embrecall.config import Config, DataConfig
 from embrecall.data.dataset import Dataset
+from embrecall.data.log import by_count
+from embrecall.data.reader import open_source
 from embrecall.data.split import Split, split_dataset
-from embrecall.data.table import check_ids
+from embrecall.data.table import check_ids, require_columns
 from embrecall.data.timestamps import parse_timestamps
 from embrecall.errors import DataError
 
@@ -69,65 +69,28 @@ def shard_folder(cfg: Config) -> Path:
     return (s.folder or cfg.out / "shards") / hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
-def _source(d: DataConfig) -> tuple[pads.Dataset, dict[str, str]]:
-    """The log as a pyarrow dataset, and the dataset column of each configured one."""
-    path = Path(d.path)  # type: ignore[arg-type]
-    if not path.is_file():
-        raise DataError("file not found", file=str(path))
-    wanted = [d.columns.user, d.columns.item, d.columns.timestamp]
-    if path.suffix.lower() in (".parquet", ".pq"):
-        fmt: pads.FileFormat = pads.ParquetFileFormat()
-        names = {c: c for c in wanted}
-    else:
-        names = {c: c if d.header else f"f{c}" for c in wanted}  # pyarrow names headerless columns f0, f1, ...
-        fmt = pads.CsvFileFormat(
-            parse_options=pacsv.ParseOptions(delimiter=d.delimiter),
-            read_options=pacsv.ReadOptions(autogenerate_column_names=not d.header, encoding="utf8"),
-            convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names.values()}),
-        )
-    try:
-        dataset = pads.dataset(path, format=fmt)
-        have = dataset.schema.names
-    except (pa.ArrowInvalid, OSError) as err:
-        raise DataError(f"cannot read the log: {err}", file=str(path)) from None
-    missing = [c for c, n in names.items() if n not in have]
-    if missing:
-        raise DataError(
-            f"missing interaction column(s) {missing}; the file has {have} "
-            "(set the names in the [data] section of the config)",
-            file=str(path),
-        )
-    return dataset, names
-
-
-def _batches(d: DataConfig, rows: int) -> Iterator[pd.DataFrame]:
+def _batches(d: DataConfig, rows: int, notes: list[str]) -> Iterator[pd.DataFrame]:
     """The log ``rows`` at a time as checked events (string ids, unix seconds, file ``row``)."""
-    dataset, names = _source(d)
-    path, cols = str(d.path), d.columns
-    first_line = 2 if d.header and not str(d.path).lower().endswith((".parquet", ".pq")) else 1
+    path, cols = Path(d.path), d.columns  # type: ignore[arg-type]
+    source = open_source(path, notes, delimiter=d.delimiter, header=d.header)
+    wanted = [cols.user, cols.item, cols.timestamp]
+    require_columns(source.columns, wanted, path, "interaction")
     done = 0
-    scanner = dataset.scanner(columns=list(names.values()), batch_size=rows)
-    try:
-        for batch in scanner.to_batches():
-            if batch.num_rows == 0:
-                continue
-            frame = batch.to_pandas().rename(columns={n: c for c, n in names.items()})
-            line = first_line + done
-            yield pd.DataFrame(
-                {
-                    "user_id": check_ids(frame, cols.user, Path(path), line),
-                    "item_id": check_ids(frame, cols.item, Path(path), line),
-                    "timestamp": parse_timestamps(
-                        frame[cols.timestamp], d.timestamp_format, file=path, column=cols.timestamp, first_line=line
-                    ),
-                    "row": np.arange(done, done + len(frame), dtype=np.int64),
-                }
-            )
-            done += len(frame)
-    except (pa.ArrowInvalid, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read the log after line {first_line + done - 1}: {err}", file=path) from None
+    for frame in source.batches(wanted, rows):
+        line = source.first_line + done
+        yield pd.DataFrame(
+            {
+                "user_id": check_ids(frame, cols.user, path, line),
+                "item_id": check_ids(frame, cols.item, path, line),
+                "timestamp": parse_timestamps(
+                    frame[cols.timestamp], d.timestamp_format, file=str(path), column=cols.timestamp, first_line=line
+                ),
+                "row": np.arange(done, done + len(frame), dtype=np.int64),
+            }
+        )
+        done += len(frame)
     if done == 0:
-        raise DataError("the file has no data rows", file=path)
+        raise DataError("the file has no data rows", file=str(path))
 
 
 def _within(values: pd.Series | pd.Index | np.ndarray, pool: pd.Index | pd.Series | np.ndarray) -> np.ndarray:
@@ -141,12 +104,12 @@ def _shard_of(users: np.ndarray, count: int) -> np.ndarray:
     return (pd.util.hash_array(users) % np.uint64(count)).astype(np.int64)
 
 
-def _partition(d: DataConfig, folder: Path, count: int) -> int:
+def _partition(d: DataConfig, folder: Path, count: int, notes: list[str]) -> int:
     """Pass 1: every row of the log appended to its user's raw shard; returns the rows read."""
     writers: dict[int, pq.ParquetWriter] = {}
     total = 0
     try:
-        for frame in _batches(d, d.shards.read_rows):  # type: ignore[union-attr]
+        for frame in _batches(d, d.shards.read_rows, notes):  # type: ignore[union-attr]
             shard = _shard_of(frame["user_id"].to_numpy(), count)
             order = np.argsort(shard, kind="stable")
             bounds = np.r_[0, np.cumsum(np.bincount(shard, minlength=count))]
@@ -255,9 +218,8 @@ def _split_shards(folder: Path, count: int, cfg: Config) -> dict:
         targets["test"] += len(split.test)
     train = counts["train"] if counts["train"] is not None else pd.Series(dtype=np.int64)
     full = counts["train_full"] if counts["train_full"] is not None else pd.Series(dtype=np.int64)
-    ranked = lambda c: c.sort_index().sort_values(ascending=False, kind="stable")  # noqa: E731  count, then id
-    only_full = ranked(full[~_within(full.index, train.index)])
-    catalog = pd.DataFrame({"item_id": np.r_[ranked(train).index.to_numpy(object), only_full.index.to_numpy(object)]})
+    only_full = by_count(full[~_within(full.index, train.index)])
+    catalog = pd.DataFrame({"item_id": np.r_[by_count(train).index.to_numpy(object), only_full.index.to_numpy(object)]})
     catalog["train"] = train.reindex(catalog["item_id"]).fillna(0).to_numpy(np.int64)
     catalog["train_full"] = full.reindex(catalog["item_id"]).fillna(0).to_numpy(np.int64)
     catalog.to_parquet(folder / "catalog.parquet", index=False)
@@ -294,6 +256,11 @@ class Shards:
     @property
     def count(self) -> int:
         return len(self.meta["sizes"])
+
+    @property
+    def notes(self) -> list[str]:
+        """What reading the log left out or assumed (a last line cut short)."""
+        return list(self.meta.get("notes", []))
 
     @property
     def events(self) -> int:
@@ -366,7 +333,7 @@ class ShardLog:
     def item_counts(self) -> pd.Series:
         """Training events per item of this part, the most first."""
         ids, counts = self.items()
-        return pd.Series(counts, index=ids)[counts > 0].sort_values(ascending=False, kind="stable")
+        return by_count(pd.Series(counts, index=ids)[counts > 0])
 
     def user_ids(self) -> pd.Index:
         users = pd.read_parquet(self.shards.folder / "users.parquet")
@@ -411,9 +378,16 @@ def prepare_shards(cfg: Config) -> Shards:
     try:
         count = cfg.data.shards.count  # type: ignore[union-attr]
         started = time.perf_counter()
-        events = _partition(cfg.data, tmp, count)
+        notes: list[str] = []
+        events = _partition(cfg.data, tmp, count, notes)
         partitioned = time.perf_counter()
-        meta = {"format": FORMAT, "source": str(cfg.data.path), "events": events, **_split_shards(tmp, count, cfg)}
+        meta = {
+            "format": FORMAT,
+            "source": str(cfg.data.path),
+            "events": events,
+            "notes": notes,
+            **_split_shards(tmp, count, cfg),
+        }
         meta["seconds"] = {"partition": partitioned - started, "split": time.perf_counter() - partitioned}
         (tmp / "shards.json").write_text(json.dumps(meta))
         if folder.exists():  # another process finished first: keep its shards

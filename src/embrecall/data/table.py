@@ -1,4 +1,4 @@
-"""The generic reader: interactions from CSV or Parquet with a column mapping, plus feature tables.
+"""The in-memory log: interactions from CSV or Parquet with a column mapping, plus feature tables.
 
 Every problem is reported as a DataError naming the file, the line (1-based, header included)
 and the column, with what was expected.  Ids stay strings, so ``007`` is not ``7``.
@@ -13,71 +13,18 @@ import pandas as pd
 
 from embrecall.config import DataConfig, TableConfig
 from embrecall.data.dataset import Dataset
+from embrecall.data.reader import open_source
 from embrecall.data.timestamps import parse_timestamps
 from embrecall.errors import DataError
 
-__all__ = ["read_frame", "read_table_dataset", "read_feature_tables", "check_numeric", "check_ids"]
+__all__ = ["require_columns", "read_table_dataset", "read_feature_tables", "check_numeric", "check_ids"]
 
 
-def _cut_short(path: Path, delimiter: str, columns: int) -> bool:
-    """Whether the file ends in a line cut short: no newline after it, and fewer fields than columns."""
-    with path.open("rb") as fh:
-        fh.seek(max(0, path.stat().st_size - 65536))
-        tail = fh.read()
-    return not tail.endswith(b"\n") and tail.rsplit(b"\n", 1)[-1].count(delimiter.encode()) < columns - 1
-
-
-def read_frame(path: Path, notes: list[str], *, delimiter: str = ",", header: bool = True) -> tuple[pd.DataFrame, int]:
-    """Read CSV (UTF-8 with or without BOM, quoted fields) or Parquet; every CSV cell stays a string.
-    A last line cut short (a partial copy) is left out with a note in ``notes``.
-
-    Returns the frame and the file line of its first data row, for error messages.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("file not found", file=str(path))
-    if path.suffix.lower() in (".parquet", ".pq"):
-        try:
-            frame = pd.read_parquet(path)
-        except Exception as err:  # pyarrow raises several unrelated types for a bad file
-            raise DataError(f"cannot read as Parquet: {err}", file=str(path)) from None
-        first_line = 1
-    else:
-        try:
-            frame = pd.read_csv(
-                path,
-                sep=delimiter,
-                header=0 if header else None,
-                dtype=str,
-                keep_default_na=False,
-                encoding="utf-8-sig",
-                skip_blank_lines=True,
-            )
-        except pd.errors.EmptyDataError:
-            raise DataError("the file is empty; expected a header line and at least one row", file=str(path)) from None
-        except pd.errors.ParserError as err:
-            raise DataError(f"not a well-formed delimited file ({err})", file=str(path)) from None
-        except UnicodeDecodeError as err:
-            raise DataError(f"not UTF-8 text (byte {err.start}); re-encode the file as UTF-8", file=str(path)) from None
-        if not header:
-            frame.columns = [str(c) for c in frame.columns]
-        first_line = 2 if header else 1
-        if len(frame) and _cut_short(path, delimiter, len(frame.columns)):
-            frame = frame.iloc[:-1]
-            notes.append(
-                f"{path}: the last line ends without a newline and has fewer fields than the others "
-                "(a copy cut at a byte boundary); it was left out"
-            )
-    if len(frame) == 0:
-        raise DataError("the file has no data rows", file=str(path))
-    return frame, first_line
-
-
-def _require(frame: pd.DataFrame, columns: list[str], file: Path, role: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
+def require_columns(have: list[str], columns: list[str], file: Path, role: str) -> None:
+    missing = [c for c in columns if c not in have]
     if missing:
         raise DataError(
-            f"missing {role} column(s) {missing}; the file has {list(frame.columns)} "
+            f"missing {role} column(s) {missing}; the file has {have} "
             "(set the names in the [data] section of the config)",
             file=str(file),
         )
@@ -116,8 +63,9 @@ def check_numeric(frame: pd.DataFrame, column: str, file: Path | str, first_line
 def _feature_table(
     cfg: TableConfig, numeric: list[str], delimiter: str, header: bool, notes: list[str]
 ) -> pd.DataFrame:
-    frame, first_line = read_frame(cfg.path, notes, delimiter=delimiter, header=header)
-    _require(frame, [cfg.key], cfg.path, "key")
+    source = open_source(cfg.path, notes, delimiter=delimiter, header=header)
+    frame, first_line = source.read(), source.first_line
+    require_columns(list(frame.columns), [cfg.key], cfg.path, "key")
     keys = check_ids(frame, cfg.key, cfg.path, first_line)
     dup = pd.Series(keys).duplicated(keep=False).to_numpy()
     if dup.any():
@@ -175,11 +123,13 @@ def read_table_dataset(cfg: DataConfig, numeric: dict[str, list[str]]) -> Datase
     assert cfg.path is not None  # guaranteed by DataConfig validation
     path = Path(cfg.path)
     notes: list[str] = []
-    frame, first_line = read_frame(path, notes, delimiter=cfg.delimiter, header=cfg.header)
+    source = open_source(path, notes, delimiter=cfg.delimiter, header=cfg.header)
     cols = cfg.columns
+    needed = [cols.user, cols.item, cols.timestamp]
     extra = [c for c in (cols.event, cols.weight) if c] + cfg.context_columns + cfg.user_columns + cfg.item_columns
-    _require(frame, [cols.user, cols.item, cols.timestamp], path, "interaction")
-    _require(frame, extra, path, "configured")
+    require_columns(source.columns, needed, path, "interaction")
+    require_columns(source.columns, extra, path, "configured")
+    frame, first_line = source.read(list(dict.fromkeys(needed + extra))), source.first_line
 
     events = pd.DataFrame(
         {
