@@ -60,7 +60,7 @@ def main() -> None:
     queries, hundredth = user_queries(bundle, profiles, items, args.users)
     faiss.omp_set_num_threads(1)
     # Every option shares the bundle's trained lists, so only how each stores the vectors differs.
-    quantizer, d, ip = bundle.index.index.quantizer, items.shape[1], faiss.METRIC_INNER_PRODUCT
+    quantizer, d, ip = bundle.index().index.quantizer, items.shape[1], faiss.METRIC_INNER_PRODUCT
     nlist = quantizer.ntotal
     flat = faiss.IndexIVFFlat(quantizer, d, nlist, ip)
     sq8 = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, ip)

@@ -103,13 +103,14 @@ class VectorRows:
 
 @dataclass
 class Bundle:
-    """A loaded version: the ONNX user tower, the index and the tables it needs to answer queries."""
+    """A loaded version: the ONNX user tower and the tables it needs to answer queries. Its index
+    and item vectors are read when asked: they are its largest files, and whoever serves them
+    keeps the one copy."""
 
     path: Path
     manifest: dict[str, Any]
     config: Config
     encoders: Encoders
-    index: FaissIndex
     items: pd.DataFrame
     users: pd.DataFrame
     user_tower: OnnxTower
@@ -174,13 +175,6 @@ class Bundle:
         encoders = _opened(
             path, "encoders.json", lambda f: Encoders.from_json(config.features, json.loads(f.read_text()))
         )
-        index = _opened(path, "index.faiss", lambda f: FaissIndex.load(f, config.index))
-        dim = manifest.get("model", {}).get("dim")
-        if index.dim != dim or len(index) != encoders.n_items:
-            raise BundleError(
-                f"{path}: index holds {len(index)} vectors of dim={index.dim} but the model has "
-                f"{encoders.n_items} items of dim={dim}; re-run `embrecall train`"
-            )
         items = _opened(path, "items.parquet", lambda f: pd.read_parquet(f).set_index("item_id"))
         users = _opened(path, "users.parquet", lambda f: pd.read_parquet(f).set_index("user_id"))
         return cls(
@@ -188,7 +182,6 @@ class Bundle:
             manifest,
             config,
             encoders,
-            index,
             items,
             users,
             _opened(path, "user_tower.onnx", OnnxTower),
@@ -233,14 +226,14 @@ class Bundle:
                 UserProfiles(self.encoders, one).inputs([query.user_id], [query.history], [query.context])
             )
             vector = self.item_tower(self.encoders.encode_items(self.items, self.encoders.catalog[:1]))
-            interests = self.config.model.interests
-            wanted = (1, self.index.dim) if interests == 1 else (1, interests, self.index.dim)
-            if vector.shape != (1, self.index.dim) or user.shape != wanted:
+            interests, index = self.config.model.interests, self.index()
+            wanted = (1, index.dim) if interests == 1 else (1, interests, index.dim)
+            if vector.shape != (1, index.dim) or user.shape != wanted:
                 raise ValueError(
                     f"the towers give vectors of shapes {user.shape[1:]} and {vector.shape[1:]}, the "
-                    f"index holds dim={self.index.dim} (model.interests = {interests})"
+                    f"index holds dim={index.dim} (model.interests = {interests})"
                 )
-            self.index.search(user.reshape(-1, self.index.dim), 1)
+            index.search(user.reshape(-1, index.dim), 1)
             for channel in self.channels.values():
                 channel.recommend([query], 1)
         except Exception as err:
@@ -248,6 +241,17 @@ class Bundle:
                 f"{self.path}: the bundle's parts do not work together ({type(err).__name__}: "
                 f"{err}); re-run `embrecall train`"
             ) from err
+
+    def index(self) -> FaissIndex:
+        """The ANN index over the item vectors, read now (a caller keeps it: it is large)."""
+        index = _opened(self.path, "index.faiss", lambda f: FaissIndex.load(f, self.config.index))
+        dim = self.manifest.get("model", {}).get("dim")
+        if index.dim != dim or len(index) != self.encoders.n_items:
+            raise BundleError(
+                f"{self.path}: index holds {len(index)} vectors of dim={index.dim} but the model has "
+                f"{self.encoders.n_items} items of dim={dim}; re-run `embrecall train`"
+            )
+        return index
 
     def item_vectors(self) -> np.ndarray:
         """The item-tower vectors in item_idx order (read when asked: they are large)."""

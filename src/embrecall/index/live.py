@@ -112,6 +112,10 @@ class Rows(Protocol):
     def __getitem__(self, rows: slice) -> np.ndarray: ...
 
 
+def _unless_flat(index: faiss.Index) -> faiss.Index | None:
+    return None if isinstance(index, faiss.IndexFlat) else index
+
+
 class LiveIndex:
     def __init__(
         self,
@@ -126,10 +130,14 @@ class LiveIndex:
     ):
         """``vectors``: copied in ``FILL_ROWS`` rows at a time, so a file's never all in memory twice;
         ``index``: an index already holding ``vectors`` in order (a bundle's), else one is built;
+        a flat one is not kept: exact search is a matrix product over these vectors, so a second
+        copy of them in FAISS would only cost memory;
         ``exact_below``: with fewer eligible items than this, a query scores them exactly;
         ``compact_above``: retired slots tolerated before compaction, however small the catalog."""
         self.exact_below, self.compact_above = exact_below, compact_above
         n, self.dim = vectors.shape
+        if len(item_ids) != n:
+            raise BundleError(f"{len(item_ids)} item ids for {n} item vectors; they must pair up")
         self.cfg = cfg
         self._lock = threading.Lock()
         capacity = max(16, 2 * n)
@@ -146,7 +154,7 @@ class LiveIndex:
         self._dead: set[int] = set()  # retired slots, which searches must skip
         if index is not None and (index.ntotal != n or index.d != self.dim):
             raise BundleError(f"index holds {index.ntotal} vectors of dim={index.d}, expected {n} of dim={self.dim}")
-        self._index = index if index is not None else FaissIndex.build(self._vectors[:n], cfg).index
+        self._index = self._ann(self._vectors[:n], cfg) if index is None else _unless_flat(index)
         table = attributes.reindex(pd.Index(list(item_ids), dtype=object)) if attributes is not None else None
         self._attrs = {
             c: _Attribute(table[c].tolist() if table is not None and c in table else [None] * n, capacity)
@@ -162,11 +170,8 @@ class LiveIndex:
             raise BundleError(f"item vector has dim={v.shape[1]}, the index holds dim={self.dim}")
         with self._lock:
             old = self._slot.get(item_id)
-            if old is not None and isinstance(self._index, faiss.IndexFlat):  # overwritten in place: no retired slot
+            if old is not None and self._index is None:  # exact search: overwritten in place, no retired slot
                 self._vectors[old] = v[0]
-                faiss.rev_swig_ptr(self._index.get_xb(), self._index.ntotal * self.dim).reshape(-1, self.dim)[old] = v[
-                    0
-                ]
                 self._set_attributes(old, attributes)
                 return
             if self._n == len(self._alive):
@@ -178,7 +183,8 @@ class LiveIndex:
             self._vectors[slot] = v[0]
             self._ids[slot] = item_id
             self._set_attributes(slot, attributes)
-            self._index.add(v)
+            if self._index is not None:
+                self._index.add(v)
             self._alive[slot] = True
             self._slot[item_id] = slot
             self._n += 1
@@ -202,14 +208,14 @@ class LiveIndex:
             return True
 
     def _compact(self) -> None:
-        """Pack the live slots at the front and rebuild the FAISS index over them (the lock is held)."""
+        """Pack the live slots at the front and rebuild the ANN index over them (the lock is held)."""
         live = np.flatnonzero(self._alive[: self._n])
         capacity = max(16, 2 * len(live))
         vectors = self._vectors[live]
         cfg = self.cfg
         if cfg.kind.startswith("ivf") and len(live) < max(39, cfg.ivf_nlist or 0):
             cfg = cfg.model_copy(update={"kind": "flat"})  # too few items left to cluster: exact search
-        self._index = FaissIndex.build(vectors, cfg).index
+        self._index = self._ann(vectors, cfg)
         self._vectors = np.zeros((capacity, self.dim), dtype=np.float32)
         self._vectors[: len(live)] = vectors
         ids = self._ids[live]
@@ -228,7 +234,8 @@ class LiveIndex:
         folder.mkdir(parents=True, exist_ok=True)
         with self._lock:
             n = self._n
-            faiss.write_index(self._index, str(folder / "index.faiss"))
+            if self._index is not None:
+                faiss.write_index(self._index, str(folder / "index.faiss"))
             save_numpy({"vectors": self._vectors[:n]}, str(folder / "vectors.safetensors"))
             table = pd.DataFrame(
                 {
@@ -252,7 +259,7 @@ class LiveIndex:
             attributes,
             IndexConfig(**meta["index"]),
             meta["filterable"],
-            index=faiss.read_index(str(folder / "index.faiss")),
+            index=faiss.read_index(str(folder / "index.faiss")) if (folder / "index.faiss").is_file() else None,
         )
         live._alive[: len(alive)] = alive
         live._dead = set(np.flatnonzero(~alive).tolist())
@@ -347,8 +354,7 @@ class LiveIndex:
         if ann and dead is not None:
             fetch = fetch_depth(self._fetch(max(ks[i] for i in ann)), max(len(skipped[i]) for i in ann))
             selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(dead)) if len(dead) else None
-            with self._lock:
-                _, slots = self._index.search(q[ann], fetch, params=self._params(selector, fetch))
+            slots = self._ann_search(q[ann], fetch, selector)
             for i, row in zip(ann, slots):
                 row = row[row >= 0]
                 found[i] = _without(row, skipped[i])
@@ -401,17 +407,17 @@ class LiveIndex:
             fetch = self._fetch(k)
             # faiss's Python layer takes the packed bitmap alone (its stub names the C++ (n, bitmap) form)
             selector = faiss.IDSelectorBitmap(np.packbits(mask, bitorder="little"))  # type: ignore[call-arg, arg-type]
-            with self._lock:
-                _, slots = self._index.search(q[None], fetch, params=self._params(selector, fetch))
+            slots = self._ann_search(q[None], fetch, selector)
             row = slots[0][slots[0] >= 0]
             if len(row) >= k:
                 return self._rerank(q, row, k)
         return self._best_of(q, mask, k)
 
     def _exact(self, eligible: int) -> bool:
-        """Whether to score every slot exactly: when few are eligible, and always over a flat index
-        (a FAISS flat scan with an ID selector costs several times one matrix-vector product)."""
-        return eligible < self.exact_below or isinstance(self._index, faiss.IndexFlat)
+        """Whether to score every slot exactly: when few are eligible, and always without an ANN
+        index (a flat one: a FAISS flat scan with an ID selector costs several times one
+        matrix-vector product)."""
+        return eligible < self.exact_below or self._index is None
 
     def _best_of(self, q: np.ndarray, mask: np.ndarray, k: int) -> tuple[list[str], np.ndarray]:
         """The k best of the eligible slots, scored exactly: one product over every slot is cheaper
@@ -429,6 +435,19 @@ class LiveIndex:
         scores = self._vectors[slots] @ q
         top = _best(scores, k)
         return self._ids[slots[top]].tolist(), scores[top].astype(np.float32)
+
+    @staticmethod
+    def _ann(vectors: np.ndarray, cfg: IndexConfig) -> faiss.Index | None:
+        """The ANN index ``cfg`` asks for over ``vectors``; none for ``flat`` (exact search)."""
+        return None if cfg.kind == "flat" else FaissIndex.build(vectors, cfg).index
+
+    def _ann_search(self, q: np.ndarray, fetch: int, selector: faiss.IDSelector | None) -> np.ndarray:
+        """Slots the ANN index finds for each query (-1 past the end); none if a compaction left
+        too few items for one since the caller looked (its queries then go exact)."""
+        with self._lock:
+            if self._index is None:
+                return np.full((len(q), fetch), -1, dtype=np.int64)
+            return self._index.search(q, fetch, params=self._params(selector, fetch))[1]
 
     def _params(self, selector: faiss.IDSelector | None, k: int) -> faiss.SearchParameters:
         given = {"sel": selector} if selector is not None else {}

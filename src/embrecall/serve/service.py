@@ -91,7 +91,7 @@ class ServingVersion:
                 self.bundle.items,
                 self.bundle.config.index,
                 filterable,
-                index=self.bundle.index.index,
+                index=None if self.bundle.config.index.kind == "flat" else self.bundle.index().index,
             )
         self.cache = cache or VectorCache()
         self.tower = TowerChannel(
