@@ -2,7 +2,9 @@
 
     <out>/<version>/
         manifest.json            version, resolved config, data fingerprint, metrics, file hashes
-        manifest.sha256          the manifest's own hash (so edited metrics cannot pass a gate unseen)
+        manifest.sha256          the manifest's own hash (damage to it is seen)
+        manifest.sig             its HMAC under a key kept elsewhere, when keys are configured
+                                 (``export.signing``: an edited manifest cannot pass as signed)
         encoders.json            fitted feature encoders and the catalog (item_idx -> item_id)
         weights.safetensors      the PyTorch two-tower weights
         user_tower.onnx          the towers, split for serving
@@ -43,6 +45,7 @@ from embrecall.channel_table import CHANNELS, STORED, TWO_TOWER
 from embrecall.config import Config, config_from_dict
 from embrecall.errors import BundleError
 from embrecall.export.onnx_runtime import OnnxTower
+from embrecall.export.signing import check_signature
 from embrecall.features import Encoders
 from embrecall.features.profiles import UserProfiles
 from embrecall.index import FaissIndex
@@ -122,9 +125,10 @@ class Bundle:
         return str(self.manifest["version"])
 
     @staticmethod
-    def manifest_of(path: Path | str, verify: bool = True) -> dict[str, Any]:
-        """A bundle's manifest, after checking it against its hash and that every file it lists is
-        there and, with ``verify``, matches its hash; loads nothing else."""
+    def manifest_of(path: Path | str, verify: bool = True, signed: bool = True) -> dict[str, Any]:
+        """A bundle's manifest, after checking it against its hash, its signature where keys are
+        configured (unless ``signed`` is off: what signing checks first), and that every file it
+        lists is there and, with ``verify``, matches its hash; loads nothing else."""
         path = Path(path)
         manifest_path = path / "manifest.json"
         if not manifest_path.is_file():
@@ -137,13 +141,16 @@ class Bundle:
                 f"{path}: {MANIFEST_HASH} is missing: the bundle is damaged or was written by an older "
                 "embrecall; re-run `embrecall train`"
             )
-        if sha256(manifest_path) != (path / MANIFEST_HASH).read_text(errors="replace").strip():
+        raw = manifest_path.read_bytes()
+        if hashlib.sha256(raw).hexdigest() != (path / MANIFEST_HASH).read_text(errors="replace").strip():
             raise BundleError(
                 f"{manifest_path} does not match {MANIFEST_HASH}: it was changed or damaged after "
                 "the bundle was written"
             )
+        if signed:
+            check_signature(path, raw)
         try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            manifest = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise BundleError(f"{manifest_path} is not UTF-8 JSON ({err})") from None
         if not isinstance(manifest, dict) or manifest.get("format_version") != BUNDLE_FORMAT:

@@ -24,6 +24,7 @@ from embrecall.channel_table import TWO_TOWER
 from embrecall.config import Config
 from embrecall.data.log import EventLog
 from embrecall.export.bundle import BUNDLE_FORMAT, MANIFEST_HASH, sha256
+from embrecall.export.signing import sign_manifest
 from embrecall.features import Encoders
 from embrecall.index import FaissIndex
 from embrecall.models.channel import History, StoredChannel, UserQuery, user_histories
@@ -93,6 +94,7 @@ def _write_user_table(cfg: Config, log: EventLog, users: pd.DataFrame | None, pa
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     (folder / MANIFEST_HASH).write_text(sha256(folder / "manifest.json") + "\n")
+    sign_manifest(folder)
 
 
 def write_bundle(
