@@ -15,7 +15,7 @@ from rich.table import Table
 
 from embrecall.channel_table import EVALUATED
 from embrecall.config import Config, SyntheticConfig, load_config, validated
-from embrecall.errors import ConfigError, EmbrecallError, GateBreach
+from embrecall.errors import BundleError, ConfigError, EmbrecallError, GateBreach
 
 app = typer.Typer(
     add_completion=False,
@@ -501,7 +501,10 @@ def publish(
     window: Annotated[int, typer.Option(min=1, help="Published versions the σ rule compares with.")] = 5,
     force: Annotated[
         Optional[str],
-        typer.Option(help="Publish despite gate breaches; the reason is recorded in the registry's history."),
+        typer.Option(
+            help="Publish despite gate breaches, or over a broken ACTIVE file; the reason is recorded in the "
+            "registry's history."
+        ),
     ] = None,
     drift_users: Annotated[
         int,
@@ -546,14 +549,24 @@ def check_data(
 ) -> None:
     """Compare the config's log with the training logs of the last published versions (events, users
     and items per day; the share of items the active version lacks) before training on it: exit 3
-    with each breach, so that a scheduler halts train and publish."""
+    with each breach, so that a scheduler halts train and publish; exit 4 when fewer published
+    versions than the σ rule needs leave nothing to compare with."""
+    from embrecall.export.gate import MIN_HISTORY
     from embrecall.export.registry import Registry
     from embrecall.pipeline import read_split
 
     def go() -> None:
         cfg = _config(config, set)
         _, split = read_split(cfg, show_progress=False)  # what a bundle's profile is counted on: train + validation
-        figures = Registry(registry).check_volumes(split.train_full, sigma=sigma, window=window)
+        reg = Registry(registry)
+        figures = reg.check_volumes(split.train_full, sigma=sigma, window=window)
+        compared = len(reg.published(window))
+        if compared < MIN_HISTORY:
+            console.print(
+                f"[yellow]too little history to check:[/] {compared} published version(s) in {registry}, the σ "
+                f"rule needs {MIN_HISTORY}; nothing was compared (exit 4)"
+            )
+            raise typer.Exit(4)
         console.print(
             "data volumes in line with the published versions: " + ", ".join(f"{k} {v:.4g}" for k, v in figures.items())
         )
@@ -568,14 +581,20 @@ def versions(registry: Annotated[Path, typer.Option(help="The registry folder.")
 
     def go() -> None:
         reg = Registry(registry)
-        active = reg.state()["active"]
+        try:
+            active = reg.state()["active"]
+        except BundleError as err:  # the history is still there to read
+            active = None
+            console.print(f"[yellow]{escape(str(err))}[/]", soft_wrap=True)
         table = Table(title=f"versions in {registry}")
         for col in ("version", "at", "status", "two_tower HR@10", "events/day", "new items", "breaches / reason"):
             table.add_column(col)
         for r in reg.history():
             f = r["figures"]
             status = ("active" if r["version"] == active else "published") if r.get("published") else "refused"
+            status = "rolled back to" if r.get("rollback") else status
             said = "; ".join(r.get("breaches") or []) + (f" — forced: {r['forced']}" if r.get("forced") else "")
+            said += f" — replaced a broken ACTIVE: {r['repaired']}" if r.get("repaired") else ""
             table.add_row(
                 r["version"],
                 str(r.get("at", "")),
@@ -595,12 +614,42 @@ def _figure(value: object) -> str:
 
 
 @app.command()
-def rollback(registry: Annotated[Path, typer.Option(help="The registry folder.")] = Path("registry")) -> None:
+def rollback(
+    registry: Annotated[Path, typer.Option(help="The registry folder.")] = Path("registry"),
+    force: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Replace a broken ACTIVE file, reading the versions from HISTORY.json; the reason is recorded there."
+        ),
+    ] = None,
+) -> None:
     """Re-activate the version that was active before the current one."""
     from embrecall.export.registry import Registry
 
     def go() -> None:
-        console.print(f"active version: [bold]{Registry(registry).rollback()}[/] ({registry})")
+        if force is not None and not force.strip():
+            raise ConfigError("--force needs a reason, recorded in the registry's history")
+        console.print(f"active version: [bold]{Registry(registry).rollback(force)}[/] ({registry})")
+
+    _run(go)
+
+
+@app.command()
+def sign(bundles: Annotated[list[Path], typer.Argument(help="Bundle folders to sign (or sign again).")]) -> None:
+    """Sign bundles with the first key of EMBRECALL_BUNDLE_KEYS (or EMBRECALL_BUNDLE_KEY_FILE), after
+    checking every file against the manifest: publish, rollback and serve accept only signed
+    bundles once a key is configured. Signing again under a new first key rotates it."""
+    from embrecall.export.bundle import Bundle
+    from embrecall.export.signing import KEYS_VARIABLE, bundle_keys, sign_manifest
+
+    def go() -> None:
+        keys = bundle_keys()
+        if not keys:
+            raise ConfigError(f"no bundle key configured: set {KEYS_VARIABLE} (or EMBRECALL_BUNDLE_KEY_FILE)")
+        for folder in bundles:
+            Bundle.manifest_of(folder, verify=True, signed=False)  # sign only what is intact
+            sign_manifest(folder, keys)
+            console.print(f"signed {folder}")
 
     _run(go)
 

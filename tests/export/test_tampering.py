@@ -156,3 +156,40 @@ def test_a_folder_not_named_after_its_version_is_refused_once(original, tmp_path
         assert 'embrecall_errors_total{status="swap"} 1.0' in client.get("/metrics").text
     with pytest.raises(BundleError, match="holds version .*, not 'renamed'"):
         ServiceState(reg.root)
+
+
+@pytest.mark.parametrize(
+    "active",
+    ["{not json", "[]", "null", '{"active": "../elsewhere"}', '{"active": 5}', '{"history": "x"}', b"\xff\xfe"],
+)
+def test_a_broken_active_is_replaced_by_a_forced_publish_or_rollback(original, tmp_path, active):
+    """The tools repair what their messages point at: versions still lists the history, and publish
+    or rollback with --force and a reason replace ACTIVE (the reason and the damage recorded)."""
+    reg = Registry(tmp_path / "reg")
+    first = reg.publish(original, sigma=0)
+    second = tmp_path / "v2"
+    shutil.copytree(original, second)
+    _edit(second, version="v2")
+    reg.publish(second, sigma=0)
+    broken = (
+        (lambda: reg.pointer.write_bytes(active))
+        if isinstance(active, bytes)
+        else lambda: reg.pointer.write_text(active)
+    )
+    broken()
+    cli, where = CliRunner(), ["--registry", str(reg.root)]
+    refused = cli.invoke(app, ["publish", str(second), *where, "--sigma", "0", "--drift-users", "0"])
+    assert refused.exit_code == 2 and "--force REASON" in refused.output and "Traceback" not in refused.output
+    listed = cli.invoke(app, ["versions", *where])
+    assert listed.exit_code == 0 and "ACTIVE" in listed.output and "v2" in listed.output
+    rolled = cli.invoke(app, ["rollback", *where, "--force", "ACTIVE damaged by a bad deploy"])
+    assert rolled.exit_code == 0, rolled.output
+    assert reg.state() == {"active": first, "history": []}
+    broken()
+    again = cli.invoke(
+        app, ["publish", str(second), *where, "--sigma", "0", "--drift-users", "0", "--force", "restore"]
+    )
+    assert again.exit_code == 0, again.output
+    assert reg.state() == {"active": "v2", "history": [first]}
+    repaired = [r for r in reg.history() if r.get("repaired")]
+    assert [r["forced"] for r in repaired] == ["ACTIVE damaged by a bad deploy", "restore"]

@@ -32,6 +32,7 @@ from embrecall.export.gate import VOLUMES, Gate, flat_metrics, sigma_breaches
 __all__ = ["Registry"]
 
 HISTORY = "HISTORY.json"
+_REPAIR = "restore it, or replace it with `publish --force REASON` or `rollback --force REASON`"
 
 
 def _item_ids(folder: Path) -> set[str]:
@@ -41,6 +42,10 @@ def _item_ids(folder: Path) -> set[str]:
 def _new_share(items: set[str], active: Path) -> float:
     """The share of ``items`` the active version does not have."""
     return len(items - _item_ids(active)) / max(len(items), 1)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 class Registry:
@@ -55,17 +60,21 @@ class Registry:
         try:
             state = json.loads(self.pointer.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise BundleError(
-                f"{self.pointer} is not UTF-8 JSON ({err}); restore it, or publish a version again"
-            ) from None
+            raise BundleError(f"{self.pointer} is not UTF-8 JSON ({err}); {_REPAIR}") from None
         if not isinstance(state, dict) or not isinstance(state.get("history", []), list):
             raise BundleError(
                 f'{self.pointer} must be an object like {{"active": "<version>", "history": []}}, '
-                f"got {str(state)[:80]!r}; restore it, or publish a version again"
+                f"got {str(state)[:80]!r}; {_REPAIR}"
             )
         active = state.get("active")
-        history = [plain_name(v, "version", self.pointer) for v in state.get("history", [])]
-        return {"active": None if active is None else plain_name(active, "version", self.pointer), "history": history}
+        try:
+            history = [plain_name(v, "version", self.pointer) for v in state.get("history", [])]
+            return {
+                "active": None if active is None else plain_name(active, "version", self.pointer),
+                "history": history,
+            }
+        except BundleError as err:
+            raise BundleError(f"{err}; {_REPAIR}") from None
 
     def folder(self, version: str) -> Path:
         """The folder of a published version, after checking it holds that version's manifest."""
@@ -126,7 +135,7 @@ class Registry:
         except BundleError:
             return None
 
-    def _published(self, window: int) -> list[dict]:
+    def published(self, window: int) -> list[dict]:
         """The figures of the last ``window`` published versions, oldest first."""
         return [r["figures"] for r in self.history() if r.get("published")][-window:] if window > 0 else []
 
@@ -139,7 +148,7 @@ class Registry:
         active = self._active_if_sound()
         if active is not None:
             figures["new_item_share"] = _new_share(set(events["item_id"].astype(str).unique()), active)
-        breaches = sigma_breaches(figures, self._published(window), sigma)
+        breaches = sigma_breaches(figures, self.published(window), sigma)
         if breaches:
             raise GateBreach(
                 "the incoming log is out of line with the published versions' training logs: " + "; ".join(breaches),
@@ -168,12 +177,12 @@ class Registry:
         version = str(manifest["version"])
         active = self._active_if_sound()
         figures = self._figures(bundle_dir, manifest, active)
-        earlier = self._published(window)
+        earlier = self.published(window)
         breaches = [why for g in gates if (why := g.check(manifest.get("metrics", {})))]
         breaches += sigma_breaches(figures, earlier, sigma) if sigma > 0 else []
         record: dict[str, Any] = {
             "version": version,
-            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "at": _now(),
             "figures": figures,
             "breaches": breaches,
             "forced": force,
@@ -203,7 +212,7 @@ class Registry:
                 shutil.copytree(bundle_dir, tmp)
                 os.replace(tmp, target)
         self.folder(version)  # a folder already there must hold this very version
-        state = self.state()
+        state = self._state_or_repair(force, record)
         if state["active"] and state["active"] != version:
             state["history"].append(state["active"])
         state["active"] = version
@@ -211,13 +220,38 @@ class Registry:
         self._write([*self.history(), record], HISTORY)
         return version
 
-    def rollback(self) -> str:
-        """Re-activate the previous version."""
-        state = self.state()
+    def rollback(self, force: str | None = None) -> str:
+        """Re-activate the previous version. ``force`` (a reason) replaces a broken ``ACTIVE``:
+        the versions are then read from ``HISTORY.json`` (the last published one taken as active)."""
+        record: dict[str, Any] = {"at": _now(), "figures": {}, "breaches": [], "forced": force, "published": False}
+        state = self._state_or_repair(force, record)
         if not state["history"]:
             raise BundleError(f"nothing to roll back to in {self.root}: no earlier published version")
         previous = state["history"].pop()
         self.folder(previous)  # still there and intact
         state["active"] = previous
         self._write(state)
+        if "repaired" in record:
+            self._write([*self.history(), {**record, "version": previous, "rollback": True}], HISTORY)
         return previous
+
+    def _state_or_repair(self, force: str | None, record: dict[str, Any]) -> dict:
+        """``ACTIVE``'s state; when it is broken and ``force`` gives a reason, the state
+        ``HISTORY.json`` implies instead (published versions in order, the last one active), the
+        damage noted in ``record``."""
+        try:
+            return self.state()
+        except BundleError as err:
+            if force is None or not force.strip():
+                raise
+            record["repaired"] = str(err)
+        published = list(dict.fromkeys(reversed([r["version"] for r in self.history() if r.get("published")])))[::-1]
+        intact = [v for v in published if self._intact(v)]
+        return {"active": intact[-1] if intact else None, "history": intact[:-1]}
+
+    def _intact(self, version: object) -> bool:
+        try:
+            self.folder(str(version))
+            return True
+        except BundleError:
+            return False
