@@ -76,7 +76,7 @@ def test_unparsable_timestamp_names_row_and_value(write):
     [
         ("1700000000", "1e29", "unix_s"),
         ("1700000000", "-5", "auto"),
-        ("1700000000", "99999999999999", "auto"),
+        ("1700000000000", "99999999999999", "auto"),  # milliseconds, the second in 5138
         ("2020-01-01", "2500-01-01", "iso8601"),
     ],
 )
@@ -206,3 +206,37 @@ def test_the_sharded_log_reads_the_same_events_as_the_log_in_memory(write, tmp_p
     assert shards.events == len(whole.events) == 36
     assert any("fewer fields" in n for n in shards.notes) and any("fewer fields" in n for n in whole.notes)
     assert set(sharded["user_id"]) == set(whole.events["user_id"]) == {f"{u:03d}" for u in range(9)}
+
+
+@pytest.mark.parametrize(
+    "stamps, said",
+    [
+        # seconds and milliseconds mixed: read alike, half the rows would land in January 1970
+        (["1700000000", "1700000060123", "1700000120", "1700000180"], r"row 3.*mixes unix seconds and milliseconds"),
+        # a year-9999 value in seconds among seconds (read as milliseconds it would be 1978)
+        (["1700000000", "253402300799", "1700000120", "1700000180"], r"row 3.*mixes unix seconds and milliseconds"),
+        # a zero among 2023's events
+        (["1700000000", "0", "1700000120", "1700000180"], r"row 3.*'0' \(1970-01-01\) is far outside the span"),
+        # every row on one instant
+        (["0", "0", "0", "0"], r"every one of the 4 rows has the same time \(1970-01-01T00:00:00\)"),
+    ],
+)
+def test_timestamps_that_cannot_be_a_logs_times_are_refused_with_their_rows(write, stamps, said):
+    rows = "".join(f"u{i % 2},i{i},{s}\n" for i, s in enumerate(stamps))
+    with pytest.raises(DataError, match=said):
+        _load(write("log.csv", "user_id,item_id,timestamp\n" + rows))
+
+
+def test_a_sharded_log_cannot_mix_units_across_batches(write, tmp_path):
+    """Each batch alone is consistent; the second's milliseconds disagree with the first's seconds."""
+    from embrecall.data.shards import prepare_shards
+
+    rows = [f"u{i % 50},i{i % 90},{1700000000 + i}" for i in range(1000)]
+    rows += [f"u{i % 50},i{i % 90},{(1700000000 + i) * 1000}" for i in range(1000, 1500)]
+    p = write("log.csv", "user_id,item_id,timestamp\n" + "\n".join(rows) + "\n")
+    cfg = load_config(
+        None,
+        ["data.format=table", f"data.path={p}", "data.shards.count=2", "data.shards.read_rows=1000", f"out={tmp_path}"],
+    )
+    with pytest.raises(DataError, match=r"row 1002.*mixes unix seconds and milliseconds"):
+        prepare_shards(cfg)

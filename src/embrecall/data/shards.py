@@ -37,7 +37,7 @@ from embrecall.data.log import by_count
 from embrecall.data.reader import open_source
 from embrecall.data.split import Split, split_dataset
 from embrecall.data.table import check_ids, require_columns
-from embrecall.data.timestamps import parse_timestamps
+from embrecall.data.timestamps import TimeColumn
 from embrecall.errors import DataError
 
 __all__ = ["Shards", "ShardLog", "prepare_shards", "shard_folder"]
@@ -75,22 +75,21 @@ def _batches(d: DataConfig, rows: int, notes: list[str]) -> Iterator[pd.DataFram
     source = open_source(path, notes, delimiter=d.delimiter, header=d.header)
     wanted = [cols.user, cols.item, cols.timestamp]
     require_columns(source.columns, wanted, path, "interaction")
-    done = 0
+    done, times = 0, TimeColumn(d.timestamp_format, str(path), cols.timestamp)
     for frame in source.batches(wanted, rows):
         line = source.first_line + done
         yield pd.DataFrame(
             {
                 "user_id": check_ids(frame, cols.user, path, line),
                 "item_id": check_ids(frame, cols.item, path, line),
-                "timestamp": parse_timestamps(
-                    frame[cols.timestamp], d.timestamp_format, file=str(path), column=cols.timestamp, first_line=line
-                ),
+                "timestamp": times.parse(frame[cols.timestamp], line),
                 "row": np.arange(done, done + len(frame), dtype=np.int64),
             }
         )
         done += len(frame)
     if done == 0:
         raise DataError("the file has no data rows", file=str(path))
+    times.close()
 
 
 def _within(values: pd.Series | pd.Index | np.ndarray, pool: pd.Index | pd.Series | np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ import pandas as pd
 from embrecall.config import DataConfig, TableConfig
 from embrecall.data.dataset import Dataset
 from embrecall.data.reader import open_source
-from embrecall.data.timestamps import parse_timestamps
+from embrecall.data.timestamps import TimeColumn
 from embrecall.errors import DataError
 
 __all__ = ["require_columns", "read_table_dataset", "read_feature_tables", "check_numeric", "check_ids"]
@@ -130,20 +130,15 @@ def read_table_dataset(cfg: DataConfig, numeric: dict[str, list[str]]) -> Datase
     require_columns(source.columns, needed, path, "interaction")
     require_columns(source.columns, extra, path, "configured")
     frame, first_line = source.read(list(dict.fromkeys(needed + extra))), source.first_line
-
+    times = TimeColumn(cfg.timestamp_format, str(path), cols.timestamp)
     events = pd.DataFrame(
         {
             "user_id": check_ids(frame, cols.user, path, first_line),
             "item_id": check_ids(frame, cols.item, path, first_line),
-            "timestamp": parse_timestamps(
-                frame[cols.timestamp],
-                cfg.timestamp_format,
-                file=str(path),
-                column=cols.timestamp,
-                first_line=first_line,
-            ),
+            "timestamp": times.parse(frame[cols.timestamp], first_line),
         }
     )
+    times.close()
     if cols.weight:
         events["weight"] = check_numeric(frame, cols.weight, path, first_line).to_numpy(np.float32)
     if cols.event:

@@ -1,4 +1,10 @@
-"""Turn the many timestamp spellings of real exports into int64 unix seconds, or say which row is bad."""
+"""Turn the many timestamp spellings of real exports into int64 unix seconds, or say which row is bad.
+
+A column that cannot be a log's event times is refused, with the rows that disagree: unix
+seconds mixed with milliseconds (read alike, half the rows would land in January 1970), every
+row on one instant (a placeholder such as 0), or times far outside the span the rest of the
+column covers (a year-9999 value, a zero among 2017's clicks).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,14 @@ import pandas as pd
 
 from embrecall.errors import DataError
 
-__all__ = ["parse_timestamps", "MAX_TIMESTAMP"]
+__all__ = ["parse_timestamps", "TimeColumn", "MAX_TIMESTAMP"]
 
 # Unix times above this are milliseconds: 1e11 s is the year 5138, 1e11 ms is 1973.
 _MS_THRESHOLD = 1e11
+# Above this and below the threshold, a number is seconds (1973..5138); below it, either (a counter).
+_SECONDS_FLOOR = 1e8
+_SLACK = 10  # a time further than this many spans of the column's middle half (quartiles) is refused
+_MIN_SPAN = 30 * 86_400
 MAX_TIMESTAMP = 4_102_444_800  # 2100-01-01: later "times" are unit or parsing mistakes, not events
 _HINT = "set data.timestamp_format (unix_s, unix_ms, iso8601 or a strptime format such as %m/%d/%Y)"
 
@@ -35,16 +45,63 @@ def _in_range(seconds: np.ndarray, raw: pd.Series, file: str, column: str, first
     return seconds.astype(np.int64)
 
 
-def _numeric(raw: pd.Series, file: str, column: str, first_line: int, unit: str | None) -> np.ndarray:
+def _rows(mask: np.ndarray, first_line: int, most: int = 3) -> str:
+    rows = np.flatnonzero(mask)
+    said = ", ".join(str(first_line + int(r)) for r in rows[:most])
+    return said + (f" and {len(rows) - most:,} more" if len(rows) > most else "")
+
+
+def _unit(arr: np.ndarray, raw: pd.Series, file: str, column: str, first_line: int, seen: str | None) -> str:
+    """Seconds or milliseconds, by magnitude; refused when the values (or ``seen``, the unit of
+    the column's earlier pieces) hold both."""
+    ms = np.abs(arr) >= _MS_THRESHOLD
+    s = (np.abs(arr) >= _SECONDS_FLOOR) & ~ms
+    if (ms.any() or seen == "ms") and (s.any() or seen == "s"):
+        odd = ms if (seen == "s" or (seen is None and ms.sum() <= s.sum())) else s
+        pos = int(np.flatnonzero(odd)[0])
+        raise DataError(
+            f"the column mixes unix seconds and milliseconds: {raw.iloc[pos]!r} is "
+            f"{'milliseconds' if ms[pos] else 'seconds'} where the other rows are not (rows "
+            f"{_rows(odd, first_line)}); fix those rows or {_HINT}",
+            file=file,
+            row=first_line + pos,
+            column=column,
+        )
+    return "ms" if ms.any() or seen == "ms" else "s"
+
+
+def _numeric(
+    raw: pd.Series, file: str, column: str, first_line: int, unit: str | None, seen: str | None = None
+) -> tuple[np.ndarray, str]:
     values = pd.to_numeric(raw, errors="coerce")
     bad = values.isna()
     if bad.any():
         raise _first_bad(bad, raw, file, column, first_line, "a unix time in seconds or milliseconds")
     arr = values.to_numpy(dtype=np.float64)
-    if unit is None:
-        unit = "ms" if np.nanmax(np.abs(arr)) > _MS_THRESHOLD else "s"
+    unit = unit or _unit(arr, raw, file, column, first_line, seen)
     seconds = arr / 1000.0 if unit == "ms" else arr
-    return _in_range(np.floor(seconds), raw, file, column, first_line)
+    return _in_range(np.floor(seconds), raw, file, column, first_line), unit
+
+
+def _outliers(seconds: np.ndarray, raw: pd.Series, file: str, column: str, first_line: int) -> None:
+    """Refuse times far outside the span the middle half of the column covers (Tukey's fences,
+    wide: ten spans, a span at least 30 days)."""
+    if len(seconds) < 3:
+        return
+    low, high = np.percentile(seconds, [25, 75], method="nearest")
+    span = max(float(high - low), _MIN_SPAN)
+    far = (seconds < low - _SLACK * span) | (seconds > high + _SLACK * span)
+    if far.any():
+        pos = int(np.flatnonzero(far)[0])
+        day = lambda t: pd.Timestamp(int(t), unit="s").strftime("%Y-%m-%d")  # noqa: E731
+        raise DataError(
+            f"time {raw.iloc[pos]!r} ({day(seconds[pos])}) is far outside the span of the other rows "
+            f"(their middle half: {day(low)} to {day(high)}; rows {_rows(far, first_line)}): a placeholder "
+            f"or a unit mistake? Fix those rows, or set data.timestamp_format to read them as they are",
+            file=file,
+            row=first_line + pos,
+            column=column,
+        )
 
 
 def _dates(raw: pd.Series, file: str, column: str, first_line: int, fmt: str) -> np.ndarray:
@@ -57,6 +114,27 @@ def _dates(raw: pd.Series, file: str, column: str, first_line: int, fmt: str) ->
     return _in_range(seconds, raw, file, column, first_line)
 
 
+def _parse(
+    raw: pd.Series, fmt: str, file: str, column: str, first_line: int, seen: str | None
+) -> tuple[np.ndarray, str | None]:
+    """Unix seconds, and the unit numbers were read in (None for dates)."""
+    if fmt in ("unix_s", "unix_ms"):
+        return _numeric(raw, file, column, first_line, fmt.removeprefix("unix_"))
+    if fmt == "iso8601":
+        return _dates(raw.astype(str), file, column, first_line, "ISO8601"), None
+    if fmt == "auto":
+        if pd.api.types.is_numeric_dtype(raw):
+            return _numeric(raw, file, column, first_line, None, seen)
+        text = raw.astype(str).str.strip()
+        looks_numeric = text.str.fullmatch(r"-?\d+(\.\d+)?")
+        if looks_numeric.all():
+            return _numeric(text, file, column, first_line, None, seen)
+        if looks_numeric.any() and looks_numeric.iloc[0]:
+            raise _first_bad(~looks_numeric, raw, file, column, first_line, "a unix time like the rows before it")
+        return _dates(text, file, column, first_line, "ISO8601"), None
+    return _dates(raw.astype(str), file, column, first_line, fmt), None
+
+
 def parse_timestamps(raw: pd.Series, fmt: str, *, file: str, column: str, first_line: int) -> np.ndarray:
     """Parse ``raw`` into unix seconds.
 
@@ -66,20 +144,38 @@ def parse_timestamps(raw: pd.Series, fmt: str, *, file: str, column: str, first_
     """
     if len(raw) == 0:
         return np.zeros(0, dtype=np.int64)
-    if fmt == "unix_s":
-        return _numeric(raw, file, column, first_line, "s")
-    if fmt == "unix_ms":
-        return _numeric(raw, file, column, first_line, "ms")
-    if fmt == "iso8601":
-        return _dates(raw.astype(str), file, column, first_line, "ISO8601")
-    if fmt == "auto":
-        if pd.api.types.is_numeric_dtype(raw):
-            return _numeric(raw, file, column, first_line, None)
-        text = raw.astype(str).str.strip()
-        looks_numeric = text.str.fullmatch(r"-?\d+(\.\d+)?")
-        if looks_numeric.all():
-            return _numeric(text, file, column, first_line, None)
-        if looks_numeric.any() and looks_numeric.iloc[0]:
-            raise _first_bad(~looks_numeric, raw, file, column, first_line, "a unix time like the rows before it")
-        return _dates(text, file, column, first_line, "ISO8601")
-    return _dates(raw.astype(str), file, column, first_line, fmt)
+    return _parse(raw, fmt, file, column, first_line, None)[0]
+
+
+class TimeColumn:
+    """A log's timestamp column, read whole or piece by piece (a sharded log's batches): numbers
+    keep the unit the first piece showed, so seconds and milliseconds cannot mix across pieces
+    either; ``close`` refuses a column whose every row holds one instant."""
+
+    def __init__(self, fmt: str, file: str, column: str):
+        self.fmt, self.file, self.column = fmt, file, column
+        self.unit: str | None = None
+        self.first: int | None = None
+        self.varies = False
+        self.rows = 0
+
+    def parse(self, raw: pd.Series, first_line: int) -> np.ndarray:
+        if len(raw) == 0:
+            return np.zeros(0, dtype=np.int64)
+        seconds, self.unit = _parse(raw, self.fmt, self.file, self.column, first_line, self.unit)
+        if self.fmt == "auto":  # a format given is a promise that the times are what they say
+            _outliers(seconds, raw, self.file, self.column, first_line)
+        self.first = int(seconds[0]) if self.first is None else self.first
+        self.varies = self.varies or bool((seconds != self.first).any())
+        self.rows += len(seconds)
+        return seconds
+
+    def close(self) -> None:
+        if self.rows > 1 and not self.varies:
+            when = pd.Timestamp(self.first, unit="s").isoformat()
+            raise DataError(
+                f"every one of the {self.rows:,} rows has the same time ({when}): the column holds no "
+                f"event times (a placeholder?); point data.columns.timestamp at the column that does",
+                file=self.file,
+                column=self.column,
+            )
