@@ -7,9 +7,11 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from embrecall import Bundle, train
 from embrecall.serve.app import create_app
+from embrecall.serve.schemas import UserEvents
 from embrecall.serve.settings import ServeConfig
 from tests.conftest import tiny_config
 
@@ -123,6 +125,19 @@ def test_bad_requests_get_4xx_with_a_reason(client):
     assert (
         client.post("/v1/recall", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
     )
+
+
+def test_the_contract_nits_of_the_hardening_round(client):
+    """A body that is not UTF-8 gets the documented 422 on every body-taking endpoint, a method an
+    item path lacks gets 405 naming both it has, and an event's timestamp cannot be a bool."""
+    auth = {"Authorization": f"Bearer {TOKEN}", "content-type": "application/json"}
+    for method, path in [("POST", "/v1/recall"), ("POST", "/v1/recall/batch"), ("PUT", "/v1/items/i1")]:
+        r = client.request(method, path, content=b'{"user_id": "\xff\xfe"}', headers=auth)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body"], (path, r.text)
+    r = client.options("/v1/items/i1", headers=auth)
+    assert r.status_code == 405 and set(r.headers["allow"].replace(" ", "").split(",")) == {"PUT", "DELETE"}
+    with pytest.raises(ValidationError, match="timestamp"):
+        UserEvents.model_validate({"events": [{"user_id": "u0", "item_id": "i1", "timestamp": False}]})
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
 """The OpenAPI document tells the truth: schemathesis generates requests from it (valid and
-invalid ones) against the app in process, with and without the admin token, and every answer
+invalid ones) against the app in process, with the admin token, the client token and none, and every answer
 must be documented there and be no 5xx.
 
 One check is left out: "schema-valid data is accepted".  Whether a request can be served also
@@ -19,13 +19,13 @@ from embrecall.serve.app import create_app  # noqa: E402
 from embrecall.serve.settings import ServeConfig  # noqa: E402
 from tests.conftest import tiny_config  # noqa: E402
 
-TOKEN = "s3cret"
+TOKEN, CLIENT = "s3cret", "cl1ent"
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
     bundle = train(tiny_config(tmp_path_factory.mktemp("contract")), show_progress=False).bundle
-    app = create_app(ServeConfig(source=bundle, admin_token=TOKEN))
+    app = create_app(ServeConfig(source=bundle, admin_token=TOKEN, client_token=CLIENT))
     with TestClient(app):  # runs the lifespan: the service is loaded while schemathesis calls the app
         yield schemathesis.openapi.from_asgi("/openapi.json", app)
 
@@ -33,7 +33,11 @@ def api(tmp_path_factory):
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
 
-@pytest.mark.parametrize("headers", [{"Authorization": f"Bearer {TOKEN}"}, {}], ids=["token", "no-token"])
+@pytest.mark.parametrize(
+    "headers",
+    [{"Authorization": f"Bearer {TOKEN}"}, {"Authorization": f"Bearer {CLIENT}"}, {}],
+    ids=["admin-token", "client-token", "no-token"],
+)
 def test_every_answer_is_documented_and_no_5xx(api, headers):
     operations = [result.ok() for result in api.get_all_operations()]
     assert {op.label for op in operations} >= {"POST /v1/recall", "POST /v1/recall/batch", "PUT /v1/items/{item_id}"}

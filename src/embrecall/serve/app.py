@@ -18,11 +18,13 @@ from typing import Annotated, Any
 import anyio
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import AfterValidator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from embrecall.errors import BundleError, DataError, EmbrecallError, Unavailable
@@ -244,6 +246,19 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def invalid_request(_: Request, err: RequestValidationError) -> JSONResponse:
         return _problems(list(err.errors()))
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> Response:
+        """FastAPI answers a body that is not UTF-8 with an undocumented 400: it is a body that
+        cannot be used as given, the documented 422."""
+        if err.status_code == 400 and isinstance(err.__cause__, UnicodeDecodeError):
+            problem = {
+                "loc": ("body",),
+                "msg": "the body is not UTF-8 text; JSON must be UTF-8",
+                "type": "json_invalid",
+            }
+            return _problems([problem])
+        return await http_exception_handler(request, err)
+
     @app.exception_handler(EmbrecallError)
     async def domain_error(_: Request, err: EmbrecallError) -> JSONResponse:
         if isinstance(err, (BundleError, Unavailable)):
@@ -319,6 +334,12 @@ def create_app(config: ServeConfig) -> FastAPI:
             raise HTTPException(404, f"item {item_id!r} is not in the index")
         _share(request, "delete", item_id)
         return {"item_id": item_id, "deleted": True, "version": state.current.version}
+
+    @app.api_route("/v1/items/{item_id}", methods=["GET", "POST", "PATCH", "HEAD", "OPTIONS"], include_in_schema=False)
+    def other_item_method() -> Response:
+        """Starlette's 405 names the methods of the first route that matched the path (PUT): this
+        one names both."""
+        return Response(status_code=405, headers={"Allow": "PUT, DELETE"})
 
     @app.get("/v1/version")
     def version(v: ServingVersion = Depends(serving)) -> dict:

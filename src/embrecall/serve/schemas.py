@@ -169,7 +169,9 @@ class ItemChange(_Strict):
     attributes: dict[Id, Scalar] = Field(default_factory=dict, max_length=64)
 
 
-Timestamp = Annotated[int, Field(ge=0, lt=MAX_TIMESTAMP, description="Unix seconds (1970..2100).")]
+Timestamp = Annotated[
+    int, Field(ge=0, lt=MAX_TIMESTAMP, strict=True, description="Unix seconds (1970..2100).")
+]  # a bool is no time
 
 
 class UserEvent(_Strict):
