@@ -224,3 +224,29 @@ def test_kill_9_while_taking_events_loses_none_it_accepted(bundle):
     finally:
         stop.set()
         proc.kill()
+
+
+def test_the_in_process_store_is_bounded_by_bytes_and_drops_the_least_recent_users():
+    """The outside test's 60 posts of 1,000 events with unique 256-character ids: bounded now."""
+    from embrecall.serve.events import MemoryHistories
+    from embrecall.serve.schemas import UserEvent
+
+    store = MemoryHistories(keep=200, max_users=1_000_000, max_bytes=2 << 20)
+    for post in range(60):
+        store.add([UserEvent(user_id=f"{post:03d}-{n:04d}".ljust(256, "u"), item_id="i" * 256) for n in range(1000)])
+    assert store.bytes <= 2 << 20 and store.dropped == 60_000 - store.users
+    assert store.recent(["059-0999".ljust(256, "u")])[0]  # the latest stay
+    assert store.recent(["000-0000".ljust(256, "u")]) == [[]]  # the least recent went first
+
+
+def test_a_token_above_its_rate_gets_429_with_retry_after_and_the_store_is_in_metrics(bundle):
+    config = ServeConfig(source=bundle, admin_token=ADMIN, client_token=CLIENT, limits={"rate_per_s": 0.5, "burst": 3})
+    with TestClient(create_app(config)) as client:
+        click = {"events": [{"user_id": "u-new", "item_id": "i1"}]}
+        codes = [client.post("/v1/events", json=click, headers=AS_CLIENT).status_code for _ in range(4)]
+        assert codes == [202, 202, 202, 429]
+        refused = client.post("/v1/events", json=click, headers=AS_CLIENT)
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "2"
+        assert client.get("/v1/users/u-new", headers=AS_ADMIN).status_code == 200  # the admin token has its own
+        metrics = client.get("/metrics").text
+        assert "embrecall_user_events_users 1.0" in metrics and "embrecall_user_events_bytes" in metrics

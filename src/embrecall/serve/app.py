@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import threading
 import time
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import anyio
+import token_bucket
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.exception_handlers import http_exception_handler
@@ -57,6 +59,11 @@ _REFUSED: dict[int | str, dict[str, Any]] = {
 _ADMIN: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorMessage, "description": "Missing or wrong bearer token"},
     403: {"model": ErrorMessage, "description": "The endpoint is disabled: no token was set for it"},
+    429: {
+        "model": ErrorMessage,
+        "description": "The token made more requests than limits.rate_per_s allows: wait Retry-After seconds",
+        "headers": {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}},
+    },
 }
 
 
@@ -122,6 +129,17 @@ class _Metrics:
             "embrecall_change_feed_dead", "Feed entries set aside as malformed", registry=self.registry
         )
         self.events = Counter("embrecall_user_events_total", "User events accepted", registry=self.registry)
+        self.events_users = Gauge(
+            "embrecall_user_events_users", "Users whose events this process keeps", registry=self.registry
+        )
+        self.events_bytes = Gauge(
+            "embrecall_user_events_bytes", "Memory those events take, estimated", registry=self.registry
+        )
+        self.events_dropped = Gauge(
+            "embrecall_user_events_dropped_users",
+            "Users dropped (least recently active first) to stay within events.max_users and max_bytes",
+            registry=self.registry,
+        )
         self.events_failures = Gauge(
             "embrecall_user_events_backend_failures", "Event store (Redis) calls that failed", registry=self.registry
         )
@@ -171,9 +189,10 @@ def _share(request: Request, op: str, item_id: str, attributes: dict | None = No
         feed.publish(op, item_id, attributes)
 
 
-def _bearer(token: str | None, what: str, variable: str):
+def _bearer(token: str | None, what: str, variable: str, limiter: token_bucket.Limiter, retry_s: int):
     """A dependency that admits requests carrying ``token`` as a bearer credential (RFC 6750: the
-    scheme in any case; a token without it is no credential)."""
+    scheme in any case; a token without it is no credential), at most ``limiter``'s rate for the
+    token: above it, 429 with ``Retry-After``."""
     scheme = HTTPBearer(auto_error=False, description=f"The service's {variable}", scheme_name=variable)
 
     def check(credentials: HTTPAuthorizationCredentials | None = Depends(scheme)) -> None:
@@ -182,6 +201,10 @@ def _bearer(token: str | None, what: str, variable: str):
         given = credentials.credentials if credentials is not None else ""
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+        if not limiter.consume(variable):
+            raise HTTPException(
+                429, f"more requests than this token may make ({what})", headers={"Retry-After": str(retry_s)}
+            )
 
     return check
 
@@ -198,9 +221,15 @@ def create_app(config: ServeConfig) -> FastAPI:
         else VectorCache(size=config.cache.size, ttl_s=config.cache.ttl_s)
     )
     histories: Histories = (
-        RedisHistories(config.events.url, config.events.stream, config.replica)
+        RedisHistories(
+            config.events.url,
+            config.events.stream,
+            config.replica,
+            keep=config.events.keep,
+            local_users=config.events.max_users,
+        )
         if config.events.url
-        else MemoryHistories()
+        else MemoryHistories(config.events.keep, config.events.max_users, config.events.max_bytes)
     )
     milvus_uri = config.index.uri if config.index.backend == "milvus" else None
     state = ServiceState(config.source, cache, milvus_uri=milvus_uri, histories=histories)
@@ -265,8 +294,11 @@ def create_app(config: ServeConfig) -> FastAPI:
             return JSONResponse({"detail": _printable(err)}, status_code=503)
         return _problems([{"loc": (), "msg": str(err), "type": "value_error"}], prefix=("body",))
 
-    admin = _bearer(token, "admin endpoints", "EMBRECALL_ADMIN_TOKEN")
-    client_only = _bearer(client, "user events", "EMBRECALL_CLIENT_TOKEN")
+    limits = config.limits
+    limiter = token_bucket.Limiter(limits.rate_per_s, limits.burst, token_bucket.MemoryStorage())
+    retry_s = max(1, math.ceil(1 / limits.rate_per_s))
+    admin = _bearer(token, "admin endpoints", "EMBRECALL_ADMIN_TOKEN", limiter, retry_s)
+    client_only = _bearer(client, "user events", "EMBRECALL_CLIENT_TOKEN", limiter, retry_s)
 
     async def serving(request: Request) -> ServingVersion:
         return request.app.state.service.current  # read once per request: the request keeps this version
@@ -378,6 +410,10 @@ def create_app(config: ServeConfig) -> FastAPI:
         metrics.cache_hits.set(v.cache.hits / total if total else 0.0)
         metrics.cache_failures.set(getattr(v.cache, "failures", 0))
         metrics.events_failures.set(getattr(histories, "failures", 0))
+        if isinstance(histories, MemoryHistories):
+            metrics.events_users.set(histories.users)
+            metrics.events_bytes.set(histories.bytes)
+            metrics.events_dropped.set(histories.dropped)
         return PlainTextResponse(generate_latest(metrics.registry).decode())
 
     return app

@@ -55,12 +55,24 @@ def _when(event: UserEvent) -> int:
     return event.timestamp if event.timestamp is not None else int(time.time())
 
 
-class MemoryHistories:
-    """The last ``keep`` events of up to ``max_users`` users (least recently active dropped first)."""
+_USER_BYTES = 700  # what a kept user costs beyond its ids: the dict entry, the deque, its blocks
+_EVENT_BYTES = 130  # what an event costs beyond its item id: the tuple, the int, the string header
 
-    def __init__(self, keep: int = 200, max_users: int = 1_000_000):
-        self.keep, self.max_users = keep, max_users
+
+def _user_bytes(user_id: str, history: deque[Stamped]) -> int:
+    """An estimate of the memory a user's history holds (ids counted by length)."""
+    return _USER_BYTES + len(user_id) + sum(_EVENT_BYTES + len(item) for _, item in history)
+
+
+class MemoryHistories:
+    """The last ``keep`` events of up to ``max_users`` users in at most about ``max_bytes``: the
+    least recently active users are dropped first (``dropped`` counts them)."""
+
+    def __init__(self, keep: int = 200, max_users: int = 1_000_000, max_bytes: int = 256 << 20):
+        self.keep, self.max_users, self.max_bytes = keep, max_users, max_bytes
         self._users: OrderedDict[str, deque[Stamped]] = OrderedDict()
+        self._bytes: dict[str, int] = {}
+        self.bytes = self.dropped = 0
         self._lock = threading.Lock()
 
     def add(self, events: Sequence[UserEvent]) -> int:
@@ -69,9 +81,19 @@ class MemoryHistories:
                 history = self._users.setdefault(e.user_id, deque(maxlen=self.keep))
                 history.append((_when(e), e.item_id))
                 self._users.move_to_end(e.user_id)
-            while len(self._users) > self.max_users:
-                self._users.popitem(last=False)
+            for user in {e.user_id for e in events}:
+                size = _user_bytes(user, self._users[user])
+                self.bytes += size - self._bytes.get(user, 0)
+                self._bytes[user] = size
+            while self._users and (len(self._users) > self.max_users or self.bytes > self.max_bytes):
+                user, _ = self._users.popitem(last=False)
+                self.bytes -= self._bytes.pop(user)
+                self.dropped += 1
         return len(events)
+
+    @property
+    def users(self) -> int:
+        return len(self._users)
 
     def recent(self, user_ids: Sequence[str]) -> list[list[Stamped]]:
         with self._lock:

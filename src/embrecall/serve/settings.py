@@ -50,6 +50,16 @@ class EventsSettings(_Section):
 
     url: str | None = None  # a Redis URL shared by replicas; none: in this process
     stream: str = "embrecall:events"
+    keep: int = Field(200, ge=1)  # events kept per user
+    max_users: int = Field(100_000, ge=1)  # in process: users kept (least recently active dropped first)
+    max_bytes: int = Field(256 << 20, ge=1 << 20)  # in process: about this much memory at most
+
+
+class LimitSettings(_Section):
+    """Requests per second each token may make (a token bucket): more get 429 with Retry-After."""
+
+    rate_per_s: float = Field(200.0, gt=0)
+    burst: int = Field(400, ge=1)
 
 
 class IndexSettings(_Section):
@@ -83,6 +93,7 @@ class ServeConfig(BaseSettings):
     feed: FeedSettings = FeedSettings()
     events: EventsSettings = EventsSettings()
     index: IndexSettings = IndexSettings()
+    limits: LimitSettings = LimitSettings()
 
     @classmethod
     def settings_customise_sources(
