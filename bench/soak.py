@@ -1,14 +1,18 @@
 """Soak test of the recall service on loopback: steady traffic for a long time, errors, p99 and RSS over time.
 
     pip install -e ".[bench]"; python bench/soak.py [--minutes 30] [--rate 100] [--changes 20] [--batches 1]
+        [--events 50 --event-users 1000 --store-bytes 4194304]
 
 Trains (once, into bench/out/soak-bundles) a two-tower bundle over a synthetic log of 20,000
 items, starts `embrecall serve` with the Redis change feed (snapshot and trim above 1,000
 entries), and keeps up, open loop: ``--rate`` recall requests per second (k=100, known users),
 ``--changes`` item changes per second through the feed (upserts of catalog and new items,
-some deletes), and ``--batches`` batch requests of 16 users per second.  Prints one row per
-minute (requests, errors, p50/p99 of single and batch requests, server RSS, stream length, feed
-lag) and exits non-zero on any error.  Data: synthetic.  Client and server share this machine's cores.
+some deletes), ``--batches`` batch requests of 16 users per second, and ``--events`` user events
+per second from ``--event-users`` distinct users into the in-process event store, bounded at
+``--store-bytes`` so that the bound is reached within the soak.  Prints one row per minute
+(requests, errors, p50/p99 of single and batch requests, server RSS, stream length, feed lag,
+the event store's users and bytes) and exits non-zero on any error.  Data: synthetic.  Client
+and server share this machine's cores.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ BUILD = [
     "train.refit=false",
     f"out={OUT}",
 ]
-TOKEN = "soak"
+TOKEN, CLIENT = "soak", "soak-client"
 console = Console(width=160)
 
 
@@ -121,6 +125,22 @@ async def _soak(base: str, pid: int, users: list[str], items: list[str], stream:
             body = {"requests": [{"user_id": random.choice(users), "k": 100} for _ in range(16)]}
             return call("/v1/recall/batch", body, minutes[-1].batch)
 
+        async def event() -> None:
+            body = {
+                "events": [
+                    {"user_id": f"soak-user-{random.randrange(args.event_users)}", "item_id": random.choice(items)}
+                ]
+            }
+            minute = minutes[-1]
+            try:
+                async with http.post(
+                    base + "/v1/events", json=body, headers={"Authorization": f"Bearer {CLIENT}"}
+                ) as r:
+                    await r.read()
+                    minute.errors += r.status != 202
+            except (aiohttp.ClientError, TimeoutError):
+                minute.errors += 1
+
         async def change() -> None:
             item = random.choice(items) if random.random() < 0.8 else f"new-{random.randrange(2000)}"
             if random.random() < 0.1:
@@ -154,6 +174,8 @@ async def _soak(base: str, pid: int, users: list[str], items: list[str], stream:
                         "rss": _rss_mb(pid),
                         "stream": client.xlen(stream),
                         "lag": _metric(text, "embrecall_change_feed_lag_ms"),
+                        "store users": _metric(text, "embrecall_user_events_users"),
+                        "store MB": _metric(text, "embrecall_user_events_bytes") / 2**20,
                     }
                 )
                 console.print(
@@ -161,7 +183,11 @@ async def _soak(base: str, pid: int, users: list[str], items: list[str], stream:
                 )
 
         await asyncio.gather(
-            steady(args.rate, recall), steady(args.changes, change), steady(args.batches, batch), report()
+            steady(args.rate, recall),
+            steady(args.changes, change),
+            steady(args.batches, batch),
+            *([steady(args.events, event)] if args.events else []),
+            report(),
         )
     return rows
 
@@ -172,6 +198,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100, help="recall requests per second")
     parser.add_argument("--changes", type=float, default=20, help="item changes per second")
     parser.add_argument("--batches", type=float, default=1, help="batch requests (16 users) per second")
+    parser.add_argument("--events", type=float, default=50, help="user events per second (0: none)")
+    parser.add_argument("--event-users", type=int, default=1000, help="distinct users sending them")
+    parser.add_argument("--store-bytes", type=int, default=4 << 20, help="the event store's bound")
     args = parser.parse_args()
     bundle = _bundle()
     from embrecall.export import Bundle
@@ -184,6 +213,8 @@ def main() -> None:
         env={
             **os.environ,
             "EMBRECALL_ADMIN_TOKEN": TOKEN,
+            "EMBRECALL_CLIENT_TOKEN": CLIENT,
+            "EMBRECALL_EVENTS__MAX_BYTES": str(args.store_bytes),
             "EMBRECALL_FEED__STREAM": stream,
             "EMBRECALL_FEED__MAX_LEN": "1000",
         },
@@ -198,6 +229,7 @@ def main() -> None:
         redis.Redis.from_url(REDIS).delete(stream, f"{stream}:snapshot", f"{stream}:snapshot:at", f"{stream}:dead")
     table = Table(
         title=f"soak: {args.rate:g} recall/s, {args.changes:g} changes/s, {args.batches:g} batches of 16/s, "
+        f"{args.events:g} events/s from {args.event_users:,} users, "
         f"{args.minutes:g} min, {os.cpu_count()} cores (RSS at ready {start_rss:.0f} MB)"
     )
     for column in rows[0]:
