@@ -55,18 +55,14 @@ def _when(event: UserEvent) -> int:
     return event.timestamp if event.timestamp is not None else int(time.time())
 
 
-_USER_BYTES = 700  # what a kept user costs beyond its ids: the dict entry, the deque, its blocks
+_USER_BYTES = 700  # what a kept user costs beyond its id: the dict entries, the deque, its blocks
 _EVENT_BYTES = 130  # what an event costs beyond its item id: the tuple, the int, the string header
-
-
-def _user_bytes(user_id: str, history: deque[Stamped]) -> int:
-    """An estimate of the memory a user's history holds (ids counted by length)."""
-    return _USER_BYTES + len(user_id) + sum(_EVENT_BYTES + len(item) for _, item in history)
 
 
 class MemoryHistories:
     """The last ``keep`` events of up to ``max_users`` users in at most about ``max_bytes``: the
-    least recently active users are dropped first (``dropped`` counts them)."""
+    least recently active users are dropped first (``dropped`` counts them). Bytes are counted
+    as events come and go, so a post costs its own events, not its users' histories."""
 
     def __init__(self, keep: int = 200, max_users: int = 1_000_000, max_bytes: int = 256 << 20):
         self.keep, self.max_users, self.max_bytes = keep, max_users, max_bytes
@@ -78,18 +74,24 @@ class MemoryHistories:
     def add(self, events: Sequence[UserEvent]) -> int:
         with self._lock:
             for e in events:
-                history = self._users.setdefault(e.user_id, deque(maxlen=self.keep))
+                history = self._users.get(e.user_id)
+                if history is None:
+                    history = self._users[e.user_id] = deque(maxlen=self.keep)
+                    self._count(e.user_id, _USER_BYTES + len(e.user_id))
+                if len(history) == self.keep:  # the oldest event makes room
+                    self._count(e.user_id, -_EVENT_BYTES - len(history[0][1]))
                 history.append((_when(e), e.item_id))
+                self._count(e.user_id, _EVENT_BYTES + len(e.item_id))
                 self._users.move_to_end(e.user_id)
-            for user in {e.user_id for e in events}:
-                size = _user_bytes(user, self._users[user])
-                self.bytes += size - self._bytes.get(user, 0)
-                self._bytes[user] = size
             while self._users and (len(self._users) > self.max_users or self.bytes > self.max_bytes):
                 user, _ = self._users.popitem(last=False)
                 self.bytes -= self._bytes.pop(user)
                 self.dropped += 1
         return len(events)
+
+    def _count(self, user: str, size: int) -> None:
+        self._bytes[user] = self._bytes.get(user, 0) + size
+        self.bytes += size
 
     @property
     def users(self) -> int:
