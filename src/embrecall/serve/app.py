@@ -11,7 +11,6 @@ from __future__ import annotations
 import hmac
 import logging
 import math
-import sys
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -72,7 +71,6 @@ _ADMIN: dict[int | str, dict[str, Any]] = {
 # batch of 256 in one call held the GIL for up to 80 ms in its Python loops (the event loop's
 # forced switch did not come through), which single recalls waited for (bench/batch_isolation.py).
 BATCH_CHUNK = 8
-SWITCH_INTERVAL_S = 0.0005
 
 
 def _printable(part: object) -> str | int:
@@ -221,10 +219,6 @@ def create_app(config: ServeConfig) -> FastAPI:
     """The service ``config`` describes (see ``serve.settings``): its source's active version
     loaded here, so a bad bundle fails before a server starts; the feed catches up before the
     service says it is ready."""
-    # A thread waiting for the GIL asks for it after this long (5 ms by default): each of a single
-    # recall's GIL hand-offs (the tower, the index, the socket) may wait that long while a batch
-    # runs. 0.5 ms cut single-recall p99 beside batches by a third (bench/batch_isolation.py).
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     token, client = config.secret("admin_token"), config.secret("client_token")
     metrics = _Metrics()
     cache = (
