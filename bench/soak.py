@@ -160,8 +160,12 @@ async def _soak(base: str, pid: int, users: list[str], items: list[str], stream:
                 await asyncio.sleep(60 - (time.perf_counter() - started) % 60)
                 done = minutes[-1]
                 minutes.append(Minute())
-                async with http.get(base + "/metrics") as r:
-                    text = await r.text()
+                try:
+                    async with http.get(base + "/metrics") as r:
+                        text = await r.text()
+                except (aiohttp.ClientError, TimeoutError):  # a stalled server: an error of its minute, not the end
+                    text = ""
+                    done.errors += 1
                 rows.append(
                     {
                         "minute": len(rows) + 1,
