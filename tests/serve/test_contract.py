@@ -41,6 +41,8 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(Heal
 def test_every_answer_is_documented_and_no_5xx(api, headers):
     operations = [result.ok() for result in api.get_all_operations()]
     assert {op.label for op in operations} >= {"POST /v1/recall", "POST /v1/recall/batch", "PUT /v1/items/{item_id}"}
+    if headers.get("Authorization") == f"Bearer {CLIENT}":  # elsewhere the client token is one more wrong token
+        operations = [op for op in operations if op.label == "POST /v1/events"]
     for operation in operations:
 
         @given(case=operation.as_strategy())
