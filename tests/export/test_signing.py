@@ -24,17 +24,11 @@ KEY_A, KEY_B = "a" * 16 + "-first-key", "b" * 16 + "-second-key"
 
 
 @pytest.fixture(scope="module")
-def signed(tmp_path_factory) -> Path:
+def original(tmp_path_factory) -> Path:
+    """A bundle trained under KEY_A (``bundle``, in conftest, hands each test a copy)."""
     with pytest.MonkeyPatch.context() as env:
         env.setenv("EMBRECALL_BUNDLE_KEYS", KEY_A)
         return train(tiny_config(tmp_path_factory.mktemp("signed")), show_progress=False).bundle
-
-
-@pytest.fixture
-def bundle(signed, tmp_path) -> Path:
-    copy = tmp_path / "src" / signed.name
-    shutil.copytree(signed, copy)
-    return copy
 
 
 def test_training_with_a_key_signs_the_bundle_and_it_publishes(bundle, tmp_path, monkeypatch):
@@ -76,12 +70,12 @@ def test_unsigned_or_foreign_bundles_are_refused_and_keys_rotate(bundle, tmp_pat
     assert run.exit_code == 2 and "shorter than 16 characters" in run.output
 
 
-def test_rollback_refuses_a_version_whose_signature_fails(bundle, signed, tmp_path, monkeypatch):
+def test_rollback_refuses_a_version_whose_signature_fails(bundle, original, tmp_path, monkeypatch):
     monkeypatch.setenv("EMBRECALL_BUNDLE_KEYS", KEY_A)
     reg = Registry(tmp_path / "reg")
     reg.publish(bundle, sigma=0)
     second = tmp_path / "second" / "v2"
-    shutil.copytree(signed, second)
+    shutil.copytree(original, second)
     _edit(second, version="v2")
     CliRunner().invoke(app, ["sign", str(second)])
     reg.publish(second, sigma=0)

@@ -30,13 +30,6 @@ def original(tmp_path_factory) -> Path:
     return train(tiny_config(tmp_path_factory.mktemp("tamper")), show_progress=False).bundle
 
 
-@pytest.fixture
-def bundle(original, tmp_path) -> Path:
-    copy = tmp_path / "src" / original.name
-    shutil.copytree(original, copy)
-    return copy
-
-
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
