@@ -18,7 +18,7 @@ LAYERS = [
     {"evaluation"},
     {"export"},
     {"training", "serve"},
-    {"pipeline", "tune", "served_tuning", "tune_all", "starter", "cli"},
+    {"pipeline", "tune", "served_tuning", "tune_all", "update", "starter", "cli"},
 ]
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
 

@@ -1,12 +1,13 @@
-"""The ``embrecall`` command line: init, demo, train, evaluate, tune, recommend, serve, publish, generate."""
+"""The ``embrecall`` command line: init, demo, train, evaluate, tune, recommend, serve, publish, update, generate."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -16,6 +17,9 @@ from rich.table import Table
 from embrecall.channel_table import EVALUATED
 from embrecall.config import Config, SyntheticConfig, load_config, validated
 from embrecall.errors import BundleError, ConfigError, EmbrecallError, GateBreach
+
+if TYPE_CHECKING:
+    from embrecall.export import Bundle
 
 app = typer.Typer(
     add_completion=False,
@@ -124,6 +128,18 @@ def train(
     out: Annotated[Optional[Path], typer.Option(help="Folder for bundles.")] = None,
     epochs: Annotated[Optional[int], typer.Option()] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
+    start_from: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--from",
+            help="Train on from this version (a bundle, or a registry's active version): its weights, "
+            "encoders and optimiser state, on the events after it ([update] settings).",
+        ),
+    ] = None,
+    align_to: Annotated[
+        Optional[Path],
+        typer.Option(help="Rotate the new version's vector space onto this version's (a bundle or a registry)."),
+    ] = None,
     progress: ProgressOpt = True,
 ) -> None:
     """Train a two-tower model under the protocol, evaluate it, and write a versioned bundle."""
@@ -131,7 +147,7 @@ def train(
 
     def go() -> None:
         cfg = _config(config, set, **{"out": out, "train.epochs": epochs, "train.seed": seed})
-        report = run_train(cfg, show_progress=progress)
+        report = run_train(cfg, show_progress=progress, start_from=start_from, align_to=align_to)
         if report.bundle is None:  # a torchrun rank other than 0: rank 0 reports
             return
         if report.metrics:
@@ -483,6 +499,13 @@ def serve(
     _run(go)
 
 
+def _drift_compare(users: int) -> Callable[[Bundle, Path], dict] | None:
+    """The drift report of a candidate against the active version on ``users`` sampled users and items."""
+    from embrecall.serve.drift import drift_report
+
+    return (lambda new, old: drift_report(new, old, users=users, items=users)) if users else None
+
+
 @app.command()
 def publish(
     bundle: Annotated[Path, typer.Argument(help="The bundle to activate.")],
@@ -517,15 +540,17 @@ def publish(
     serving services follow within a second.  Every attempt is kept in the registry's HISTORY.json."""
     from embrecall.export.gate import parse_gate
     from embrecall.export.registry import Registry
-    from embrecall.serve.drift import describe_drift, drift_report
+    from embrecall.serve.drift import describe_drift
 
     def go() -> None:
         reg = Registry(registry)
-        compare = (
-            (lambda new, old: drift_report(new, old, users=drift_users, items=drift_users)) if drift_users else None
-        )
         version = reg.publish(
-            bundle, [parse_gate(g) for g in gate or []], sigma=sigma, window=window, force=force, compare=compare
+            bundle,
+            [parse_gate(g) for g in gate or []],
+            sigma=sigma,
+            window=window,
+            force=force,
+            compare=_drift_compare(drift_users),
         )
         console.print(
             f"active version: [bold]{version}[/] ({registry})"
@@ -535,6 +560,52 @@ def publish(
         if drift:
             said = f"no drift report: {drift['error']}" if "error" in drift else describe_drift(drift)
             console.print(escape(said), soft_wrap=True)
+
+    _run(go)
+
+
+@app.command()
+def update(
+    config: ConfigOpt = None,
+    set: SetOpt = None,
+    registry: Annotated[Path, typer.Option(help="The registry folder.")] = Path("registry"),
+    gate: Annotated[Optional[list[str]], typer.Option(help="Metric gate, e.g. 'HR@100>=0.3' (repeatable).")] = None,
+    sigma: Annotated[
+        float, typer.Option(min=0, help="Refuse data volumes or ranking metrics this many σ off (0: off).")
+    ] = 3.0,
+    window: Annotated[int, typer.Option(min=1, help="Published versions the σ rule compares with.")] = 5,
+    drift_users: Annotated[int, typer.Option(min=0, help="Users (and items) sampled for the drift report.")] = 500,
+    progress: ProgressOpt = True,
+) -> None:
+    """check-data, train on from the active version, evaluate, publish through the gate: one run of a
+    schedule (cron, Airflow).  Exit 0 when published or when nothing is new, 3 when a gate refused
+    (the active version keeps serving), 2 on errors.  Every run is kept in the registry's UPDATES.json."""
+    from embrecall.export.gate import parse_gate
+    from embrecall.export.registry import Registry
+    from embrecall.serve.drift import describe_drift
+    from embrecall.update import update as run_update
+
+    def go() -> None:
+        cfg = _config(config, set)
+        out = run_update(
+            cfg,
+            registry,
+            [parse_gate(g) for g in gate or []],
+            sigma=sigma,
+            window=window,
+            compare=_drift_compare(drift_users),
+            show_progress=progress,
+        )
+        if out.outcome != "published":
+            console.print(f"{out.outcome}: {escape(out.why)}", soft_wrap=True)
+            return
+        if out.metrics:
+            console.print(_metrics_table(out.metrics, cfg.evaluate.ks, "test metrics (BENCHMARK.md)"))
+        start = f"trained on from {out.parent}" if out.parent else "trained from scratch (no active version)"
+        console.print(f"published [bold]{out.version}[/] ({start}, {out.seconds:.0f} s in all)")
+        drift = Registry(registry).history()[-1].get("drift")
+        if drift and "error" not in drift:
+            console.print(escape(describe_drift(drift)), soft_wrap=True)
 
     _run(go)
 

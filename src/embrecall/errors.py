@@ -2,6 +2,7 @@
 
 EmbrecallError            base: catch this to handle every embrecall failure
 ├── DataError             input data is missing, malformed or inconsistent (names file/row/column)
+│   └── NothingNew        no event newer than the version an update would train on from
 ├── ConfigError           the run configuration is invalid (names the field)
 ├── NotFittedError        a model or encoder is used before ``fit``
 ├── BundleError           a bundle on disk is missing, incomplete or incompatible
@@ -11,7 +12,16 @@ EmbrecallError            base: catch this to handle every embrecall failure
 
 from __future__ import annotations
 
-__all__ = ["EmbrecallError", "DataError", "ConfigError", "NotFittedError", "BundleError", "GateBreach", "Unavailable"]
+__all__ = [
+    "EmbrecallError",
+    "DataError",
+    "NothingNew",
+    "ConfigError",
+    "NotFittedError",
+    "BundleError",
+    "GateBreach",
+    "Unavailable",
+]
 
 
 class EmbrecallError(Exception):
@@ -31,6 +41,10 @@ class DataError(EmbrecallError):
             where.append(f"column '{column}'")
         self.file, self.row, self.column = file, row, column
         super().__init__(f"{', '.join(where)}: {message}" if where else message)
+
+
+class NothingNew(DataError):
+    """The log holds no event after the version an update trains on from: nothing to do (exit 0)."""
 
 
 class ConfigError(EmbrecallError):

@@ -26,7 +26,7 @@ from embrecall.data.log import EventLog, MemoryLog
 from embrecall.data.shards import Shards, prepare_shards, shard_folder
 from embrecall.data.split import Split, cold_item_split, split_dataset
 from embrecall.data.table import read_feature_tables
-from embrecall.errors import ConfigError, DataError
+from embrecall.errors import ConfigError, DataError, NothingNew
 from embrecall.evaluation import evaluate_channel
 from embrecall.evaluation.entities import evaluate_entities
 from embrecall.evaluation.protocol import split_by
@@ -43,6 +43,7 @@ from embrecall.serve.service import ServedChannel, ServingVersion
 from embrecall.training.bundle_writer import write_bundle
 from embrecall.training.distributed import barrier, join_from_env, leave, ranks
 from embrecall.training.trainer import FitResult, fit_two_tower, item_vectors, two_tower_channel
+from embrecall.training.warm_start import Parent, align_onto, version_folder
 
 __all__ = [
     "TrainReport",
@@ -196,23 +197,71 @@ def _fit_protocol(cfg: Config, td: TrainingData, show_progress: bool) -> tuple[F
     return final, time.perf_counter() - started
 
 
-def train(cfg: Config, *, show_progress: bool = True) -> TrainReport:
+def _fit_update(cfg: Config, td: TrainingData, parent: Parent, show_progress: bool) -> tuple[FitResult, float]:
+    """Train on from ``parent`` for ``update.epochs`` over train + validation's events after the
+    parent's, each epoch with a fresh replay of older ones (no epoch choice: a fixed, short schedule)."""
+    newest = int(td.split.train_full["timestamp"].max()) if len(td.split.train_full) else 0
+    if newest <= parent.until and td.train_full.whole() is not None:
+        raise NothingNew(
+            f"no training event after version {parent.version}'s last one ({parent.until}): nothing new to "
+            "train on from it",
+            file=td.source,
+        )
+    fit = fit_two_tower(
+        cfg,
+        td.train_full,
+        td.users,
+        td.items,
+        epochs=cfg.update.epochs,
+        show_progress=show_progress,
+        label=f"update from {parent.version}",
+        exposures=td.exposures,
+        parent=parent,
+    )
+    fit.best_epoch = cfg.update.epochs
+    return fit, fit.seconds
+
+
+def train(
+    cfg: Config,
+    *,
+    show_progress: bool = True,
+    start_from: Path | str | None = None,
+    align_to: Path | str | None = None,
+) -> TrainReport:
     """Read the data, fit the two-tower model under the protocol, evaluate it and popularity on
     the test targets, and write a bundle under ``cfg.out``.  The bundle's model is the one
     the metrics describe: trained on train + validation, never on test events.
+
+    ``start_from`` (a bundle, or a registry: its active version): train on from that version
+    instead (``_fit_update``); the manifest records the parent.  ``align_to`` (or, with
+    ``update.align``, the parent): rotate the new space onto that version's.
 
     Under ``torchrun`` every rank trains its part of each step (``training.distributed``); then
     rank 0 alone evaluates and writes the bundle.  With ``data.shards`` the log is read shard by
     shard and the test figures are those of ``data.shards.eval_users`` sampled users."""
     r = join_from_env()
     show_progress = show_progress and r.main
+    parent = Parent.of(start_from) if start_from is not None else None
+    if parent is not None:
+        parent.check(cfg)
+    onto_path = align_to if align_to is not None else start_from if cfg.update.align else None
+    onto = Bundle.load(version_folder(onto_path)) if onto_path is not None else None
     td, fingerprint = read_training_data(cfg, show_progress)
     history = td.train_full if cfg.train.refit else td.train
     served = [n for n in dict.fromkeys([*cfg.channels.serve, cfg.channels.fallback]) if n not in (None, TWO_TOWER)]
     problems = channel_problems(cfg, served, history, list(td.split.train_full.columns), td.items)
     if problems:
         raise ConfigError("channels.serve: " + "; ".join(f"{n}: {why}" for n, why in problems.items()))
-    fit, seconds = _fit_protocol(cfg, td, show_progress)
+    fit, seconds = _fit_update(cfg, td, parent, show_progress) if parent else _fit_protocol(cfg, td, show_progress)
+    training: dict[str, Any] = {"best_epoch": fit.best_epoch, "seconds": seconds, "log": fit.log, "split": td.summary}
+    if parent is not None:
+        training["parent"] = parent.manifest_entry(fit.pairs, fit.steps)
+    if onto is not None:
+        training["alignment"] = {
+            "onto": onto.version,
+            **align_onto(fit.model, item_vectors(fit.model, fit.catalog), fit.encoders.catalog, onto),
+        }
     if r.world > 1:
         leave()
         if not r.main:
@@ -252,8 +301,9 @@ def train(cfg: Config, *, show_progress: bool = True) -> TrainReport:
             fingerprint=fingerprint,
             source=td.source,
             measure=measure,
-            training={"best_epoch": fit.best_epoch, "seconds": seconds, "log": fit.log, "split": td.summary},
+            training=training,
             channels=stored,
+            optimizer=fit.optimizer,
         )
     return TrainReport(path, metrics, fit.best_epoch, fit.log, seconds)
 

@@ -1,7 +1,8 @@
 """``embrecall tune --channel served``: choose the served list on validation targets.
 
-Every channel that can run on the log is fitted once on the train part and asked once for its
-validation lists, deep enough for any merge; then each trial only merges those lists (the
+Every channel that can run on the log is fitted once on the train part (the two-tower choosing
+its epochs on half of the validation users) and asked once for the other half's validation
+lists, deep enough for any merge; then each trial only merges those lists (the
 weights of ``channels.serve``, ``merge_mode``, ``rrf_offset``, ``merge_depth``) with the code the
 service merges by, so a trial costs a merge, not a training.  A trial scores the mean of its
 ratios to the best single channel over ``tune.served_metrics``, less five times every shortfall
@@ -15,9 +16,12 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import optuna
+import pandas as pd
 import yaml
 
 from embrecall.channel_table import CHANNELS
@@ -103,13 +107,30 @@ def _params(trial: optuna.trial.BaseTrial, names: list[str]) -> tuple[dict[str, 
     return weights, MergeRule(mode, offset, depth)
 
 
+def _halves(view: Split, seed: int) -> tuple[Split, Split]:
+    """The validation view's users cut in two at random: the channels are fitted on the first
+    half's targets (the two-tower chooses its epochs on them), the merge is chosen on the second
+    half's, which no channel has looked at, so no channel's lists are flattered there."""
+    users = pd.unique(view.test["user_id"])
+    first = set(np.random.default_rng(seed).permutation(users)[: len(users) // 2])
+
+    def part(mine: bool) -> Split:
+        return replace(
+            view,
+            valid=view.valid[view.valid["user_id"].isin(first) == mine],
+            test=view.test[view.test["user_id"].isin(first) == mine],
+        )
+
+    return part(True), part(False)
+
+
 def tune_served(cfg: Config, data: Dataset, split: Split, out: Path, *, show_progress: bool = True) -> TuneResult:
     """Run (or resume) the merge study in ``out/tune.sqlite``; write the config with the chosen
     served list to ``out/best.yaml`` and the validation table to ``out/served.yaml``."""
     t = cfg.tune
     if len(split.valid) == 0:
         raise ConfigError("tuning needs validation targets, and this split has none")
-    view = split.sample_validation(MAX_USERS, t.seed).validation_view()
+    fit_on, view = _halves(split.sample_validation(2 * MAX_USERS, t.seed).validation_view(), t.seed)
     names = list(CHANNELS)
     skipped = channel_problems(cfg, names, MemoryLog(view.train_full), list(view.train_full.columns), data.items)
     for name, why in skipped.items():
@@ -120,7 +141,7 @@ def tune_served(cfg: Config, data: Dataset, split: Split, out: Path, *, show_pro
     recorded: dict[str, Recorded] = {}
     built: dict[str, Channel] = {}
     for name in names:
-        channel = build_channel(name, cfg, data, view, built=built, show_progress=show_progress)
+        channel = build_channel(name, cfg, data, fit_on, built=built, show_progress=show_progress)
         built[name] = channel
         recorded[name] = Recorded(channel, name)
         with step(f"recording {name}'s validation lists ({deepest} deep)", show_progress):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from embrecall.models.tower import _Categorical, _Multi
+from embrecall.models.tower import Categorical, _Multi
 
 
 def test_a_masked_categorical_reads_some_values_as_unknown_while_training_only():
     torch.manual_seed(0)
-    emb = _Categorical(10, 4, mask_rate=0.3)
+    emb = Categorical(10, 4, mask_rate=0.3)
     ids = torch.tensor([5] * 1000 + [0] * 10)
     unknown, known = emb.weight[1], emb.weight[5]
     with torch.no_grad():

@@ -7,6 +7,7 @@
                                  (``export.signing``: an edited manifest cannot pass as signed)
         encoders.json            fitted feature encoders and the catalog (item_idx -> item_id)
         weights.safetensors      the PyTorch two-tower weights
+        optimizer.safetensors    the optimiser's state (what ``train --from`` trains on with)
         user_tower.onnx          the towers, split for serving
         item_tower.onnx
         item_vectors.safetensors (n_items, D) item-tower vectors in item_idx order

@@ -3,7 +3,8 @@
 The registry is a folder of bundles with an ``ACTIVE`` JSON file naming the active version and
 the history of earlier ones, and ``HISTORY.json``: every publish attempt with the figures the
 gate looked at (ranking metrics, daily data volumes, the share of new items), its breaches,
-and whether it was published or forced (with the reason given).  Both files are replaced
+and whether it was published or forced (with the reason given); ``UPDATES.json``: what each
+``embrecall update`` run did.  Both files are replaced
 atomically (write + rename), so a crash at any moment leaves exactly one complete active
 version.  A version is published only if it passes the gates (``embrecall.export.gate``: fixed
 thresholds and the 3σ rule against earlier versions) and every part of it opens and runs.
@@ -32,6 +33,7 @@ from embrecall.export.gate import VOLUMES, Gate, flat_metrics, sigma_breaches
 __all__ = ["Registry"]
 
 HISTORY = "HISTORY.json"
+UPDATES = "UPDATES.json"
 _REPAIR = "restore it, or replace it with `publish --force REASON` or `rollback --force REASON`"
 
 
@@ -94,25 +96,37 @@ class Registry:
     def _write(self, state: dict | list, name: str = "ACTIVE") -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".{name}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(state, indent=1 if name == HISTORY else None))
+        tmp.write_text(json.dumps(state, indent=None if name == "ACTIVE" else 1))
         with tmp.open("rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, self.root / name)
 
-    def history(self) -> list[dict]:
-        """Every publish attempt, oldest first (``HISTORY.json``)."""
-        path = self.root / HISTORY
+    def _records(self, name: str, what: str, needs: str) -> list[dict]:
+        """The list of records in file ``name``, each a dict holding ``needs``."""
+        path = self.root / name
         if not path.is_file():
             return []
         try:
             records = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise BundleError(f"{path} is not UTF-8 JSON ({err}); restore it or remove it") from None
-        if not isinstance(records, list) or not all(
-            isinstance(r, dict) and isinstance(r.get("figures"), dict) for r in records
-        ):
-            raise BundleError(f"{path} must be a list of publish records; restore it or remove it")
+        if not isinstance(records, list) or not all(isinstance(r, dict) and needs in r for r in records):
+            raise BundleError(f"{path} must be a list of {what} records; restore it or remove it")
         return records
+
+    def history(self) -> list[dict]:
+        """Every publish attempt, oldest first (``HISTORY.json``)."""
+        records = self._records(HISTORY, "publish", "figures")
+        if not all(isinstance(r["figures"], dict) for r in records):
+            raise BundleError(f"{self.root / HISTORY} must be a list of publish records; restore it or remove it")
+        return records
+
+    def updates(self) -> list[dict]:
+        """Every ``embrecall update`` run, oldest first (``UPDATES.json``): what each one did."""
+        return self._records(UPDATES, "update", "outcome")
+
+    def record_update(self, record: dict[str, Any]) -> None:
+        self._write([*self.updates(), {"at": _now(), **record}], UPDATES)
 
     @staticmethod
     def _figures(bundle_dir: Path | str, manifest: dict, active: Path | None) -> dict[str, float]:

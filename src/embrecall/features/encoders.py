@@ -48,6 +48,12 @@ def _vocab(tokens: pd.Series, min_count: int) -> list[str]:
     return sorted(kept.index.tolist())
 
 
+def _appended(known: list[str], seen: list[str]) -> list[str]:
+    """``known`` followed by the values of ``seen`` it lacks: a vocabulary grown in place."""
+    have = set(known)
+    return known + [v for v in seen if v not in have]
+
+
 def _lookup(index: pd.Index, values: pd.Series) -> np.ndarray:
     """0 for missing, 1 for unknown, 2 + position for known values."""
     idx = index.get_indexer(values.to_numpy())
@@ -180,6 +186,25 @@ class Encoders:
                     state[key] = {}
         self.state_ = state
         return self
+
+    def grown(self, fresh: Encoders) -> Encoders:
+        """These encoders extended by ``fresh`` ones fitted on a newer log (training on from a
+        version): items, users and feature values seen first there get new positions after the
+        known ones, so every row a parent model learned keeps its index; numeric statistics and
+        bucket edges stay the parent's, so a known input encodes as before."""
+        state, catalog = self._state(), self.catalog
+        trained = catalog[: self.n_trained_]
+        new_trained = fresh.catalog[: fresh.n_trained_]
+        out = Encoders(self.spec)
+        out.state_ = {
+            key: {**st, "vocab": _appended(st["vocab"], fresh._state()[key]["vocab"])} if "vocab" in st else st
+            for key, st in state.items()
+        }
+        out.catalog_ = trained.append(new_trained.difference(trained, sort=False))
+        out.n_trained_ = len(out.catalog_)
+        untrained = fresh.catalog[fresh.n_trained_ :].append(catalog[self.n_trained_ :])
+        out.catalog_ = out.catalog_.append(untrained.drop_duplicates().difference(out.catalog_, sort=False))
+        return out
 
     @staticmethod
     def _fit_numeric(f: NumericFeature, raw: pd.Series) -> dict[str, Any]:

@@ -163,7 +163,7 @@ class _Multi(nn.Module):
         return (weights.unsqueeze(-1) * emb).sum(dim=1)
 
 
-class _Categorical(nn.Embedding):
+class Categorical(nn.Embedding):
     """An id embedding that, while training, reads a ``mask_rate`` share of known values as
     unknown (row 1), so the unknown row holds the behaviour over all values."""
 
@@ -226,7 +226,7 @@ class Tower(nn.Module):
                 self.inputs[f.name] = nn.Linear(TEXT_WIDTH, f.dim)  # (B, 384) sentence embedding -> (B, dim)
                 width += f.dim
             elif isinstance(f, CategoricalFeature):
-                self.inputs[f.name] = _Categorical(sizes[f.name], f.dim, f.mask_rate, sparse)
+                self.inputs[f.name] = Categorical(sizes[f.name], f.dim, f.mask_rate, sparse)
                 width += f.dim
             elif isinstance(f, NumericFeature) and sizes[f.name] == 0:
                 self.inputs[f.name] = _Numeric()

@@ -30,6 +30,8 @@ from embrecall.index import FaissIndex
 from embrecall.models.channel import History, StoredChannel, UserQuery, user_histories
 from embrecall.models.two_tower import TwoTower
 from embrecall.training.onnx_export import export_tower
+from embrecall.training.optimizer import Optimizer
+from embrecall.training.warm_start import OPTIMIZER_FILE, save_optimizer
 
 __all__ = ["write_bundle", "TWO_TOWER_FILES"]
 
@@ -112,11 +114,12 @@ def write_bundle(
     training: dict[str, Any],
     channels: Mapping[str, StoredChannel] | None = None,
     measure: Callable[[Path], dict[str, Any]] | None = None,
+    optimizer: Optimizer | None = None,
 ) -> Path:
     """Write a new version under ``out_root`` and return its folder; ``channels``: fitted channels
     the service serves beside the two towers, by name; ``measure``: the version's metrics, given
     its folder once every file is there (before it is renamed into place, so a version is never
-    seen without them)."""
+    seen without them); ``optimizer``: its state is kept, for a later update to train on from."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     digest = hashlib.sha256(f"{fingerprint}{cfg.model_dump_json()}{time.time_ns()}".encode()).hexdigest()[:6]
     version = f"{stamp}-{digest}"
@@ -126,6 +129,8 @@ def write_bundle(
     try:
         (tmp / "encoders.json").write_text(json.dumps(encoders.to_json()))
         save_model(model, str(tmp / "weights.safetensors"))
+        if optimizer is not None:
+            save_optimizer(optimizer, tmp / OPTIMIZER_FILE)
         n_users, sample = _write_user_table(cfg, history, users, tmp / "users.parquet")
         sample = sample[sample["user_id"].isin(pd.unique(sample["user_id"])[:4])]
         sample_q = [UserQuery(str(u), h) for u, h in user_histories(sample).items()]
@@ -151,6 +156,7 @@ def write_bundle(
         catalog.reset_index().to_parquet(tmp / "items.parquet", index=False)
         stored = {name: channel.save(tmp) for name, channel in (channels or {}).items()}
         files = [*TWO_TOWER_FILES, *(f for written in stored.values() for f in written)]
+        files += [OPTIMIZER_FILE] if optimizer is not None else []
         manifest = {
             "format": "embrecall-bundle",
             "format_version": BUNDLE_FORMAT,

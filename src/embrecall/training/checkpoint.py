@@ -15,7 +15,7 @@ from embrecall.training.optimizer import Optimizer
 __all__ = ["save_checkpoint", "load_latest_checkpoint"]
 
 
-def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors: dict[str, torch.Tensor] = {}
     plain: dict[str, Any] = {"param_groups": state["param_groups"], "state": {}}
     for pid, values in state["state"].items():
@@ -27,7 +27,7 @@ def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], 
     return tensors, plain
 
 
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> dict[str, Any]:
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {int(pid): dict(vals) for pid, vals in plain["state"].items()}
     for key, value in tensors.items():
         _, pid, name = key.split(".", 2)
@@ -42,7 +42,7 @@ def save_checkpoint(
     (the JSON last, so a checkpoint counts only once it is complete)."""
     folder.mkdir(parents=True, exist_ok=True)
     stem = folder / f"epoch-{epoch:03d}"
-    opt_tensors, opt_plain = _flatten_optimizer(optimizer.state_dict())
+    opt_tensors, opt_plain = flatten_optimizer(optimizer.state_dict())
     save_model(model, f"{stem}.model.safetensors")  # stores the shared item table once
     save_file(opt_tensors, f"{stem}.optim.safetensors")
     Path(f"{stem}.json").write_text(json.dumps({"epoch": epoch, "optimizer": opt_plain, **meta}))
@@ -62,5 +62,5 @@ def load_latest_checkpoint(folder: Path, model: torch.nn.Module, optimizer: Opti
         raise BundleError(
             f"checkpoint {stem} does not fit this model ({err}); delete {folder} or set train.resume = false"
         ) from None
-    optimizer.load_state_dict(_unflatten_optimizer(load_file(f"{stem}.optim.safetensors"), meta.pop("optimizer")))
+    optimizer.load_state_dict(unflatten_optimizer(load_file(f"{stem}.optim.safetensors"), meta.pop("optimizer")))
     return meta

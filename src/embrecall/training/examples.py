@@ -55,6 +55,7 @@ class Examples:
         bounds = np.r_[np.flatnonzero(new_user)[1:], len(ev)]  # one past each user's last row
         self.user_end = bounds[np.cumsum(new_user) - 1]
         self.history_len = encoders.history_len()
+        self.timestamp = ev["timestamp"].to_numpy()
         self.user_inputs = encoders.encode_users(pd.Index(user, dtype=object), users, ev, history=None)
         self.history_features = [(f.name, f.max_len) for f in encoders.spec.user if isinstance(f, ITEM_HISTORY)]
         self.sequence = next(((f.name, f.max_len) for f in encoders.spec.user if isinstance(f, SequenceFeature)), None)
@@ -134,6 +135,14 @@ class Examples:
         if self.sequence is None:
             raise ValueError("windows need a sequence feature in the user tower")
         return np.flatnonzero((np.arange(len(self)) - self.user_start) % self.sequence[1] == 0)
+
+    def unit_times(self, units: np.ndarray, windowed: bool) -> np.ndarray:
+        """When each unit's last target happened: its row's, or its window's last row's."""
+        if not windowed:
+            return self.timestamp[units]
+        length = self.sequence[1] if self.sequence else 1
+        last = np.minimum(units + length - 1, self.user_end[units] - 1)
+        return self.timestamp[last]
 
     def window_batch(self, starts: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor, np.ndarray]:
         """User inputs, state positions and target rows of the windows starting at ``starts``.

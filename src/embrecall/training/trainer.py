@@ -40,9 +40,10 @@ from embrecall.training.distributed import (
 from embrecall.training.examples import Catalog, Examples
 from embrecall.training.losses import bce_loss, mixed_softmax_loss, sampled_softmax_loss, softmax_loss
 from embrecall.training.negatives import MixedNegatives
-from embrecall.training.optimizer import make_optimizer
-from embrecall.training.sources import FromParts, InMemory
+from embrecall.training.optimizer import Optimizer, make_optimizer
+from embrecall.training.sources import FromParts, InMemory, Recent
 from embrecall.training.threads import training_threads
+from embrecall.training.warm_start import Parent
 
 __all__ = ["FitResult", "fit_two_tower", "two_tower_channel", "item_vectors"]
 
@@ -55,6 +56,9 @@ class FitResult:
     best_epoch: int
     log: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    optimizer: Optimizer | None = None  # its state goes into the bundle: an update trains on with it
+    steps: int = 0  # optimiser steps taken
+    pairs: int = 0  # training pairs seen (this rank's)
 
 
 @torch.no_grad()
@@ -246,9 +250,16 @@ def _source(
     items: pd.DataFrame | None,
     exposures: pd.DataFrame | None,
     r: Ranks,
+    parent: Parent | None = None,
 ) -> tuple[Encoders, InMemory | FromParts]:
-    """The fitted encoders and where the examples come from: the whole log in memory, or its parts."""
+    """The fitted encoders and where the examples come from: the whole log in memory, or its parts;
+    from a ``parent``, its encoders grown by the log's and only its new events (and a replay)."""
     neg = cfg.train.negatives
+    recent = None if parent is None else Recent(parent.until, cfg.update.replay)
+
+    def grown(fresh: Encoders) -> Encoders:
+        return fresh if parent is None else parent.encoders.grown(fresh)
+
     windowed = any(isinstance(f, SequenceFeature) for f in cfg.features.user)
     events = log.whole()
     if events is None:
@@ -259,9 +270,9 @@ def _source(
                 "log in memory; leave data.shards out for them"
             )
         counts = log.item_counts()
-        encoders = Encoders(cfg.features).fit_ids(counts.index, log.user_ids(), pd.DataFrame(), users, items)
-        return encoders, FromParts(log, encoders, users, items, counts, r)
-    encoders = Encoders(cfg.features).fit(events, users, items)
+        encoders = grown(Encoders(cfg.features).fit_ids(counts.index, log.user_ids(), pd.DataFrame(), users, items))
+        return encoders, FromParts(log, encoders, users, items, counts.reindex(encoders.catalog).fillna(0), r, recent)
+    encoders = grown(Encoders(cfg.features).fit(events, users, items))
     examples = Examples(
         events,
         encoders,
@@ -270,7 +281,7 @@ def _source(
         exposures if neg.exposure_count else None,
         neg.hard_column if neg.hard_count else None,
     )
-    return encoders, InMemory(examples, windowed)
+    return encoders, InMemory(examples, windowed, recent)
 
 
 def fit_two_tower(
@@ -286,20 +297,22 @@ def fit_two_tower(
     label: str = "train",
     exposures: pd.DataFrame | None = None,
     on_epoch: Callable[[int, float], None] | None = None,
+    parent: Parent | None = None,
 ) -> FitResult:
     """Fit on ``log`` (in memory, or sharded); with ``validation``, watch
     HR@early_stop_k on its validation targets each epoch, stop after ``patience`` epochs without
     gain and return the best epoch's weights.  ``on_epoch(epoch, score)`` hears each validation
-    score (a tuner prunes poor trials with it)."""
+    score (a tuner prunes poor trials with it).  With ``parent``, train on from that version:
+    its weights and optimiser state, on the log's events after the parent's (``Recent``)."""
     t = cfg.train
     torch.manual_seed(t.seed)
     r = ranks()
-    encoders, source = _source(cfg, log, users, items, exposures, r)
+    encoders, source = _source(cfg, log, users, items, exposures, r, parent)
     catalog = source.catalog
     mixed = MixedNegatives(t.negatives, catalog.item_counts, source.groups, source.exposure)
     model = TwoTower(cfg.features, encoders, cfg.model)
     show_progress = show_progress and r.main
-    if cfg.model.pretrained_items != "none":
+    if cfg.model.pretrained_items != "none" and parent is None:
         found = pretrain_item_table(cfg, model, encoders, log)
         if show_progress:
             note(
@@ -307,7 +320,9 @@ def fit_two_tower(
                 f"({cfg.model.pretrained_items.replace('_', '-')})"
             )
     optimizer = make_optimizer(cfg, model)
-    result = FitResult(model, encoders, catalog, best_epoch=0)
+    if parent is not None:
+        parent.start(model, optimizer)
+    result = FitResult(model, encoders, catalog, best_epoch=0, optimizer=optimizer)
     best_score, best_state, start_epoch = -1.0, None, 1
     if checkpoint_dir is not None and not t.resume:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)  # stale epochs must not be resumed later
@@ -354,6 +369,8 @@ def fit_two_tower(
                     optimizer.step()
                     total_loss += loss.item()
                     pairs += len(rows)
+                    result.steps += 1
+                    result.pairs += len(rows)
                     rate = pairs / max(time.perf_counter() - tick, 1e-9)
                     bar.update(task, advance=1, loss=total_loss / (b + 1), rate=rate)
                     if show_progress and epoch == start_epoch and b == min(steps - 1, ESTIMATE_AFTER):
