@@ -20,6 +20,7 @@ from embrecall.data.load import numeric_columns
 from embrecall.data.shards import prepare_shards
 from embrecall.data.table import read_feature_tables
 from embrecall.errors import ConfigError
+from embrecall.features import Encoders
 from embrecall.training.distributed import (
     average_sparse_gradients,
     gather,
@@ -29,6 +30,7 @@ from embrecall.training.distributed import (
 from embrecall.training.losses import sampled_softmax_loss
 from embrecall.training.negatives import MixedNegatives
 from embrecall.training.trainer import _check_distributable, fit_two_tower
+from embrecall.training.warm_start import Parent
 from tests.conftest import sharded_config
 
 B, D = 4, 8
@@ -130,6 +132,43 @@ def test_two_ranks_on_their_own_shards_resume_from_rank_0s_checkpoint(tmp_path):
     assert any((tmp_path / "ckpt-resumed").iterdir())  # rank 0's epoch checkpoints, read back by both ranks
     for (name, a), b in zip(straight["state"].items(), resumed["state"].values()):
         torch.testing.assert_close(a, b, msg=f"{name} differs after resuming on two ranks")
+
+
+def _update_on_two_ranks(rank: int, folder: str) -> None:
+    """Each rank trains on from the same parent over the new events (and replay) of its own shards."""
+    dist.init_process_group("gloo", init_method=f"file://{folder}/group-update", rank=rank, world_size=2)
+    cfg = load_config(Path(folder) / "config.yaml")
+    log = prepare_shards(cfg).log("train_full")
+    users, items = read_feature_tables(cfg.data, numeric_columns(cfg), [])
+    saved = torch.load(f"{folder}/parent.pt", weights_only=False)
+    encoders = Encoders.from_json(cfg.features, saved["encoders"])
+    parent = Parent("p", cfg, encoders, saved["state"], saved["optimizer"], saved["until"])
+    fit = fit_two_tower(cfg, log, users, items, epochs=1, show_progress=False, parent=parent)
+    torch.save({"steps": fit.steps, "state": fit.model.state_dict()}, f"{folder}/update-{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_two_ranks_train_on_from_a_version_over_their_own_shards(tmp_path):
+    torch.set_num_threads(1)
+    cfg = sharded_config(tmp_path, *SHARDED, "update.replay=0.5")
+    log = prepare_shards(cfg).log("train_full")
+    users, items = read_feature_tables(cfg.data, numeric_columns(cfg), [])
+    fit = fit_two_tower(cfg, log, users, items, epochs=1, show_progress=False)  # the parent, on one process
+    times = np.concatenate([part["timestamp"].to_numpy() for part in log.parts(["timestamp"])])
+    assert fit.optimizer is not None
+    parent = {
+        "encoders": fit.encoders.to_json(),
+        "state": fit.model.state_dict(),
+        "optimizer": fit.optimizer.state_dict(),
+        "until": int(np.quantile(times, 0.7)),
+    }
+    torch.save(parent, tmp_path / "parent.pt")
+    (tmp_path / "config.yaml").write_text(cfg.model_dump_json())
+    mp.spawn(_update_on_two_ranks, args=(str(tmp_path),), nprocs=2)
+    first, second = (torch.load(tmp_path / f"update-{r}.pt", weights_only=False) for r in (0, 1))
+    assert first["steps"] == second["steps"] > 0  # every rank takes as many steps of its own shards' new events
+    for (name, a), b in zip(first["state"].items(), second["state"].values()):
+        torch.testing.assert_close(a, b, msg=f"{name} differs between the ranks after the update")
 
 
 TINY = [
