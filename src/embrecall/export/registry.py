@@ -4,7 +4,7 @@ The registry is a folder of bundles with an ``ACTIVE`` JSON file naming the acti
 the history of earlier ones, and ``HISTORY.json``: every publish attempt with the figures the
 gate looked at (ranking metrics, daily data volumes, the share of new items), its breaches,
 and whether it was published or forced (with the reason given); ``UPDATES.json``: what each
-``embrecall update`` run did.  Both files are replaced
+``embrecall update`` run did.  Each file is replaced
 atomically (write + rename), so a crash at any moment leaves exactly one complete active
 version.  A version is published only if it passes the gates (``embrecall.export.gate``: fixed
 thresholds and the 3σ rule against earlier versions) and every part of it opens and runs.
