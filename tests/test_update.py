@@ -3,13 +3,16 @@ and leaves the active version serving when a gate refuses."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 from pathlib import Path
 
 from typer.testing import CliRunner
 
+from embrecall import load_config
 from embrecall.cli import app
 from embrecall.export.registry import Registry
+from embrecall.update import LOCK, update
 from tests.training.test_warm_start import CONFIG, DAY, clustered_log
 
 runner = CliRunner()
@@ -45,3 +48,12 @@ def test_update_trains_on_from_the_active_version_once_per_new_data(tmp_path: Pa
     assert kept == [("published", None), ("published", first), ("nothing new", second), ("refused", second)]
     manifest = json.loads((registry / second / "manifest.json").read_text())
     assert manifest["training"]["parent"]["version"] == first
+
+
+def test_a_second_update_while_one_runs_does_nothing(tmp_path: Path) -> None:
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    with (registry / LOCK).open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a run in progress
+        out = update(load_config(None, [f"out={tmp_path / 'runs'}"]), registry, show_progress=False)
+    assert out.outcome == "busy" and not (tmp_path / "runs").exists()

@@ -579,7 +579,7 @@ def update(
 ) -> None:
     """check-data, train on from the active version, evaluate, publish through the gate: one run of a
     schedule (cron, Airflow).  Exit 0 when published or when nothing is new, 3 when a gate refused
-    (the active version keeps serving), 2 on errors.  Every run is kept in the registry's UPDATES.json."""
+    (the active version keeps serving), 2 on errors.  Each run is kept in the registry's UPDATES.json."""
     from embrecall.export.gate import parse_gate
     from embrecall.export.registry import Registry
     from embrecall.serve.drift import describe_drift

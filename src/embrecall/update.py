@@ -3,7 +3,8 @@ versions, train on from the active version, evaluate, and publish through the ga
 
 Safe to run every hour from cron or an orchestrator: a run with no event newer than the active
 version does nothing ("nothing new"), two runs never overlap (the second one skips), a breach
-leaves the active version serving, and every run is kept in the registry's ``UPDATES.json``.
+leaves the active version serving, and every run that holds the lock is kept in the registry's
+``UPDATES.json``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from embrecall.config import Config
-from embrecall.errors import ConfigError, GateBreach, NothingNew
+from embrecall.errors import ConfigError, EmbrecallError, GateBreach, NothingNew
 from embrecall.export import Bundle
 from embrecall.export.gate import Gate
 from embrecall.export.registry import Registry
@@ -30,7 +31,7 @@ LOCK = ".update.lock"
 
 @dataclass
 class UpdateOutcome:
-    outcome: str  # published, nothing new, busy
+    outcome: str  # published, nothing new, busy (refused and failed runs raise, and are kept too)
     parent: str | None  # the version trained on from (None: the first version, trained from scratch)
     version: str | None = None  # the version published
     why: str = ""
@@ -94,6 +95,9 @@ def _locked(
         return keep(UpdateOutcome("nothing new", parent, why=str(err)))
     except GateBreach as err:
         keep(UpdateOutcome("refused", parent, why=str(err)))
+        raise
+    except EmbrecallError as err:  # bad data or config: kept too, then said as any error is
+        keep(UpdateOutcome("failed", parent, why=str(err)))
         raise
     trained = Bundle.manifest_of(reg.folder(version))["training"]
     record["trained"] = {k: trained[k] for k in ("seconds", "parent") if k in trained}
