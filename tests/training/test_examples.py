@@ -9,6 +9,7 @@ from embrecall.config import FeaturesConfig
 from embrecall.features import Encoders
 from embrecall.models.channel import user_histories
 from embrecall.training.examples import Examples
+from embrecall.training.sources import Recent
 
 SPEC = FeaturesConfig.model_validate(
     {
@@ -50,3 +51,22 @@ def test_a_training_history_is_what_serving_builds_from_the_users_history_so_far
     for _, history in sorted(user_histories(events).items()):  # Examples orders rows by user, then time
         served += [list(history[:n]) for n in range(len(history))]
     np.testing.assert_array_equal(ex.history(np.arange(len(ex))), enc.history_matrix(served))
+
+
+def test_a_warm_update_walks_the_new_rows_or_windows_and_a_fresh_replay_of_older_ones():
+    spec = FeaturesConfig.model_validate(
+        {"user": [{"kind": "sequence", "name": "seq", "max_len": 2}], "item": [{"kind": "item_id"}]}
+    )
+    events = pd.DataFrame(
+        {"user_id": ["u"] * 5 + ["v"] * 3, "item_id": list("abcdexyz"), "timestamp": [1, 2, 3, 4, 5, 1, 2, 9]}
+    )
+    ex = Examples(events, Encoders(spec).fit(events, None, None), None, None)
+    windows = ex.windows()  # u: rows 0-1, 2-3, 4; v: rows 5-6, 7
+    assert windows.tolist() == [0, 2, 4, 5, 7]
+    assert ex.unit_times(windows, windowed=True).tolist() == [2, 4, 5, 2, 9]  # each window's last target
+    recent = Recent(since=4, replay=1.0)
+    rng = np.random.default_rng(0)
+    picked = recent.pick(windows, ex.unit_times(windows, windowed=True), rng)
+    assert sorted(picked[:2].tolist()) == [4, 7] and len(picked) == 4 and set(picked[2:]) <= {0, 2, 5}
+    rows = np.arange(len(ex))
+    assert recent.count(ex.timestamp) == len(recent.pick(rows, ex.timestamp, rng)) == 4  # 2 new rows, 2 older
