@@ -35,6 +35,7 @@ from embrecall.data.log import MemoryLog
 from embrecall.data.split import Split, split_dataset
 from embrecall.evaluation import evaluate_channel
 from embrecall.models.channel import UserQuery, user_histories
+from embrecall.models.tower_channel import TowerChannel
 from embrecall.training.trainer import FitResult, fit_two_tower, item_vectors, two_tower_channel
 from embrecall.training.warm_start import Parent
 
@@ -54,11 +55,11 @@ def next_period(events: pd.DataFrame, start: int, end: int) -> Split:
     return Split(train=seen, valid=seen.iloc[:0], train_full=seen, test=targets)
 
 
-def channel_of(cfg: Config, fit: FitResult, users: pd.DataFrame | None, items: pd.DataFrame | None):  # noqa: ANN201
+def channel_of(fit: FitResult, users: pd.DataFrame | None, items: pd.DataFrame | None) -> TowerChannel:
     return two_tower_channel(fit.model, fit.encoders, users, item_vectors(fit.model, fit.catalog), items=items)
 
 
-def top_lists(channel, split: Split) -> list[list[str]]:  # noqa: ANN001
+def top_lists(channel: TowerChannel, split: Split) -> list[list[str]]:
     """The top-100 of the step's target users (their histories so far excluded)."""
     histories = user_histories(split.train_full[split.train_full["user_id"].isin(split.test["user_id"])])
     queries = [UserQuery(str(u), tuple(histories.get(u, ())), {"timestamp": 0}) for u in split.test["user_id"]]
@@ -137,7 +138,7 @@ def main() -> None:
                 )
                 parent = parent_of(cfg, fit, int(cuts[step]), label)
             row[f"{chain}_s"] = time.perf_counter() - began
-            channel = channel_of(cfg, fit, data.users, data.items)
+            channel = channel_of(fit, data.users, data.items)
             m = evaluate_channel(channel, split, [10, TOP])
             row[f"{chain}_HR@100"], row[f"{chain}_NDCG@10"] = m[f"HR@{TOP}"], m["NDCG@10"]
             lists = top_lists(channel, split)
