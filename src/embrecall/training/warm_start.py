@@ -21,8 +21,8 @@ from safetensors import safe_open
 from safetensors.torch import load_model, save_file
 from scipy.linalg import orthogonal_procrustes
 
-from embrecall.config import Config
-from embrecall.errors import BundleError, ConfigError
+from embrecall.config import Config, config_from_dict
+from embrecall.errors import BundleError, ConfigError, EmbrecallError
 from embrecall.export import Bundle
 from embrecall.export.registry import Registry
 from embrecall.features import Encoders
@@ -82,21 +82,25 @@ class Parent:
 
     @classmethod
     def of(cls, path: Path | str) -> Parent:
-        """The bundle at ``path``, or a registry's active version."""
+        """The bundle at ``path``, or a registry's active version: its manifest and every file it
+        lists checked against their hashes (and signature), then only what a fit needs read (no
+        ONNX session, no user table)."""
         path = version_folder(path)
-        bundle = Bundle.load(path)
-        model = TwoTower(bundle.config.features, bundle.encoders, bundle.config.model)
+        manifest = Bundle.manifest_of(path)
+        config = config_from_dict(manifest.get("config"), f"{path / 'manifest.json'} (config)")
         optimizer = None
         try:
+            encoders = Encoders.from_json(config.features, json.loads((path / "encoders.json").read_text()))
+            model = TwoTower(config.features, encoders, config.model)
             load_model(model, str(path / "weights.safetensors"))
-            if (path / OPTIMIZER_FILE).is_file():
+            if OPTIMIZER_FILE in manifest["files"]:  # a file the manifest does not list is not read
                 with safe_open(str(path / OPTIMIZER_FILE), framework="pt") as f:
                     tensors = {k: f.get_tensor(k) for k in f.keys()}
                     optimizer = unflatten_optimizer(tensors, json.loads((f.metadata() or {})["plain"]))
-        except (RuntimeError, KeyError, ValueError) as err:  # json's errors are ValueErrors
+        except (RuntimeError, KeyError, ValueError, EmbrecallError) as err:  # json's errors are ValueErrors
             raise BundleError(f"{path}: its weights or optimiser state cannot be trained on from ({err})") from None
-        until = int(bundle.manifest.get("data", {}).get("until", 0))
-        return cls(bundle.version, bundle.config, bundle.encoders, model.state_dict(), optimizer, until)
+        until = int(manifest.get("data", {}).get("until", 0))
+        return cls(str(manifest["version"]), config, encoders, model.state_dict(), optimizer, until)
 
     def check(self, cfg: Config) -> None:
         """A warm start keeps the parent's inputs and shapes: refuse a config that changes them."""
