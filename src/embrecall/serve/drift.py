@@ -37,11 +37,10 @@ def _lists(version: ServingVersion, users: list[str], k: int) -> list[list[str]]
     return [c.item_ids for c in served.recommend(queries, k, [set(q.history) for q in queries])]
 
 
-def _neighbours(version: ServingVersion, items: list[str], chunk: int = 32) -> list[set[str]]:
+def _neighbours(version: ServingVersion, vectors: np.ndarray, items: list[str], chunk: int = 32) -> list[set[str]]:
     """Each item's nearest items by inner product of item-tower vectors (itself left out), scored
     ``chunk`` items at a time against the whole catalog."""
     catalog = np.asarray(version.bundle.encoders.catalog, dtype=object)
-    vectors = version.bundle.item_vectors()
     out: list[set[str]] = []
     for start in range(0, len(items), chunk):
         rows = version.bundle.encoders.catalog.get_indexer(items[start : start + chunk])
@@ -52,7 +51,9 @@ def _neighbours(version: ServingVersion, items: list[str], chunk: int = 32) -> l
     return out
 
 
-def _cross_overlap(new: ServingVersion, old: ServingVersion, users: list[str], k: int) -> float | None:
+def _cross_overlap(
+    new: ServingVersion, old: ServingVersion, vectors: np.ndarray, users: list[str], k: int
+) -> float | None:
     """Overlap of each user's top-``k`` of the candidate's items scored by the candidate's user
     vector and by the active version's (a vector cached before a swap): near 1 only when the two
     spaces are comparable (a warm update, or a retrain aligned onto the active version)."""
@@ -60,7 +61,6 @@ def _cross_overlap(new: ServingVersion, old: ServingVersion, users: list[str], k
         return None
     now = int(time.time())
     queries = [UserQuery(u, new.history(u, events=()), {"timestamp": now}) for u in users]
-    vectors = new.bundle.item_vectors()
     own, cached = new.tower.user_vectors(queries), old.tower.user_vectors(queries)
     if own.shape[-1] != cached.shape[-1]:
         return None
@@ -72,10 +72,12 @@ def _cross_overlap(new: ServingVersion, old: ServingVersion, users: list[str], k
     return float(np.mean([len(set(a) & set(b)) / top for a, b in zip(best(own), best(cached))]))
 
 
-def _vector_cosine(new: ServingVersion, old: ServingVersion, items: list[str]) -> float | None:
+def _vector_cosine(
+    new: ServingVersion, old: ServingVersion, vectors: tuple[np.ndarray, np.ndarray], items: list[str]
+) -> float | None:
     """Mean cosine of the same items' vectors in the two versions (about 0 between unaligned spaces)."""
-    a = new.bundle.item_vectors()[new.bundle.encoders.catalog.get_indexer(items)]
-    b = old.bundle.item_vectors()[old.bundle.encoders.catalog.get_indexer(items)]
+    a = vectors[0][new.bundle.encoders.catalog.get_indexer(items)]
+    b = vectors[1][old.bundle.encoders.catalog.get_indexer(items)]
     if not items or a.shape[1] != b.shape[1]:
         return None
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
@@ -115,7 +117,9 @@ def drift_report(
     overlap = [len(set(a) & set(b)) / k for a, b in zip(new_lists, old_lists)]
     shared = sorted(set(new.bundle.encoders.catalog) & set(old.bundle.encoders.catalog))
     picked = [shared[i] for i in rng.choice(len(shared), min(items, len(shared)), replace=False)] if shared else []
-    changed = [len(a & b) < NEIGHBOURS / 2 for a, b in zip(_neighbours(new, picked), _neighbours(old, picked))]
+    vectors = new.bundle.item_vectors(), old.bundle.item_vectors()  # read once: they are large
+    near = zip(_neighbours(new, vectors[0], picked), _neighbours(old, vectors[1], picked))
+    changed = [len(a & b) < NEIGHBOURS / 2 for a, b in near]
     return {
         "active": old.version,
         "users": len(sample),
@@ -123,8 +127,8 @@ def drift_report(
         f"top{k}_overlap": float(np.mean(overlap)) if overlap else None,
         "items": len(picked),
         "neighbours_changed": float(np.mean(changed)) if changed else None,
-        "vector_cosine": _vector_cosine(new, old, picked),
-        f"cross_top{k}_overlap": _cross_overlap(new, old, sample, k),
+        "vector_cosine": _vector_cosine(new, old, vectors, picked),
+        f"cross_top{k}_overlap": _cross_overlap(new, old, vectors[0], sample, k),
         f"coverage@{k}_active": _coverage(old_lists, old),
         f"coverage@{k}_candidate": _coverage(new_lists, new),
         f"popularity_pct@{k}_active": _popularity(old, old_lists, k),
