@@ -2,12 +2,14 @@
 
     python bench/distributed.py [--events 120000] [--epochs 3]
 
-Trains the synthetic log three ways with `embrecall train` (validation each epoch, no refit):
+Trains the synthetic log four ways with `embrecall train` (validation each epoch, no refit):
 one process with batch 2B, two ranks with batch B each (`torchrun --standalone --nproc-per-node 2`),
-and one process with batch B.  Prints each epoch's training loss and validation HR@50, the
-examples (pairs) per second over all ranks, and the wall time of the whole command.  Two ranks with
-B should match one with 2B up to summation order; on a 2-core machine they share the cores, so
-little speed-up is expected.
+one process with batch B, and (as root) two hosts with one rank and batch B each: network
+namespaces joined by veth, a torchrun node in each, the c10d rendezvous on one's address
+(`bench/hosts.py`).  Prints each epoch's training loss and validation HR@50, the examples (pairs)
+per second over all ranks, and the wall time of the whole command.  Two ranks with B should match
+one with 2B up to summation order, on one host or two; on a 2-core machine they share the cores,
+so little speed-up is expected.
 """
 
 from __future__ import annotations
@@ -21,21 +23,18 @@ import tempfile
 import time
 from pathlib import Path
 
+from hosts import Host, torchrun_across, two_hosts, why_no_hosts  # bench/ is on sys.path when run as a script
 from rich.console import Console
 from rich.table import Table
 
 BATCH = 256
 
 
-def _train(out: Path, nproc: int, batch: int, args: argparse.Namespace) -> tuple[dict, float]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        str(nproc),
-        "-m",
+def _train(
+    out: Path, ranks: int, batch: int, args: argparse.Namespace, hosts: tuple[Host, ...] = ()
+) -> tuple[dict, float]:
+    """``embrecall train`` on ``ranks`` ranks: one node on this host, or one node per host."""
+    train = [
         "embrecall.cli",
         "train",
         "--out",
@@ -58,8 +57,15 @@ def _train(out: Path, nproc: int, batch: int, args: argparse.Namespace) -> tuple
         "--set",
         "channels.serve={two_tower: 1.0}",
     ]
+    env = {**os.environ, "OMP_NUM_THREADS": str(2 // ranks)}
     started = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": str(2 // nproc)})
+    if hosts:
+        for node in torchrun_across(hosts, train, env):
+            if node.returncode:
+                raise RuntimeError(f"a torchrun node failed: {node.stderr[-3000:]}")
+    else:
+        one_host = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)]
+        subprocess.run([*one_host, "-m", *train], check=True, capture_output=True, env=env)
     seconds = time.perf_counter() - started
     manifest = next(out.glob("*/manifest.json"))
     return json.loads(manifest.read_text())["training"], seconds
@@ -77,11 +83,19 @@ def main() -> None:
     }
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (name, (nproc, batch)) in enumerate(ways.items()):
-            runs[name] = _train(Path(tmp) / str(i), nproc, batch, args)
-    table = Table(title=f"synthetic log, {args.events:,} events: 1 rank vs 2 ranks (gloo, this machine)")
+        for i, (name, (ranks, batch)) in enumerate(ways.items()):
+            runs[name] = _train(Path(tmp) / str(i), ranks, batch, args)
+        if why_no_hosts():
+            print(f"no row for two hosts: {why_no_hosts()}")
+        else:
+            with two_hosts() as hosts:
+                name = f"2 hosts (netns), batch {BATCH} each"
+                runs[name] = _train(Path(tmp) / "hosts", 2, BATCH, args, hosts)
+                sent = sum(host.sent_bytes() for host in hosts)
+            print(f"two hosts: {sent / 1e6:.1f} MB sent over their link")
+    table = Table(title=f"synthetic log, {args.events:,} events: 1 rank vs 2 ranks vs 2 hosts (gloo, this machine)")
     table.add_column("epoch")
-    for name in ways:
+    for name in runs:
         table.add_column(f"{name}: loss / valid HR@50", justify="right")
     for e in range(args.epochs):
         table.add_row(
@@ -92,7 +106,7 @@ def main() -> None:
         *(f"{sum(x['pairs_per_s'] for x in r['log']) / len(r['log']):,.0f}" for r, _ in runs.values()),
     )
     table.add_row("command wall time (s)", *(f"{s:.1f}" for _, s in runs.values()))
-    Console().print(table)
+    Console(width=160).print(table)
 
 
 if __name__ == "__main__":
