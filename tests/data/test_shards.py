@@ -12,7 +12,8 @@ import pytest
 from embrecall import Bundle, recommend
 from embrecall.config import load_config
 from embrecall.data.load import load_dataset, numeric_columns
-from embrecall.data.log import MemoryLog
+from embrecall.data.log import MemoryLog, by_count, data_profile
+from embrecall.data import shards as shards_module
 from embrecall.data.shards import prepare_shards, shard_folder
 from embrecall.data.split import split_dataset
 from embrecall.data.table import read_feature_tables
@@ -59,6 +60,34 @@ def test_shards_hold_the_split_the_log_in_memory_gives(tmp_path, split):
     assert prepare_shards(cfg).folder == shards.folder  # written once, then reused
 
 
+def test_the_summary_over_shards_is_the_one_the_log_in_memory_gives(tmp_path):
+    cfg = sharded_config(tmp_path)
+    shards = prepare_shards(cfg)
+    memory = split_dataset(
+        load_dataset(cfg.model_copy(update={"data": cfg.data.model_copy(update={"shards": None})})), cfg.split
+    )
+    catalog = shards.catalog()
+    train = MemoryLog(memory.train).item_counts()
+    only_full = by_count(memory.train_full["item_id"].value_counts().drop(train.index, errors="ignore"))
+    assert list(catalog["item_id"]) == [*train.index, *only_full.index]  # the most first, ties by id
+    assert shards.meta["n_train_items"] == len(train)
+    assert shards.meta["profile"] == pytest.approx(data_profile(memory.train_full))
+    users = pd.read_parquet(shards.folder / "users.parquet")
+    assert set(users["user_id"]) == set(memory.train_full["user_id"])
+    assert set(users["user_id"][users["in_train"]]) == set(memory.train["user_id"])
+
+
+def test_shards_split_in_worker_processes_are_those_split_in_one(tmp_path, monkeypatch):
+    one = prepare_shards(sharded_config(tmp_path / "one", count=4))
+    monkeypatch.setattr(shards_module, "_PARALLEL_FROM", 0)  # a tiny log split as a large one is
+    several = prepare_shards(sharded_config(tmp_path / "several", count=4))
+    assert {k: v for k, v in one.meta.items() if k not in ("seconds", "source")} == {
+        k: v for k, v in several.meta.items() if k not in ("seconds", "source")
+    }
+    for name in sorted(p.name for p in one.folder.glob("*.parquet")):
+        pd.testing.assert_frame_equal(pd.read_parquet(one.folder / name), pd.read_parquet(several.folder / name))
+
+
 def test_a_bad_row_is_named_with_its_line_in_the_file(tmp_path, write):
     rows = [f"u{i % 50},i{i % 70},{1_700_000_000 + i}" for i in range(2_500)]
     rows[1_700] = "u3,,1700001700"  # file line 1,702 (the header is line 1), in the second piece read
@@ -77,6 +106,20 @@ def test_a_bad_row_is_named_with_its_line_in_the_file(tmp_path, write):
                 }
             )
         )
+
+
+def test_the_span_of_times_is_judged_on_the_whole_column_not_on_one_piece(tmp_path, write):
+    day, start = 86_400, 1_700_000_000
+    times = [start + (400 * day if i % 100 == 0 else i) for i in range(1_000)]  # piece 1: one day and a few later
+    times += [start + (380 + i % 40) * day for i in range(1_500)]  # pieces 2 and 3: forty days, a year on
+    rows = [f"u{i % 50},i{i % 70},{t}" for i, t in enumerate(times)]
+    path = write("log.csv", "user_id,item_id,timestamp\n" + "\n".join(rows) + "\n")
+    base = ["data.format=table", f"data.path={path}", "data.shards.read_rows=1000", f"out={tmp_path / 'runs'}"]
+    assert prepare_shards(load_config(None, base)).events == 2_500  # no piece's span is the column's
+    rows[2_200] = "u3,i4,157766400"  # 1975, in the third piece read: file line 2,202
+    path.write_text("user_id,item_id,timestamp\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=r"row 2202.*'157766400' \(1975-01-01\) is far outside the span"):
+        prepare_shards(load_config(None, base))
 
 
 def test_each_rank_reads_its_own_shards_in_steps_of_exactly_one_batch(tmp_path):

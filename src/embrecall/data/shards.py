@@ -6,9 +6,10 @@ time and never crosses shards.  Two passes, each bounded by settings rather than
 
 1. *partition*: pyarrow reads ``data.shards.read_rows`` rows at a time, checks ids and timestamps
    (errors name the file line) and appends each row to its user's shard;
-2. *split*: each shard is read alone, sorted and split by ``split_dataset``; it is written back as
-   the train + validation events (with ``in_train``) and its targets, and its item counts are
-   added to the catalog's.
+2. *split*: each shard is read alone, sorted and split by ``split_dataset`` (shards in parallel
+   processes when the log is large); it is written back as the train + validation events (with
+   ``in_train``) and its targets.  DuckDB then sums the catalog's counts, the users and the daily
+   volumes over every shard file.
 
 Everything is kept under a folder named after the log file (path, size, modification time) and
 the settings, so later runs and every rank of a torchrun reuse it.
@@ -18,20 +19,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from embrecall.config import Config, DataConfig
+from embrecall.config import Config, DataConfig, SplitConfig
 from embrecall.data.dataset import Dataset
 from embrecall.data.log import by_count
 from embrecall.data.reader import open_source
@@ -43,6 +49,7 @@ from embrecall.errors import DataError
 __all__ = ["Shards", "ShardLog", "prepare_shards", "shard_folder"]
 
 FORMAT = 1
+_DUCKDB_MEMORY = "2GB"  # the summary's bound; above it DuckDB spills to the shard folder
 _PARTS = ("train", "train_full")
 
 
@@ -98,9 +105,11 @@ def _within(values: pd.Series | pd.Index | np.ndarray, pool: pd.Index | pd.Serie
     return pd.Index(np.asarray(pool, dtype=object)).get_indexer(np.asarray(values, dtype=object)) >= 0
 
 
-def _shard_of(users: np.ndarray, count: int) -> np.ndarray:
-    """A user's shard: a fixed hash of the id (the same in every process and on every machine)."""
-    return (pd.util.hash_array(users) % np.uint64(count)).astype(np.int64)
+def _shard_of(users: pd.Series, count: int) -> np.ndarray:
+    """A user's shard: a fixed hash of the id (the same in every process and on every machine),
+    hashed once per distinct user of the batch."""
+    codes, distinct = pd.factorize(users)
+    return (pd.util.hash_array(np.asarray(distinct, dtype=object)) % np.uint64(count)).astype(np.int64)[codes]
 
 
 def _partition(d: DataConfig, folder: Path, count: int, notes: list[str]) -> int:
@@ -109,7 +118,7 @@ def _partition(d: DataConfig, folder: Path, count: int, notes: list[str]) -> int
     total = 0
     try:
         for frame in _batches(d, d.shards.read_rows, notes):  # type: ignore[union-attr]
-            shard = _shard_of(frame["user_id"].to_numpy(), count)
+            shard = _shard_of(frame["user_id"], count)
             order = np.argsort(shard, kind="stable")
             bounds = np.r_[0, np.cumsum(np.bincount(shard, minlength=count))]
             table = pa.Table.from_pandas(frame.iloc[order], preserve_index=False)
@@ -125,110 +134,81 @@ def _partition(d: DataConfig, folder: Path, count: int, notes: list[str]) -> int
     return total
 
 
-def _add(total: pd.Series | None, counts: pd.Series) -> pd.Series:
-    return counts if total is None else total.add(counts, fill_value=0)
+# Below this many events, starting worker processes costs more than splitting the shards here.
+_PARALLEL_FROM = 1_000_000
 
 
-class _DailyVolumes:
-    """``data_profile`` of a log seen shard by shard: events and users per day add up across
-    shards (a user lives in one), distinct items per day are kept as (day, item) keys, merged
-    whenever those waiting pass ``merge_at`` (memory: the log's distinct day-item pairs)."""
-
-    def __init__(self, merge_at: int = 20_000_000):
-        self.events: pd.Series | None = None
-        self.users: pd.Series | None = None
-        self.items = pd.Index([], dtype=object)  # every item seen so far: its position is its code
-        self.pairs = np.zeros(0, dtype=np.int64)
-        self.waiting: list[np.ndarray] = []
-        self.merge_at = merge_at
-
-    def add(self, events: pd.DataFrame) -> None:
-        day = events["timestamp"].to_numpy() // 86_400
-        self.events = _add(self.events, pd.Series(day).value_counts())
-        self.users = _add(
-            self.users,
-            pd.DataFrame({"d": day, "u": events["user_id"].to_numpy()}).drop_duplicates()["d"].value_counts(),
-        )
-        uniques = pd.unique(events["item_id"])
-        self.items = self.items.append(pd.Index(uniques[~_within(uniques, self.items)], dtype=object))
-        self.waiting.append(np.unique(day * (1 << 32) + self.items.get_indexer(events["item_id"])))
-        if sum(map(len, self.waiting)) > self.merge_at:
-            self._merge()
-
-    def _merge(self) -> None:
-        self.pairs = np.unique(np.concatenate([self.pairs, *self.waiting]))
-        self.waiting = []
-
-    def profile(self) -> dict[str, float]:
-        self._merge()
-        if self.events is None or self.users is None or not len(self.events):
-            return {"days": 0.0, "events_per_day": 0.0, "users_per_day": 0.0, "items_per_day": 0.0}
-        items = np.bincount(np.unique(self.pairs >> 32, return_inverse=True)[1])
-        return {
-            "days": float(len(self.events)),
-            "events_per_day": float(self.events.mean()),
-            "users_per_day": float(self.users.mean()),
-            "items_per_day": float(items.mean()),
-        }
+def _split_one(folder: Path, split_cfg: SplitConfig, s: int) -> dict[str, int]:
+    """Pass 2 of one shard (in a worker process or here): its raw events sorted, split and written
+    back as the train + validation events and the targets; returns the parts' sizes."""
+    raw = folder / f"raw-{s:05d}.parquet"
+    events = pd.read_parquet(raw) if raw.is_file() else pd.DataFrame(_EMPTY).astype(_EMPTY_TYPES)
+    split = split_dataset(Dataset(events), split_cfg)
+    in_train = np.isin(split.train_full["row"].to_numpy(), split.train["row"].to_numpy())
+    full = split.train_full.assign(in_train=in_train)
+    full.drop(columns="row").to_parquet(folder / f"shard-{s:05d}.parquet", index=False)
+    pd.concat([split.valid.assign(part="valid"), split.test.assign(part="test")], ignore_index=True).drop(
+        columns="row"
+    ).to_parquet(folder / f"targets-{s:05d}.parquet", index=False)
+    raw.unlink(missing_ok=True)
+    return {"train": len(split.train), "train_full": len(full), "valid": len(split.valid), "test": len(split.test)}
 
 
-def _split_shards(folder: Path, count: int, cfg: Config) -> dict:
-    """Pass 2: each raw shard sorted, split and written back; returns the catalog's counts and
-    each shard's sizes."""
-    counts: dict[str, pd.Series | None] = {p: None for p in _PARTS}
-    sizes, users, until, targets = [], [], 0, {"valid": 0, "test": 0}
-    daily = _DailyVolumes()
-    for s in range(count):
-        raw = folder / f"raw-{s:05d}.parquet"
-        events = (
-            pd.read_parquet(raw)
-            if raw.is_file()
-            else pd.DataFrame(
-                {
-                    "user_id": pd.Series(dtype=object),
-                    "item_id": pd.Series(dtype=object),
-                    "timestamp": pd.Series(dtype=np.int64),
-                    "row": pd.Series(dtype=np.int64),
-                }
-            )
-        )
-        split = split_dataset(Dataset(events), cfg.split)
-        in_train = np.isin(split.train_full["row"].to_numpy(), split.train["row"].to_numpy())
-        full = split.train_full.assign(in_train=in_train)
-        full.drop(columns="row").to_parquet(folder / f"shard-{s:05d}.parquet", index=False)
-        pd.concat([split.valid.assign(part="valid"), split.test.assign(part="test")], ignore_index=True).drop(
-            columns="row"
-        ).to_parquet(folder / f"targets-{s:05d}.parquet", index=False)
-        raw.unlink(missing_ok=True)
-        counts["train"] = _add(counts["train"], split.train["item_id"].value_counts())
-        counts["train_full"] = _add(counts["train_full"], full["item_id"].value_counts())
-        sizes.append({"train": len(split.train), "train_full": len(full)})
-        users.append(
-            pd.DataFrame(
-                {
-                    "user_id": full["user_id"].unique(),
-                    "in_train": _within(full["user_id"].unique(), pd.unique(split.train["user_id"])),
-                }
-            )
-        )
-        until = max(until, int(full["timestamp"].max()) if len(full) else 0)
-        daily.add(full)
-        targets["valid"] += len(split.valid)
-        targets["test"] += len(split.test)
-    train = counts["train"] if counts["train"] is not None else pd.Series(dtype=np.int64)
-    full = counts["train_full"] if counts["train_full"] is not None else pd.Series(dtype=np.int64)
-    only_full = by_count(full[~_within(full.index, train.index)])
-    catalog = pd.DataFrame({"item_id": np.r_[by_count(train).index.to_numpy(object), only_full.index.to_numpy(object)]})
-    catalog["train"] = train.reindex(catalog["item_id"]).fillna(0).to_numpy(np.int64)
-    catalog["train_full"] = full.reindex(catalog["item_id"]).fillna(0).to_numpy(np.int64)
-    catalog.to_parquet(folder / "catalog.parquet", index=False)
-    pd.concat(users, ignore_index=True).to_parquet(folder / "users.parquet", index=False)
+_EMPTY: dict[str, list] = {"user_id": [], "item_id": [], "timestamp": [], "row": []}
+_EMPTY_TYPES = {"user_id": object, "item_id": object, "timestamp": np.int64, "row": np.int64}
+
+
+def _split_shards(folder: Path, count: int, cfg: Config, events: int) -> dict:
+    """Pass 2: every shard split (in as many processes as there are cores when the log is large),
+    then the catalog, the users and the daily volumes summed over all shards."""
+    split_one = partial(_split_one, folder, cfg.split)
+    workers = min(count, os.cpu_count() or 1) if events >= _PARALLEL_FROM and sys.platform == "linux" else 1
+    if workers > 1:
+        # Forked: a spawned worker would re-run the caller's script (a user's, without a main
+        # guard). The workers run pandas and pyarrow only, never the torch the caller may hold.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            sizes = list(pool.map(split_one, range(count)))
+    else:
+        sizes = [split_one(s) for s in range(count)]
     return {
-        "sizes": sizes,
-        "n_train_items": int(len(train)),
-        "until": until,
-        "targets": targets,
-        "profile": daily.profile(),
+        "sizes": [{p: size[p] for p in _PARTS} for size in sizes],
+        "targets": {p: sum(size[p] for size in sizes) for p in ("valid", "test")},
+        **_summary(folder, count),
+    }
+
+
+def _summary(folder: Path, count: int) -> dict:
+    """The catalog, the users, the last timestamp and the daily volumes of every shard's train +
+    validation events: aggregated by DuckDB over the shard files (multi-threaded, in bounded memory)
+    and written beside them."""
+    files = [str(folder / f"shard-{s:05d}.parquet") for s in range(count)]
+    with duckdb.connect(config={"memory_limit": _DUCKDB_MEMORY, "temp_directory": str(folder / ".duckdb")}) as db:
+        db.read_parquet(files, union_by_name=True).create_view("events")  # an empty shard's ids have no type
+        # train's items first, then those only validation adds; each the most first, ties by id
+        # (byte order: Python's order of str), as ``by_count`` orders an in-memory log's catalog
+        db.execute(
+            "CREATE TABLE catalog AS SELECT * FROM (SELECT item_id, count(*) FILTER (WHERE in_train) AS train, "
+            "count(*) AS train_full FROM events GROUP BY item_id) "
+            "ORDER BY train = 0, CASE WHEN train > 0 THEN train ELSE train_full END DESC, item_id"
+        )
+        db.execute("COPY catalog TO $path (FORMAT parquet)", {"path": str(folder / "catalog.parquet")})
+        db.execute(
+            "COPY (SELECT user_id, bool_or(in_train) AS in_train FROM events GROUP BY user_id ORDER BY user_id) "
+            "TO $path (FORMAT parquet)",
+            {"path": str(folder / "users.parquet")},
+        )
+        (trained,) = db.execute("SELECT count(*) FROM catalog WHERE train > 0").fetchone()  # type: ignore[misc]
+        until, days, per_day = db.execute(
+            "SELECT coalesce(max(last), 0), count(day), "
+            "[coalesce(avg(events), 0), coalesce(avg(users), 0), coalesce(avg(items), 0)] FROM ("
+            "SELECT floor(timestamp / 86400.0) AS day, max(timestamp) AS last, count(*) AS events, "
+            "count(DISTINCT user_id) AS users, count(DISTINCT item_id) AS items FROM events GROUP BY day)"
+        ).fetchone()  # type: ignore[misc]
+    shutil.rmtree(folder / ".duckdb", ignore_errors=True)  # where it spilled, if it did
+    return {
+        "n_train_items": int(trained),
+        "until": int(until),
+        "profile": dict(zip(("days", "events_per_day", "users_per_day", "items_per_day"), (float(days), *per_day))),
     }
 
 
@@ -385,7 +365,7 @@ def prepare_shards(cfg: Config) -> Shards:
             "source": str(cfg.data.path),
             "events": events,
             "notes": notes,
-            **_split_shards(tmp, count, cfg),
+            **_split_shards(tmp, count, cfg, events),
         }
         meta["seconds"] = {"partition": partitioned - started, "split": time.perf_counter() - partitioned}
         (tmp / "shards.json").write_text(json.dumps(meta))

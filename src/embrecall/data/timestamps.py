@@ -21,6 +21,7 @@ _MS_THRESHOLD = 1e11
 _SECONDS_FLOOR = 1e8
 _SLACK = 10  # a time further than this many spans of the column's middle half (quartiles) is refused
 _MIN_SPAN = 30 * 86_400
+_SAMPLE = 1_000_000  # times the quartiles are taken from (all of them in a column no longer than this)
 MAX_TIMESTAMP = 4_102_444_800  # 2100-01-01: later "times" are unit or parsing mistakes, not events
 _HINT = "set data.timestamp_format (unix_s, unix_ms, iso8601 or a strptime format such as %m/%d/%Y)"
 
@@ -83,27 +84,6 @@ def _numeric(
     return _in_range(np.floor(seconds), raw, file, column, first_line), unit
 
 
-def _outliers(seconds: np.ndarray, raw: pd.Series, file: str, column: str, first_line: int) -> None:
-    """Refuse times far outside the span the middle half of the column covers (Tukey's fences,
-    wide: ten spans, a span at least 30 days)."""
-    if len(seconds) < 3:
-        return
-    low, high = np.percentile(seconds, [25, 75], method="nearest")
-    span = max(float(high - low), _MIN_SPAN)
-    far = (seconds < low - _SLACK * span) | (seconds > high + _SLACK * span)
-    if far.any():
-        pos = int(np.flatnonzero(far)[0])
-        day = lambda t: pd.Timestamp(int(t), unit="s").strftime("%Y-%m-%d")  # noqa: E731
-        raise DataError(
-            f"time {raw.iloc[pos]!r} ({day(seconds[pos])}) is far outside the span of the other rows "
-            f"(their middle half: {day(low)} to {day(high)}; rows {_rows(far, first_line)}): a placeholder "
-            f"or a unit mistake? Fix those rows, or set data.timestamp_format to read them as they are",
-            file=file,
-            row=first_line + pos,
-            column=column,
-        )
-
-
 def _dates(raw: pd.Series, file: str, column: str, first_line: int, fmt: str) -> np.ndarray:
     parsed = pd.to_datetime(raw, format=fmt, errors="coerce", utc=True)
     bad = parsed.isna()
@@ -148,9 +128,12 @@ def parse_timestamps(raw: pd.Series, fmt: str, *, file: str, column: str, first_
 
 
 class TimeColumn:
-    """A log's timestamp column, read whole or piece by piece (a sharded log's batches): numbers
-    keep the unit the first piece showed, so seconds and milliseconds cannot mix across pieces
-    either; ``close`` refuses a column whose every row holds one instant."""
+    """A log's timestamp column, read whole or piece by piece (a sharded log's batches), checked as
+    one column: numbers keep the unit the first piece showed, so seconds and milliseconds cannot
+    mix across pieces either; ``close`` refuses a column whose every row holds one instant, or
+    whose times lie far outside the span its middle half covers (Tukey's fences, wide: ten spans,
+    a span at least 30 days), judged on the whole column, not on one piece (a log sorted by time
+    has pieces of a few days each)."""
 
     def __init__(self, fmt: str, file: str, column: str):
         self.fmt, self.file, self.column = fmt, file, column
@@ -158,17 +141,31 @@ class TimeColumn:
         self.first: int | None = None
         self.varies = False
         self.rows = 0
+        self.sample = np.zeros(0, dtype=np.int64)  # a uniform sample of the column, for its quartiles
+        self.extremes: list[tuple[int, int, str]] = []  # each piece's earliest and latest: line, seconds, raw
+        self.rng = np.random.default_rng(0)
 
     def parse(self, raw: pd.Series, first_line: int) -> np.ndarray:
         if len(raw) == 0:
             return np.zeros(0, dtype=np.int64)
         seconds, self.unit = _parse(raw, self.fmt, self.file, self.column, first_line, self.unit)
         if self.fmt == "auto":  # a format given is a promise that the times are what they say
-            _outliers(seconds, raw, self.file, self.column, first_line)
+            self._keep(seconds, raw, first_line)
         self.first = int(seconds[0]) if self.first is None else self.first
         self.varies = self.varies or bool((seconds != self.first).any())
         self.rows += len(seconds)
         return seconds
+
+    def _keep(self, seconds: np.ndarray, raw: pd.Series, first_line: int) -> None:
+        """What the span check needs of one piece: its extremes, and its share of the sample."""
+        for pos in dict.fromkeys((int(seconds.argmin()), int(seconds.argmax()))):
+            self.extremes.append((first_line + pos, int(seconds[pos]), str(raw.iloc[pos])))
+        total = self.rows + len(seconds)
+        if total <= _SAMPLE:
+            self.sample = np.concatenate([self.sample, seconds])
+            return
+        old = self.rng.choice(self.sample, min(len(self.sample), round(_SAMPLE * self.rows / total)), replace=False)
+        self.sample = np.concatenate([old, self.rng.choice(seconds, _SAMPLE - len(old), replace=False)])
 
     def close(self) -> None:
         if self.rows > 1 and not self.varies:
@@ -177,5 +174,22 @@ class TimeColumn:
                 f"every one of the {self.rows:,} rows has the same time ({when}): the column holds no "
                 f"event times (a placeholder?); point data.columns.timestamp at the column that does",
                 file=self.file,
+                column=self.column,
+            )
+        if self.rows < 3 or not self.extremes:
+            return
+        low, high = np.percentile(self.sample, [25, 75], method="nearest")
+        span = max(float(high - low), _MIN_SPAN)
+        far = sorted(e for e in self.extremes if not low - _SLACK * span <= e[1] <= high + _SLACK * span)
+        if far:
+            line, seconds, raw = far[0]
+            day = lambda t: pd.Timestamp(int(t), unit="s").strftime("%Y-%m-%d")  # noqa: E731
+            rows = ", ".join(str(e[0]) for e in far[:3]) + (" and more" if len(far) > 3 else "")
+            raise DataError(
+                f"time {raw!r} ({day(seconds)}) is far outside the span of the other rows (their middle "
+                f"half: {day(low)} to {day(high)}; for instance rows {rows}): a placeholder or a unit mistake? Fix those "
+                f"rows, or set data.timestamp_format to read them as they are",
+                file=self.file,
+                row=line,
                 column=self.column,
             )
