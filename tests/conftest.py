@@ -1,12 +1,15 @@
-"""Shared fixtures: the shared MovieLens folder (read in place, never copied), tiny runs, and the
-machine's Redis server (tests that need it skip, saying so, where none runs)."""
+"""Shared fixtures: the shared MovieLens folder (read in place, never copied), tiny runs, the
+machine's Redis server (tests that need it skip, saying so, where none runs), and a Milvus server."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -130,3 +133,28 @@ def wait_ready(proc: subprocess.Popen, port: int, timeout: float = 120) -> subpr
             time.sleep(0.2)
     proc.kill()
     raise AssertionError(f"service not ready after {timeout:.0f} s")
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Milvus server's URI: ``EMBRECALL_MILVUS_URI`` when set, else a standalone server started
+    for this session from the ``milvus`` package (which the test extra installs)."""
+    given = os.environ.get("EMBRECALL_MILVUS_URI")
+    if given:
+        yield given
+        return
+    if importlib.util.find_spec("milvus") is None:
+        pytest.skip("no Milvus server: pip install milvus (a local standalone server), or set EMBRECALL_MILVUS_URI")
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", 9091)) == 0:  # the health port every such server takes
+            pytest.skip("port 9091 is taken (another Milvus server?): set EMBRECALL_MILVUS_URI to test against it")
+    from milvus import MilvusServer
+
+    server = MilvusServer()
+    server.set_base_dir(str(tmp_path_factory.mktemp("milvus-server")))
+    server.listen_port = free_port()
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{server.listen_port}"
+    finally:
+        server.stop()

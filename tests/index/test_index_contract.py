@@ -1,7 +1,9 @@
 """One contract for every serving index backend: FAISS in process (LiveIndex) and Milvus
-(pymilvus against an embedded milvus-lite database)."""
+(pymilvus against an embedded milvus-lite database, and against a Milvus server)."""
 
 from __future__ import annotations
+
+import uuid
 
 import numpy as np
 import pandas as pd
@@ -14,14 +16,14 @@ N, D = 400, 16
 FILTERABLE = ["category", "genres"]
 
 
-def _milvus(tmp_path, ids, vectors, attributes, cfg):
-    pytest.importorskip("milvus_lite", reason="the Milvus backend tests need pip install 'embrecall[milvus]'")
+def _milvus(uri, ids, vectors, attributes, cfg):
     from embrecall.index.milvus_index import MilvusIndex
 
-    return MilvusIndex.build(str(tmp_path / "milvus.db"), "items", ids, vectors, attributes, FILTERABLE, cfg)
+    collection = f"items_{uuid.uuid4().hex}"  # a server is shared by every test of the session
+    return MilvusIndex.build(uri, collection, ids, vectors, attributes, FILTERABLE, cfg)
 
 
-def _faiss(tmp_path, ids, vectors, attributes, cfg):
+def _faiss(ids, vectors, attributes, cfg):
     return LiveIndex(ids, vectors, attributes, cfg, FILTERABLE, exact_below=0)  # the ANN path, even this small
 
 
@@ -35,11 +37,24 @@ def _reopen(index, tmp_path):
 
 
 @pytest.fixture(
-    params=[("faiss", "hnsw"), ("faiss", "flat"), ("faiss", "ivf_sq8"), ("milvus", "hnsw"), ("milvus", "flat")],
+    params=[
+        ("faiss", "hnsw"),
+        ("faiss", "flat"),
+        ("faiss", "ivf_sq8"),
+        ("milvus", "hnsw"),
+        ("milvus", "flat"),
+        ("milvus-server", "hnsw"),  # each server case costs seconds (a flush seals a segment): one kind
+    ],
     ids=lambda p: f"{p[0]}-{p[1]}",
 )
 def catalog(request, tmp_path):
     backend, kind = request.param
+    uri = None
+    if backend == "milvus":
+        pytest.importorskip("milvus_lite", reason="the Milvus backend tests need pip install 'embrecall[milvus]'")
+        uri = str(tmp_path / "milvus.db")
+    elif backend == "milvus-server":
+        uri = request.getfixturevalue("milvus_server")
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((N, D)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -51,8 +66,8 @@ def catalog(request, tmp_path):
         },
         index=pd.Index(ids, dtype=object),
     )
-    make = _faiss if backend == "faiss" else _milvus
-    index = make(tmp_path, ids, vectors, attributes, IndexConfig(kind=kind, ef_search=400, nprobe=16))
+    cfg = IndexConfig(kind=kind, ef_search=400, nprobe=16)
+    index = _faiss(ids, vectors, attributes, cfg) if uri is None else _milvus(uri, ids, vectors, attributes, cfg)
     return index, ids, vectors, attributes
 
 

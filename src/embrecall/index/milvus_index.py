@@ -4,8 +4,11 @@ The same code reaches an embedded milvus-lite database (``uri`` a local file pat
 tests use) or a Milvus server or cluster (``uri`` like ``http://host:19530``).  One collection
 per bundle version: primary key ``item_id``, the vector, and each filterable attribute as an
 array of strings (multi-valued attributes split on '|'), so filters become Milvus expressions
-evaluated inside the search.  Collections use strong consistency: a change is searchable when
-``upsert`` returns.
+evaluated inside the search.  A read that follows a change this process made waits for it
+(strong consistency: about 200 ms on a Milvus 2.3 server, the next time tick), so a change is
+searchable when ``upsert`` or ``delete`` returns; every other read waits for nothing (session
+consistency), where strong consistency on every search cost each one those 200 ms.  Each replica
+of the service applies every change from the feed itself, so each sees it.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class MilvusIndex:
         self.uri, self.collection, self.dim, self.token = uri, collection, dim, token
         self.cfg = cfg or IndexConfig()
         self._filterable = list(filterable)
+        self._changed = False  # a change of this process no read has waited for yet
         self.client = _client(uri, token)
         if self.client.has_collection(collection):
             self._check_schema()
@@ -94,7 +98,7 @@ class MilvusIndex:
         index_params = self.client.prepare_index_params()
         index_params.add_index(field_name=_VECTOR_FIELD, index_type=kind, metric_type="IP", params=params)
         self.client.create_collection(
-            self.collection, schema=schema, index_params=index_params, consistency_level="Strong"
+            self.collection, schema=schema, index_params=index_params, consistency_level="Session"
         )
 
     def _check_schema(self) -> None:
@@ -162,20 +166,32 @@ class MilvusIndex:
     def filterable(self) -> list[str]:
         return list(self._filterable)
 
+    def _consistency(self) -> str:
+        """Strong for the first read after this process's own change, session otherwise."""
+        changed, self._changed = self._changed, False
+        return "Strong" if changed else "Session"
+
     def __len__(self) -> int:
-        rows = self.client.query(self.collection, filter="", output_fields=["count(*)"])
+        rows = self.client.query(
+            self.collection, filter="", output_fields=["count(*)"], consistency_level=self._consistency()
+        )
         return int(rows[0]["count(*)"])
 
     def __contains__(self, item_id: str) -> bool:
-        return bool(self.client.get(self.collection, ids=[str(item_id)], output_fields=[_ID_FIELD]))
+        found = self.client.get(
+            self.collection, ids=[str(item_id)], output_fields=[_ID_FIELD], consistency_level=self._consistency()
+        )
+        return bool(found)
 
     def upsert(self, item_id: str, vector: np.ndarray, attributes: Mapping[str, object] | None = None) -> None:
         self.client.upsert(self.collection, [self._row(item_id, vector, attributes or {})])
+        self._changed = True
 
     def delete(self, item_id: str) -> bool:
         if item_id not in self:
             return False
         self.client.delete(self.collection, ids=[str(item_id)])
+        self._changed = True
         return True
 
     def _expression(self, filters: Filters | None, exclude: Collection[str]) -> str:
@@ -198,6 +214,7 @@ class MilvusIndex:
             filter=self._expression(filters, exclude),
             search_params={"metric_type": "IP", "params": params},
             output_fields=[_ID_FIELD],
+            consistency_level=self._consistency(),
         )[0]
         return [h[_ID_FIELD] for h in hits], np.array([h["distance"] for h in hits], dtype=np.float32)
 
@@ -211,7 +228,9 @@ class MilvusIndex:
         wanted = [str(i) for i in item_ids]
         out = np.full((len(wanted), self.dim), np.nan, dtype=np.float32)
         if wanted:
-            rows = self.client.get(self.collection, ids=wanted, output_fields=[_VECTOR_FIELD])
+            rows = self.client.get(
+                self.collection, ids=wanted, output_fields=[_VECTOR_FIELD], consistency_level=self._consistency()
+            )
             at = {i: p for p, i in enumerate(wanted)}
             for row in rows:
                 out[at[row[_ID_FIELD]]] = row[_VECTOR_FIELD]
@@ -225,7 +244,10 @@ class MilvusIndex:
             p for p in (f"{_ID_FIELD} in {_literal(wanted)}", self._expression(filters, exclude)) if p
         )
         found = {
-            row[_ID_FIELD] for row in self.client.query(self.collection, filter=expression, output_fields=[_ID_FIELD])
+            row[_ID_FIELD]
+            for row in self.client.query(
+                self.collection, filter=expression, output_fields=[_ID_FIELD], consistency_level=self._consistency()
+            )
         }
         return np.array([p for p, i in enumerate(wanted) if i in found], dtype=np.int64)
 
