@@ -85,8 +85,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, (ranks, batch)) in enumerate(ways.items()):
             runs[name] = _train(Path(tmp) / str(i), ranks, batch, args)
-        if why_no_hosts():
-            print(f"no row for two hosts: {why_no_hosts()}")
+        no_hosts = why_no_hosts()
+        if no_hosts:
+            print(f"no row for two hosts: {no_hosts}")
         else:
             with two_hosts() as hosts:
                 name = f"2 hosts (netns), batch {BATCH} each"

@@ -47,6 +47,11 @@ def why_no_hosts() -> str | None:
         return "making network namespaces (ip netns) needs root"
     if shutil.which("ip") is None:
         return "iproute2's `ip` is not installed"
+    probe = f"embrecall-probe-{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if made.returncode:
+        return f"`ip netns add` failed here: {made.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
     return None
 
 

@@ -126,7 +126,7 @@ def main() -> None:
         "--steps", type=int, nargs="+", default=[0, 2000], help="per size: training steps (0: one whole epoch)"
     )
     parser.add_argument("--shards", type=int, nargs="+", default=[16, 64], help="per size: shard count")
-    parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--ranks", type=int, nargs="*", default=[1, 2], help="none: the read and split only")
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--users", type=int, default=2_000_000)
     parser.add_argument("--data", type=Path, default=Path("/tmp/embrecall-scale"))

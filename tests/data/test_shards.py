@@ -11,9 +11,9 @@ import pytest
 
 from embrecall import Bundle, recommend
 from embrecall.config import load_config
+from embrecall.data import shards as shards_module
 from embrecall.data.load import load_dataset, numeric_columns
 from embrecall.data.log import MemoryLog, by_count, data_profile
-from embrecall.data import shards as shards_module
 from embrecall.data.shards import prepare_shards, shard_folder
 from embrecall.data.split import split_dataset
 from embrecall.data.table import read_feature_tables

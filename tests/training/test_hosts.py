@@ -17,7 +17,8 @@ from bench.hosts import torchrun_across, two_hosts, why_no_hosts
 from embrecall.data.shards import prepare_shards
 from tests.conftest import sharded_config
 
-pytestmark = pytest.mark.skipif(why_no_hosts() is not None, reason=str(why_no_hosts()))
+NO_HOSTS = why_no_hosts()
+pytestmark = pytest.mark.skipif(NO_HOSTS is not None, reason=f"two hosts cannot be made here: {NO_HOSTS}")
 
 
 def _manifest(out: Path) -> tuple[dict, Path]:

@@ -187,8 +187,8 @@ class TimeColumn:
             rows = ", ".join(str(e[0]) for e in far[:3]) + (" and more" if len(far) > 3 else "")
             raise DataError(
                 f"time {raw!r} ({day(seconds)}) is far outside the span of the other rows (their middle "
-                f"half: {day(low)} to {day(high)}; for instance rows {rows}): a placeholder or a unit mistake? Fix those "
-                f"rows, or set data.timestamp_format to read them as they are",
+                f"half: {day(low)} to {day(high)}; for instance rows {rows}): a placeholder or a unit "
+                f"mistake? Fix those rows, or set data.timestamp_format to read them as they are",
                 file=self.file,
                 row=line,
                 column=self.column,

@@ -23,7 +23,7 @@ import pandas as pd
 
 from embrecall.config import IndexConfig
 from embrecall.errors import BundleError, ConfigError, DataError
-from embrecall.index.protocol import Filters, attribute_values
+from embrecall.index.protocol import Filters, attribute_values, fetch_depth
 from embrecall.progress import step
 
 __all__ = ["MilvusIndex"]
@@ -31,6 +31,7 @@ __all__ = ["MilvusIndex"]
 MAX_ID_LENGTH = 512
 MAX_VALUES = 64  # values per attribute of one item
 MAX_VALUE_LENGTH = 256
+_MAX_LIMIT = 16_384  # the most results one Milvus search returns
 _ID_FIELD, _VECTOR_FIELD = "item_id", "vector"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
@@ -203,20 +204,27 @@ class MilvusIndex:
     def search(
         self, query: np.ndarray, k: int, filters: Filters | None = None, exclude: Collection[str] = ()
     ) -> tuple[list[str], np.ndarray]:
+        """The top ``k``; excluded items are asked for beyond ``k`` and dropped here, not named in
+        the expression: a server evaluates ``item_id not in [...]`` on every row (about 300 ms a
+        search at a million items), while a deeper search costs next to nothing."""
         q = np.asarray(query, dtype=np.float32).reshape(-1)
         if k <= 0:
             return [], np.zeros(0, np.float32)
-        params = {"ef": max(self.cfg.ef_search, k)} if self.cfg.kind == "hnsw" else {"nprobe": self.cfg.nprobe}
+        depth = fetch_depth(k, len(exclude))
+        here = depth <= _MAX_LIMIT
+        params = {"ef": max(self.cfg.ef_search, depth)} if self.cfg.kind == "hnsw" else {"nprobe": self.cfg.nprobe}
         hits = self.client.search(
             self.collection,
             data=[q.tolist()],
-            limit=k,
-            filter=self._expression(filters, exclude),
+            limit=depth if here else k,
+            filter=self._expression(filters, () if here else exclude),
             search_params={"metric_type": "IP", "params": params},
             output_fields=[_ID_FIELD],
             consistency_level=self._consistency(),
         )[0]
-        return [h[_ID_FIELD] for h in hits], np.array([h["distance"] for h in hits], dtype=np.float32)
+        dropped = set(exclude) if here else set()
+        kept = [h for h in hits if h[_ID_FIELD] not in dropped][:k]
+        return [h[_ID_FIELD] for h in kept], np.array([h["distance"] for h in kept], dtype=np.float32)
 
     def search_many(
         self, queries: np.ndarray, ks: Sequence[int], excludes: Sequence[Collection[str]]
