@@ -38,18 +38,16 @@ def served(tmp_path_factory):
     return cfg, train(cfg, show_progress=False).bundle
 
 
-def _milvus(backend: str, tmp_path, request: pytest.FixtureRequest) -> str | None:
+def _milvus(backend: str, tmp_path) -> str | None:
     if backend == "faiss":
         return None
-    if backend == "milvus-server":
-        return request.getfixturevalue("milvus_server")
     pytest.importorskip("milvus_lite", reason="the Milvus backend tests need pip install 'embrecall[milvus]'")
     tmp_path.mkdir()
     return str(tmp_path / "items.db")
 
 
-def _index(backend: str, tmp_path, request: pytest.FixtureRequest) -> dict:
-    uri = _milvus(backend, tmp_path, request)
+def _index(backend: str, tmp_path) -> dict:
+    uri = _milvus(backend, tmp_path)
     return {"backend": "milvus", "uri": uri} if uri else {}
 
 
@@ -81,17 +79,17 @@ def test_each_stored_channel_is_served_with_filters_and_live_changes(served, nam
         assert own[0] not in [i["item_id"] for i in body["items"]]
 
 
-@pytest.mark.parametrize("backend", ["faiss", "milvus", "milvus-server"])
-def test_the_http_answer_is_the_list_evaluate_bundle_measures(served, backend, tmp_path, request):
+@pytest.mark.parametrize("backend", ["faiss", "milvus"])
+def test_the_http_answer_is_the_list_evaluate_bundle_measures(served, backend, tmp_path):
     cfg, path = served
     data, split = read_split(cfg, show_progress=False)
     queries, exclude = build_queries(split.train_full, split.test)
     rows = random.Random(0).sample(range(len(queries)), 200)
-    version = ServingVersion(path, VectorCache(size=0), milvus_uri=_milvus(backend, tmp_path / "eval", request))
+    version = ServingVersion(path, VectorCache(size=0), milvus_uri=_milvus(backend, tmp_path / "eval"))
     evaluated = build_channel("served", cfg, data, split, bundle=version, show_progress=False).recommend(
         [queries[r] for r in rows], 100, [exclude[r] for r in rows]
     )
-    with TestClient(create_app(ServeConfig(source=path, index=_index(backend, tmp_path / "serve", request)))) as client:
+    with TestClient(create_app(ServeConfig(source=path, index=_index(backend, tmp_path / "serve")))) as client:
         for r, expected in zip(rows, evaluated):
             q = queries[r]
             context = {k: (v.item() if hasattr(v, "item") else v) for k, v in q.context.items()}

@@ -29,7 +29,11 @@ def _manifest(out: Path) -> tuple[dict, Path]:
 
 def test_two_hosts_train_what_two_ranks_on_one_host_train(tmp_path):
     cfg = sharded_config(
-        tmp_path, "model.sparse_ids=true", "train.refit=false", f"data.shards.folder={tmp_path / 'shards'}"
+        tmp_path,
+        "model.sparse_ids=true",
+        "train.refit=false",
+        "train.epochs=1",
+        f"data.shards.folder={tmp_path / 'shards'}",
     )
     prepare_shards(cfg)  # the shared folder both hosts read
     config = tmp_path / "config.yaml"
@@ -50,7 +54,7 @@ def test_two_hosts_train_what_two_ranks_on_one_host_train(tmp_path):
     assert min(sent) > 100_000  # the gradients and gathered candidates crossed the link both ways
 
     (one, one_bundle), (two, two_bundle) = _manifest(tmp_path / "one"), _manifest(tmp_path / "two")
-    assert [e["epoch"] for e in two["training"]["log"]] == [1, 2]
+    assert [e["epoch"] for e in two["training"]["log"]] == [1]
     for a, b in zip(one["training"]["log"], two["training"]["log"], strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-6)
     same, other = (load_file(b / "weights.safetensors") for b in (one_bundle, two_bundle))
