@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from milvus_server import local_milvus
 from serve import (  # the bundle bench/serve.py builds, its users' vectors
     _bundle,
     user_queries,
@@ -107,16 +108,8 @@ def _milvus_uri(given: str | None, tmp: Path) -> Iterator[str]:
     if given != "server":
         yield given or str(tmp / "milvus.db")
         return
-    from milvus import MilvusServer
-
-    server = MilvusServer()
-    server.set_base_dir(str(tmp / "milvus-server"))
-    server.listen_port = 19530
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{server.listen_port}"
-    finally:
-        server.stop()
+    with local_milvus(tmp / "milvus-server", 19530) as uri:
+        yield uri
 
 
 def _ms(times: list[float]) -> str:

@@ -148,13 +148,7 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with socket.socket() as s:
         if s.connect_ex(("127.0.0.1", 9091)) == 0:  # the health port every such server takes
             pytest.skip("port 9091 is taken (another Milvus server?): set EMBRECALL_MILVUS_URI to test against it")
-    from milvus import MilvusServer
+    from bench.milvus_server import local_milvus
 
-    server = MilvusServer()
-    server.set_base_dir(str(tmp_path_factory.mktemp("milvus-server")))
-    server.listen_port = free_port()
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{server.listen_port}"
-    finally:
-        server.stop()
+    with local_milvus(tmp_path_factory.mktemp("milvus-server"), free_port()) as uri:
+        yield uri

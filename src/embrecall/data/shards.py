@@ -138,6 +138,10 @@ def _partition(d: DataConfig, folder: Path, count: int, notes: list[str]) -> int
 _PARALLEL_FROM = 1_000_000
 
 
+_EMPTY: dict[str, list] = {"user_id": [], "item_id": [], "timestamp": [], "row": []}
+_EMPTY_TYPES = {"user_id": object, "item_id": object, "timestamp": np.int64, "row": np.int64}
+
+
 def _split_one(folder: Path, split_cfg: SplitConfig, s: int) -> dict[str, int]:
     """Pass 2 of one shard (in a worker process or here): its raw events sorted, split and written
     back as the train + validation events and the targets; returns the parts' sizes."""
@@ -152,10 +156,6 @@ def _split_one(folder: Path, split_cfg: SplitConfig, s: int) -> dict[str, int]:
     ).to_parquet(folder / f"targets-{s:05d}.parquet", index=False)
     raw.unlink(missing_ok=True)
     return {"train": len(split.train), "train_full": len(full), "valid": len(split.valid), "test": len(split.test)}
-
-
-_EMPTY: dict[str, list] = {"user_id": [], "item_id": [], "timestamp": [], "row": []}
-_EMPTY_TYPES = {"user_id": object, "item_id": object, "timestamp": np.int64, "row": np.int64}
 
 
 def _split_shards(folder: Path, count: int, cfg: Config, events: int) -> dict:
