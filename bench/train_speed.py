@@ -76,13 +76,17 @@ def floor(cfg: Config, ex: Examples, enc: Encoders, steps: int) -> float:
             inputs, at, rows = ex.user_batch(step), None, step
         pos = ex.item_idx[rows]
         if t.loss == "full_softmax":
-            cand, labels, log_q = ex.item_inputs, torch.from_numpy(pos), torch.zeros(enc.n_items)
+            cand, labels, log_q = ex.catalog.item_inputs, torch.from_numpy(pos), torch.zeros(enc.n_items)
         elif windowed:
             distinct, labels = np.unique(pos, return_inverse=True)
-            cand, labels = ex.item_batch(distinct), torch.from_numpy(labels)
+            cand, labels = ex.catalog.item_batch(distinct), torch.from_numpy(labels)
             log_q = ex.log_inclusion(distinct, len(rows))
         else:
-            cand, labels, log_q = ex.item_batch(pos), torch.from_numpy(pos), ex.log_q[torch.from_numpy(pos)]
+            cand, labels, log_q = (
+                ex.catalog.item_batch(pos),
+                torch.from_numpy(pos),
+                ex.catalog.log_q[torch.from_numpy(pos)],
+            )
         batches.append((inputs, at, cand, labels, log_q, len(rows)))
     started, pairs = time.perf_counter(), 0
     for inputs, at, cand, labels, log_q, n in batches:

@@ -82,6 +82,24 @@ def tiny_config(tmp_path: Path, *extra: str) -> Config:
     )
 
 
+@pytest.fixture(scope="session")
+def _tiny_bundles(tmp_path_factory) -> tuple[Path, Path]:
+    from embrecall.pipeline import train
+
+    root = tmp_path_factory.mktemp("tiny-bundles")
+    first, second = (train(tiny_config(root, f"train.seed={s}"), show_progress=False).bundle for s in (0, 1))
+    assert first is not None and second is not None
+    return first, second
+
+
+@pytest.fixture(scope="module")
+def tiny_bundles(_tiny_bundles, tmp_path_factory) -> list[Path]:
+    """The bundles of ``tiny_config`` with seeds 0 and 1: trained once a session, copied for each
+    module (its tests change them: tampering, publishing)."""
+    root = tmp_path_factory.mktemp("bundles") / "runs"
+    return [Path(shutil.copytree(bundle, root / bundle.name)) for bundle in _tiny_bundles]
+
+
 def sharded_config(tmp_path: Path, *extra: str, count: int = 3) -> Config:
     """``tiny_config``'s synthetic log written to Parquet and read as a sharded table log
     (``read_rows`` small, so the log is read in several pieces)."""

@@ -457,6 +457,9 @@ class TrainConfig(_Strict):
     # less the cores other processes keep busy, checked before each epoch. Oversubscribed threads
     # spin and can train several times slower than one thread.
     threads: int | None = Field(None, ge=1)
+    # Where the model, batches and losses live: auto (a GPU when PyTorch sees one, else the CPU),
+    # cpu, cuda (under torchrun: the GPU of the rank's LOCAL_RANK) or cuda:N.
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
     negatives: NegativesConfig = NegativesConfig()
 
     @model_validator(mode="after")

@@ -41,6 +41,7 @@ from embrecall.progress import note, step
 from embrecall.serve.cache import VectorCache
 from embrecall.serve.service import ServedChannel, ServingVersion
 from embrecall.training.bundle_writer import write_bundle
+from embrecall.training.device import training_device
 from embrecall.training.distributed import barrier, join_from_env, leave, ranks
 from embrecall.training.trainer import FitResult, fit_two_tower, item_vectors, two_tower_channel
 from embrecall.training.warm_start import Parent, align_onto, version_folder
@@ -240,7 +241,7 @@ def train(
     Under ``torchrun`` every rank trains its part of each step (``training.distributed``); then
     rank 0 alone evaluates and writes the bundle.  With ``data.shards`` the log is read shard by
     shard and the test figures are those of ``data.shards.eval_users`` sampled users."""
-    r = join_from_env()
+    r = join_from_env(training_device(cfg.train.device))
     show_progress = show_progress and r.main
     parent = Parent.of(start_from) if start_from is not None else None
     if parent is not None:

@@ -4,6 +4,7 @@ each rank its own shards, and `embrecall train` on shards writing a bundle that 
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -141,6 +142,38 @@ def test_each_rank_reads_its_own_shards_in_steps_of_exactly_one_batch(tmp_path):
         )  # one shard's examples at a time
         seen.append(mine)
     assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == len(log.user_ids())
+
+
+def test_sequence_windows_from_shards_are_the_windows_of_the_whole_log(tmp_path):
+    """A shard holds whole users, so its windows are the in-memory log's: an epoch over the shards
+    walks each window once (but a shard's last partial step), each window's targets in order."""
+    from embrecall.training.examples import Examples
+    from embrecall.training.sources import InMemory
+
+    sequence = "features.user=[{kind: categorical, name: user_id}, {kind: sequence, name: recent, max_len: 5}]"
+    cfg = sharded_config(tmp_path, sequence, count=4)
+    log = prepare_shards(cfg).log("train")
+    counts = log.item_counts()
+    users, items = read_feature_tables(cfg.data, numeric_columns(cfg), [])
+    enc = Encoders(cfg.features).fit_ids(counts.index, log.user_ids(), pd.DataFrame(), users, items)
+    whole = Examples(pd.concat(log.parts()), enc, users, items)
+    per_shard = [Examples(log.read(s), enc, users, items) for s in range(log.part_count)]
+    assert sum(len(ex.units(True)[0]) for ex in per_shard) == len(whole.units(True)[0])
+    whole_steps, _ = InMemory(whole, windowed=True).epoch(np.random.default_rng(0), 64, Ranks())
+    steps, walk = FromParts(log, enc, users, items, counts, Ranks(), windowed=True).epoch(
+        np.random.default_rng(0), 64, Ranks()
+    )
+    per_step = round(64 * len(whole.units(True)[0]) / len(whole))  # windows holding about 64 targets
+    walked: Counter = Counter()
+    shards = []
+    for ex, starts in walk:
+        assert len(starts) == per_step
+        _, _, rows = ex.window_batch(starts)
+        shards.append(ex)
+        walked.update((id(ex), int(r)) for r in rows)
+    assert steps == len(shards) and abs(steps - whole_steps) <= log.part_count  # a shard's partial step is left
+    assert max(walked.values()) == 1  # each target once an epoch
+    assert len(whole) - 2 * 64 * log.part_count < len(walked) <= len(whole)
 
 
 def test_training_on_shards_writes_a_bundle_that_serves(tmp_path):

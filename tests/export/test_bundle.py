@@ -38,7 +38,7 @@ def test_onnx_towers_match_pytorch(trained):
     ex = Examples(split.train_full, bundle.encoders, data.users, data.items)
     rows = np.arange(0, len(ex), 7)
     user_in = {k: v.numpy() for k, v in ex.user_batch(rows).items()}
-    item_in = {k: v.numpy() for k, v in ex.item_batch(np.arange(bundle.encoders.n_items)).items()}
+    item_in = {k: v.numpy() for k, v in ex.catalog.item_batch(np.arange(bundle.encoders.n_items)).items()}
     with torch.no_grad():
         torch_user = model.user({k: torch.from_numpy(v) for k, v in user_in.items()}).numpy()
         torch_item = model.item({k: torch.from_numpy(v) for k, v in item_in.items()}).numpy()

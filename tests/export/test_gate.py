@@ -10,19 +10,17 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from embrecall import train
 from embrecall.cli import app
 from embrecall.data.log import data_profile
 from embrecall.errors import GateBreach
 from embrecall.export.bundle import MANIFEST_HASH, sha256
 from embrecall.export.gate import sigma_breaches
 from embrecall.export.registry import Registry
-from tests.conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return train(tiny_config(tmp_path_factory.mktemp("gate")), show_progress=False).bundle
+def bundle(tiny_bundles):
+    return tiny_bundles[0]
 
 
 def _variant(bundle, root, version: str, hr10: float, events_per_day: float):

@@ -26,8 +26,8 @@ from tests.conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
-def original(tmp_path_factory) -> Path:
-    return train(tiny_config(tmp_path_factory.mktemp("tamper")), show_progress=False).bundle
+def original(tiny_bundles) -> Path:
+    return tiny_bundles[0]
 
 
 def _sha(path: Path) -> str:

@@ -36,17 +36,29 @@ def _reopen(index, tmp_path):
     return MilvusIndex.load(tmp_path / "saved")
 
 
-@pytest.fixture(
-    params=[
-        ("faiss", "hnsw"),
-        ("faiss", "flat"),
-        ("faiss", "ivf_sq8"),
-        ("milvus", "hnsw"),
-        ("milvus", "flat"),
-        ("milvus-server", "hnsw"),  # each server case costs seconds (a flush seals a segment): one kind
-    ],
-    ids=lambda p: f"{p[0]}-{p[1]}",
-)
+BACKENDS = [
+    ("faiss", "hnsw"),
+    ("faiss", "flat"),
+    ("faiss", "ivf_sq8"),
+    ("milvus", "hnsw"),
+    ("milvus", "flat"),
+]
+# A server case costs seconds (a collection made and flushed, a segment sealed): the server runs
+# the cases of search, changes and save/load; milvus-lite runs every case through the same code.
+ON_SERVER = {
+    "test_search_matches_exact_search_with_filters_and_exclusions",
+    "test_upserts_and_deletes_are_searchable_at_once",
+    "test_save_and_load_keep_every_change",
+}
+
+
+def pytest_generate_tests(metafunc):
+    if "catalog" in metafunc.fixturenames:
+        server = [("milvus-server", "hnsw")] if metafunc.function.__name__ in ON_SERVER else []
+        metafunc.parametrize("catalog", BACKENDS + server, indirect=True, ids=lambda p: f"{p[0]}-{p[1]}")
+
+
+@pytest.fixture
 def catalog(request, tmp_path):
     backend, kind = request.param
     uri = None

@@ -44,7 +44,7 @@ def test_window_training_gives_each_target_its_served_vector(tmp_path):
     own history (up to max_len items) when asked one row at a time, as serving asks."""
     cfg, data, events, enc, model = _world(tmp_path)
     ex = Examples(events, enc, data.users, data.items)
-    starts = ex.windows()[:40]
+    starts = ex.units(windowed=True)[0][:40]
     with torch.no_grad():
         inputs, at, rows = ex.window_batch(starts)
         windowed = model.user(inputs, at)

@@ -9,19 +9,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from embrecall import Bundle, train
+from embrecall import Bundle
 from embrecall.serve.app import create_app
 from embrecall.serve.schemas import UserEvents
 from embrecall.serve.settings import ServeConfig
-from tests.conftest import tiny_config
 
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return train(tiny_config(tmp_path_factory.mktemp("serve")), show_progress=False).bundle
+def bundle(tiny_bundles):
+    return tiny_bundles[0]
 
 
 @pytest.fixture(scope="module", params=["faiss", "milvus"])

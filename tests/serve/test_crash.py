@@ -16,19 +16,18 @@ import httpx
 import pytest
 import redis
 
-from embrecall import Bundle, train
+from embrecall import Bundle
 from embrecall.export.registry import Registry
 from embrecall.serve.feed import send_item_change
 from tests.conftest import REDIS_URL as URL
-from tests.conftest import requires_redis, tiny_config, wait_ready
+from tests.conftest import requires_redis, wait_ready
 
 pytestmark = requires_redis
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory):
-    root = tmp_path_factory.mktemp("crash")
-    return [train(tiny_config(root, f"train.seed={s}"), show_progress=False).bundle for s in (0, 1)]
+def bundles(tiny_bundles):
+    return tiny_bundles
 
 
 def _serve(registry, port: int, stream: str, max_len: int = 10_000) -> subprocess.Popen:

@@ -5,17 +5,14 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from embrecall import train
 from embrecall.cli import app
 from embrecall.export.registry import Registry
 from embrecall.serve.drift import drift_report
-from tests.conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory):
-    root = tmp_path_factory.mktemp("drift")
-    return [train(tiny_config(root, f"train.seed={s}"), show_progress=False).bundle for s in (0, 1)]
+def bundles(tiny_bundles):
+    return tiny_bundles
 
 
 def test_a_version_against_itself_has_not_drifted(bundles):

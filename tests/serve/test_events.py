@@ -15,7 +15,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from embrecall import Bundle, train
+from embrecall import Bundle
 from embrecall.serve.app import create_app
 from embrecall.serve.settings import ServeConfig
 from tests.conftest import (
@@ -24,7 +24,6 @@ from tests.conftest import (
     needs_redis_server,
     redis_server,
     requires_redis,
-    tiny_config,
     wait_ready,
 )
 
@@ -34,8 +33,8 @@ AS_ADMIN = {"Authorization": f"Bearer {ADMIN}"}
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return train(tiny_config(tmp_path_factory.mktemp("events")), show_progress=False).bundle
+def bundle(tiny_bundles):
+    return tiny_bundles[0]
 
 
 def _items(client: TestClient, user: str, k: int = 20) -> list[str]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import redis
 
-from embrecall import Bundle, train
+from embrecall import Bundle
 from embrecall.serve.cache import RedisVectorCache
 from embrecall.serve.feed import ChangeFeed, send_item_change
 from embrecall.serve.state import ServiceState
@@ -19,15 +19,14 @@ from tests.conftest import (
     needs_redis_server,
     redis_server,
     requires_redis,
-    tiny_config,
 )
 
 pytestmark = requires_redis
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return train(tiny_config(tmp_path_factory.mktemp("redis")), show_progress=False).bundle
+def bundle(tiny_bundles):
+    return tiny_bundles[0]
 
 
 def test_cache_is_shared_between_replicas():

@@ -84,7 +84,9 @@ def test_the_http_answer_is_the_list_evaluate_bundle_measures(served, backend, t
     cfg, path = served
     data, split = read_split(cfg, show_progress=False)
     queries, exclude = build_queries(split.train_full, split.test)
-    rows = random.Random(0).sample(range(len(queries)), 200)
+    rows = random.Random(0).sample(
+        range(len(queries)), 200 if backend == "faiss" else 60
+    )  # milvus-lite: ~40 ms a search
     version = ServingVersion(path, VectorCache(size=0), milvus_uri=_milvus(backend, tmp_path / "eval"))
     evaluated = build_channel("served", cfg, data, split, bundle=version, show_progress=False).recommend(
         [queries[r] for r in rows], 100, [exclude[r] for r in rows]

@@ -33,6 +33,8 @@ def test_flags_beat_the_environment_which_beats_the_file(tmp_path, monkeypatch):
         ('source = "b"\nport = "eighty"\n', "port"),
         ('source = "b"\n[feed]\nmax_len = 3\n', "feed.max_len"),
         ('source = "b"\n[index]\nbackend = "milvus"\n', "index.uri"),
+        ('source = "b"\n[index]\nalias = "live"\n', "index.alias"),  # an alias needs Milvus
+        ('source = "b"\n[index]\nbackend = "milvus"\nuri = "x.db"\nalias = "2x"\n', "index.alias"),
         ('source = "b"\ncolour = "red"\n', "colour"),
         ("port = 80\n", "source"),
         ('source = "b\n', "serve.toml"),  # not TOML

@@ -12,21 +12,19 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from embrecall import Bundle, train
+from embrecall import Bundle
 from embrecall.errors import BundleError, ConfigError, GateBreach
 from embrecall.export.gate import parse_gate
 from embrecall.export.registry import Registry
 from embrecall.serve.app import create_app
 from embrecall.serve.settings import ServeConfig
-from tests.conftest import tiny_config
 
 AUTH = {"Authorization": "Bearer t"}
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory):
-    root = tmp_path_factory.mktemp("versions")
-    return [train(tiny_config(root, f"train.seed={s}"), show_progress=False).bundle for s in (0, 1)]
+def bundles(tiny_bundles):
+    return tiny_bundles
 
 
 def test_gate_refuses_a_version_below_the_bar(bundles, tmp_path):
@@ -64,6 +62,38 @@ def test_service_follows_the_registry_and_keeps_item_changes(bundles, tmp_path):
         user = Bundle.load(bundles[1]).users.index[0]
         found = client.post("/v1/recall", json={"user_id": user, "k": 3, "filters": {"category": ["c-new"]}}).json()
         assert found["version"] == b and [i["item_id"] for i in found["items"]] == ["fresh"]
+
+
+@pytest.mark.parametrize("backend", ["milvus-lite", "milvus-server"])
+def test_a_milvus_alias_names_the_served_versions_collection_through_swaps_and_rollbacks(
+    bundles, tmp_path, request, backend
+):
+    from embrecall.serve.state import ServiceState
+
+    if backend == "milvus-lite":
+        pytest.importorskip("milvus_lite", reason="the Milvus backend tests need pip install 'embrecall[milvus]'")
+        uri = str(tmp_path / "milvus.db")
+    else:
+        uri = request.getfixturevalue("milvus_server")
+    alias = f"live_{tmp_path.name.replace('-', '_')}"  # a server is shared by the session's tests
+    reg = Registry(tmp_path / "reg")
+    a = reg.publish(bundles[0])
+    state = ServiceState(reg.root, milvus_uri=uri, alias=alias)
+    client = state.current.index.client  # type: ignore[union-attr]
+
+    def named() -> str:
+        return client.describe_alias(alias)["collection_name"]
+
+    assert named() == state.current.index.collection  # type: ignore[union-attr]
+    first = named()
+    b = reg.publish(bundles[1])
+    assert state.refresh() and state.current.version == b
+    assert named() == state.current.index.collection != first  # type: ignore[union-attr]
+    served = Bundle.load(bundles[1])
+    found = client.search(alias, [served.item_vectors()[0].tolist()], limit=1, output_fields=["item_id"])
+    assert found[0][0]["item_id"] == served.encoders.catalog[0]  # the alias searches the served items
+    assert reg.rollback() == a and state.refresh()
+    assert named() == first
 
 
 PUBLISH_LOOP = """

@@ -12,16 +12,15 @@ import uuid
 import httpx
 import pytest
 
-from embrecall import train
-from tests.conftest import REDIS_URL, free_port, requires_redis, tiny_config
+from tests.conftest import REDIS_URL, free_port, requires_redis
 
 pytestmark = requires_redis
 ADMIN, CLIENT = "admin-token", "client-token"
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return train(tiny_config(tmp_path_factory.mktemp("workers")), show_progress=False).bundle
+def bundle(tiny_bundles):
+    return tiny_bundles[0]
 
 
 def _get(url: str, **kw) -> httpx.Response:

@@ -19,7 +19,6 @@ from embrecall.config import load_config
 from embrecall.data.load import numeric_columns
 from embrecall.data.shards import prepare_shards
 from embrecall.data.table import read_feature_tables
-from embrecall.errors import ConfigError
 from embrecall.features import Encoders
 from embrecall.training.distributed import (
     average_sparse_gradients,
@@ -28,8 +27,7 @@ from embrecall.training.distributed import (
     ranks,
 )
 from embrecall.training.losses import sampled_softmax_loss
-from embrecall.training.negatives import MixedNegatives
-from embrecall.training.trainer import _check_distributable, fit_two_tower
+from embrecall.training.trainer import fit_two_tower
 from embrecall.training.warm_start import Parent
 from tests.conftest import sharded_config
 
@@ -179,9 +177,11 @@ TINY = [
     "--set",
     "data.synthetic.events=6000",
     "--set",
-    "train.epochs=3",
+    "train.epochs=2",
     "--set",
-    "train.patience=3",
+    "train.patience=2",
+    "--set",
+    "train.negatives.global_count=64",
     "--no-progress",
 ]
 
@@ -213,6 +213,8 @@ def _train(tmp: Path, nproc: int, batch: int) -> dict:
 
 
 def test_two_ranks_with_batch_b_train_what_one_rank_with_batch_2b_trains(tmp_path):
+    """With popular negatives beside every rank's positives: every rank draws the batch's shared
+    ones alike.  (The in-batch softmax alone: ``test_each_rank_scores_...`` above.)"""
     one = _train(tmp_path, 1, 256)
     two = _train(tmp_path, 2, 128)
     for a, b in zip(one["training"]["log"], two["training"]["log"]):
@@ -224,13 +226,34 @@ def test_two_ranks_with_batch_b_train_what_one_rank_with_batch_2b_trains(tmp_pat
     assert two["metrics"]["two_tower"]["HR@10"] == pytest.approx(one["metrics"]["two_tower"]["HR@10"], abs=0.03)
 
 
-def test_settings_not_gathered_across_ranks_are_refused_with_a_message():
-    plain = load_config(None)
-    none = MixedNegatives(plain.train.negatives, np.ones(3), None, None)
-    _check_distributable(plain, windowed=False, mixed=none)  # the gathered in-batch softmax: fine
-    for cfg, windowed in ((load_config(None, ["train.loss=bce"]), False), (plain, True)):
-        with pytest.raises(ConfigError, match="takes train.loss = 'sampled_softmax'"):
-            _check_distributable(cfg, windowed=windowed, mixed=none)
+SEQUENCE = "features.user=[{kind: categorical, name: user_id}, {kind: sequence, name: recent, max_len: 8}]"
+MIXED = ["train.negatives.global_count=32", "train.negatives.hard_count=2", "train.negatives.hard_column=category"]
+
+
+def _fit_windows_on_two_ranks(rank: int, folder: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{folder}/group-windows", rank=rank, world_size=2)
+    cfg = load_config(Path(folder) / "config.yaml")
+    log = prepare_shards(cfg).log("train")
+    users, items = read_feature_tables(cfg.data, numeric_columns(cfg), [])
+    fit = fit_two_tower(cfg, log, users, items, epochs=2, show_progress=False)
+    torch.save({"steps": fit.steps, "state": fit.model.state_dict(), "log": fit.log}, f"{folder}/windows-{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_sequence_windows_and_mixed_negatives_train_on_two_ranks_over_their_own_shards(tmp_path):
+    """Each rank walks the windows of its own shards; the softmax scores every rank's positives,
+    the shared popular negatives and its rows' own same-category ones; the ranks stay in step."""
+    torch.set_num_threads(1)
+    cfg = sharded_config(tmp_path, *SHARDED, SEQUENCE, *MIXED, count=4)
+    prepare_shards(cfg)
+    (tmp_path / "config.yaml").write_text(cfg.model_dump_json())
+    mp.spawn(_fit_windows_on_two_ranks, args=(str(tmp_path),), nprocs=2)
+    first, second = (torch.load(tmp_path / f"windows-{r}.pt", weights_only=False) for r in (0, 1))
+    assert first["steps"] == second["steps"] > 0
+    losses = [e["loss"] for e in first["log"]]
+    assert all(np.isfinite(losses)) and losses[1] < losses[0]
+    for (name, a), b in zip(first["state"].items(), second["state"].values()):
+        torch.testing.assert_close(a, b, msg=f"{name} differs between the ranks")
 
 
 def test_sparse_table_gradients_are_averaged_over_ranks_as_ddp_averages_dense_ones(two_ranks):

@@ -61,12 +61,12 @@ def test_a_warm_update_walks_the_new_rows_or_windows_and_a_fresh_replay_of_older
         {"user_id": ["u"] * 5 + ["v"] * 3, "item_id": list("abcdexyz"), "timestamp": [1, 2, 3, 4, 5, 1, 2, 9]}
     )
     ex = Examples(events, Encoders(spec).fit(events, None, None), None, None)
-    windows = ex.windows()  # u: rows 0-1, 2-3, 4; v: rows 5-6, 7
+    windows, times = ex.units(windowed=True)  # u: rows 0-1, 2-3, 4; v: rows 5-6, 7
     assert windows.tolist() == [0, 2, 4, 5, 7]
-    assert ex.unit_times(windows, windowed=True).tolist() == [2, 4, 5, 2, 9]  # each window's last target
+    assert times.tolist() == [2, 4, 5, 2, 9]  # each window's last target
     recent = Recent(since=4, replay=1.0)
     rng = np.random.default_rng(0)
-    picked = recent.pick(windows, ex.unit_times(windows, windowed=True), rng)
+    picked = recent.pick(windows, times, rng)
     assert sorted(picked[:2].tolist()) == [4, 7] and len(picked) == 4 and set(picked[2:]) <= {0, 2, 5}
     rows = np.arange(len(ex))
     assert recent.count(ex.timestamp) == len(recent.pick(rows, ex.timestamp, rng)) == 4  # 2 new rows, 2 older

@@ -57,7 +57,7 @@ def test_mixed_loss_without_extra_negatives_equals_in_batch_sampled_softmax():
     items = torch.nn.functional.normalize(torch.randn(B, D), dim=-1)
     idx = torch.tensor([0, 1, 2, 2, 3, 4])  # rows 2 and 3 share an item: an accidental hit
     counts = np.array([5.0, 4, 3, 2, 1])
-    mixed = MixedNegatives(NegativesConfig(), counts, None, None)
+    mixed = MixedNegatives(NegativesConfig(), counts, None, False)
     draw = mixed.draw(idx.numpy(), np.zeros(B, np.int64), np.random.default_rng(0))
     t = torch.from_numpy
     ours = mixed_softmax_loss(
@@ -80,7 +80,7 @@ def test_mixed_loss_without_extra_negatives_equals_in_batch_sampled_softmax():
 def test_logq_of_the_mixture_adds_the_expected_counts_of_each_source():
     counts = np.array([6.0, 3, 1])
     cfg = NegativesConfig(global_count=4, global_alpha=1.0)
-    mixed = MixedNegatives(cfg, counts, None, None)
+    mixed = MixedNegatives(cfg, counts, None, False)
     draw = mixed.draw(np.array([0, 1]), np.zeros(2, np.int64), np.random.default_rng(0))
     # candidate j in a batch of 2 with 4 global draws: expected count 2 * p(j) + 4 * p(j) = 6 * counts_j / 10
     expected = np.log(6 * counts[np.r_[[0, 1], draw.shared]] / 10)

@@ -262,6 +262,11 @@ class MilvusIndex:
         }
         return np.array([p for p, i in enumerate(wanted) if i in found], dtype=np.int64)
 
+    def hold_alias(self, alias: str) -> None:
+        """Point ``alias`` at this collection, moving it off the one it named (one step on the server)."""
+        held = self.client.list_aliases().get("aliases", [])
+        (self.client.alter_alias if alias in held else self.client.create_alias)(self.collection, alias)
+
     def save(self, folder: Path) -> None:
         """Flush the collection and write ``milvus.json``, which ``load`` reopens it from."""
         self.client.flush(self.collection)

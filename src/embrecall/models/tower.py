@@ -173,7 +173,9 @@ class Categorical(nn.Embedding):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self.training and self.mask_rate > 0:
-            ids = torch.where((ids > 0) & (torch.rand(ids.shape) < self.mask_rate), torch.ones_like(ids), ids)
+            ids = torch.where(
+                (ids > 0) & (torch.rand(ids.shape, device=ids.device) < self.mask_rate), torch.ones_like(ids), ids
+            )
         return super().forward(ids)
 
 

@@ -43,8 +43,8 @@ class TwoTower(nn.Module):
         return self.item_tower(inputs)  # (B, D)
 
     def forward(
-        self, users: dict[str, torch.Tensor], items: dict[str, torch.Tensor]
+        self, users: dict[str, torch.Tensor], items: dict[str, torch.Tensor], at: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both towers at once: the call ``DistributedDataParallel`` wraps (it syncs gradients of
-        what its forward computed)."""
-        return self.user(users), self.item(items)
+        """Both towers at once (``at``: sequence positions, as ``Tower.forward`` takes them): the
+        call ``DistributedDataParallel`` wraps (it syncs gradients of what its forward computed)."""
+        return self.user(users, at), self.item(items)

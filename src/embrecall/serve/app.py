@@ -238,7 +238,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         else MemoryHistories(config.events.keep, config.events.max_users, config.events.max_bytes)
     )
     milvus_uri = config.index.uri if config.index.backend == "milvus" else None
-    state = ServiceState(config.source, cache, milvus_uri=milvus_uri, histories=histories)
+    state = ServiceState(config.source, cache, milvus_uri=milvus_uri, histories=histories, alias=config.index.alias)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

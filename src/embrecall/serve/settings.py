@@ -67,11 +67,16 @@ class IndexSettings(_Section):
 
     backend: Literal["faiss", "milvus"] = "faiss"  # faiss: in this process
     uri: str | None = None  # milvus: a milvus-lite file or a server like http://host:19530
+    # milvus: an alias kept on the served version's collection, moved at each swap and rollback, so
+    # that other readers of the server (batch jobs, tools) search what the service serves
+    alias: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
     @model_validator(mode="after")
     def _milvus_has_an_address(self) -> IndexSettings:
         if self.backend == "milvus" and not self.uri:
             raise ValueError("index.backend = 'milvus' needs index.uri (a milvus-lite file or http://host:19530)")
+        if self.alias and self.backend != "milvus":
+            raise ValueError("index.alias names a Milvus alias: it needs index.backend = 'milvus'")
         return self
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 from embrecall.export.registry import Registry
+from embrecall.index.milvus_index import MilvusIndex
 from embrecall.serve.cache import VectorCache
 from embrecall.serve.events import Histories
 from embrecall.serve.service import ServingVersion
@@ -47,25 +48,32 @@ class ServiceState:
         cache: VectorCache | None = None,
         milvus_uri: str | None = None,
         histories: Histories | None = None,
+        alias: str | None = None,
     ):
         """``source``: a bundle folder, or a registry folder whose ``ACTIVE`` version is served and followed;
         ``cache``: the user-vector cache, shared across versions (keys carry the version);
         ``histories``: users' events since training, shared across versions;
-        ``milvus_uri``: keep item vectors in Milvus rather than in process (see ``ServingVersion``)."""
+        ``milvus_uri``: keep item vectors in Milvus rather than in process (see ``ServingVersion``);
+        ``alias``: a Milvus alias moved onto each version's collection as it starts being served."""
         self.source = Path(source)
         self.cache = cache or VectorCache()
-        self.milvus_uri = milvus_uri
+        self.milvus_uri, self.alias = milvus_uri, alias
         self.histories = histories
         self.registry = Registry(self.source) if (self.source / "ACTIVE").is_file() else None
         self.changes: dict[str, Accepted] = {}  # every item's latest accepted change
         self._lock = threading.Lock()
         self._failed: str | None = None  # a version that would not load: not retried until ACTIVE moves on
         self.current = self._load(self._wanted())
+        self._hold_alias()
         self.swaps = 0
         _settle()
 
     def _load(self, folder: Path) -> ServingVersion:
         return ServingVersion(folder, self.cache, milvus_uri=self.milvus_uri, histories=self.histories)
+
+    def _hold_alias(self) -> None:
+        if self.alias and isinstance(self.current.index, MilvusIndex):
+            self.current.index.hold_alias(self.alias)
 
     def _active_name(self) -> str:
         name = self.registry.state()["active"]  # type: ignore[union-attr]
@@ -122,5 +130,6 @@ class ServiceState:
             self._apply(fresh, {item: c.attributes for item, c in self.changes.items()})
             self.current = fresh
             self.swaps += 1
+        self._hold_alias()
         _settle()
         return True

@@ -2,13 +2,14 @@
 
 ``torchrun --nproc-per-node N embrecall train ...`` (``--nnodes`` and a rendezvous address for
 several machines) starts N copies of the same command; each is one rank of a process group
-(gloo on CPU).  A log in memory: every rank reads it and walks the same global order of examples;
-each global batch of ``N * train.batch_size`` rows is cut into N equal slices, one per rank.  A
-sharded log (``data.shards``): each rank reads its own shards, ``train.batch_size`` rows a step, all
-ranks taking the same number of steps.  The model is wrapped in ``DistributedDataParallel``, which
-averages gradients.  The in-batch softmax gathers the
-item vectors of every rank (with their gradients), so each rank's users are scored against all
-``N * B`` candidates and N ranks train the objective of one rank with batch ``N * B``.
+(NCCL when the ranks train on GPUs, gloo on CPU).  A log in memory: every rank reads it and
+walks the same global order of examples; each global batch of ``N * train.batch_size`` rows is
+cut into N equal slices, one per rank.  A sharded log (``data.shards``): each rank reads its own
+shards, ``train.batch_size`` rows (or windows holding about as many targets) a step, all ranks
+taking the same number of steps.  The model is wrapped in ``DistributedDataParallel``, which
+averages gradients.  Each rank's users are scored against every rank's positives (and the shared
+negatives every rank draws alike; ``training.step``), so N ranks train the objective of one rank
+with batch ``N * B``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "join_from_env",
     "leave",
     "gather",
+    "gather_rows",
     "my_share",
     "agree",
     "mean_over_ranks",
@@ -56,12 +58,21 @@ def ranks() -> Ranks:
     return Ranks()
 
 
-def join_from_env() -> Ranks:
+def join_from_env(device: torch.device) -> Ranks:
     """Join the process group torchrun describes (``WORLD_SIZE``, ``RANK``, ``MASTER_ADDR``...); a
-    plain run is rank 0 of 1.  gloo: the trainer runs on CPU."""
+    plain run is rank 0 of 1.  NCCL when this rank trains on ``device`` a GPU, gloo on the CPU."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return ranks()
+
+
+def _own_device() -> torch.device:
+    """Where a collective's own tensors live: NCCL moves GPU tensors only."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def leave() -> None:
@@ -81,6 +92,24 @@ def gather(tensor: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(r.world)]
     dist.all_gather(parts, tensor.contiguous())
     return torch.cat(parts, dim=0)
+
+
+def gather_rows(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Every rank's 1-d ``values`` (each rank's own length) concatenated in rank order, and where
+    this rank's begin in it."""
+    r = ranks()
+    if r.world == 1:
+        return values, 0
+    device = _own_device()
+    mine = torch.from_numpy(np.ascontiguousarray(values)).to(device)
+    sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(r.world)]
+    dist.all_gather(sizes, torch.tensor([len(values)], device=device))
+    lengths = [int(n.item()) for n in sizes]
+    padded = torch.cat([mine, mine.new_zeros(max(lengths) - len(values))])
+    parts = [torch.empty_like(padded) for _ in range(r.world)]
+    dist.all_gather(parts, padded)
+    every = np.concatenate([part[:n].cpu().numpy() for part, n in zip(parts, lengths)])
+    return every, sum(lengths[: r.rank])
 
 
 def my_share(rows: np.ndarray, r: Ranks) -> np.ndarray:
@@ -104,7 +133,7 @@ def mean_over_ranks(value: float) -> float:
     r = ranks()
     if r.world == 1:
         return value
-    t = torch.tensor([value], dtype=torch.float64)
+    t = torch.tensor([value], dtype=torch.float64, device=_own_device())
     dist.all_reduce(t)
     return float(t.item()) / r.world
 
@@ -133,11 +162,11 @@ def average_sparse_gradients(model: torch.nn.Module) -> None:
             weight.grad.coalesce()
             if weight.grad is not None
             else torch.sparse_coo_tensor(
-                torch.zeros((1, 0), dtype=torch.int64), weight.new_zeros((0, weight.shape[1])), weight.shape
+                weight.new_zeros((1, 0), dtype=torch.int64), weight.new_zeros((0, weight.shape[1])), weight.shape
             )
         )
         rows, values = grad.indices()[0], grad.values()
-        longest = torch.tensor([len(rows)])
+        longest = torch.tensor([len(rows)], device=rows.device)
         dist.all_reduce(longest, op=dist.ReduceOp.MAX)
         pad = int(longest.item()) - len(rows)  # padding adds zeros to row 0, the padding row
         rows = torch.cat([rows, rows.new_zeros(pad)])
@@ -157,7 +186,7 @@ def smallest(value: int) -> int:
     """The least of a number over ranks (the steps every rank can take from its own shards)."""
     if ranks().world == 1:
         return value
-    t = torch.tensor([value], dtype=torch.int64)
+    t = torch.tensor([value], dtype=torch.int64, device=_own_device())
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return int(t.item())
 

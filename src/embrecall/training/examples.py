@@ -13,22 +13,70 @@ from embrecall.errors import DataError
 from embrecall.features import Encoders
 from embrecall.training.negatives import ExposureSampler
 
-__all__ = ["Catalog", "Examples"]
+__all__ = ["Catalog", "Examples", "user_bounds", "walk_units"]
+
+
+def user_bounds(users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Of rows sorted by user: each row's user's first row, and one past its last."""
+    new_user = np.r_[True, users[1:] != users[:-1]]
+    start = np.maximum.accumulate(np.where(new_user, np.arange(len(users)), 0))
+    bounds = np.r_[np.flatnonzero(new_user)[1:], len(users)]
+    return start, bounds[np.cumsum(new_user) - 1]
+
+
+def walk_units(
+    user_start: np.ndarray, user_end: np.ndarray, timestamp: np.ndarray, window: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """What an epoch walks and when each unit ends: every event row, or (``window``: a sequence
+    feature's ``max_len``) the first row of each user's runs of ``window`` consecutive targets
+    (SASRec-style training) and its last target's time."""
+    rows = np.arange(len(timestamp))
+    if window is None:
+        return rows, timestamp
+    starts = np.flatnonzero((rows - user_start) % window == 0)
+    last = np.minimum(starts + window - 1, user_end[starts] - 1)
+    return starts, timestamp[last]
+
+
+def item_groups(items: pd.DataFrame | None, column: str, catalog: pd.Index) -> np.ndarray:
+    """(n_items,) group code of each catalog item (first value of a multi-valued column), -1 if none."""
+    if items is None or column not in items.columns:
+        raise DataError(
+            f"train.negatives.hard_column '{column}' is not an item attribute; the item table has "
+            f"{[] if items is None else list(items.columns)}",
+            column=column,
+        )
+    values = items[column].reindex(catalog).astype(object).where(lambda v: v.notna(), None)
+    first = values.map(lambda v: None if v in (None, "") else str(v).split("|")[0])
+    codes, _ = pd.factorize(first)
+    return codes.astype(np.int64)
 
 
 class Catalog:
-    """The item side of a fit: tower inputs of every catalog item and its training events, shared
-    by all examples (a sharded log's shards each bring their own examples, never their own counts)."""
+    """The item side of a fit: tower inputs of every catalog item, its training events and its
+    hard-negative group (``group_column``), shared by all examples (a sharded log's shards each
+    bring their own examples, never their own counts)."""
 
-    def __init__(self, encoders: Encoders, items: pd.DataFrame | None, counts: np.ndarray):
+    def __init__(
+        self, encoders: Encoders, items: pd.DataFrame | None, counts: np.ndarray, group_column: str | None = None
+    ):
         self.item_inputs = {k: torch.from_numpy(v) for k, v in encoders.encode_items(items).items()}
         self.item_counts = np.zeros(encoders.n_items)
         self.item_counts[: len(counts)] = counts
         self.events = max(float(counts.sum()), 1.0)
         self.log_q = torch.from_numpy(np.log(np.maximum(self.item_counts, 1.0) / self.events)).float()  # (n_items,)
+        self.groups = item_groups(items, group_column, encoders.catalog) if group_column else None
+        self.device = torch.device("cpu")
+
+    def to(self, device: torch.device) -> Catalog:
+        """The item inputs and logQ moved to where training runs (``train.device``)."""
+        self.device = device
+        self.item_inputs = {k: v.to(device) for k, v in self.item_inputs.items()}
+        self.log_q = self.log_q.to(device)
+        return self
 
     def item_batch(self, item_idx: np.ndarray) -> dict[str, torch.Tensor]:
-        idx = torch.from_numpy(item_idx)
+        idx = torch.from_numpy(item_idx).to(self.device)
         return {k: v[idx] for k, v in self.item_inputs.items()}
 
 
@@ -50,40 +98,17 @@ class Examples:
         self.item_idx = index.get_indexer(ev["item_id"]).astype(np.int64)
         self.seq = self.item_idx + 1  # history ids
         user = ev["user_id"].to_numpy()
-        new_user = np.r_[True, user[1:] != user[:-1]]
-        self.user_start = np.maximum.accumulate(np.where(new_user, np.arange(len(ev)), 0))
-        bounds = np.r_[np.flatnonzero(new_user)[1:], len(ev)]  # one past each user's last row
-        self.user_end = bounds[np.cumsum(new_user) - 1]
+        self.user_start, self.user_end = user_bounds(user)
         self.history_len = encoders.history_len()
         self.timestamp = ev["timestamp"].to_numpy()
         self.user_inputs = encoders.encode_users(pd.Index(user, dtype=object), users, ev, history=None)
         self.history_features = [(f.name, f.max_len) for f in encoders.spec.user if isinstance(f, ITEM_HISTORY)]
         self.sequence = next(((f.name, f.max_len) for f in encoders.spec.user if isinstance(f, SequenceFeature)), None)
-        self.catalog = catalog or Catalog(encoders, items, np.bincount(self.item_idx, minlength=encoders.n_items))
-        c = self.catalog
-        self.item_inputs, self.item_counts, self.log_q, self.item_batch = (
-            c.item_inputs,
-            c.item_counts,
-            c.log_q,
-            c.item_batch,
+        self.catalog = catalog or Catalog(
+            encoders, items, np.bincount(self.item_idx, minlength=encoders.n_items), group_column
         )
         self.user_code, user_index = pd.factorize(ev["user_id"])
-        self.groups = self._groups(items, group_column, index) if group_column else None
         self.exposure = self._exposure(ev, exposures, pd.Index(user_index, dtype=object), index)
-
-    @staticmethod
-    def _groups(items: pd.DataFrame | None, column: str, catalog: pd.Index) -> np.ndarray:
-        """(n_items,) group code of each catalog item (first value of a multi-valued column), -1 if none."""
-        if items is None or column not in items.columns:
-            raise DataError(
-                f"train.negatives.hard_column '{column}' is not an item attribute; the item table has "
-                f"{[] if items is None else list(items.columns)}",
-                column=column,
-            )
-        values = items[column].reindex(catalog).astype(object).where(lambda v: v.notna(), None)
-        first = values.map(lambda v: None if v in (None, "") else str(v).split("|")[0])
-        codes, _ = pd.factorize(first)
-        return codes.astype(np.int64)
 
     @staticmethod
     def _exposure(
@@ -106,7 +131,7 @@ class Examples:
     def log_inclusion(self, item_idx: np.ndarray, draws: int) -> torch.Tensor:
         """Log of each item's chance to be among ``draws`` positives drawn by training frequency
         (the logQ correction when every distinct positive of a batch is one candidate)."""
-        q = self.item_counts[item_idx] / self.catalog.events
+        q = self.catalog.item_counts[item_idx] / self.catalog.events
         return torch.from_numpy(np.log(-np.expm1(draws * np.log1p(-np.minimum(q, 1.0 - 1e-12))))).float()
 
     def __len__(self) -> int:
@@ -129,20 +154,14 @@ class Examples:
                 batch[name] = torch.from_numpy(np.ascontiguousarray(hist[:, :max_len]))
         return batch
 
-    def windows(self) -> np.ndarray:
-        """First row of every training window: each user's events cut into runs of the sequence
-        feature's ``max_len`` consecutive targets (SASRec-style training)."""
-        if self.sequence is None:
-            raise ValueError("windows need a sequence feature in the user tower")
-        return np.flatnonzero((np.arange(len(self)) - self.user_start) % self.sequence[1] == 0)
-
-    def unit_times(self, units: np.ndarray, windowed: bool) -> np.ndarray:
-        """When each unit's last target happened: its row's, or its window's last row's."""
-        if not windowed:
-            return self.timestamp[units]
-        length = self.sequence[1] if self.sequence else 1
-        last = np.minimum(units + length - 1, self.user_end[units] - 1)
-        return self.timestamp[last]
+    def units(self, windowed: bool) -> tuple[np.ndarray, np.ndarray]:
+        """What an epoch walks (event rows, or window starts) and when each one ends (``walk_units``)."""
+        window = None
+        if windowed:
+            if self.sequence is None:
+                raise ValueError("windows need a sequence feature in the user tower")
+            window = self.sequence[1]
+        return walk_units(self.user_start, self.user_end, self.timestamp, window)
 
     def window_batch(self, starts: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor, np.ndarray]:
         """User inputs, state positions and target rows of the windows starting at ``starts``.

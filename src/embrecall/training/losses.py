@@ -118,27 +118,31 @@ def mixed_softmax_loss(
     temperature: float,
     logq_strength: float = 1.0,
     label_smoothing: float = 0.0,
+    offset: int = 0,
 ) -> torch.Tensor:
     """Sampled softmax over in-batch positives + shared negatives + each row's own negatives.
 
-    user: (B, D); batch_items: (B + G, D), the batch's positives then the shared negatives;
-    row_items: (B, R, D); batch_idx: (B + G,) and row_idx: (B, R) catalog indices; row_valid: (B, R);
-    log_count_*: log expected count of each candidate under the sampling mixture (B, B + G) / (B, R);
+    user: (B, D); batch_items: (P + G, D), the in-batch positives (P = B, or every rank's under
+    torch.distributed, row ``offset + b`` user b's) then the shared negatives;
+    row_items: (B, R, D); batch_idx: (P + G,) and row_idx: (B, R) catalog indices; row_valid: (B, R);
+    log_count_*: log expected count of each candidate under the sampling mixture (B, P + G) / (B, R);
     log_weight_*: per-source weights as logit offsets (not applied to a row's own positive).
-    Row i's positive is column i.  Candidates equal to the row's positive are masked (accidental hits).
+    Candidates equal to the row's positive are masked (accidental hits).
     """
     B = user.shape[0]
-    pos_idx = batch_idx[:B]
-    offsets = log_weight_batch.unsqueeze(0).expand(B, -1).clone()  # (B, B + G)
-    offsets[torch.arange(B), torch.arange(B)] = 0.0
-    logits_b = scores(user, batch_items) / temperature - logq_strength * log_count_batch + offsets  # (B, B + G)
+    rows = torch.arange(B, device=user.device)
+    labels = rows + offset
+    pos_idx = batch_idx[labels]
+    offsets = log_weight_batch.unsqueeze(0).expand(B, -1).clone()  # (B, P + G)
+    offsets[rows, labels] = 0.0
+    logits_b = scores(user, batch_items) / temperature - logq_strength * log_count_batch + offsets  # (B, P + G)
     logits_r = (
         row_scores(user, row_items) / temperature - logq_strength * log_count_row + log_weight_row.unsqueeze(0)
     )  # (B, R)
     hit_b = batch_idx.unsqueeze(0) == pos_idx.unsqueeze(1)
-    hit_b[torch.arange(B), torch.arange(B)] = False
+    hit_b[rows, labels] = False
     low = torch.finfo(logits_b.dtype).min
     logits_b = logits_b.masked_fill(hit_b, low)
     logits_r = logits_r.masked_fill((row_idx == pos_idx.unsqueeze(1)) | ~row_valid, low)
     logits = torch.cat([logits_b, logits_r], dim=1)
-    return _cross_entropy(logits, torch.arange(B, device=user.device), label_smoothing)
+    return _cross_entropy(logits, labels, label_smoothing)

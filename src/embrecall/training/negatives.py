@@ -100,8 +100,9 @@ class NegativeDraw:
     """Candidates of one batch beyond its in-batch positives, with the mixture's log expected counts.
 
     shared: (G,) items every row scores; per_row: (B, R) items row i alone scores; valid: (B, R);
-    log_count_batch: (B, B + G) for [positives, shared]; log_count_row: (B, R);
-    log_weight_batch: (B + G,), log_weight_row: (R,) — the per-source weights, as logits offsets.
+    log_count_batch: (B, P + G) for [in-batch positives (P: B, or every rank's), shared];
+    log_count_row: (B, R); log_weight_batch: (P + G,), log_weight_row: (R,) — the per-source
+    weights, as logits offsets.
     """
 
     shared: np.ndarray
@@ -114,20 +115,24 @@ class NegativeDraw:
 
 
 class MixedNegatives:
-    """Draws the extra negatives of a batch and the matching logQ terms."""
+    """Draws the extra negatives of a batch and the matching logQ terms.
 
-    def __init__(
-        self, cfg: NegativesConfig, counts: np.ndarray, groups: np.ndarray | None, exposure: ExposureSampler | None
-    ):
+    Under torchrun a rank's rows score every rank's positives (``in_batch``) and the shared
+    negatives, which every rank draws alike (``shared_rng`` seeded the same on each); each rank
+    draws its own rows' hard and exposure negatives (``rng``)."""
+
+    def __init__(self, cfg: NegativesConfig, counts: np.ndarray, groups: np.ndarray | None, exposures: bool):
+        """``groups``: each item's hard-negative group (None: no hard negatives); ``exposures``:
+        whether the examples carry shown-but-not-clicked items."""
         self.cfg = cfg
         self.p_batch = np.asarray(counts, np.float64) / max(float(np.sum(counts)), 1.0)
         self.global_ = PopularitySampler(counts, cfg.global_alpha) if cfg.global_count else None
         self.hard = GroupSampler(groups, counts, cfg.hard_alpha) if cfg.hard_count and groups is not None else None
-        self.exposure = exposure if cfg.exposure_count and exposure is not None else None
+        self.exposures = bool(cfg.exposure_count) and exposures
 
     @property
     def active(self) -> bool:
-        return bool(self.global_ or self.hard or self.exposure)
+        return bool(self.global_ or self.hard or self.exposures)
 
     def _expected(self, candidates: np.ndarray, positives: np.ndarray, batch: int) -> np.ndarray:
         n = batch * self.p_batch[candidates]
@@ -137,27 +142,42 @@ class MixedNegatives:
             n = n + self.cfg.hard_count * self.hard.prob(candidates, positives)
         return n
 
-    def draw(self, positives: np.ndarray, users: np.ndarray, rng: np.random.Generator) -> NegativeDraw:
+    def draw(
+        self,
+        positives: np.ndarray,
+        users: np.ndarray,
+        rng: np.random.Generator,
+        exposure: ExposureSampler | None = None,
+        in_batch: np.ndarray | None = None,
+        shared_rng: np.random.Generator | None = None,
+    ) -> NegativeDraw:
+        """Negatives for the rows of ``positives`` (their ``users``' codes in ``exposure``);
+        ``in_batch``: every positive the rows score (default: their own), ``shared_rng``: the
+        generator of the shared draws (default: ``rng``)."""
         c, B = self.cfg, len(positives)
-        shared = self.global_.draw(c.global_count, rng) if self.global_ is not None else np.zeros(0, np.int64)
+        in_batch = positives if in_batch is None else in_batch
+        shared = (
+            self.global_.draw(c.global_count, shared_rng or rng) if self.global_ is not None else np.zeros(0, np.int64)
+        )
         parts, valids, weights = [], [], []
         if self.hard is not None:
             items, ok = self.hard.draw(positives, c.hard_count, rng)
             parts.append(items)
             valids.append(ok)
             weights.append(np.full(c.hard_count, np.log(c.hard_weight)))
-        if self.exposure is not None:
-            items, ok = self.exposure.draw(users, c.exposure_count, rng)
+        exposure = exposure if self.exposures else None
+        if exposure is not None:
+            items, ok = exposure.draw(users, c.exposure_count, rng)
             parts.append(items)
             valids.append(ok)
             weights.append(np.full(c.exposure_count, np.log(c.exposure_weight)))
         per_row = np.concatenate(parts, axis=1) if parts else np.zeros((B, 0), np.int64)
         valid = np.concatenate(valids, axis=1) if valids else np.zeros((B, 0), bool)
-        batch_cands = np.broadcast_to(np.r_[positives, shared][None, :], (B, B + len(shared)))
-        count_batch = self._expected(batch_cands, positives, B)
-        count_row = self._expected(per_row, positives, B)
-        if self.exposure is not None:
-            count_row[:, per_row.shape[1] - c.exposure_count :] += c.exposure_count * self.exposure.prob(users)[:, None]
+        batch_cands = np.broadcast_to(np.r_[in_batch, shared][None, :], (B, len(in_batch) + len(shared)))
+        count_batch = self._expected(batch_cands, positives, len(in_batch))
+        count_row = self._expected(per_row, positives, len(in_batch))
+        if exposure is not None:
+            count_row[:, per_row.shape[1] - c.exposure_count :] += c.exposure_count * exposure.prob(users)[:, None]
         floor = 1e-12
         return NegativeDraw(
             shared=shared,
@@ -166,7 +186,7 @@ class MixedNegatives:
             log_count_batch=np.log(np.maximum(count_batch, floor)).astype(np.float32),
             log_count_row=np.log(np.maximum(count_row, floor)).astype(np.float32),
             log_weight_batch=np.r_[
-                np.full(B, np.log(c.in_batch_weight)), np.full(len(shared), np.log(c.global_weight))
+                np.full(len(in_batch), np.log(c.in_batch_weight)), np.full(len(shared), np.log(c.global_weight))
             ].astype(np.float32),
             log_weight_row=(np.concatenate(weights) if weights else np.zeros(0)).astype(np.float32),
         )

@@ -16,7 +16,6 @@ import torch
 from embrecall.config import Config, IndexConfig, SequenceFeature
 from embrecall.data.log import EventLog
 from embrecall.data.split import Split
-from embrecall.errors import ConfigError
 from embrecall.evaluation.protocol import evaluate_channel
 from embrecall.features import Encoders
 from embrecall.features.profiles import UserProfiles
@@ -27,21 +26,21 @@ from embrecall.models.tower_channel import TowerChannel
 from embrecall.models.two_tower import TwoTower
 from embrecall.progress import note, progress_bar
 from embrecall.training.checkpoint import load_latest_checkpoint, save_checkpoint
+from embrecall.training.device import training_device
 from embrecall.training.distributed import (
     Ranks,
     agree,
     average_sparse_gradients,
     barrier,
     data_parallel,
-    gather,
     mean_over_ranks,
     ranks,
 )
 from embrecall.training.examples import Catalog, Examples
-from embrecall.training.losses import bce_loss, mixed_softmax_loss, sampled_softmax_loss, softmax_loss
 from embrecall.training.negatives import MixedNegatives
 from embrecall.training.optimizer import Optimizer, make_optimizer
 from embrecall.training.sources import FromParts, InMemory, Recent
+from embrecall.training.step import Draws, StepLoss
 from embrecall.training.threads import training_threads
 from embrecall.training.warm_start import Parent
 
@@ -67,7 +66,8 @@ def item_vectors(model: TwoTower, catalog: Catalog, batch_size: int = 65_536) ->
     model.eval()
     n = len(catalog.item_counts)
     parts = [
-        model.item(catalog.item_batch(np.arange(s, min(n, s + batch_size)))).numpy() for s in range(0, n, batch_size)
+        model.item(catalog.item_batch(np.arange(s, min(n, s + batch_size)))).cpu().numpy()
+        for s in range(0, n, batch_size)
     ]
     return np.concatenate(parts).astype(np.float32)
 
@@ -85,50 +85,14 @@ def two_tower_channel(
 
     def embed(inputs: dict[str, np.ndarray]) -> np.ndarray:
         model.eval()
+        device = next(model.parameters()).device  # a model still training may be on a GPU
         with torch.no_grad():
-            return model.user({k: torch.from_numpy(v) for k, v in inputs.items()}).numpy()
+            return model.user({k: torch.from_numpy(v).to(device) for k, v in inputs.items()}).cpu().numpy()
 
     index = LiveIndex(
         list(encoders.catalog), vectors, items, index_cfg or IndexConfig(kind="flat"), filterable_columns(items)
     )
     return TowerChannel(UserProfiles(encoders, users), embed, index, interests=model.user_tower.interest_count)
-
-
-def _mixed_loss(
-    cfg: Config,
-    model: TwoTower,
-    ex: Examples,
-    rows: np.ndarray,
-    user: torch.Tensor,
-    mixed: MixedNegatives,
-    rng: np.random.Generator,
-) -> torch.Tensor:
-    pos_idx = ex.item_idx[rows]
-    draw = mixed.draw(pos_idx, ex.user_code[rows], rng)
-    batch_idx = np.r_[pos_idx, draw.shared]
-    batch_items = model.item(ex.item_batch(batch_idx))  # (B + G, D)
-    B, R = draw.per_row.shape
-    row_items = (
-        model.item(ex.item_batch(draw.per_row.reshape(-1))).view(B, R, -1)
-        if R
-        else batch_items.new_zeros((B, 0, batch_items.shape[1]))
-    )
-    t = torch.from_numpy
-    return mixed_softmax_loss(
-        user,
-        batch_items,
-        row_items,
-        t(batch_idx),
-        t(draw.per_row),
-        t(draw.valid),
-        t(draw.log_count_batch),
-        t(draw.log_count_row),
-        t(draw.log_weight_batch),
-        t(draw.log_weight_row),
-        cfg.train.temperature,
-        cfg.train.logq_strength,
-        cfg.train.label_smoothing,
-    )
 
 
 def pretrain_item_table(cfg: Config, model: TwoTower, encoders: Encoders, log: EventLog) -> int:
@@ -146,88 +110,6 @@ def pretrain_item_table(cfg: Config, model: TwoTower, encoders: Encoders, log: E
         table[torch.from_numpy(pos[keep] + 1)] = torch.from_numpy(unit[keep]) * length
     table.requires_grad_(cfg.model.pretrained_items != "frozen")
     return int(keep.sum())
-
-
-def _in_batch_loss(cfg: Config, r: Ranks, net: torch.nn.Module, ex: Examples, rows: np.ndarray) -> torch.Tensor:
-    """The in-batch softmax of this rank's rows against the positives of every rank's slice
-    (item vectors gathered with their gradients; one rank: its own batch), logQ by each item's
-    share of training events.  ``net``: the model, or its DistributedDataParallel wrapper."""
-    t = cfg.train
-    idx = torch.from_numpy(ex.item_idx[rows])
-    user, pos = net(ex.user_batch(rows), ex.item_batch(ex.item_idx[rows]))
-    every = gather(idx)
-    return sampled_softmax_loss(
-        user,
-        gather(pos),
-        every,
-        ex.log_q[every] * t.logq_strength,
-        t.temperature,
-        t.remove_accidental_hits,
-        t.label_smoothing,
-        offset=r.rank * len(rows),
-    )
-
-
-def _in_batch_only(cfg: Config, windowed: bool, mixed: MixedNegatives) -> bool:
-    """Whether the loss is the plain in-batch softmax (``_in_batch_loss``), the one ranks can share."""
-    return cfg.train.loss == "sampled_softmax" and not windowed and not mixed.active
-
-
-def _check_distributable(cfg: Config, windowed: bool, mixed: MixedNegatives) -> None:
-    """Under torchrun the trainer runs the gathered in-batch softmax; what it does not yet gather is refused."""
-    if not _in_batch_only(cfg, windowed, mixed):
-        raise ConfigError(
-            "training on several ranks (torchrun) takes train.loss = 'sampled_softmax' with in-batch "
-            "negatives only: no [train.negatives] sources and no sequence feature (their candidates "
-            "are not gathered across ranks yet); run those on one process"
-        )
-
-
-def _user_vectors(model: TwoTower, ex: Examples, step: np.ndarray, windowed: bool) -> tuple[torch.Tensor, np.ndarray]:
-    """(N, D) user vectors and the N event rows they predict: one per row, or one per position of
-    each window (one causal pass over a window yields all of its pairs)."""
-    if windowed:
-        inputs, at, rows = ex.window_batch(step)
-        return model.user(inputs, at), rows
-    return model.user(ex.user_batch(step)), step
-
-
-def _batch_loss(
-    cfg: Config,
-    model: TwoTower,
-    ex: Examples,
-    rows: np.ndarray,
-    user: torch.Tensor,
-    windowed: bool,
-    gen: torch.Generator,
-    mixed: MixedNegatives,
-    rng: np.random.Generator,
-) -> torch.Tensor:
-    t = cfg.train
-    pos_idx = ex.item_idx[rows]
-    if t.loss == "full_softmax":
-        items = model.item(ex.item_inputs)  # (n_items, D): every catalog item is a candidate
-        return softmax_loss(
-            user, items, torch.from_numpy(pos_idx), items.new_zeros(len(items)), t.temperature, t.label_smoothing
-        )
-    if t.loss == "sampled_softmax" and mixed.active:
-        return _mixed_loss(cfg, model, ex, rows, user, mixed, rng)
-    if t.loss == "sampled_softmax" and windowed:  # windows hold many pairs: score each distinct positive once
-        distinct, labels = np.unique(pos_idx, return_inverse=True)
-        return softmax_loss(
-            user,
-            model.item(ex.item_batch(distinct)),
-            torch.from_numpy(labels),
-            ex.log_inclusion(distinct, len(rows)) * t.logq_strength,
-            t.temperature,
-            t.label_smoothing,
-        )
-    pos = model.item(ex.item_batch(pos_idx))  # (B, D)
-    weights = torch.from_numpy(ex.item_counts**t.negative_alpha).float()
-    neg_idx = torch.multinomial(weights, len(rows) * t.num_negatives, replacement=True, generator=gen)
-    neg_idx = neg_idx.view(len(rows), t.num_negatives)  # (B, N)
-    neg = model.item(ex.item_batch(neg_idx.reshape(-1).numpy())).view(len(rows), t.num_negatives, -1)
-    return bce_loss(user, pos, neg, t.temperature, neg_mask=neg_idx != torch.from_numpy(pos_idx)[:, None])
 
 
 ESTIMATE_AFTER = 20  # batches timed before the first epoch's estimate is printed
@@ -261,26 +143,17 @@ def _source(
         return fresh if parent is None else parent.encoders.grown(fresh)
 
     windowed = any(isinstance(f, SequenceFeature) for f in cfg.features.user)
+    exposures = exposures if neg.exposure_count else None
+    group_column = neg.hard_column if neg.hard_count else None
     events = log.whole()
     if events is None:
-        if windowed or neg.hard_count or neg.exposure_count:
-            raise ConfigError(
-                "a sharded log (data.shards) trains on event rows with in-batch, uniform or popular "
-                "negatives: a sequence feature's windows and hard or exposure negatives need the whole "
-                "log in memory; leave data.shards out for them"
-            )
         counts = log.item_counts()
         encoders = grown(Encoders(cfg.features).fit_ids(counts.index, log.user_ids(), pd.DataFrame(), users, items))
-        return encoders, FromParts(log, encoders, users, items, counts.reindex(encoders.catalog).fillna(0), r, recent)
+        counts = counts.reindex(encoders.catalog).fillna(0)
+        parts = FromParts(log, encoders, users, items, counts, r, recent, windowed, group_column)
+        return encoders, parts
     encoders = grown(Encoders(cfg.features).fit(events, users, items))
-    examples = Examples(
-        events,
-        encoders,
-        users,
-        items,
-        exposures if neg.exposure_count else None,
-        neg.hard_column if neg.hard_count else None,
-    )
+    examples = Examples(events, encoders, users, items, exposures, group_column)
     return encoders, InMemory(examples, windowed, recent)
 
 
@@ -309,7 +182,8 @@ def fit_two_tower(
     r = ranks()
     encoders, source = _source(cfg, log, users, items, exposures, r, parent)
     catalog = source.catalog
-    mixed = MixedNegatives(t.negatives, catalog.item_counts, source.groups, source.exposure)
+    has_exposures = exposures is not None and len(exposures) > 0
+    mixed = MixedNegatives(t.negatives, catalog.item_counts, catalog.groups, has_exposures)
     model = TwoTower(cfg.features, encoders, cfg.model)
     show_progress = show_progress and r.main
     if cfg.model.pretrained_items != "none" and parent is None:
@@ -319,6 +193,9 @@ def fit_two_tower(
                 f"{label}: item2vec vectors for {found:,} of {encoders.n_trained_:,} items start the item table "
                 f"({cfg.model.pretrained_items.replace('_', '-')})"
             )
+    device = training_device(t.device)
+    model.to(device)
+    catalog.to(device)
     optimizer = make_optimizer(cfg, model)
     if parent is not None:
         parent.start(model, optimizer)
@@ -335,12 +212,8 @@ def fit_two_tower(
     if validation is not None and t.valid_users is not None:
         validation = validation.sample_validation(t.valid_users, t.seed)
     metric = f"HR@{t.early_stop_k}"
-    windowed = source.windowed
-    net: torch.nn.Module = model
-    if r.world > 1:
-        _check_distributable(cfg, windowed, mixed)
-        net = data_parallel(model)
-    in_batch = _in_batch_only(cfg, windowed, mixed)
+    net = data_parallel(model) if r.world > 1 else model
+    step_loss = StepLoss(t, net, r, source.windowed, mixed, catalog)
     threads_before = torch.get_num_threads()
     started = time.perf_counter()
     try:
@@ -350,27 +223,22 @@ def fit_two_tower(
                 torch.set_num_threads(threads)
                 model.train()
                 torch.manual_seed(t.seed + epoch)
-                gen = torch.Generator().manual_seed(t.seed + epoch)
-                neg_rng = np.random.default_rng([t.seed, epoch])
+                draws = Draws.of_epoch(t.seed, epoch, r)
                 rng = np.random.default_rng(t.seed + epoch)
                 steps, walk = source.epoch(rng, t.batch_size, r, t.steps_per_epoch)
                 title = f"{label} epoch {epoch}/{epochs} ({threads} thread{'s' * (threads > 1)})"
                 task = bar.add_task(title, total=steps, loss=float("nan"), rate=0.0)
                 tick, total_loss, pairs = time.perf_counter(), 0.0, 0
                 for b, (ex, step) in enumerate(walk):
-                    if in_batch:
-                        rows, loss = step, _in_batch_loss(cfg, r, net, ex, step)
-                    else:
-                        user, rows = _user_vectors(model, ex, step, windowed)
-                        loss = _batch_loss(cfg, model, ex, rows, user, windowed, gen, mixed, neg_rng)
+                    loss, n_pairs = step_loss(ex, step, draws)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     average_sparse_gradients(model)
                     optimizer.step()
                     total_loss += loss.item()
-                    pairs += len(rows)
+                    pairs += n_pairs
                     result.steps += 1
-                    result.pairs += len(rows)
+                    result.pairs += n_pairs
                     rate = pairs / max(time.perf_counter() - tick, 1e-9)
                     bar.update(task, advance=1, loss=total_loss / (b + 1), rate=rate)
                     if show_progress and epoch == start_epoch and b == min(steps - 1, ESTIMATE_AFTER):
@@ -435,6 +303,7 @@ def fit_two_tower(
         torch.set_num_threads(threads_before)
     if best_state is not None:
         model.load_state_dict(best_state)
-    model.eval()
+    model.cpu().eval()  # what follows (export, evaluation, serving) runs on the CPU
+    catalog.to(torch.device("cpu"))
     result.seconds = time.perf_counter() - started
     return result
