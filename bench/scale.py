@@ -2,10 +2,11 @@
 2M users) generated once to Parquet, read into user shards, trained on 1 and 2 ranks.
 
     python bench/scale.py [--events 10000000 100000000] [--data /tmp/embrecall-scale]
-                          [--steps 0 2000] [--ranks 1 2] [--shards 16 64]
+                          [--steps 0 2000] [--ranks 1 2] [--shards 16 64] [--shard-ranks 1 2]
 
 For each size: the log is generated (kept in ``--data`` for the next run), then read into
-shards in a child process (pass 1: partition by user; pass 2: split, counts), then, for each
+shards as training reads them (pass 1: rank 0 partitions by user; pass 2: each of
+``--shard-ranks`` ranks splits its own shards, rank 0 sums them up), then, for each
 rank count, ``embrecall.training`` runs in fresh processes (``torchrun --nproc-per-node N``
 for N > 1): encode (encoders, catalog inputs), one epoch (``--steps`` 0: the whole epoch; else
 that many steps), item vectors and the index (rank 0).  Each process prints its wall time per
@@ -20,6 +21,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -54,17 +56,27 @@ def _peak_mb() -> float:
 
 
 def _shard(config: str) -> None:
-    """Child: read the log into shards; print each pass's seconds and this process's peak RSS."""
+    """Child (one process, or each rank of a torchrun): read the log into shards as training does;
+    print each pass's seconds and this process's peak RSS."""
+    import torch
+
     from embrecall.config import load_config
-    from embrecall.data.shards import prepare_shards, shard_folder
+    from embrecall.data.shards import shard_folder
+    from embrecall.pipeline import shards_on_every_rank
+    from embrecall.training.distributed import join_from_env, leave
 
     cfg = load_config(config)
     if (shard_folder(cfg) / "shards.json").is_file():  # an earlier run wrote them: nothing measured now
         print(json.dumps({"stage": "shards"}))
         return
-    shards = prepare_shards(cfg)
+    r = join_from_env(torch.device("cpu"))
+    shards = shards_on_every_rank(cfg)
+    leave()
     workers_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest split worker
-    print(json.dumps({"stage": "shards", **shards.meta["seconds"], "peak_mb": _peak_mb(), "workers_mb": workers_mb}))
+    if r.main:
+        print(
+            json.dumps({"stage": "shards", **shards.meta["seconds"], "peak_mb": _peak_mb(), "workers_mb": workers_mb})
+        )
 
 
 def _train(config: str) -> None:
@@ -127,6 +139,7 @@ def main() -> None:
     )
     parser.add_argument("--shards", type=int, nargs="+", default=[16, 64], help="per size: shard count")
     parser.add_argument("--ranks", type=int, nargs="*", default=[1, 2], help="none: the read and split only")
+    parser.add_argument("--shard-ranks", type=int, nargs="+", default=[1], help="ranks that split the shards")
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--users", type=int, default=2_000_000)
     parser.add_argument("--data", type=Path, default=Path("/tmp/embrecall-scale"))
@@ -170,25 +183,33 @@ def main() -> None:
                 out=folder / "runs", data=folder, shards=shards, steps=f"steps_per_epoch = {steps}" if steps else ""
             )
         )
-        done = _lines(
-            subprocess.run(
-                [sys.executable, __file__, "--child", "shard", str(config)], check=True, capture_output=True, text=True
-            ).stdout
-        )[0]
         label = f"{events:,}"
-        if "partition" in done:
+        for n in args.shard_ranks:
+            if len(args.shard_ranks) > 1:  # each rank count measured from the raw log
+                shutil.rmtree(folder / "runs" / "shards", ignore_errors=True)
+            launch = [sys.executable] if n == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+            launch += [] if n == 1 else ["--nproc-per-node", str(n)]
+            child = [*launch, __file__, "--child", "shard", str(config)]
+            done = _lines(subprocess.run(child, check=True, capture_output=True, text=True).stdout)[0]
+            if "partition" not in done:
+                table.add_row(
+                    label, "", "read, split", "", "", f"shards an earlier run wrote: delete {folder / 'runs'}"
+                )
+                continue
             table.add_row(label, "1", "read (partition by user)", f"{done['partition']:.0f}", "", f"{shards} shards")
             table.add_row(
                 label,
-                "1",
+                str(n),
                 "split (per shard)",
                 f"{done['split']:.0f}",
                 f"{done['peak_mb']:,.0f}",
-                f"shards split in worker processes (the largest peaked at {done['workers_mb']:,.0f} MB); "
-                "the summary by DuckDB",
+                (
+                    f"in worker processes (the largest of rank 0's peaked at {done['workers_mb']:,.0f} MB)"
+                    if done["workers_mb"]
+                    else "each rank in its own process"
+                )
+                + "; the summary by DuckDB",
             )
-        else:
-            table.add_row(label, "", "read, split", "", "", f"shards an earlier run wrote: delete {folder / 'runs'}")
         for n in args.ranks:
             launch = (
                 [sys.executable]

@@ -23,7 +23,7 @@ from embrecall.config import Config
 from embrecall.data.dataset import Dataset
 from embrecall.data.load import load_dataset, numeric_columns
 from embrecall.data.log import EventLog, MemoryLog
-from embrecall.data.shards import Shards, prepare_shards, shard_folder
+from embrecall.data.shards import Shards, finish_shards, partition_shards, shard_folder, split_shards
 from embrecall.data.split import Split, cold_item_split, split_dataset
 from embrecall.data.table import read_feature_tables
 from embrecall.errors import ConfigError, DataError, NothingNew
@@ -42,7 +42,7 @@ from embrecall.serve.cache import VectorCache
 from embrecall.serve.service import ServedChannel, ServingVersion
 from embrecall.training.bundle_writer import write_bundle
 from embrecall.training.device import training_device
-from embrecall.training.distributed import barrier, join_from_env, leave, ranks
+from embrecall.training.distributed import agree, barrier, join_from_env, leave, ranks
 from embrecall.training.trainer import FitResult, fit_two_tower, item_vectors, two_tower_channel
 from embrecall.training.warm_start import Parent, align_onto, version_folder
 
@@ -128,19 +128,31 @@ class TrainingData:
         )
 
 
+def shards_on_every_rank(cfg: Config) -> Shards:
+    """The shards of ``cfg``'s log (``data.shards``): rank 0 reads the log into them, every rank
+    splits its own (``rank``, ``rank + world``, ...), rank 0 sums them up; one process does all three."""
+    r = ranks()
+    tmp = agree(partition_shards(cfg) if r.main else None)  # None: an earlier run wrote them
+    if tmp is not None:
+        started = time.perf_counter()
+        split_shards(cfg, tmp, r.rank, r.world)
+        barrier()
+        if r.main:
+            finish_shards(cfg, tmp, time.perf_counter() - started)
+    barrier()
+    return Shards.open(shard_folder(cfg))
+
+
 def read_training_data(cfg: Config, show_progress: bool = True) -> tuple[TrainingData, str]:
     """The training data and its fingerprint: the log read into memory, or (``data.shards``) its
-    shards, written by rank 0 on first use and opened by every rank."""
+    shards, written on first use (``shards_on_every_rank``) and opened by every rank."""
     if cfg.data.shards is None:
         data, split = read_split(cfg, show_progress)
         return TrainingData.of(data, split), data.fingerprint()
     with step(
         f"reading the log into {cfg.data.shards.count} user shards and splitting ({cfg.split.kind})", show_progress
     ):
-        if ranks().main:
-            prepare_shards(cfg)
-        barrier()
-        shards = Shards.open(shard_folder(cfg))
+        shards = shards_on_every_rank(cfg)
         notes = shards.notes
         users, items = read_feature_tables(cfg.data, numeric_columns(cfg), notes)
         sample = shards.sample_split(cfg.data.shards.eval_users, cfg.train.seed)

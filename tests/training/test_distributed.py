@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.distributed as dist
@@ -17,9 +18,10 @@ import torch.multiprocessing as mp
 
 from embrecall.config import load_config
 from embrecall.data.load import numeric_columns
-from embrecall.data.shards import prepare_shards
+from embrecall.data.shards import prepare_shards, shard_folder
 from embrecall.data.table import read_feature_tables
 from embrecall.features import Encoders
+from embrecall.pipeline import read_training_data
 from embrecall.training.distributed import (
     average_sparse_gradients,
     gather,
@@ -224,6 +226,34 @@ def test_two_ranks_with_batch_b_train_what_one_rank_with_batch_2b_trains(tmp_pat
             assert b["HR@50"] == pytest.approx(a["HR@50"], abs=0.02)
     assert len(one["training"]["log"]) == len(two["training"]["log"])
     assert two["metrics"]["two_tower"]["HR@10"] == pytest.approx(one["metrics"]["two_tower"]["HR@10"], abs=0.03)
+
+
+def _shard_on_two_ranks(rank: int, folder: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{folder}/group-shards", rank=rank, world_size=2)
+    read_training_data(load_config(Path(folder) / "config.yaml"), show_progress=False)
+    dist.destroy_process_group()
+
+
+def test_two_ranks_split_their_own_shards_into_what_one_process_writes(tmp_path):
+    """Rank 0 reads the log into shards; each rank then splits its own; rank 0 sums them up."""
+    one = sharded_config(tmp_path, f"data.shards.folder={tmp_path / 'one'}", count=5)
+    two = one.model_copy(
+        update={
+            "data": one.data.model_copy(
+                update={"shards": one.data.shards.model_copy(update={"folder": tmp_path / "two"})}
+            )
+        }
+    )
+    prepare_shards(one)
+    (tmp_path / "config.yaml").write_text(two.model_dump_json())
+    mp.spawn(_shard_on_two_ranks, args=(str(tmp_path),), nprocs=2)
+    a, b = shard_folder(one), shard_folder(two)
+    files = sorted(f.name for f in a.glob("*.parquet"))
+    assert len(files) == 2 * 5 + 2 and files == sorted(f.name for f in b.glob("*.parquet"))
+    for name in files:
+        pd.testing.assert_frame_equal(pd.read_parquet(a / name), pd.read_parquet(b / name), obj=name)
+    meta_a, meta_b = (json.loads((f / "shards.json").read_text()) for f in (a, b))
+    assert {k: v for k, v in meta_a.items() if k != "seconds"} == {k: v for k, v in meta_b.items() if k != "seconds"}
 
 
 SEQUENCE = "features.user=[{kind: categorical, name: user_id}, {kind: sequence, name: recent, max_len: 8}]"

@@ -7,9 +7,9 @@ time and never crosses shards.  Two passes, each bounded by settings rather than
 1. *partition*: pyarrow reads ``data.shards.read_rows`` rows at a time, checks ids and timestamps
    (errors name the file line) and appends each row to its user's shard;
 2. *split*: each shard is read alone, sorted and split by ``split_dataset`` (shards in parallel
-   processes when the log is large); it is written back as the train + validation events (with
-   ``in_train``) and its targets.  DuckDB then sums the catalog's counts, the users and the daily
-   volumes over every shard file.
+   processes when the log is large; under torchrun each rank splits its own shards); it is written
+   back as the train + validation events (with ``in_train``) and its targets.  DuckDB then sums the
+   catalog's counts, the users and the daily volumes over every shard file.
 
 Everything is kept under a folder named after the log file (path, size, modification time) and
 the settings, so later runs and every rank of a torchrun reuse it.
@@ -46,7 +46,7 @@ from embrecall.data.table import check_ids, require_columns
 from embrecall.data.timestamps import TimeColumn
 from embrecall.errors import DataError
 
-__all__ = ["Shards", "ShardLog", "prepare_shards", "shard_folder"]
+__all__ = ["Shards", "ShardLog", "prepare_shards", "partition_shards", "split_shards", "finish_shards", "shard_folder"]
 
 FORMAT = 1
 _DUCKDB_MEMORY = "2GB"  # the summary's bound; above it DuckDB spills to the shard folder
@@ -142,9 +142,9 @@ _EMPTY: dict[str, list] = {"user_id": [], "item_id": [], "timestamp": [], "row":
 _EMPTY_TYPES = {"user_id": object, "item_id": object, "timestamp": np.int64, "row": np.int64}
 
 
-def _split_one(folder: Path, split_cfg: SplitConfig, s: int) -> dict[str, int]:
+def _split_one(folder: Path, split_cfg: SplitConfig, s: int) -> None:
     """Pass 2 of one shard (in a worker process or here): its raw events sorted, split and written
-    back as the train + validation events and the targets; returns the parts' sizes."""
+    back as the train + validation events and the targets, and the parts' sizes."""
     raw = folder / f"raw-{s:05d}.parquet"
     events = pd.read_parquet(raw) if raw.is_file() else pd.DataFrame(_EMPTY).astype(_EMPTY_TYPES)
     split = split_dataset(Dataset(events), split_cfg)
@@ -154,27 +154,28 @@ def _split_one(folder: Path, split_cfg: SplitConfig, s: int) -> dict[str, int]:
     pd.concat([split.valid.assign(part="valid"), split.test.assign(part="test")], ignore_index=True).drop(
         columns="row"
     ).to_parquet(folder / f"targets-{s:05d}.parquet", index=False)
+    sizes = {"train": len(split.train), "train_full": len(full), "valid": len(split.valid), "test": len(split.test)}
+    (folder / f"sizes-{s:05d}.json").write_text(json.dumps(sizes))
     raw.unlink(missing_ok=True)
-    return {"train": len(split.train), "train_full": len(full), "valid": len(split.valid), "test": len(split.test)}
 
 
-def _split_shards(folder: Path, count: int, cfg: Config, events: int) -> dict:
-    """Pass 2: every shard split (in as many processes as there are cores when the log is large),
-    then the catalog, the users and the daily volumes summed over all shards."""
+def split_shards(cfg: Config, folder: Path, rank: int = 0, world: int = 1) -> None:
+    """Pass 2 of this rank's shards (``rank``, ``rank + world``, ...), in as many processes as
+    this rank's share of the machine's cores when the log is large."""
+    meta = json.loads((folder / "partition.json").read_text())
+    mine = range(rank, meta["count"], world)
+    cores = (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    large = meta["events"] >= _PARALLEL_FROM and sys.platform == "linux"
+    workers = min(len(mine), cores) if large else 1
     split_one = partial(_split_one, folder, cfg.split)
-    workers = min(count, os.cpu_count() or 1) if events >= _PARALLEL_FROM and sys.platform == "linux" else 1
     if workers > 1:
         # Forked: a spawned worker would re-run the caller's script (a user's, without a main
         # guard). The workers run pandas and pyarrow only, never the torch the caller may hold.
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            sizes = list(pool.map(split_one, range(count)))
+            list(pool.map(split_one, mine))
     else:
-        sizes = [split_one(s) for s in range(count)]
-    return {
-        "sizes": [{p: size[p] for p in _PARTS} for size in sizes],
-        "targets": {p: sum(size[p] for size in sizes) for p in ("valid", "test")},
-        **_summary(folder, count),
-    }
+        for shard in mine:
+            split_one(shard)
 
 
 def _summary(folder: Path, count: int) -> dict:
@@ -346,11 +347,13 @@ class ShardLog:
         return sum(self.rows(s) for s in range(self.shards.count))
 
 
-def prepare_shards(cfg: Config) -> Shards:
-    """The shards of ``cfg``'s log, written now unless an earlier run left them complete."""
+def partition_shards(cfg: Config) -> Path | None:
+    """Pass 1 into a new temporary folder beside the shards' own, or None where an earlier run
+    left the shards complete.  Then ``split_shards`` (one rank, or each its own shards) and
+    ``finish_shards``."""
     folder = shard_folder(cfg)
     if (folder / "shards.json").is_file():
-        return Shards.open(folder)
+        return None
     tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -359,15 +362,30 @@ def prepare_shards(cfg: Config) -> Shards:
         started = time.perf_counter()
         notes: list[str] = []
         events = _partition(cfg.data, tmp, count, notes)
-        partitioned = time.perf_counter()
+        meta = {"count": count, "events": events, "notes": notes, "seconds": time.perf_counter() - started}
+        (tmp / "partition.json").write_text(json.dumps(meta))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp
+
+
+def finish_shards(cfg: Config, tmp: Path, split_seconds: float) -> None:
+    """The split shards' sizes and summary into ``shards.json``, and ``tmp`` moved into place."""
+    folder = shard_folder(cfg)
+    try:
+        part = json.loads((tmp / "partition.json").read_text())
+        sizes = [json.loads((tmp / f"sizes-{s:05d}.json").read_text()) for s in range(part["count"])]
         meta = {
             "format": FORMAT,
             "source": str(cfg.data.path),
-            "events": events,
-            "notes": notes,
-            **_split_shards(tmp, count, cfg, events),
+            "events": part["events"],
+            "notes": part["notes"],
+            "sizes": [{p: size[p] for p in _PARTS} for size in sizes],
+            "targets": {p: sum(size[p] for size in sizes) for p in ("valid", "test")},
+            **_summary(tmp, part["count"]),
         }
-        meta["seconds"] = {"partition": partitioned - started, "split": time.perf_counter() - partitioned}
+        meta["seconds"] = {"partition": part["seconds"], "split": split_seconds}
         (tmp / "shards.json").write_text(json.dumps(meta))
         if folder.exists():  # another process finished first: keep its shards
             shutil.rmtree(tmp)
@@ -376,4 +394,17 @@ def prepare_shards(cfg: Config) -> Shards:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Shards.open(folder)
+
+
+def prepare_shards(cfg: Config) -> Shards:
+    """The shards of ``cfg``'s log, written now by this process unless an earlier run left them complete."""
+    tmp = partition_shards(cfg)
+    if tmp is not None:
+        started = time.perf_counter()
+        try:
+            split_shards(cfg, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        finish_shards(cfg, tmp, time.perf_counter() - started)
+    return Shards.open(shard_folder(cfg))
