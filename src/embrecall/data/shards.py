@@ -161,21 +161,26 @@ def _split_one(folder: Path, split_cfg: SplitConfig, s: int) -> None:
 
 def split_shards(cfg: Config, folder: Path, rank: int = 0, world: int = 1) -> None:
     """Pass 2 of this rank's shards (``rank``, ``rank + world``, ...), in as many processes as
-    this rank's share of the machine's cores when the log is large."""
+    this rank's share of the machine's cores when the log is large; on failure the temporary
+    folder is removed."""
     meta = json.loads((folder / "partition.json").read_text())
     mine = range(rank, meta["count"], world)
     cores = (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     large = meta["events"] >= _PARALLEL_FROM and sys.platform == "linux"
     workers = min(len(mine), cores) if large else 1
     split_one = partial(_split_one, folder, cfg.split)
-    if workers > 1:
-        # Forked: a spawned worker would re-run the caller's script (a user's, without a main
-        # guard). The workers run pandas and pyarrow only, never the torch the caller may hold.
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            list(pool.map(split_one, mine))
-    else:
-        for shard in mine:
-            split_one(shard)
+    try:
+        if workers > 1:
+            # Forked: a spawned worker would re-run the caller's script (a user's, without a main
+            # guard). The workers run pandas and pyarrow only, never the torch the caller may hold.
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+                list(pool.map(split_one, mine))
+        else:
+            for shard in mine:
+                split_one(shard)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def _summary(folder: Path, count: int) -> dict:
@@ -401,10 +406,6 @@ def prepare_shards(cfg: Config) -> Shards:
     tmp = partition_shards(cfg)
     if tmp is not None:
         started = time.perf_counter()
-        try:
-            split_shards(cfg, tmp)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        split_shards(cfg, tmp)
         finish_shards(cfg, tmp, time.perf_counter() - started)
     return Shards.open(shard_folder(cfg))
