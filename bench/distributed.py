@@ -18,12 +18,17 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from hosts import Host, torchrun_across, two_hosts, why_no_hosts  # bench/ is on sys.path when run as a script
+from hosts import (  # bench/ is on sys.path when run as a script
+    Host,
+    on_this_host,
+    torchrun_across,
+    two_hosts,
+    why_no_hosts,
+)
 from rich.console import Console
 from rich.table import Table
 
@@ -64,8 +69,7 @@ def _train(
             if node.returncode:
                 raise RuntimeError(f"a torchrun node failed: {node.stderr[-3000:]}")
     else:
-        one_host = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)]
-        subprocess.run([*one_host, "-m", *train], check=True, capture_output=True, env=env)
+        subprocess.run([*on_this_host(ranks), "-m", *train], check=True, capture_output=True, env=env)
     seconds = time.perf_counter() - started
     manifest = next(out.glob("*/manifest.json"))
     return json.loads(manifest.read_text())["training"], seconds

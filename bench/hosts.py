@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-__all__ = ["Host", "torchrun_across", "two_hosts", "why_no_hosts"]
+__all__ = ["Host", "on_this_host", "torchrun_across", "two_hosts", "why_no_hosts"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,14 @@ def two_hosts() -> Iterator[tuple[Host, Host]]:
             subprocess.run(["ip", "link", "del", a.interface], capture_output=True)
         for namespace in made:  # deleting a namespace deletes the veth end in it, and so the pair
             subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+
+
+def on_this_host(ranks: int) -> list[str]:
+    """The start of a command that runs a script or ``-m module`` as ``ranks`` processes of this
+    host: plain Python for one, a standalone torchrun node for more."""
+    if ranks == 1:
+        return [sys.executable]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)]
 
 
 def torchrun_across(

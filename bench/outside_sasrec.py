@@ -23,6 +23,7 @@ HR@100 per seed, their mean, and training seconds; compare with `python bench/se
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -55,6 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)  # RecBole writes log/ and log_tensorboard/ under the working directory
         write_atomic(Path(tmp))
         for seed in args.seeds:
             config = {

@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+from hosts import on_this_host  # bench/ is on sys.path when run as a script
 from rich.console import Console
 from rich.table import Table
 
@@ -61,16 +62,15 @@ def _shard(config: str) -> None:
     import torch
 
     from embrecall.config import load_config
-    from embrecall.data.shards import shard_folder
-    from embrecall.pipeline import shards_on_every_rank
-    from embrecall.training.distributed import join_from_env, leave
+    from embrecall.data.shards import prepare_shards, shard_folder
+    from embrecall.training.distributed import agree, barrier, join_from_env, leave
 
     cfg = load_config(config)
     if (shard_folder(cfg) / "shards.json").is_file():  # an earlier run wrote them: nothing measured now
         print(json.dumps({"stage": "shards"}))
         return
     r = join_from_env(torch.device("cpu"))
-    shards = shards_on_every_rank(cfg)
+    shards = prepare_shards(cfg, r.rank, r.world, agree, barrier)
     leave()
     workers_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest split worker
     if r.main:
@@ -187,9 +187,7 @@ def main() -> None:
         for n in args.shard_ranks:
             if len(args.shard_ranks) > 1:  # each rank count measured from the raw log
                 shutil.rmtree(folder / "runs" / "shards", ignore_errors=True)
-            launch = [sys.executable] if n == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-            launch += [] if n == 1 else ["--nproc-per-node", str(n)]
-            child = [*launch, __file__, "--child", "shard", str(config)]
+            child = [*on_this_host(n), __file__, "--child", "shard", str(config)]
             done = _lines(subprocess.run(child, check=True, capture_output=True, text=True).stdout)[0]
             if "partition" not in done:
                 table.add_row(
@@ -211,12 +209,8 @@ def main() -> None:
                 + "; the summary by DuckDB",
             )
         for n in args.ranks:
-            launch = (
-                [sys.executable]
-                if n == 1
-                else [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(n)]
-            )
-            proc = subprocess.run([*launch, __file__, "--child", "train", str(config)], capture_output=True, text=True)
+            train = [*on_this_host(n), __file__, "--child", "train", str(config)]
+            proc = subprocess.run(train, capture_output=True, text=True)
             if proc.returncode:
                 (folder / f"failed-{n}-ranks.log").write_text(proc.stdout + proc.stderr)
                 table.add_row(

@@ -18,11 +18,11 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from hosts import on_this_host  # bench/ is on sys.path when run as a script
 from rich.console import Console
 from rich.table import Table
 
@@ -56,11 +56,7 @@ def train(out: Path, settings: list[str], ranks: int) -> tuple[dict, float]:
     args = ["embrecall.cli", "train", "--config", str(CONFIG), "--out", str(out), "--no-progress"]
     for setting in settings:
         args += ["--set", setting]
-    if ranks == 1:
-        command = [sys.executable, "-m", *args]
-    else:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)]
-        command += ["-m", *args]
+    command = [*on_this_host(ranks), "-m", *args]
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, 2 // ranks))}
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env)

@@ -23,7 +23,7 @@ from embrecall.config import Config
 from embrecall.data.dataset import Dataset
 from embrecall.data.load import load_dataset, numeric_columns
 from embrecall.data.log import EventLog, MemoryLog
-from embrecall.data.shards import Shards, finish_shards, partition_shards, shard_folder, split_shards
+from embrecall.data.shards import prepare_shards
 from embrecall.data.split import Split, cold_item_split, split_dataset
 from embrecall.data.table import read_feature_tables
 from embrecall.errors import ConfigError, DataError, NothingNew
@@ -128,31 +128,17 @@ class TrainingData:
         )
 
 
-def shards_on_every_rank(cfg: Config) -> Shards:
-    """The shards of ``cfg``'s log (``data.shards``): rank 0 reads the log into them, every rank
-    splits its own (``rank``, ``rank + world``, ...), rank 0 sums them up; one process does all three."""
-    r = ranks()
-    tmp = agree(partition_shards(cfg) if r.main else None)  # None: an earlier run wrote them
-    if tmp is not None:
-        started = time.perf_counter()
-        split_shards(cfg, tmp, r.rank, r.world)
-        barrier()
-        if r.main:
-            finish_shards(cfg, tmp, time.perf_counter() - started)
-    barrier()
-    return Shards.open(shard_folder(cfg))
-
-
 def read_training_data(cfg: Config, show_progress: bool = True) -> tuple[TrainingData, str]:
     """The training data and its fingerprint: the log read into memory, or (``data.shards``) its
-    shards, written on first use (``shards_on_every_rank``) and opened by every rank."""
+    shards, written on first use (each rank its part, ``prepare_shards``) and opened by every rank."""
     if cfg.data.shards is None:
         data, split = read_split(cfg, show_progress)
         return TrainingData.of(data, split), data.fingerprint()
     with step(
         f"reading the log into {cfg.data.shards.count} user shards and splitting ({cfg.split.kind})", show_progress
     ):
-        shards = shards_on_every_rank(cfg)
+        r = ranks()
+        shards = prepare_shards(cfg, r.rank, r.world, agree, barrier)
         notes = shards.notes
         users, items = read_feature_tables(cfg.data, numeric_columns(cfg), notes)
         sample = shards.sample_split(cfg.data.shards.eval_users, cfg.train.seed)

@@ -114,8 +114,8 @@ def _fit_on_two_ranks(rank: int, folder: str, epochs: int, resume: bool, name: s
     fit = fit_two_tower(
         cfg, log, users, items, epochs=epochs, checkpoint_dir=Path(folder) / f"ckpt-{name}", show_progress=False
     )
-    if rank == 0:
-        torch.save({"state": fit.model.state_dict(), "log": fit.log, "sparse": fit.model.sparse}, f"{folder}/{name}.pt")
+    kept = {"steps": fit.steps, "state": fit.model.state_dict(), "log": fit.log, "sparse": fit.model.sparse}
+    torch.save(kept, f"{folder}/{name}-{rank}.pt")
     dist.destroy_process_group()
 
 
@@ -127,7 +127,7 @@ def test_two_ranks_on_their_own_shards_resume_from_rank_0s_checkpoint(tmp_path):
     mp.spawn(_fit_on_two_ranks, args=(str(tmp_path), 2, False, "straight"), nprocs=2)
     mp.spawn(_fit_on_two_ranks, args=(str(tmp_path), 1, False, "resumed"), nprocs=2)  # stopped after epoch 1
     mp.spawn(_fit_on_two_ranks, args=(str(tmp_path), 2, True, "resumed"), nprocs=2)
-    straight, resumed = (torch.load(tmp_path / f"{n}.pt", weights_only=False) for n in ("straight", "resumed"))
+    straight, resumed = (torch.load(tmp_path / f"{n}-0.pt", weights_only=False) for n in ("straight", "resumed"))
     assert [e["epoch"] for e in resumed["log"]] == [1, 2] and resumed["sparse"]
     assert any((tmp_path / "ckpt-resumed").iterdir())  # rank 0's epoch checkpoints, read back by both ranks
     for (name, a), b in zip(straight["state"].items(), resumed["state"].values()):
@@ -260,16 +260,6 @@ SEQUENCE = "features.user=[{kind: categorical, name: user_id}, {kind: sequence, 
 MIXED = ["train.negatives.global_count=32", "train.negatives.hard_count=2", "train.negatives.hard_column=category"]
 
 
-def _fit_windows_on_two_ranks(rank: int, folder: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{folder}/group-windows", rank=rank, world_size=2)
-    cfg = load_config(Path(folder) / "config.yaml")
-    log = prepare_shards(cfg).log("train")
-    users, items = read_feature_tables(cfg.data, numeric_columns(cfg), [])
-    fit = fit_two_tower(cfg, log, users, items, epochs=2, show_progress=False)
-    torch.save({"steps": fit.steps, "state": fit.model.state_dict(), "log": fit.log}, f"{folder}/windows-{rank}.pt")
-    dist.destroy_process_group()
-
-
 def test_sequence_windows_and_mixed_negatives_train_on_two_ranks_over_their_own_shards(tmp_path):
     """Each rank walks the windows of its own shards; the softmax scores every rank's positives,
     the shared popular negatives and its rows' own same-category ones; the ranks stay in step."""
@@ -277,7 +267,7 @@ def test_sequence_windows_and_mixed_negatives_train_on_two_ranks_over_their_own_
     cfg = sharded_config(tmp_path, *SHARDED, SEQUENCE, *MIXED, count=4)
     prepare_shards(cfg)
     (tmp_path / "config.yaml").write_text(cfg.model_dump_json())
-    mp.spawn(_fit_windows_on_two_ranks, args=(str(tmp_path),), nprocs=2)
+    mp.spawn(_fit_on_two_ranks, args=(str(tmp_path), 2, False, "windows"), nprocs=2)
     first, second = (torch.load(tmp_path / f"windows-{r}.pt", weights_only=False) for r in (0, 1))
     assert first["steps"] == second["steps"] > 0
     losses = [e["loss"] for e in first["log"]]

@@ -24,7 +24,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -46,7 +46,7 @@ from embrecall.data.table import check_ids, require_columns
 from embrecall.data.timestamps import TimeColumn
 from embrecall.errors import DataError
 
-__all__ = ["Shards", "ShardLog", "prepare_shards", "partition_shards", "split_shards", "finish_shards", "shard_folder"]
+__all__ = ["Shards", "ShardLog", "prepare_shards", "shard_folder"]
 
 FORMAT = 1
 _DUCKDB_MEMORY = "2GB"  # the summary's bound; above it DuckDB spills to the shard folder
@@ -159,7 +159,7 @@ def _split_one(folder: Path, split_cfg: SplitConfig, s: int) -> None:
     raw.unlink(missing_ok=True)
 
 
-def split_shards(cfg: Config, folder: Path, rank: int = 0, world: int = 1) -> None:
+def _split_shards(cfg: Config, folder: Path, rank: int, world: int) -> None:
     """Pass 2 of this rank's shards (``rank``, ``rank + world``, ...), in as many processes as
     this rank's share of the machine's cores when the log is large; on failure the temporary
     folder is removed."""
@@ -352,10 +352,9 @@ class ShardLog:
         return sum(self.rows(s) for s in range(self.shards.count))
 
 
-def partition_shards(cfg: Config) -> Path | None:
+def _partition_shards(cfg: Config) -> Path | None:
     """Pass 1 into a new temporary folder beside the shards' own, or None where an earlier run
-    left the shards complete.  Then ``split_shards`` (one rank, or each its own shards) and
-    ``finish_shards``."""
+    left the shards complete."""
     folder = shard_folder(cfg)
     if (folder / "shards.json").is_file():
         return None
@@ -375,7 +374,7 @@ def partition_shards(cfg: Config) -> Path | None:
     return tmp
 
 
-def finish_shards(cfg: Config, tmp: Path, split_seconds: float) -> None:
+def _finish_shards(cfg: Config, tmp: Path, split_seconds: float) -> None:
     """The split shards' sizes and summary into ``shards.json``, and ``tmp`` moved into place."""
     folder = shard_folder(cfg)
     try:
@@ -401,11 +400,23 @@ def finish_shards(cfg: Config, tmp: Path, split_seconds: float) -> None:
         raise
 
 
-def prepare_shards(cfg: Config) -> Shards:
-    """The shards of ``cfg``'s log, written now by this process unless an earlier run left them complete."""
-    tmp = partition_shards(cfg)
+def prepare_shards(
+    cfg: Config,
+    rank: int = 0,
+    world: int = 1,
+    agree: Callable[[Path | None], Path | None] = lambda tmp: tmp,
+    barrier: Callable[[], None] = lambda: None,
+) -> Shards:
+    """The shards of ``cfg``'s log, written now unless an earlier run left them complete: rank 0
+    reads the log into them, every rank splits its own (``rank``, ``rank + world``, ...), rank 0
+    sums them up; one process does all three.  ``agree`` hands rank 0's value to every rank and
+    ``barrier`` waits for all (``training.distributed``'s, under torchrun)."""
+    tmp = agree(_partition_shards(cfg) if rank == 0 else None)  # None: an earlier run wrote them
     if tmp is not None:
         started = time.perf_counter()
-        split_shards(cfg, tmp)
-        finish_shards(cfg, tmp, time.perf_counter() - started)
+        _split_shards(cfg, tmp, rank, world)
+        barrier()
+        if rank == 0:
+            _finish_shards(cfg, tmp, time.perf_counter() - started)
+    barrier()
     return Shards.open(shard_folder(cfg))

@@ -71,7 +71,7 @@ class StepLoss:
             return self._in_batch(ex, inputs, pos), len(rows)
         every, offset = gather_rows(pos)
         if self.mixed.active:
-            return self._mixed(ex, inputs, at, rows, every, offset, draws), len(rows)
+            return self._mixed(ex, inputs, at, rows, pos, every, offset, draws), len(rows)
         distinct, labels = np.unique(every, return_inverse=True)  # windows hold many pairs: each positive once
         user, items = self.net(inputs, c.item_batch(distinct), at)
         log_q = self._on(ex.log_inclusion(distinct, len(every))) * t.logq_strength
@@ -101,12 +101,12 @@ class StepLoss:
         inputs: dict[str, torch.Tensor],
         at: torch.Tensor | None,
         rows: np.ndarray,
+        pos: np.ndarray,
         every: np.ndarray,
         offset: int,
         draws: Draws,
     ) -> torch.Tensor:
         t = self.t
-        pos = ex.item_idx[rows]
         d = self.mixed.draw(pos, ex.user_code[rows], draws.own, ex.exposure, every, draws.shared)
         batch_idx = np.r_[every, d.shared]
         user, items = self.net(inputs, ex.catalog.item_batch(np.r_[batch_idx, d.per_row.reshape(-1)]), at)
